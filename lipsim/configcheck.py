@@ -1,0 +1,94 @@
+"""Validate a pipeline config against workflow/schemas/config.schema.yaml.
+
+snakemake.utils.validate stops at the first error and prints a schema dump; users of a long
+pipeline want every mistake at once, each named by its key path, before any job starts.
+Defaults from the schema are filled in, as snakemake's validate does.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem by key path."""
+
+
+def _with_defaults(cls):
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+def key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties":
+        # The offending key is in the message, not the path: name it.
+        extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
+        parts.append(",".join(map(str, extra)))
+    return ".".join(parts) or "(top level)"
+
+
+def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
+    """Fill defaults into `config` in place and raise ConfigError listing every problem."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    cls = _with_defaults(Draft202012Validator)
+    errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"  {key_path(e)}: {_message(e)}" for e in errors]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    _cross_checks(config)
+    return config
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        return f"unknown key (allowed here: {', '.join(allowed)})"
+    return error.message
+
+
+def _cross_checks(config: dict[str, Any]) -> None:
+    """Rules a JSON schema cannot say clearly; each message names the keys involved."""
+    problems = []
+    for section in ("night", "imagenet", "natural_images"):
+        sec = config.get(section, {})
+        if sec.get("source") == "path" and not sec.get("path"):
+            problems.append(f"  {section}.path: required when {section}.source is 'path'")
+    margins = [float(m) for m in config.get("margins", [])]
+    if len(set(margins)) != len(margins):
+        problems.append(f"  margins: duplicated values in {config['margins']}")
+    if "primary_margin" in config and float(config["primary_margin"]) not in margins:
+        problems.append(
+            f"  primary_margin: {config['primary_margin']} is not one of margins {margins}"
+        )
+    for key in config.get("finetuned_checkpoints", {}):
+        try:
+            m = float(key)
+        except ValueError:
+            problems.append(f"  finetuned_checkpoints.{key}: keys must be margins (numbers)")
+            continue
+        if m not in margins:
+            problems.append(f"  finetuned_checkpoints.{key}: margin {m} is not in margins {margins}")
+    if config.get("distill", {}).get("launcher") == "none":
+        res = config["distill"].get("resources", {})
+        if res.get("nodes", 1) * res.get("tasks_per_node", 1) > 1:
+            problems.append(
+                "  distill.launcher: 'none' runs one process but distill.resources asks for "
+                "several tasks; use torchrun (one node) or srun (SLURM)"
+            )
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems))

@@ -1,0 +1,163 @@
+# Shared helpers: config validation, paths, metric names and resource mapping.
+import json
+import re
+import hashlib
+
+from lipsim.configcheck import validate_config
+
+
+# Our validator lists every invalid key at once (snakemake's stops at the first).
+validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+R = f"{config['results_dir']}/{config['run']}"
+PY = "python -m lipsim"
+CONFIG_HASH = hashlib.sha256(
+    json.dumps(config, sort_keys=True, default=str).encode()
+).hexdigest()[:16]
+
+
+def fmt(x):
+    """One spelling per number in file names: 0.5, 2, 0.25 (never 0.50 or 2.0)."""
+    return f"{float(x):g}"
+
+
+MARGINS = [fmt(m) for m in config["margins"]]
+PRIMARY = f"margin{fmt(config['primary_margin'])}"
+MODELS = ["pretrained"] + [f"margin{m}" for m in MARGINS]
+TEACHER = config["teacher"]["name"]
+IMPORTED = {fmt(k): v for k, v in config["finetuned_checkpoints"].items()}
+
+
+wildcard_constraints:
+    margin=r"\d+(\.\d+)?",
+    model=r"pretrained|margin\d+(\.\d+)?",
+    eps=r"\d+(\.\d+)?",
+    norm="L2|Linf",
+    attack="autoattack|pgd",
+    part=r"\d+",
+    metric=r"[A-Za-z0-9_.-]+",
+
+
+# ---- data locations -------------------------------------------------------------------
+def night_dir():
+    if config["night"]["source"] == "path":
+        return config["night"]["path"]
+    return f"{R}/data/night"
+
+
+def night_inputs(wildcards=None):
+    """The NIGHT folder plus the verification report that must pass before evaluation."""
+    return {"night": night_dir(), "verified": f"{R}/checks/night-verified.json"}
+
+
+def imagenet_dir():
+    if config["imagenet"]["source"] == "path":
+        return config["imagenet"]["path"]
+    return f"{R}/data/imagenet"
+
+
+def natural_dir():
+    if config["natural_images"]["source"] == "path":
+        return config["natural_images"]["path"]
+    return f"{R}/data/natural"
+
+
+def generated(path):
+    """Inputs that exist only when the pipeline makes them (user folders are params)."""
+    return [path] if path.startswith(f"{R}/") else []
+
+
+# ---- metrics --------------------------------------------------------------------------
+def checkpoint(model):
+    return f"{R}/checkpoints/{model}.pt"
+
+
+def metric_spec(metric):
+    """Metric name in file names -> spec understood by lipsim.baselines.build_metric."""
+    if metric.startswith("lipsim-"):
+        return f"lipsim:{checkpoint(metric[len('lipsim-'):])}"
+    return metric
+
+
+def metric_inputs(wildcards):
+    if wildcards.metric.startswith("lipsim-"):
+        return [checkpoint(wildcards.metric[len("lipsim-"):])]
+    return weights_marker(wildcards.metric)
+
+
+def random_weights_flag(metric):
+    if metric.startswith("lipsim-") or metric in ("l2",):
+        return ""
+    if metric == TEACHER:
+        return "--random-weights" if config["teacher"]["random_weights"] else ""
+    return "--random-weights" if config["baselines"]["random_weights"] else ""
+
+
+NEEDS_WEIGHTS = {"dreamsim_ensemble", "dino_vitb16", "clip_vitb32", "open_clip_vitb32", "lpips", "dists"}
+
+
+def weights_marker(name):
+    """Marker written by fetch_weights; only metrics with downloaded weights need one."""
+    if name not in NEEDS_WEIGHTS or random_weights_flag(name):
+        return []
+    return [f"{config['weights_dir']}/{name}.json"]
+
+
+LIPSIM_METRICS = [f"lipsim-{m}" for m in MODELS]
+TABLE2_METRICS = LIPSIM_METRICS + [TEACHER]
+FIG3A_METRICS = list(dict.fromkeys(config["baselines"]["metrics"] + [TEACHER, f"lipsim-{PRIMARY}"]))
+
+
+def attack_grid():
+    """(attack, norm, eps) of Table 2; eps of Linf in /255 units as in the config."""
+    a = config["attacks"]
+    grid = [("autoattack", "L2", fmt(e)) for e in a["autoattack_l2_eps"]]
+    grid += [("autoattack", "Linf", fmt(e)) for e in a["autoattack_linf_eps_255"]]
+    grid += [("pgd", "L2", fmt(e)) for e in a["pgd_l2_eps"]]
+    grid += [("pgd", "Linf", fmt(e)) for e in a["pgd_linf_eps_255"]]
+    fig = ("autoattack", "L2", fmt(a["fig3a_eps"]))
+    if fig not in grid:
+        grid.append(fig)
+    return grid
+
+
+def attack_file(metric, attack, norm, eps):
+    return f"{R}/attacks/{metric}/{attack}-{norm}-{eps}.parquet"
+
+
+def table2_attack_files():
+    return [attack_file(m, *g) for m in TABLE2_METRICS for g in attack_grid()]
+
+
+def fig3a_attack_files():
+    return [attack_file(m, "autoattack", "L2", fmt(config["attacks"]["fig3a_eps"])) for m in FIG3A_METRICS]
+
+
+# ---- resources ------------------------------------------------------------------------
+def slurm_resources(res):
+    """Schema resources -> the SLURM plugin's resource names (see snakemake-notes.md)."""
+    out = {
+        "mem_mb": res["mem_mb"],
+        "runtime": lambda wildcards, attempt: res["runtime"] * attempt,
+        "cpus_per_task": res["cpus_per_task"],
+    }
+    if res["gpu"]:
+        out["gpu"] = res["gpu"]
+    return out
+
+
+def final_outputs():
+    outs = []
+    for t in ("table1", "table2", "retrieval"):
+        outs += [f"{R}/tables/{t}.{ext}" for ext in ("csv", "md", "tex", "parquet")]
+    for f in ("fig3a", "fig3b", "margins"):
+        outs += [f"{R}/figures/{f}.{ext}" for ext in ("pdf", "png")]
+    outs.append(f"{R}/checks/consistency.csv")
+    return outs
+
+
+def teacher_emb_dim():
+    """Embedding size of the teacher, i.e. of the student (needed to import checkpoints)."""
+    from lipsim.teachers import TEACHERS
+
+    return TEACHERS[TEACHER].emb_dim

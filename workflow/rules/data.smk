@@ -1,0 +1,131 @@
+# Data: NIGHT (generated or downloaded), the distillation image folder, natural images, weights.
+
+if config["night"]["source"] == "generate":
+
+    rule make_demo_night:
+        output:
+            directory(f"{R}/data/night"),
+        params:
+            g=config["night"]["generate"],
+            size=config["image_size"],
+        log:
+            f"{R}/logs/make_demo_night.log",
+        shell:
+            "{PY} make-demo-night --out {output} --seed {params.g[seed]} "
+            "--n-train {params.g[n_train]} --n-val {params.g[n_val]} "
+            "--n-test {params.g[n_test]} --image-size {params.size} > {log} 2>&1"
+
+elif config["night"]["source"] == "download":
+
+    # A localrule: it needs the network, which login nodes have and compute nodes may not.
+    localrules:
+        download_night,
+
+    rule download_night:
+        output:
+            directory(f"{R}/data/night"),
+        params:
+            d=config["night"]["download"],
+            url=lambda wc: config["night"]["download"]["url"]
+            if config["night"]["download"]["mode"] == "zip"
+            else config["night"]["download"]["chunked_url"],
+            sha=lambda wc: f"--sha256 {config['night']['download']['sha256']}"
+            if config["night"]["download"]["sha256"]
+            else "",
+        log:
+            f"{R}/logs/download_night.log",
+        shell:
+            "{PY} download-night --mode {params.d[mode]} --url {params.url} --out {output} "
+            "--chunks {params.d[chunks]} --retries {params.d[retries]} "
+            "--timeout {params.d[timeout]} {params.sha} > {log} 2>&1"
+
+
+rule verify_night:
+    input:
+        generated(night_dir()),
+    output:
+        f"{R}/checks/night-verified.json",
+    params:
+        root=night_dir(),
+        min_votes=config["night"]["min_votes"],
+    log:
+        f"{R}/logs/verify_night.log",
+    shell:
+        "{PY} verify-night --root {params.root} --min-votes {params.min_votes} "
+        "--report {output} > {log} 2>&1"
+
+
+if config["imagenet"]["source"] == "generate":
+
+    rule make_demo_imagenet:
+        output:
+            directory(f"{R}/data/imagenet"),
+        params:
+            g=config["imagenet"]["generate"],
+            size=config["image_size"],
+        log:
+            f"{R}/logs/make_demo_imagenet.log",
+        shell:
+            "{PY} make-demo-images --out {output} --layout imagenet --seed {params.g[seed]} "
+            "--classes {params.g[classes]} --per-class {params.g[per_class]} "
+            "--image-size {params.size} > {log} 2>&1"
+
+
+if config["natural_images"]["source"] == "generate":
+
+    rule make_demo_natural:
+        output:
+            directory(f"{R}/data/natural"),
+        params:
+            g=config["natural_images"]["generate"],
+            size=config["image_size"],
+        log:
+            f"{R}/logs/make_demo_natural.log",
+        shell:
+            "{PY} make-demo-images --out {output} --layout flat --seed {params.g[seed]} "
+            "--n {params.g[n]} --image-size {params.size} > {log} 2>&1"
+
+
+rule check_imagenet:
+    input:
+        generated(imagenet_dir()),
+    output:
+        f"{R}/checks/imagenet.json",
+    params:
+        root=imagenet_dir(),
+        expect=lambda wc: config["imagenet"]["expect_classes"]
+        if config["imagenet"]["source"] == "path"
+        else config["imagenet"]["generate"]["classes"],
+    log:
+        f"{R}/logs/check_imagenet.log",
+    shell:
+        "{PY} check-folder --layout imagenet --root {params.root} "
+        "--expect-classes {params.expect} --report {output} > {log} 2>&1"
+
+
+rule check_natural:
+    input:
+        generated(natural_dir()),
+    output:
+        f"{R}/checks/natural.json",
+    params:
+        root=natural_dir(),
+    log:
+        f"{R}/logs/check_natural.log",
+    shell:
+        "{PY} check-folder --layout flat --root {params.root} --report {output} > {log} 2>&1"
+
+
+# Weights are fetched once, where the network is (login node), before cluster jobs start.
+localrules:
+    fetch_weights,
+
+
+rule fetch_weights:
+    output:
+        f"{config['weights_dir']}/{{name}}.json",
+    log:
+        f"{R}/logs/fetch_weights/{{name}}.log",
+    shell:
+        "{PY} fetch-weights --teacher {wildcards.name} --weights-dir {config[weights_dir]} "
+        "--marker {output} > {log} 2>&1"

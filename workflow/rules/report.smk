@@ -1,0 +1,146 @@
+# Tables 1, 2 and retrieval, figures 3a, 3b and the margin trade-off, the manifest.
+
+TABLE_EXTS = ("csv", "md", "tex", "parquet")
+
+
+def table_outputs(name, caption, category="Tables"):
+    caption = f"../report/{caption}"
+    outs = []
+    for ext in TABLE_EXTS:
+        labels = {"table": name, "format": ext}
+        outs.append(report(f"{R}/tables/{name}.{ext}", caption, category=category, labels=labels))
+    return outs
+
+
+def figure_outputs(name, caption):
+    caption = f"../report/{caption}"
+    outs = []
+    for ext in ("pdf", "png"):
+        labels = {"figure": name, "format": ext}
+        outs.append(report(f"{R}/figures/{name}.{ext}", caption, category="Figures", labels=labels))
+    return outs
+
+
+rule table1:
+    input:
+        certify=expand(f"{R}/certify/{{model}}.parquet", model=MODELS),
+        teacher=f"{R}/eval/{TEACHER}.parquet",
+        # A certificate contradicted by an attack stops the pipeline before any table.
+        check=f"{R}/checks/consistency.csv",
+    output:
+        table_outputs("table1", "table1.rst"),
+    params:
+        certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in MODELS),
+        eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
+        prefix=f"{R}/tables/table1",
+    log:
+        f"{R}/logs/table1.log",
+    shell:
+        "{PY} table1 --certify {params.certify} --eval {TEACHER}={input.teacher} "
+        "--teacher {TEACHER} --eps {params.eps} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule table2:
+    input:
+        attacks=table2_attack_files(),
+        check=f"{R}/checks/consistency.csv",
+    output:
+        table_outputs("table2", "table2.rst"),
+    params:
+        prefix=f"{R}/tables/table2",
+    log:
+        f"{R}/logs/table2.log",
+    shell:
+        "{PY} table2 --attacks {input.attacks} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule table_retrieval:
+    input:
+        expand(f"{R}/retrieval/{{metric}}.parquet", metric=DISTANCE_METRICS),
+    output:
+        table_outputs("retrieval", "retrieval.rst"),
+    params:
+        prefix=f"{R}/tables/retrieval",
+    log:
+        f"{R}/logs/table_retrieval.log",
+    shell:
+        "{PY} table-retrieval --inputs {input} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule fig3a:
+    input:
+        evals=expand(f"{R}/eval/{{metric}}.parquet", metric=FIG3A_METRICS),
+        attacks=fig3a_attack_files(),
+    output:
+        figure_outputs("fig3a", "fig3a.rst"),
+    params:
+        evals=" ".join(f"{m}={R}/eval/{m}.parquet" for m in FIG3A_METRICS),
+        attacks=" ".join(f"{m}={f}" for m, f in zip(FIG3A_METRICS, fig3a_attack_files())),
+        eps=fmt(config["attacks"]["fig3a_eps"]),
+        prefix=f"{R}/figures/fig3a",
+    log:
+        f"{R}/logs/fig3a.log",
+    shell:
+        "{PY} fig3a --eval {params.evals} --attacks {params.attacks} --norm L2 "
+        "--eps {params.eps} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule fig3b:
+    input:
+        expand(f"{R}/distances/{{metric}}.parquet", metric=DISTANCE_METRICS),
+    output:
+        figure_outputs("fig3b", "fig3b.rst"),
+    params:
+        dists=" ".join(f"{m}={R}/distances/{m}.parquet" for m in DISTANCE_METRICS),
+        prefix=f"{R}/figures/fig3b",
+    log:
+        f"{R}/logs/fig3b.log",
+    shell:
+        "{PY} fig3b --distances {params.dists} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule fig_margins:
+    input:
+        f"{R}/tables/table1.parquet",
+    output:
+        figure_outputs("margins", "margins.rst"),
+    params:
+        prefix=f"{R}/figures/margins",
+    log:
+        f"{R}/logs/fig_margins.log",
+    shell:
+        "{PY} fig-margins --table1 {input} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+localrules:
+    resolved_config,
+
+
+rule resolved_config:
+    """The config as validated (defaults filled in): what the manifest's config_hash hashes."""
+    output:
+        f"{R}/config.json",
+    params:
+        config_hash=CONFIG_HASH,
+    log:
+        f"{R}/logs/resolved_config.log",
+    run:
+        from lipsim.atomic import write_json
+
+        write_json(output[0], {"config_hash": params.config_hash, "config": config})
+
+
+rule manifest:
+    input:
+        final_outputs(),
+        config=f"{R}/config.json",
+    output:
+        f"{R}/manifest.parquet",
+    params:
+        config_hash=CONFIG_HASH,
+    log:
+        f"{R}/logs/manifest.log",
+    shell:
+        "{PY} manifest --root {R} --config-json {input.config} "
+        "--config-hash {params.config_hash} --snakemake-dir .snakemake --out {output} "
+        "> {log} 2>&1"
