@@ -1,5 +1,6 @@
 # Shared helpers: config validation, paths, metric names and resource mapping.
 import json
+import os
 import re
 import hashlib
 
@@ -27,15 +28,6 @@ MODELS = ["pretrained"] + [f"margin{m}" for m in MARGINS]
 TEACHER = config["teacher"]["name"]
 IMPORTED = {fmt(k): v for k, v in config["finetuned_checkpoints"].items()}
 
-
-wildcard_constraints:
-    margin=r"\d+(\.\d+)?",
-    model=r"pretrained|margin\d+(\.\d+)?",
-    eps=r"\d+(\.\d+)?",
-    norm="L2|Linf",
-    attack="autoattack|pgd",
-    part=r"\d+",
-    metric=r"[A-Za-z0-9_.-]+",
 
 
 # ---- data locations -------------------------------------------------------------------
@@ -68,20 +60,20 @@ def generated(path):
 
 
 # ---- metrics --------------------------------------------------------------------------
-def checkpoint(model):
+def ckpt_path(model):
     return f"{R}/checkpoints/{model}.pt"
 
 
 def metric_spec(metric):
     """Metric name in file names -> spec understood by lipsim.baselines.build_metric."""
     if metric.startswith("lipsim-"):
-        return f"lipsim:{checkpoint(metric[len('lipsim-'):])}"
+        return f"lipsim:{ckpt_path(metric[len('lipsim-'):])}"
     return metric
 
 
 def metric_inputs(wildcards):
     if wildcards.metric.startswith("lipsim-"):
-        return [checkpoint(wildcards.metric[len("lipsim-"):])]
+        return [ckpt_path(wildcards.metric[len("lipsim-"):])]
     return weights_marker(wildcards.metric)
 
 
@@ -161,3 +153,63 @@ def teacher_emb_dim():
     from lipsim.teachers import TEACHERS
 
     return TEACHERS[TEACHER].emb_dim
+
+
+# ---- helpers of the stage modules ----
+EVAL_SPLITS = " ".join(config["evaluation"]["splits"])
+TABLE_EXTS = ("csv", "md", "tex", "parquet")
+DISTANCE_METRICS = [f"lipsim-{PRIMARY}", TEACHER]
+CACHE = f"{R}/cache/{TEACHER}"
+
+
+def distill_launcher():
+    """How the trainer's processes are started; the trainer reads rank/world from the env."""
+    d = config["distill"]
+    n = d["resources"]["tasks_per_node"]
+    if d["launcher"] == "torchrun":
+        return f"torchrun --standalone --nproc_per_node={n} -m lipsim distill"
+    if d["launcher"] == "srun":
+        # With the `mpi` resource the plugin runs this line in the batch script itself, so
+        # srun starts every task of the allocation (all nodes); ranks come from SLURM_*.
+        return "srun python -m lipsim distill"
+    return f"{PY} distill"
+
+
+def distill_resources():
+    res = config["distill"]["resources"]
+    out = slurm_resources(res)
+    if config["distill"]["launcher"] == "srun":
+        out.update(nodes=res["nodes"], tasks=res["nodes"] * res["tasks_per_node"], mpi="srun")
+        if res["gpu"]:
+            # The plugin's `gpu` is a job total (--gpus); DDP wants the same count per node.
+            out.pop("gpu", None)
+            out["slurm_extra"] = f"'--gpus-per-node={res['gpu']}'"
+    return out
+
+
+def consistency_pairs():
+    """Every (LipSim model, l2 attack) pair: a certified triplet must never be broken."""
+    pairs = []
+    for model in MODELS:
+        for attack, norm, eps in attack_grid():
+            if norm == "L2":
+                pairs.append((model, attack_file(f"lipsim-{model}", attack, norm, eps)))
+    return pairs
+
+
+def table_outputs(name, caption, category="Tables"):
+    caption = f"../report/{caption}"
+    outs = []
+    for ext in TABLE_EXTS:
+        labels = {"table": name, "format": ext}
+        outs.append(report(f"{R}/tables/{name}.{ext}", caption, category=category, labels=labels))
+    return outs
+
+
+def figure_outputs(name, caption):
+    caption = f"../report/{caption}"
+    outs = []
+    for ext in ("pdf", "png"):
+        labels = {"figure": name, "format": ext}
+        outs.append(report(f"{R}/figures/{name}.{ext}", caption, category="Figures", labels=labels))
+    return outs

@@ -8,10 +8,12 @@ if config["night"]["source"] == "generate":
         params:
             g=config["night"]["generate"],
             size=config["image_size"],
+        conda:
+            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_night.log",
         shell:
-            "{PY} make-demo-night --out {output} --seed {params.g[seed]} "
+            "python -m lipsim make-demo-night --out {output} --seed {params.g[seed]} "
             "--n-train {params.g[n_train]} --n-val {params.g[n_val]} "
             "--n-test {params.g[n_test]} --image-size {params.size} > {log} 2>&1"
 
@@ -32,10 +34,12 @@ elif config["night"]["source"] == "download":
             sha=lambda wc: f"--sha256 {config['night']['download']['sha256']}"
             if config["night"]["download"]["sha256"]
             else "",
+        conda:
+            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/download_night.log",
         shell:
-            "{PY} download-night --mode {params.d[mode]} --url {params.url} --out {output} "
+            "python -m lipsim download-night --mode {params.d[mode]} --url {params.url} --out {output} "
             "--chunks {params.d[chunks]} --retries {params.d[retries]} "
             "--timeout {params.d[timeout]} {params.sha} > {log} 2>&1"
 
@@ -46,12 +50,14 @@ rule verify_night:
     output:
         f"{R}/checks/night-verified.json",
     params:
-        root=night_dir(),
+        root=lambda wc, input: input[0] if input else night_dir(),
         min_votes=config["night"]["min_votes"],
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/verify_night.log",
     shell:
-        "{PY} verify-night --root {params.root} --min-votes {params.min_votes} "
+        "python -m lipsim verify-night --root {params.root} --min-votes {params.min_votes} "
         "--report {output} > {log} 2>&1"
 
 
@@ -63,10 +69,12 @@ if config["imagenet"]["source"] == "generate":
         params:
             g=config["imagenet"]["generate"],
             size=config["image_size"],
+        conda:
+            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_imagenet.log",
         shell:
-            "{PY} make-demo-images --out {output} --layout imagenet --seed {params.g[seed]} "
+            "python -m lipsim make-demo-images --out {output} --layout imagenet --seed {params.g[seed]} "
             "--classes {params.g[classes]} --per-class {params.g[per_class]} "
             "--image-size {params.size} > {log} 2>&1"
 
@@ -79,10 +87,12 @@ if config["natural_images"]["source"] == "generate":
         params:
             g=config["natural_images"]["generate"],
             size=config["image_size"],
+        conda:
+            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_natural.log",
         shell:
-            "{PY} make-demo-images --out {output} --layout flat --seed {params.g[seed]} "
+            "python -m lipsim make-demo-images --out {output} --layout flat --seed {params.g[seed]} "
             "--n {params.g[n]} --image-size {params.size} > {log} 2>&1"
 
 
@@ -92,14 +102,16 @@ rule check_imagenet:
     output:
         f"{R}/checks/imagenet.json",
     params:
-        root=imagenet_dir(),
+        root=lambda wc, input: input[0] if input else imagenet_dir(),
         expect=lambda wc: config["imagenet"]["expect_classes"]
         if config["imagenet"]["source"] == "path"
         else config["imagenet"]["generate"]["classes"],
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/check_imagenet.log",
     shell:
-        "{PY} check-folder --layout imagenet --root {params.root} "
+        "python -m lipsim check-folder --layout imagenet --root {params.root} "
         "--expect-classes {params.expect} --report {output} > {log} 2>&1"
 
 
@@ -109,11 +121,13 @@ rule check_natural:
     output:
         f"{R}/checks/natural.json",
     params:
-        root=natural_dir(),
+        root=lambda wc, input: input[0] if input else natural_dir(),
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/check_natural.log",
     shell:
-        "{PY} check-folder --layout flat --root {params.root} --report {output} > {log} 2>&1"
+        "python -m lipsim check-folder --layout flat --root {params.root} --report {output} > {log} 2>&1"
 
 
 # Weights are fetched once, where the network is (login node), before cluster jobs start.
@@ -124,8 +138,12 @@ localrules:
 rule fetch_weights:
     output:
         f"{config['weights_dir']}/{{name}}.json",
+    params:
+        weights=lambda wc, output: os.path.dirname(output[0]),
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/fetch_weights/{{name}}.log",
     shell:
-        "{PY} fetch-weights --teacher {wildcards.name} --weights-dir {config[weights_dir]} "
+        "python -m lipsim fetch-weights --teacher {wildcards.name} --weights-dir {params.weights} "
         "--marker {output} > {log} 2>&1"

@@ -1,7 +1,5 @@
 # Step 1: teacher-embedding cache (scattered over shard groups) and distillation (DDP).
 
-CACHE = f"{R}/cache/{TEACHER}"
-
 
 rule cache_list:
     input:
@@ -10,10 +8,12 @@ rule cache_list:
         f"{CACHE}/images.parquet",
     params:
         images=imagenet_dir(),
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/cache_list.log",
     shell:
-        "{PY} cache-list --images {params.images} --out {output} > {log} 2>&1"
+        "python -m lipsim cache-list --images {params.images} --out {output} > {log} 2>&1"
 
 
 rule cache_fill:
@@ -23,23 +23,29 @@ rule cache_fill:
     output:
         f"{CACHE}/part-{{part}}.json",
     params:
+        device=config["device"],
+        weights=lambda wc: config["weights_dir"],
+        teacher=TEACHER,
+        cache=lambda wc, output: os.path.dirname(output[0]),
         images=imagenet_dir(),
         c=config["cache"],
         parts=config["cache"]["parts"],
         rw="--random-weights" if config["teacher"]["random_weights"] else "",
     resources:
         **slurm_resources(config["resources"]["cache"]),
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/cache_fill/part-{{part}}.log",
     benchmark:
         f"{R}/benchmarks/cache_fill/part-{{part}}.tsv"
     shell:
-        "{PY} cache-fill --teacher {TEACHER} --weights-dir {config[weights_dir]} "
+        "python -m lipsim cache-fill --teacher {params.teacher} --weights-dir {params.weights} "
         "--images {params.images} --list {input.images} --part {wildcards.part} "
         "--parts {params.parts} --shard-size {params.c[shard_size]} --dtype {params.c[dtype]} "
         "--batch-size {params.c[batch_size]} --workers {params.c[workers]} "
-        "--on-bad-image {params.c[on_bad_image]} --device {config[device]} {params.rw} "
-        "--out-dir {CACHE} > {log} 2>&1"
+        "--on-bad-image {params.c[on_bad_image]} --device {params.device} {params.rw} "
+        "--out-dir {params.cache} > {log} 2>&1"
 
 
 rule cache_index:
@@ -48,36 +54,14 @@ rule cache_index:
     output:
         f"{CACHE}/index.parquet",
     params:
+        cache=lambda wc, output: os.path.dirname(output[0]),
         parts=config["cache"]["parts"],
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/cache_index.log",
     shell:
-        "{PY} cache-index --cache-dir {CACHE} --parts {params.parts} --out {output} > {log} 2>&1"
-
-
-def distill_launcher():
-    """How the trainer's processes are started; the trainer reads rank/world from the env."""
-    d = config["distill"]
-    n = d["resources"]["tasks_per_node"]
-    if d["launcher"] == "torchrun":
-        return f"torchrun --standalone --nproc_per_node={n} -m lipsim distill"
-    if d["launcher"] == "srun":
-        # With the `mpi` resource the plugin runs this line in the batch script itself, so
-        # srun starts every task of the allocation (all nodes); ranks come from SLURM_*.
-        return "srun python -m lipsim distill"
-    return f"{PY} distill"
-
-
-def distill_resources():
-    res = config["distill"]["resources"]
-    out = slurm_resources(res)
-    if config["distill"]["launcher"] == "srun":
-        out.update(nodes=res["nodes"], tasks=res["nodes"] * res["tasks_per_node"], mpi="srun")
-        if res["gpu"]:
-            # The plugin's `gpu` is a job total (--gpus); DDP wants the same count per node.
-            out.pop("gpu", None)
-            out["slurm_extra"] = f"'--gpus-per-node={res['gpu']}'"
-    return out
+        "python -m lipsim cache-index --cache-dir {params.cache} --parts {params.parts} --out {output} > {log} 2>&1"
 
 
 if config["pretrained_checkpoint"]:
@@ -86,17 +70,20 @@ if config["pretrained_checkpoint"]:
         input:
             config["pretrained_checkpoint"],
         output:
-            checkpoint("pretrained"),
+            ckpt_path("pretrained"),
         params:
+            teacher=TEACHER,
             preset=config["model"]["preset"],
             size=config["image_size"],
             emb_dim=teacher_emb_dim(),
+        conda:
+            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/import_pretrained.log",
         shell:
-            "{PY} import-checkpoint --src {input} --preset {params.preset} "
+            "python -m lipsim import-checkpoint --src {input} --preset {params.preset} "
             "--image-size {params.size} --emb-dim {params.emb_dim} --stage pretrained "
-            "--teacher {TEACHER} --out {output} > {log} 2>&1"
+            "--teacher {params.teacher} --out {output} > {log} 2>&1"
 
 else:
 
@@ -104,8 +91,11 @@ else:
         input:
             index=f"{CACHE}/index.parquet",
         output:
-            checkpoint("pretrained"),
+            ckpt_path("pretrained"),
         params:
+            device=config["device"],
+            teacher=TEACHER,
+            cache=lambda wc, input: os.path.dirname(input.index),
             d=config["distill"],
             images=imagenet_dir(),
             preset=config["model"]["preset"],
@@ -114,17 +104,19 @@ else:
             workdir=f"{R}/train/pretrained",
         resources:
             **distill_resources(),
+        conda:
+            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/distill.log",
         benchmark:
             f"{R}/benchmarks/distill.tsv"
         shell:
-            "{params.launcher} --cache-dir {CACHE} --images {params.images} "
+            "{params.launcher} --cache-dir {params.cache} --images {params.images} "
             "--preset {params.preset} --image-size {params.size} --epochs {params.d[epochs]} "
             "--batch-size {params.d[batch_size]} --lr {params.d[lr]} --beta1 {params.d[beta1]} "
             "--beta2 {params.d[beta2]} --weight-decay {params.d[weight_decay]} "
             "--schedule {params.d[schedule]} --warmup-steps {params.d[warmup_steps]} "
             "--seed {params.d[seed]} --workers {params.d[workers]} --amp {params.d[amp]} "
-            "--ckpt-every {params.d[ckpt_every]} --device {config[device]} --teacher {TEACHER} "
+            "--ckpt-every {params.d[ckpt_every]} --device {params.device} --teacher {params.teacher} "
             "--workdir {params.workdir} --metrics {params.workdir}/metrics.csv "
             "--out {output} > {log} 2>&1"

@@ -3,26 +3,29 @@
 rule finetune:
     input:
         unpack(night_inputs),
-        init=checkpoint("pretrained"),
+        init=ckpt_path("pretrained"),
     output:
-        checkpoint("margin{margin}"),
+        ckpt_path("margin{margin}"),
     params:
+        device=config["device"],
         f=config["finetune"],
         min_votes=config["night"]["min_votes"],
         workdir=lambda wc: f"{R}/train/margin{wc.margin}",
     resources:
         **slurm_resources(config["finetune"]["resources"]),
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/finetune/margin{{margin}}.log",
     benchmark:
         f"{R}/benchmarks/finetune/margin{{margin}}.tsv"
     shell:
-        "{PY} finetune --init {input.init} --night {input.night} --margin {wildcards.margin} "
+        "python -m lipsim finetune --init {input.init} --night {input.night} --margin {wildcards.margin} "
         "--epochs {params.f[epochs]} --batch-size {params.f[batch_size]} --lr {params.f[lr]} "
         "--beta1 {params.f[beta1]} --beta2 {params.f[beta2]} "
         "--weight-decay {params.f[weight_decay]} --schedule {params.f[schedule]} "
         "--seed {params.f[seed]} --workers {params.f[workers]} --amp {params.f[amp]} "
-        "--ckpt-every {params.f[ckpt_every]} --device {config[device]} "
+        "--ckpt-every {params.f[ckpt_every]} --device {params.device} "
         "--min-votes {params.min_votes} --workdir {params.workdir} "
         "--metrics {params.workdir}/metrics.csv --out {output} > {log} 2>&1"
 
@@ -35,16 +38,19 @@ if IMPORTED:
         input:
             lambda wc: IMPORTED[wc.margin],
         output:
-            checkpoint("margin{margin}"),
+            ckpt_path("margin{margin}"),
         wildcard_constraints:
             margin="|".join(re.escape(m) for m in IMPORTED),
         params:
+            teacher=TEACHER,
             preset=config["model"]["preset"],
             size=config["image_size"],
             emb_dim=teacher_emb_dim(),
+        conda:
+            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/import_finetuned/margin{{margin}}.log",
         shell:
-            "{PY} import-checkpoint --src {input} --preset {params.preset} "
+            "python -m lipsim import-checkpoint --src {input} --preset {params.preset} "
             "--image-size {params.size} --emb-dim {params.emb_dim} --stage finetuned "
-            "--margin {wildcards.margin} --teacher {TEACHER} --out {output} > {log} 2>&1"
+            "--margin {wildcards.margin} --teacher {params.teacher} --out {output} > {log} 2>&1"

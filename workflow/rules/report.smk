@@ -1,25 +1,5 @@
 # Tables 1, 2 and retrieval, figures 3a, 3b and the margin trade-off, the manifest.
 
-TABLE_EXTS = ("csv", "md", "tex", "parquet")
-
-
-def table_outputs(name, caption, category="Tables"):
-    caption = f"../report/{caption}"
-    outs = []
-    for ext in TABLE_EXTS:
-        labels = {"table": name, "format": ext}
-        outs.append(report(f"{R}/tables/{name}.{ext}", caption, category=category, labels=labels))
-    return outs
-
-
-def figure_outputs(name, caption):
-    caption = f"../report/{caption}"
-    outs = []
-    for ext in ("pdf", "png"):
-        labels = {"figure": name, "format": ext}
-        outs.append(report(f"{R}/figures/{name}.{ext}", caption, category="Figures", labels=labels))
-    return outs
-
 
 rule table1:
     input:
@@ -30,14 +10,17 @@ rule table1:
     output:
         table_outputs("table1", "table1.rst"),
     params:
+        teacher=TEACHER,
         certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in MODELS),
         eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
-        prefix=f"{R}/tables/table1",
+        prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/table1.log",
     shell:
-        "{PY} table1 --certify {params.certify} --eval {TEACHER}={input.teacher} "
-        "--teacher {TEACHER} --eps {params.eps} --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim table1 --certify {params.certify} --eval {params.teacher}={input.teacher} "
+        "--teacher {params.teacher} --eps {params.eps} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule table2:
@@ -47,11 +30,13 @@ rule table2:
     output:
         table_outputs("table2", "table2.rst"),
     params:
-        prefix=f"{R}/tables/table2",
+        prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/table2.log",
     shell:
-        "{PY} table2 --attacks {input.attacks} --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim table2 --attacks {input.attacks} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule table_retrieval:
@@ -60,11 +45,13 @@ rule table_retrieval:
     output:
         table_outputs("retrieval", "retrieval.rst"),
     params:
-        prefix=f"{R}/tables/retrieval",
+        prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/table_retrieval.log",
     shell:
-        "{PY} table-retrieval --inputs {input} --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim table-retrieval --inputs {input} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule fig3a:
@@ -77,11 +64,13 @@ rule fig3a:
         evals=" ".join(f"{m}={R}/eval/{m}.parquet" for m in FIG3A_METRICS),
         attacks=" ".join(f"{m}={f}" for m, f in zip(FIG3A_METRICS, fig3a_attack_files())),
         eps=fmt(config["attacks"]["fig3a_eps"]),
-        prefix=f"{R}/figures/fig3a",
+        prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/fig3a.log",
     shell:
-        "{PY} fig3a --eval {params.evals} --attacks {params.attacks} --norm L2 "
+        "python -m lipsim fig3a --eval {params.evals} --attacks {params.attacks} --norm L2 "
         "--eps {params.eps} --out-prefix {params.prefix} > {log} 2>&1"
 
 
@@ -92,11 +81,13 @@ rule fig3b:
         figure_outputs("fig3b", "fig3b.rst"),
     params:
         dists=" ".join(f"{m}={R}/distances/{m}.parquet" for m in DISTANCE_METRICS),
-        prefix=f"{R}/figures/fig3b",
+        prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/fig3b.log",
     shell:
-        "{PY} fig3b --distances {params.dists} --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim fig3b --distances {params.dists} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule fig_margins:
@@ -105,11 +96,13 @@ rule fig_margins:
     output:
         figure_outputs("margins", "margins.rst"),
     params:
-        prefix=f"{R}/figures/margins",
+        prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/fig_margins.log",
     shell:
-        "{PY} fig-margins --table1 {input} --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim fig-margins --table1 {input} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 localrules:
@@ -137,10 +130,13 @@ rule manifest:
     output:
         f"{R}/manifest.parquet",
     params:
+        root=lambda wc, output: os.path.dirname(output[0]),
         config_hash=CONFIG_HASH,
+    conda:
+        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/manifest.log",
     shell:
-        "{PY} manifest --root {R} --config-json {input.config} "
+        "python -m lipsim manifest --root {params.root} --config-json {input.config} "
         "--config-hash {params.config_hash} --snakemake-dir .snakemake --out {output} "
         "> {log} 2>&1"

@@ -1,0 +1,41 @@
+"""Figure 3a: natural vs attacked 2AFC score per metric (grouped bars).
+
+    python -m lipsim fig3a --eval l2=R/eval/l2.parquet dreamsim_ensemble=R/eval/dreamsim_ensemble.parquet \
+        --attacks dreamsim_ensemble=R/attacks/dreamsim_ensemble/autoattack-l2-2.0.parquet \
+        lipsim-margin0.5=R/attacks/lipsim-margin0.5/autoattack-l2-2.0.parquet \
+        --out-prefix R/figures/fig3a
+
+A metric given only in --attacks takes its natural bar from the attack file's score_clean.
+The attacked bars' legend label is read from the attack file names when they all share
+attack/norm/eps (e.g. "l2-AutoAttack eps=2"); --attack-label overrides it.
+Writes {prefix}.pdf and {prefix}.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lipsim.reporting import parse_assignments, report_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lipsim fig3a", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--eval", nargs="*", default=[], metavar="METRIC=FILE",
+                   help="evaluate outputs (natural score)")
+    p.add_argument("--attacks", nargs="*", default=[], metavar="METRIC=FILE",
+                   help="attack outputs (attacked score), one attack setting for all metrics")
+    p.add_argument("--attack-label", default=None, help="legend label of the attacked bars")
+    p.add_argument("--out-prefix", required=True, help="e.g. R/figures/fig3a")
+    return p
+
+
+def _run(args) -> None:
+    from lipsim.reporting.figures import fig3a
+
+    fig3a(parse_assignments(args.eval, "--eval"), parse_assignments(args.attacks, "--attacks"),
+          args.out_prefix, args.attack_label)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return report_errors("fig3a", _run, build_parser().parse_args(argv))

@@ -1,0 +1,139 @@
+"""LipSim checkpoints: our own format (save/load) and the released checkpoints (import).
+
+Our format (docs/pipeline.md, "Checkpoints"): a dict loadable with
+torch.load(weights_only=True):
+    {"format": "lipsim-repro/1", "model_config": net.config, "model_state_dict": ...,
+     "stage": "pretrained" | "finetuned", "margin": float | None, "teacher": str,
+     "meta": {plain types}}
+
+Released checkpoints (public LipSim code, DataParallel(NormalizedModel(L2LipschitzNetwork))
+with mean 0 / std 1, i.e. no normalisation): {"model_state_dict": ...} whose keys are
+    module.model.convs.{i}.kernel (inner, C, 3, 3) | .bias (1, inner, 1, 1) | .q (inner,)
+    module.model.linear.{j}.weight (inner, D) | .bias (1, inner) | .q (inner,)   (j from 1)
+and the same tensors again as module.model.base.1.{i}.* and module.model.base.2.{j}.*
+(`base` is Sequential(pad, convs, linear) holding the same modules). Import strips the
+`module.`/`model.` prefixes, checks that each base.* duplicate equals its convs/linear twin,
+drops the conv `q` (dead in the public code: it cancels; see lipsim.models.sll) and `alpha`
+entries (the public loader drops them too), then loads strictly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+import torch
+
+from lipsim.atomic import torch_save
+from lipsim.models.net import LipSimNet, build_model
+
+FORMAT = "lipsim-repro/1"
+STAGES = ("pretrained", "finetuned")
+
+
+def save_checkpoint(path: str | os.PathLike, net: LipSimNet, *, stage: str,
+                    margin: float | None = None, teacher: str,
+                    meta: dict | None = None) -> None:
+    """Write `net` atomically in the lipsim-repro/1 format (DDP wrappers are unwrapped)."""
+    net = getattr(net, "module", net)
+    if not isinstance(net, LipSimNet):
+        raise TypeError(f"save_checkpoint expects a LipSimNet, got {type(net).__name__}")
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    torch_save(path, {
+        "format": FORMAT,
+        "model_config": dict(net.config),
+        "model_state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "stage": stage,
+        "margin": None if margin is None else float(margin),
+        "teacher": str(teacher),
+        "meta": dict(meta or {}),
+    })
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[LipSimNet, dict]:
+    """(net, checkpoint dict) from a lipsim-repro/1 file; net is in eval mode."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        hint = ("; a released LipSim checkpoint? convert it with `lipsim import-checkpoint`"
+                if isinstance(ckpt, dict) and "model_state_dict" in ckpt else "")
+        raise ValueError(f"{path}: not a {FORMAT} checkpoint (format: {found!r}){hint}")
+    for key in ("model_config", "model_state_dict", "stage", "teacher"):
+        if key not in ckpt:
+            raise ValueError(f"{path}: checkpoint has no {key!r} entry")
+    net = build_model(**ckpt["model_config"])
+    _load_strict(net, ckpt["model_state_dict"], source=str(path))
+    net.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
+    return net.eval(), ckpt
+
+
+def import_released(path_or_state, preset: str, image_size: int, emb_dim: int) -> LipSimNet:
+    """A LipSimNet holding the weights of a released LipSim checkpoint (file or state dict)."""
+    source = "state dict"
+    obj = path_or_state
+    if isinstance(path_or_state, (str, os.PathLike)):
+        source = str(path_or_state)
+        obj = torch.load(path_or_state, map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping) and "model_state_dict" in obj:
+        obj = obj["model_state_dict"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{source}: expected a state dict or a dict with 'model_state_dict'")
+    net = build_model(preset, image_size, emb_dim)
+    state = _from_released(obj, net, source)
+    _load_strict(net, state, source=source)
+    return net.eval()
+
+
+_PREFIX = re.compile(r"^(module\.|model\.)+")
+_BASE = {"base.1.": "convs.", "base.2.": "linear."}
+
+
+def _from_released(raw: Mapping, net: LipSimNet, source: str) -> dict[str, torch.Tensor]:
+    conv_idx = {name.split(".")[1] for name, m in net.named_modules()
+                if name.startswith("convs.") and hasattr(m, "kernel")}
+    state: dict[str, torch.Tensor] = {}
+    twins: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        name = _PREFIX.sub("", key)
+        if "alpha" in name.split(".")[-1]:
+            continue
+        for old, new in _BASE.items():
+            if name.startswith(old):
+                twins[new + name[len(old):]] = value
+                break
+        else:
+            parts = name.split(".")
+            if parts[0] == "convs" and len(parts) == 3 and parts[2] == "q" \
+                    and parts[1] in conv_idx:
+                continue  # dead parameter in the public conv layer (q cancels)
+            state[name] = value
+    for name, value in twins.items():
+        if name.endswith(".q") and name.startswith("convs."):
+            continue
+        if name not in state:
+            state[name] = value  # only the base.* copy was saved
+        elif state[name].shape != value.shape or not torch.equal(state[name], value):
+            raise ValueError(f"{source}: {name} and its duplicate under base.* differ; "
+                             "the released layout stores the same tensor twice")
+    return state
+
+
+def _load_strict(net: LipSimNet, state: Mapping, source: str) -> None:
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in sorted(set(state) & set(expected))
+              if tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches: {'; '.join(shapes)}")
+    if problems:
+        raise ValueError(f"{source} does not fit LipSimNet {net.config}: " + " | ".join(problems))
+    net.load_state_dict(state, strict=True)

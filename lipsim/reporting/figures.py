@@ -1,0 +1,226 @@
+"""Figures 3a (natural vs attacked 2AFC per metric), 3b (distribution of d(x, x + delta)) and
+the margin trade-off, each written as PDF and PNG atomically.
+
+PDFs are written without a creation date so that a rerun on the same inputs gives the same
+bytes (the manifest's sha256 then only changes when the figure does).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: cluster nodes and CI have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from lipsim import atomic  # noqa: E402
+from lipsim.reporting import (  # noqa: E402
+    ReportingError,
+    attack_label,
+    display_name,
+    eps_label,
+    is_lipsim,
+    metric_sort_key,
+    parse_attack_path,
+    read_table,
+)
+from lipsim.reporting.tables import ATTACK_COLUMNS, EVAL_COLUMNS, natural_score  # noqa: E402
+from lipsim.scoring import TEST_SPLITS  # noqa: E402
+
+DISTANCE_COLUMNS = ("image", "eps", "distance")
+
+
+def save_figure(fig, prefix: str | Path, dpi: int = 200) -> list[Path]:
+    """prefix.pdf and prefix.png, each atomically; closes the figure."""
+    prefix = Path(prefix)
+    paths = []
+    try:
+        for ext, kwargs in ((".pdf", {"metadata": {"CreationDate": None}}), (".png", {"dpi": dpi})):
+            path = prefix.with_name(prefix.name + ext)
+            with atomic.atomic_path(path) as tmp:
+                # The temporary name ends in .tmp: give the format explicitly.
+                fig.savefig(tmp, format=ext[1:], bbox_inches="tight", **kwargs)
+            paths.append(path)
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def _labels(metrics: list[str]) -> dict[str, str]:
+    several = sum(is_lipsim(m) for m in metrics) > 1
+    labels = {m: display_name(m, several) for m in metrics}
+    if len(set(labels.values())) < len(labels):  # two specs with one display name: keep specs
+        labels = {m: f"{labels[m]} [{m}]" for m in metrics}
+    return labels
+
+
+# ----------------------------------------------------------------------------- figure 3a
+
+def fig3a_data(evals: dict[str, str], attacks: dict[str, str],
+               attack_name: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Long data (metric, label, kind, score) and the attacked bars' legend label."""
+    if not evals and not attacks:
+        raise ReportingError("fig3a needs --eval and/or --attacks inputs")
+    if attack_name is None:
+        keys = set()
+        for path in attacks.values():
+            try:
+                k = parse_attack_path(path)
+                keys.add((k["attack"], k["norm"], k["eps"]))
+            except ReportingError:
+                keys.add(None)
+        if len(keys) == 1 and None not in keys:
+            a, n, e = keys.pop()
+            sub = "2" if n == "l2" else r"\infty"
+            attack_name = rf"$\ell_{sub}$-{attack_label(a)} $\epsilon$={eps_label(e, n)}"
+        else:
+            attack_name = "Attacked"
+    rows = []
+    metrics = sorted(set(evals) | set(attacks), key=metric_sort_key)
+    labels = _labels(metrics)
+    for m in metrics:
+        natural, attacked = math.nan, None
+        if m in evals:
+            natural = natural_score(_test(read_table(evals[m], EVAL_COLUMNS, f"--eval {m}"),
+                                          evals[m], f"--eval {m}"))
+        if m in attacks:
+            df = _test(read_table(attacks[m], ATTACK_COLUMNS, f"--attacks {m}"), attacks[m],
+                       f"--attacks {m}")
+            if m not in evals:  # the attack file carries the clean score of the same triplets
+                natural = natural_score(df, "score_clean")
+            attacked = natural_score(df, "score_adv")
+        rows.append({"metric": m, "label": labels[m], "kind": "Natural", "score": natural})
+        if attacked is not None:
+            rows.append({"metric": m, "label": labels[m], "kind": attack_name, "score": attacked})
+    return pd.DataFrame(rows), attack_name
+
+
+def _test(df: pd.DataFrame, path, what: str) -> pd.DataFrame:
+    test = df[df["split"].isin(TEST_SPLITS)]
+    if test.empty:
+        raise ReportingError(f"{what}: {path} has no test rows (split in {list(TEST_SPLITS)})")
+    return test
+
+
+def fig3a(evals: dict[str, str], attacks: dict[str, str], out_prefix: str | Path,
+          attack_name: str | None = None) -> list[Path]:
+    data, attack_name = fig3a_data(evals, attacks, attack_name)
+    sns.set_theme(style="whitegrid", context="paper")
+    order = list(dict.fromkeys(data["label"]))
+    hue_order = ["Natural"] + ([attack_name] if attack_name in set(data["kind"]) else [])
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(order) + 1.5), 3.2))
+    sns.barplot(data=data, x="label", y="score", hue="kind", order=order, hue_order=hue_order,
+                palette=["#4c72b0", "#dd8452"][:len(hue_order)], ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.1f", fontsize=6, padding=1)
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("")
+    ax.set_ylabel("2AFC score (%)")
+    ax.set_title("Alignment with human judgments on NIGHT")
+    ax.legend(title=None, loc="lower left", fontsize=7, frameon=True)
+    ax.tick_params(axis="x", labelrotation=30 if len(order) > 5 else 0)
+    return save_figure(fig, out_prefix)
+
+
+# ----------------------------------------------------------------------------- figure 3b
+
+def fig3b(distances: dict[str, str], out_prefix: str | Path, norm: str = "l2") -> list[Path]:
+    """Histogram + KDE of d(x, x + delta) per metric; one panel per attack size eps."""
+    if not distances:
+        raise ReportingError("fig3b needs --distances inputs")
+    metrics = sorted(distances, key=metric_sort_key)
+    labels = _labels(metrics)
+    parts = []
+    for m in metrics:
+        df = read_table(distances[m], DISTANCE_COLUMNS, f"--distances {m}")
+        if df.empty:
+            raise ReportingError(f"--distances {m}: {distances[m]} has no rows")
+        parts.append(df.assign(metric=labels[m]))
+    data = pd.concat(parts, ignore_index=True)
+    eps_values = sorted(data["eps"].unique())
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, len(eps_values), figsize=(4.2 * len(eps_values), 3.0),
+                             squeeze=False)
+    for ax, eps in zip(axes[0], eps_values, strict=True):
+        sub = data[data["eps"] == eps]
+        # A KDE of a constant sample is singular; draw it only where every group varies.
+        kde = bool(sub.groupby("metric")["distance"].agg(lambda s: s.nunique() > 1).all())
+        sns.histplot(data=sub, x="distance", hue="metric", hue_order=[labels[m] for m in metrics
+                                                                      if labels[m] in
+                                                                      set(sub["metric"])],
+                     stat="density", common_norm=False, kde=kde, element="step", alpha=0.35,
+                     bins=30, ax=ax)
+        ax.set_xlabel(r"$d(x, x + \delta)$")
+        ax.set_ylabel("Density")
+        sub_norm = "2" if norm == "l2" else r"\infty"
+        ax.set_title(rf"Distance to the attacked image, $\|\delta\|_{sub_norm} \leq$ "
+                     f"{eps_label(eps, norm)}")
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.set_title(None)
+    return save_figure(fig, out_prefix)
+
+
+# ----------------------------------------------------------------------------- margins
+
+def fig_margins(table1: pd.DataFrame, out_prefix: str | Path) -> list[Path]:
+    """Natural and certified scores against the hinge margin.
+
+    Finetuned models are lines over their margin. The pretrained model was never trained with
+    a hinge loss, so it is not "margin 0": it gets its own open markers at the left, labelled
+    "pretrained" on the x axis. Reference (teacher) rows appear as dotted horizontal lines of
+    their natural score.
+    """
+    need = ("model", "stage", "margin", "natural")
+    missing = [c for c in need if c not in table1.columns]
+    if missing:
+        raise ReportingError(f"--table1 lacks columns {missing}")
+    score_cols = ["natural"] + [c for c in table1.columns if c.startswith("certified_")
+                                and not c.endswith(("_paper", "_diff"))]
+    names = {c: "Natural" if c == "natural" else
+             rf"Certified $\epsilon$={c[len('certified_'):]}/255" for c in score_cols}
+    fin = table1[table1["stage"] == "finetuned"].sort_values("margin")
+    pre = table1[table1["stage"] == "pretrained"]
+    refs = table1[table1["stage"] == "reference"]
+    if fin.empty and pre.empty:
+        raise ReportingError("--table1 has no pretrained or finetuned rows")
+    margins = fin["margin"].astype(float).to_numpy()
+    span = (margins.max() - margins.min()) if len(margins) > 1 else 0.5
+    pre_x = min(0.0, margins.min() if len(margins) else 0.0)
+    if len(margins) and np.isclose(margins, pre_x).any():  # a finetuned margin-0 model exists
+        pre_x -= 0.25 * span
+    sns.set_theme(style="whitegrid", context="paper")
+    palette = sns.color_palette("deep", len(score_cols))
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for color, col in zip(palette, score_cols, strict=True):
+        if len(fin):
+            ax.plot(margins, fin[col].astype(float), marker="o", color=color, label=names[col])
+        if len(pre):
+            ax.scatter(np.full(len(pre), pre_x), pre[col].astype(float), marker="s",
+                       facecolors="none", edgecolors=color, s=36,
+                       label=None if len(fin) else names[col], zorder=3)
+    for _, r in refs.iterrows():
+        if pd.notna(r["natural"]):
+            ax.axhline(float(r["natural"]), color="0.4", linestyle=":", linewidth=1)
+            ax.annotate(f"{display_name(r['model'])} natural", (1.0, float(r["natural"])),
+                        xycoords=("axes fraction", "data"), ha="right", va="bottom",
+                        fontsize=6, color="0.3")
+    ticks = list(margins)
+    ticklabels = [f"{m:g}" for m in margins]
+    if len(pre):
+        ticks.insert(0, pre_x)
+        ticklabels.insert(0, "pretrained")
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(ticklabels)
+    ax.set_xlabel("hinge-loss margin (finetuning)")
+    ax.set_ylabel("2AFC score (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Margin trade-off: natural vs certified")
+    ax.legend(fontsize=7, loc="lower left")
+    return save_figure(fig, out_prefix)

@@ -1,0 +1,387 @@
+"""Table 1 (natural + certified 2AFC), Table 2 (2AFC under attack) and the retrieval table.
+
+Each table is built as a DataFrame (written as csv and parquet: full precision, every column)
+and rendered as a markdown pipe table and a booktabs LaTeX tabular (paper layout, rounded).
+All four files are written atomically, so a half-written table never sits at a final path.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lipsim import atomic
+from lipsim.reporting import (
+    ReportingError,
+    attack_label,
+    canonical_model,
+    eps_label,
+    fmt,
+    lipsim_margin,
+    metric_sort_key,
+    norm_label,
+    parse_attack_path,
+    read_table,
+)
+from lipsim.reporting.reference import lookup_table1, lookup_table2
+from lipsim.scoring import TEST_SPLITS, split_scores
+
+CERTIFY_COLUMNS = ("split", "score", "radius")
+EVAL_COLUMNS = ("split", "score")
+ATTACK_COLUMNS = ("id", "split", "score_clean", "score_adv")
+RETRIEVAL_COLUMNS = ("metric", "eps", "k", "recall")
+
+
+# ----------------------------------------------------------------------------- scores
+
+def _test_rows(df: pd.DataFrame, path, what: str) -> pd.DataFrame:
+    test = df[df["split"].isin(TEST_SPLITS)]
+    if test.empty:
+        raise ReportingError(
+            f"{what}: {path} has no test rows (split in {list(TEST_SPLITS)}; "
+            f"found {sorted(map(str, df['split'].unique()))})")
+    return test
+
+
+def natural_score(df: pd.DataFrame, column: str = "score") -> float:
+    """Test 2AFC score in %: size-weighted over test_imagenet + test_no_imagenet."""
+    return split_scores(df, column)["test"]
+
+
+def certified_score(df: pd.DataFrame, eps255: float) -> float:
+    """Certified test 2AFC score in % at l2 radius eps255/255.
+
+    A triplet counts with its 2AFC score only when its radius is strictly larger than eps
+    (at R == eps a perturbation of norm eps may already tie the distances).
+    """
+    test = df[df["split"].isin(TEST_SPLITS)]
+    certified = test["score"].to_numpy(float) * (test["radius"].to_numpy(float) > eps255 / 255)
+    return 100.0 * float(np.mean(certified))
+
+
+# ----------------------------------------------------------------------------- table 1
+
+def _stage(model: str) -> tuple[str, float]:
+    key = canonical_model(model)
+    if key == "pretrained":
+        return "pretrained", math.nan
+    margin = lipsim_margin(model)
+    if not math.isnan(margin):
+        return "finetuned", margin
+    return "other", math.nan
+
+
+def table1(certify: dict[str, str | Path], evals: dict[str, str | Path], teacher: str,
+           eps: list[float], reference: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per LipSim model (from certify files), then one per reference metric (eval).
+
+    Columns: model, teacher, stage, margin, natural, certified_{e}..., then {col}_paper,
+    {col}_diff (ours - paper) for each score column, paper_source, n_test.
+    """
+    if not certify and not evals:
+        raise ReportingError("table1 needs at least one --certify or --eval input")
+    cert_cols = [f"certified_{e:g}" for e in eps]
+    rows = []
+    for model, path in certify.items():
+        df = read_table(path, CERTIFY_COLUMNS, f"--certify {model}")
+        test = _test_rows(df, path, f"--certify {model}")
+        stage, margin = _stage(model)
+        row = {"model": model, "teacher": teacher, "stage": stage, "margin": margin,
+               "natural": natural_score(df)}
+        row.update({c: certified_score(test, e) for c, e in zip(cert_cols, eps, strict=True)})
+        row["n_test"] = len(test)
+        rows.append(row)
+    order = {"pretrained": 0, "finetuned": 1, "other": 2}
+    rows.sort(key=lambda r: (order[r["stage"]], 0.0 if math.isnan(r["margin"]) else r["margin"],
+                             r["model"]))
+    for metric, path in evals.items():
+        df = read_table(path, EVAL_COLUMNS, f"--eval {metric}")
+        test = _test_rows(df, path, f"--eval {metric}")
+        # A teacher/baseline has no certificate: its certified cells stay empty (NaN).
+        row = {"model": metric, "teacher": None, "stage": "reference", "margin": math.nan,
+               "natural": natural_score(df), **{c: math.nan for c in cert_cols},
+               "n_test": len(test)}
+        rows.append(row)
+
+    table = pd.DataFrame(rows)
+    score_cols = ["natural", *cert_cols]
+    sources = [[] for _ in rows]
+    for col in score_cols:
+        paper = []
+        for i, r in enumerate(rows):
+            t = r["teacher"] if r["stage"] != "reference" else None
+            value, source = (lookup_table1(reference, r["model"], t, col)
+                             if reference is not None else (math.nan, None))
+            paper.append(value)
+            if source and source not in sources[i]:
+                sources[i].append(source)
+        table[f"{col}_paper"] = np.asarray(paper, dtype=float)
+    for col in score_cols:
+        table[f"{col}_diff"] = table[col] - table[f"{col}_paper"]
+    table["paper_source"] = ["; ".join(s) if s else None for s in sources]
+    base = ["model", "teacher", "stage", "margin", *score_cols]
+    rest = [f"{c}_paper" for c in score_cols] + [f"{c}_diff" for c in score_cols]
+    return table[base + rest + ["paper_source", "n_test"]]
+
+
+def _eps_from_columns(table: pd.DataFrame) -> list[str]:
+    return [c[len("certified_"):] for c in table.columns
+            if c.startswith("certified_") and not c.endswith(("_paper", "_diff"))]
+
+
+def _margin_text(m) -> str:
+    return "" if pd.isna(m) else f"{float(m):g}"
+
+
+def table1_markdown(table: pd.DataFrame, decimals: int = 1) -> str:
+    eps = _eps_from_columns(table)
+    cols = ["natural", *[f"certified_{e}" for e in eps]]
+    paper = [c for c in cols if table[f"{c}_paper"].notna().any()]
+    header = ["Model", "Teacher", "Stage", "Margin", "Natural",
+              *[f"Certified {e}/255" for e in eps],
+              *[f"Paper {'natural' if c == 'natural' else c[len('certified_'):] + '/255'}"
+                for c in paper]]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
+    for _, r in table.iterrows():
+        cells = [str(r["model"]), "" if pd.isna(r["teacher"]) else str(r["teacher"]),
+                 str(r["stage"]), _margin_text(r["margin"]),
+                 *[fmt(r[c], decimals) for c in cols],
+                 *[fmt(r[f"{c}_paper"], decimals) for c in paper]]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = _sources_note(table)
+    return "\n".join(lines) + "\n" + notes
+
+
+def _sources_note(table: pd.DataFrame) -> str:
+    sources = sorted({s for v in table["paper_source"].dropna() for s in str(v).split("; ")})
+    if not sources:
+        return ""
+    return ("\nScores: 2AFC on NIGHT test, %. Paper columns from lipsim/reference_values.csv: "
+            + "; ".join(sources) + ".\n")
+
+
+_TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+               "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+               "^": r"\textasciicircum{}"}
+
+
+def tex_escape(text) -> str:
+    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in str(text))
+
+
+def _tex_row(cells: list[str]) -> str:
+    return " & ".join(cells) + r" \\"
+
+
+def table1_latex(table: pd.DataFrame, decimals: int = 1) -> str:
+    eps = _eps_from_columns(table)
+    cols = ["natural", *[f"certified_{e}" for e in eps]]
+    paper = [c for c in cols if table[f"{c}_paper"].notna().any()]
+    n_cert, n_paper = len(eps), len(paper)
+    spec = "llll" + "r" * (1 + n_cert + n_paper)
+    top = ["Model", "Teacher", "Stage", "Margin", "Natural"]
+    sub = [""] * 5
+    rules = []
+    if n_cert:
+        top.append(rf"\multicolumn{{{n_cert}}}{{c}}{{Certified ($\epsilon$)}}")
+        sub += [f"{e}/255" for e in eps]
+        rules.append(rf"\cmidrule(lr){{6-{5 + n_cert}}}")
+    if n_paper:
+        top.append(rf"\multicolumn{{{n_paper}}}{{c}}{{Paper}}")
+        sub += ["Natural" if c == "natural" else c[len("certified_"):] + "/255" for c in paper]
+        start = 6 + n_cert
+        rules.append(rf"\cmidrule(lr){{{start}-{start + n_paper - 1}}}")
+    lines = ["% Table 1: natural and certified 2AFC scores (%) on NIGHT test; lipsim table1",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", _tex_row(top)]
+    if rules:
+        lines += [" ".join(rules), _tex_row(sub)]
+    lines.append(r"\midrule")
+    prev_stage = None
+    for _, r in table.iterrows():
+        # The paper separates its LipSim variants from the reference rows with a rule.
+        if prev_stage is not None and (r["stage"] == "reference") != (prev_stage == "reference"):
+            lines.append(r"\midrule")
+        prev_stage = r["stage"]
+        cells = [tex_escape(r["model"]), "" if pd.isna(r["teacher"]) else tex_escape(r["teacher"]),
+                 tex_escape(r["stage"]), _margin_text(r["margin"]),
+                 *[fmt(r[c], decimals, "--") for c in cols],
+                 *[fmt(r[f"{c}_paper"], decimals, "--") for c in paper]]
+        lines.append(_tex_row(cells))
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- table 2
+
+def table2(attack_files: list[str | Path], reference: pd.DataFrame | None,
+           teacher: str | None = None) -> pd.DataFrame:
+    """Long form: model, attack, norm, eps, score, score_clean, n_test, score_paper,
+    score_diff, paper_source. `model` is the {metric} folder name of each attack file."""
+    if not attack_files:
+        raise ReportingError("table2 needs at least one --attacks file")
+    rows, seen = [], {}
+    for path in attack_files:
+        key = parse_attack_path(path)
+        ident = (key["metric"], key["attack"], key["norm"], round(key["eps"], 6))
+        if ident in seen:
+            raise ReportingError(f"--attacks: {path} and {seen[ident]} are the same cell {ident}")
+        seen[ident] = path
+        df = read_table(path, ATTACK_COLUMNS, f"--attacks {key['metric']}")
+        test = _test_rows(df, path, f"--attacks {key['metric']}")
+        value, source = (lookup_table2(reference, key["metric"], key["attack"], key["norm"],
+                                       key["eps"], teacher)
+                         if reference is not None else (math.nan, None))
+        score = natural_score(test, "score_adv")
+        rows.append({"model": key["metric"], "attack": key["attack"], "norm": key["norm"],
+                     "eps": key["eps"], "score": score,
+                     "score_clean": natural_score(test, "score_clean"), "n_test": len(test),
+                     "score_paper": value, "score_diff": score - value, "paper_source": source})
+    table = pd.DataFrame(rows)
+    table["_k"] = table["model"].map(metric_sort_key)
+    table = table.sort_values(["_k", "norm", "attack", "eps"], kind="stable").drop(columns="_k")
+    return table.reset_index(drop=True)
+
+
+def clean_by_model(attack_files: list[str | Path]) -> dict[str, float]:
+    """Natural score per model over the union of the attacked triplets.
+
+    Attack runs may use different subsets of the test set; the clean score of a triplet does
+    not depend on the attack, so dedupe by id across files before averaging.
+    """
+    parts: dict[str, list[pd.DataFrame]] = {}
+    for path in attack_files:
+        metric = parse_attack_path(path)["metric"]
+        df = read_table(path, ATTACK_COLUMNS, f"--attacks {metric}")
+        parts.setdefault(metric, []).append(df[df["split"].isin(TEST_SPLITS)])
+    return {m: 100.0 * float(pd.concat(p).drop_duplicates("id")["score_clean"].mean())
+            for m, p in parts.items()}
+
+
+def _table2_columns(table: pd.DataFrame) -> list[tuple[str, str, float]]:
+    cols = table[["attack", "norm", "eps"]].drop_duplicates()
+    cols = cols.sort_values(["norm", "attack", "eps"], kind="stable")
+    return [tuple(r) for r in cols.itertuples(index=False)]
+
+
+def _cell(table: pd.DataFrame, model, attack, norm, eps, decimals: int, empty: str) -> str:
+    r = table[(table["model"] == model) & (table["attack"] == attack) & (table["norm"] == norm)
+              & np.isclose(table["eps"], eps)]
+    if r.empty:
+        return empty
+    text = fmt(r["score"].iloc[0], decimals, empty)
+    paper = r["score_paper"].iloc[0]
+    # The paper value rides in parentheses: one column per attack keeps the wide layout.
+    return text if pd.isna(paper) else f"{text} ({fmt(paper, decimals)})"
+
+
+def table2_markdown(table: pd.DataFrame, clean: dict[str, float], decimals: int = 1) -> str:
+    cols = _table2_columns(table)
+    header = ["Model", "Natural"] + [
+        f"{attack_label(a)} {norm_label(n)} ε={eps_label(e, n)}" for a, n, e in cols]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for model in table["model"].drop_duplicates():
+        cells = [str(model), fmt(clean.get(model), decimals)] + [
+            _cell(table, model, a, n, e, decimals, "–") for a, n, e in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = "\nScores: 2AFC on NIGHT test under attack on the reference image, %."
+    if table["score_paper"].notna().any():
+        sources = sorted(set(table["paper_source"].dropna()))
+        note += " In parentheses: reference values (" + "; ".join(sources) + ")."
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def table2_latex(table: pd.DataFrame, clean: dict[str, float], decimals: int = 1) -> str:
+    cols = _table2_columns(table)
+    groups: list[tuple[str, str, int]] = []
+    for a, n, _ in cols:
+        if groups and groups[-1][:2] == (a, n):
+            groups[-1] = (a, n, groups[-1][2] + 1)
+        else:
+            groups.append((a, n, 1))
+    top, rules, col = ["Model", "Natural"], [], 3
+    for a, n, k in groups:
+        top.append(rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(attack_label(a))} {norm_label(n, True)}}}")
+        rules.append(rf"\cmidrule(lr){{{col}-{col + k - 1}}}")
+        col += k
+    sub = ["", ""] + [rf"$\epsilon={eps_label(e, n)}$" for _, n, e in cols]
+    lines = ["% Table 2: 2AFC scores (%) on NIGHT test under attack; lipsim table2;"
+             " reference values in parentheses",
+             rf"\begin{{tabular}}{{l{'r' * (1 + len(cols))}}}", r"\toprule", _tex_row(top),
+             " ".join(rules), _tex_row(sub), r"\midrule"]
+    for model in table["model"].drop_duplicates():
+        cells = [tex_escape(model), fmt(clean.get(model), decimals, "--")] + [
+            _cell(table, model, a, n, e, decimals, "--") for a, n, e in cols]
+        lines.append(_tex_row(cells))
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+def retrieval_table(files: list[str | Path]) -> pd.DataFrame:
+    if not files:
+        raise ReportingError("table-retrieval needs at least one --inputs file")
+    parts = [read_table(p, RETRIEVAL_COLUMNS, "--inputs") for p in files]
+    table = pd.concat(parts, ignore_index=True)[list(RETRIEVAL_COLUMNS)]
+    dup = table.duplicated(["metric", "eps", "k"], keep=False)
+    if dup.any():
+        raise ReportingError(f"--inputs: duplicate (metric, eps, k) rows:\n{table[dup]}")
+    table["_k"] = table["metric"].map(metric_sort_key)
+    table = table.sort_values(["_k", "eps", "k"], kind="stable").drop(columns="_k")
+    return table.reset_index(drop=True)
+
+
+def _recall_decimals(table: pd.DataFrame) -> int:
+    # recall may come as a fraction or a percentage: keep 3 significant-ish digits either way.
+    return 1 if table["recall"].max() > 1 else 3
+
+
+def _retrieval_columns(table: pd.DataFrame):
+    return [tuple(r) for r in table[["eps", "k"]].drop_duplicates()
+            .sort_values(["eps", "k"]).itertuples(index=False)]
+
+
+def retrieval_markdown(table: pd.DataFrame) -> str:
+    cols, d = _retrieval_columns(table), _recall_decimals(table)
+    header = ["Metric"] + [f"ε={e:g} R@{int(k)}" for e, k in cols]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(cols)]
+    for metric, g in table.groupby("metric", sort=False):
+        cells = [str(metric)]
+        for e, k in cols:
+            r = g[(g["eps"] == e) & (g["k"] == k)]
+            cells.append(fmt(r["recall"].iloc[0], d) if len(r) else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def retrieval_latex(table: pd.DataFrame) -> str:
+    cols, d = _retrieval_columns(table), _recall_decimals(table)
+    lines = ["% Retrieval: recall@k under attack of size eps; lipsim table-retrieval",
+             rf"\begin{{tabular}}{{l{'r' * len(cols)}}}", r"\toprule",
+             _tex_row(["Metric"] + [rf"$\epsilon={e:g}$, R@{int(k)}" for e, k in cols]),
+             r"\midrule"]
+    for metric, g in table.groupby("metric", sort=False):
+        cells = [tex_escape(metric)]
+        for e, k in cols:
+            r = g[(g["eps"] == e) & (g["k"] == k)]
+            cells.append(fmt(r["recall"].iloc[0], d, "--") if len(r) else "--")
+        lines.append(_tex_row(cells))
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- output
+
+def write_table(prefix: str | Path, table: pd.DataFrame, markdown: str, latex: str) -> list[Path]:
+    """prefix.{csv,md,tex,parquet}, each atomically. Returns the paths."""
+    prefix = Path(prefix)
+    paths = [prefix.with_name(prefix.name + ext) for ext in (".csv", ".md", ".tex", ".parquet")]
+    atomic.write_csv(paths[0], table)
+    atomic.write_text(paths[1], markdown)
+    atomic.write_text(paths[2], latex)
+    atomic.write_parquet(paths[3], table)
+    return paths

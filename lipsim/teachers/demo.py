@@ -1,0 +1,62 @@
+"""The `demo` teacher: a seeded random-feature network (no download, fully deterministic).
+
+It stands in for DreamSim in the demo pipeline. It is a real perceptual-ish metric, not a
+placeholder: fixed random zero-mean conv filters at three scales (1, 1/2, 1/4 resolution),
+rectified and pooled on a coarse spatial grid (texture / sharpness / noise energy where it
+happens), plus a coarse colour layout, each group scaled to comparable weight, then a fixed
+random rotation to `emb_dim`. Blur, noise, JPEG, warps and colour shifts move these
+features in proportion to their strength, so its 2AFC score on the demo NIGHT set is well
+above chance (tests/test_teachers.py checks it), and a student can learn it by distillation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lipsim.teachers.base import Teacher
+
+
+class DemoTeacher(Teacher):
+    def __init__(self, emb_dim: int = 64, image_size: int = 32, seed: int = 0,
+                 filters: int = 12, grid: int = 4, colour_grid: int = 4):
+        super().__init__()
+        self.name = "demo"
+        self.emb_dim = int(emb_dim)
+        self.image_size = int(image_size)
+        self.grid, self.colour_grid = int(grid), int(colour_grid)
+        g = torch.Generator().manual_seed(int(seed))
+        w = torch.randn(filters, 3, 5, 5, generator=g)
+        # Zero-mean filters respond to structure, not to flat colour (colour has its own
+        # features below); unit norm keeps the scales comparable.
+        w = w - w.mean(dim=(1, 2, 3), keepdim=True)
+        w = w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        self.register_buffer("weight", w)
+        n_feat = 3 * 2 * filters * grid * grid + 3 * colour_grid * colour_grid
+        # A random orthonormal map keeps inner products (so cosine distances) when
+        # emb_dim >= n_feat and approximately otherwise (Johnson-Lindenstrauss).
+        proj = torch.linalg.qr(torch.randn(max(n_feat, self.emb_dim), max(n_feat, self.emb_dim),
+                                           generator=g))[0][:n_feat, : self.emb_dim]
+        self.register_buffer("proj", proj * (max(n_feat, self.emb_dim) / self.emb_dim) ** 0.5)
+        self.eval().requires_grad_(False)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        feats = []
+        xc = x - 0.5
+        for scale in (1, 2, 4):
+            xs = F.avg_pool2d(xc, scale) if scale > 1 else xc
+            r = F.conv2d(F.pad(xs, (2, 2, 2, 2), mode="reflect"), self.weight)
+            # Positive and negative parts separately: a sign flip of an edge is a change.
+            for part in (F.relu(r), F.relu(-r)):
+                e = F.adaptive_avg_pool2d(part.square(), self.grid).clamp_min(1e-12).sqrt()
+                feats.append(e.flatten(1))
+        structure = torch.cat(feats, dim=1)
+        colour = F.adaptive_avg_pool2d(xc, self.colour_grid).flatten(1)
+        # Equalise the two groups' typical magnitudes so neither dominates the cosine.
+        structure = structure / structure.shape[1] ** 0.5 * 4.0
+        colour = colour / colour.shape[1] ** 0.5 * 2.0
+        return torch.cat([structure, colour], dim=1)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        f = self._features(x.float())
+        return f @ self.proj

@@ -1,0 +1,116 @@
+"""Teachers: the demo teacher is a real metric (above chance on demo NIGHT), the DreamSim
+adapter reproduces DreamSim's own embedding code (branch normalisation, feature choice,
+concatenation order, embedding normalisation), and its weight loading applies LoRA files."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lipsim.data.night import NightTriplets, read_night
+from lipsim.data.synthetic import make_night
+from lipsim.scoring import twoafc
+from lipsim.teachers import TEACHERS, get_teacher
+
+
+def test_registry_entries_and_dims():
+    assert {"demo", "dreamsim_ensemble", "dino_vitb16", "clip_vitb32", "open_clip_vitb32"} <= set(TEACHERS)
+    assert TEACHERS["dreamsim_ensemble"].emb_dim == 1792
+    assert TEACHERS["dino_vitb16"].emb_dim == 768
+    with pytest.raises(KeyError, match="unknown teacher"):
+        get_teacher("nope")
+
+
+def test_demo_teacher_deterministic_and_above_chance(tmp_path):
+    root = make_night(tmp_path / "night", seed=3, n_train=0, n_val=0, n_test=160, image_size=32)
+    df = read_night(root)
+    ds = NightTriplets(df, 32)
+    ref, x0, x1, p, _ = (torch.stack(t) if isinstance(t[0], torch.Tensor) else t
+                         for t in zip(*[ds[i] for i in range(len(ds))], strict=True))
+    t1, t2 = get_teacher("demo"), get_teacher("demo")
+    with torch.no_grad():
+        e = t1.embed(ref)
+        assert e.shape == (len(df), t1.emb_dim)
+        assert torch.equal(e, t2.embed(ref))  # seeded: two builds are the same function
+        score = 100 * twoafc(t1(ref, x0), t1(ref, x1), p).mean()
+    assert score > 65, f"demo teacher 2AFC {score:.1f}% is too close to chance"
+
+
+def test_missing_weights_names_fetch_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="fetch-weights --teacher clip_vitb32"):
+        get_teacher("clip_vitb32", weights_dir=tmp_path)
+
+
+def test_dreamsim_ensemble_matches_dreamsim_perceptual_model(monkeypatch, tmp_path):
+    """Our adapter vs dreamsim.PerceptualModel built around the very same random backbones:
+    only the weights are injected (offline); normalisation, features and concat are theirs."""
+    from dreamsim.feature_extraction.extractor import ViTExtractor
+    from dreamsim.model import PerceptualModel
+
+    teacher = get_teacher("dreamsim_ensemble", random_weights=True)
+    assert teacher.emb_dim == 1792 and teacher.image_size == 224
+    branches = {b.backbone_name: b for b in teacher.branches}
+    assert list(branches) == ["dino_vitb16", "clip_vitb32", "open_clip_vitb32"]
+
+    def create_model(model_type, load_dir="./models"):
+        b = branches[model_type]
+        return b.model if b.proj is None else (b.model, b.proj)
+
+    monkeypatch.setattr(ViTExtractor, "create_model", staticmethod(create_model))
+    ref_model = PerceptualModel(model_type="dino_vitb16,clip_vitb32,open_clip_vitb32",
+                                feat_type="cls,embedding,embedding", stride="16,32,32",
+                                lora=True, load_dir=str(tmp_path), normalize_embeds=True,
+                                device="cpu").eval()
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = teacher.embed(x), ref_model.embed(x)
+        feats = teacher.features(x)
+    assert ours.shape == (2, 1792)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    # Concatenation order and per-branch input normalisation, checked piecewise.
+    assert [f.shape[1] for f in feats] == [768, 512, 512]
+    with torch.no_grad():
+        dino = branches["dino_vitb16"]
+        xn = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        tok = dino.model.prepare_tokens(xn)
+        for blk in dino.model.blocks:
+            tok = blk(tok)
+    torch.testing.assert_close(feats[0], tok[:, 0])
+    # Any input size is resized to 224 by the teacher itself.
+    with torch.no_grad():
+        assert teacher.embed(torch.rand(1, 3, 64, 64)).shape == (1, 1792)
+
+
+def test_dreamsim_weight_files_and_lora_are_applied(tmp_path):
+    """Write weights in DreamSim's file formats (backbone .pth.tar with proj, a peft LoRA
+    folder), load them through the registry, and compare with the LoRA model itself."""
+    from peft import LoraConfig, get_peft_model
+
+    src = get_teacher("clip_vitb32", random_weights=True)
+    branch = src.branches[0]
+    folder = tmp_path / "clip_vitb32"
+    folder.mkdir()
+    sd = {k: v for k, v in branch.model.state_dict().items()}
+    torch.save({"state_dict": {**sd, "proj": branch.proj.clone()}},
+               folder / "clip_vitb32_pretrain.pth.tar")
+    lora_net = get_peft_model(copy.deepcopy(src.net),
+                              LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, bias="none",
+                                         target_modules=["qkv"]))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for n, p in lora_net.named_parameters():
+            if "lora_B" in n:  # LoRA B starts at zero; make the adapter do something
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+    lora_net.save_pretrained(str(folder / "clip_vitb32_single_lora"))
+
+    loaded = get_teacher("clip_vitb32", weights_dir=tmp_path)
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = lora_net.base_model.model.extractor_list[0](x)
+        plain = src.features(x)[0]
+        got = loaded.features(x)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, plain, atol=1e-4)  # the adapter changed the model
