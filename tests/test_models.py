@@ -80,7 +80,7 @@ def _layer_cases(cfg, side=8, image_size=32):
 def test_layers_are_1_lipschitz(preset):
     torch.manual_seed(0)
     for cls, args, shape in _layer_cases(PRESETS[preset]):
-        layer = _sharpen(cls(*args)).eval()
+        layer = _sharpen(cls(*args)).eval().requires_grad_(False)  # frozen: t cached
         r = _max_ratio(layer, shape, steps=30, restarts=1)
         assert r <= 1 + TOL, f"{preset} {cls.__name__}{args}: Lipschitz ratio {r}"
 
@@ -122,6 +122,7 @@ def test_tiny_model_with_projection_is_1_lipschitz():
     for layer in net.modules():
         if isinstance(layer, (SLLConv2d, SLLLinear)):
             _sharpen(layer, factor=2.0)
+    net.requires_grad_(False)
     # Scale the output down so that both the interior and the sphere part of P are hit.
     for scale in (1.0, 0.05):
         phi = lambda x, s=scale: project_to_ball(s * net(x))  # noqa: E731

@@ -1,0 +1,99 @@
+"""Config validation: every key typed and defaulted; mistakes named by key before any job."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lipsim.configcheck import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _validate(cfg):
+    return validate_config(cfg, SCHEMA)
+
+
+def test_empty_config_gets_every_default():
+    cfg = _validate({})
+    assert cfg["margins"] == [0.2, 0.5]
+    assert cfg["certify"]["eps_255"] == [36, 72, 108]
+    assert cfg["distill"]["resources"]["nodes"] == 1
+    assert cfg["night"]["generate"]["n_test"] == 128
+
+
+def test_shipped_configs_are_valid():
+    for name in ("config.yaml", "paper.yaml", "test.yaml"):
+        _validate(yaml.safe_load((ROOT / "config" / name).read_text()))
+
+
+def test_every_schema_key_has_a_description_and_default():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    missing = []
+
+    def walk(node, path):
+        for key, sub in node.get("properties", {}).items():
+            if "$ref" in sub:
+                continue
+            if "description" not in sub or "default" not in sub:
+                missing.append(".".join(path + [key]))
+            walk(sub, path + [key])
+
+    walk(schema, [])
+    walk(schema["$defs"]["resources"], ["resources"])
+    assert not missing, f"keys without description/default: {missing}"
+
+
+@pytest.mark.parametrize(
+    "cfg, expected",
+    [
+        ({"distill": {"epoch": 3}}, "distill.epoch: unknown key"),
+        ({"distill": {"lr": "fast"}}, "distill.lr: 'fast' is not of type 'number'"),
+        ({"margins": [-0.2]}, "margins.0"),
+        ({"device": "tpu"}, "device: 'tpu' is not one of"),
+        ({"night": {"source": "path"}}, "night.path: required when night.source is 'path'"),
+        ({"margins": [0.2], "primary_margin": 0.5}, "primary_margin: 0.5 is not one of margins"),
+        ({"finetuned_checkpoints": {"0.3": "x.pt"}}, "finetuned_checkpoints.0.3: margin 0.3"),
+        ({"distill": {"resources": {"nodes": 2}}}, "distill.launcher"),
+    ],
+)
+def test_errors_name_the_key(cfg, expected):
+    with pytest.raises(ConfigError) as err:
+        _validate(cfg)
+    assert expected in str(err.value)
+
+
+def test_all_errors_are_listed_at_once():
+    with pytest.raises(ConfigError) as err:
+        _validate({"distill": {"epoch": 3, "lr": "x"}, "device": "tpu"})
+    msg = str(err.value)
+    assert "distill.epoch" in msg and "distill.lr" in msg and "device" in msg
+
+
+def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((ROOT / "config" / "config.yaml").read_text())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("distill:\n  epochs: many\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"),
+         "-d", str(tmp_path), "--configfile", str(bad), "--cores", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "distill.epochs: 'many' is not of type 'integer'" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_cli_dispatcher_lists_and_rejects():
+    out = subprocess.run([sys.executable, "-m", "lipsim", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "commands:" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "lipsim", "no-such-step"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown command 'no-such-step'" in bad.stderr

@@ -1,0 +1,131 @@
+"""The whole DAG for real on the small test config (config/test.yaml), in a scratch folder.
+
+One run is shared by the module's tests: results layout and plausibility, nothing to do on a
+second run, a margin change reruns only its chain, one deleted figure rebuilds alone, and the
+HTML report builds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
+RUN = "results/test"
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    # Rules call `python -m lipsim`: the interpreter running the tests must be first on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir),
+           "--configfile", str(workdir / "config" / "test.yaml"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    jobs, rule = [], None
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line.strip())
+        if m:
+            rule = m.group(1)
+            jobs.append((rule, ""))
+        elif rule and line.strip().startswith("wildcards:"):
+            jobs[-1] = (rule, line.split(":", 1)[1].strip())
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    shutil.copytree(ROOT / "config", work / "config")
+    proc = snakemake(work, "--cores", "2")
+    if proc.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in (work / RUN / "logs").rglob("*.log")
+            if "Error" in p.read_text() or "Traceback" in p.read_text()
+        )
+        pytest.fail(f"demo DAG failed:\n{proc.stderr[-6000:]}\n{logs}")
+    return work
+
+
+def test_results_layout_is_complete(demo_run):
+    r = demo_run / RUN
+    for t in ("table1", "table2", "retrieval"):
+        for ext in ("csv", "md", "tex", "parquet"):
+            assert (r / "tables" / f"{t}.{ext}").stat().st_size > 0, f"{t}.{ext}"
+    for f in ("fig3a", "fig3b", "margins"):
+        for ext in ("pdf", "png"):
+            assert (r / "figures" / f"{f}.{ext}").stat().st_size > 0, f"{f}.{ext}"
+    manifest = pd.read_parquet(r / "manifest.parquet")
+    assert {"path", "sha256", "bytes", "rule"} <= set(manifest.columns)
+    assert any(str(p).endswith("tables/table1.csv") for p in manifest["path"])
+
+
+def test_table1_numbers_are_plausible(demo_run):
+    t1 = pd.read_parquet(demo_run / RUN / "tables" / "table1.parquet")
+    lipsim_rows = t1[t1["model"].astype(str).isin(["pretrained", "margin0.2", "margin0.5"])]
+    assert len(lipsim_rows) == 3, t1
+    for _, row in lipsim_rows.iterrows():
+        vals = [row["natural"], row["certified_36"], row["certified_72"], row["certified_108"]]
+        assert all(0 <= v <= 100 for v in vals), row
+        assert vals[0] > vals[1] >= vals[2] >= vals[3], row
+    assert lipsim_rows["natural"].min() > 50, "the student should beat chance on demo data"
+
+
+def test_attacks_never_raise_the_score(demo_run):
+    files = list((demo_run / RUN / "attacks").rglob("*.parquet"))
+    assert files
+    for f in files:
+        df = pd.read_parquet(f)
+        assert df["score_adv"].mean() <= df["score_clean"].mean() + 1e-9, f
+    check = pd.read_csv(demo_run / RUN / "checks" / "consistency.csv")
+    assert (check["broken_certified"] == 0).all()
+
+
+def test_second_run_has_nothing_to_do(demo_run):
+    proc = snakemake(demo_run, "-n", "--cores", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert planned_jobs(proc) == [], proc.stdout[-3000:]
+
+
+def test_changing_one_margin_reruns_only_its_chain(demo_run):
+    proc = snakemake(demo_run, "-n", "--cores", "2", "--config", "margins=[0.3,0.5]")
+    assert proc.returncode == 0, proc.stderr
+    jobs = planned_jobs(proc)
+    rules = {r for r, _ in jobs}
+    assert ("finetune", "margin=0.3") in jobs
+    assert not rules & {"distill", "cache_fill", "cache_index", "make_demo_night",
+                        "make_demo_imagenet", "verify_night"}, rules
+    # Jobs of the unchanged models are not redone.
+    for rule, wc in jobs:
+        assert "margin0.5" not in wc and "pretrained" not in wc, (rule, wc)
+        assert not (rule == "finetune" and wc != "margin=0.3"), (rule, wc)
+
+
+def test_one_deleted_figure_rebuilds_alone(demo_run):
+    target = demo_run / RUN / "figures" / "fig3b.pdf"
+    target.unlink()
+    proc = snakemake(demo_run, "-n", "--cores", "2", f"{RUN}/figures/fig3b.pdf")
+    assert proc.returncode == 0, proc.stderr
+    assert {r for r, _ in planned_jobs(proc)} == {"fig3b"}
+    proc = snakemake(demo_run, "--cores", "2", f"{RUN}/figures/fig3b.pdf")
+    assert proc.returncode == 0 and target.stat().st_size > 0
+
+
+def test_html_report_builds(demo_run):
+    out = demo_run / RUN / "report.html"
+    proc = snakemake(demo_run, "--report", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.stat().st_size > 10_000
