@@ -97,3 +97,19 @@ def test_cli_dispatcher_lists_and_rejects():
     bad = subprocess.run([sys.executable, "-m", "lipsim", "no-such-step"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "unknown command 'no-such-step'" in bad.stderr
+
+
+def test_config_readme_documents_every_key():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    doc = (ROOT / "config" / "README.md").read_text()
+    keys = []
+
+    def walk(node, prefix):
+        for key, sub in node.get("properties", {}).items():
+            keys.append(prefix + key)
+            if "properties" in sub:
+                walk(sub, prefix + key + ".")
+
+    walk(schema, "")
+    missing = [k for k in keys if f"`{k}`" not in doc]
+    assert not missing, f"config/README.md misses {missing}"
