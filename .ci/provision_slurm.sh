@@ -4,12 +4,13 @@
 # It only installs; tests/slurm/cluster.sh starts and stops the one-node cluster.
 set -euo pipefail
 
+PATH="$PATH:/usr/sbin:/sbin" # the daemons live in sbin, which a non-login PATH may lack
 need=(slurmctld slurmd sinfo sbatch srun squeue scontrol munged munge)
 
 missing() {
     local b
     for b in "${need[@]}"; do
-        command -v "$b" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$b" >/dev/null 2>&1 || return 0
+        command -v "$b" >/dev/null 2>&1 || return 0
     done
     return 1
 }
@@ -37,4 +38,4 @@ if missing; then
     echo "provision_slurm: installed slurm-wlm and munge, but some of ${need[*]} are still missing" >&2
     exit 1
 fi
-echo "provision_slurm: done ($(sinfo --version 2>/dev/null || echo 'sinfo version unknown'))"
+echo "provision_slurm: done ($(slurmd -V 2>/dev/null || echo 'slurmd version unknown'))"

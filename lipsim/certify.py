@@ -19,6 +19,9 @@ Since ||phi(x)|| <= 1, R <= 1 always. Edge cases (documented conventions):
   when R > eps, like any other row: the certified score stays a lower bound of the attacked
   score because a certified row keeps its score and every score is >= 0.
 
+Floating point: embeddings are float32 and R is formed in float64 from them, so R carries a
+relative error of order 1e-6 -- far below the spacing of the eps values (1/255 steps).
+
 Certified score at eps: mean over triplets of score * [R > eps], in percent -- equal to the
 natural score as eps -> 0 (except ties, which have R = 0) and a lower bound of the 2AFC
 score under any l2 perturbation of the reference of norm <= eps.

@@ -14,11 +14,12 @@ Where the facts come from
   table `snakemake_metadata` of `.snakemake/metadata.db` (namespace = absolute path of the
   .snakemake folder, target = output path); both are read here. A `directory()` output has
   one record for the folder: files inside it inherit it.
-- config_hash: sha256 of the canonical JSON (sorted keys, no whitespace, UTF-8) of the
-  configuration, either read from one JSON file holding the merged config
-  (`--config-json`, what the Snakefile should pass: it sees `--config k=v` overrides too) or
-  merged from YAML/JSON files in order like snakemake's `--configfile` (nested dicts merged
-  recursively, later files win).
+- config_hash: the workflow's own hash when given (`--config-hash`, or the `config_hash` key
+  of a `{"config_hash": ..., "config": {...}}` JSON file), recorded verbatim; otherwise
+  sha256 of the canonical JSON (sorted keys, no whitespace, UTF-8) of the configuration,
+  read from one JSON file holding the merged config (`--config-json`: what the Snakefile
+  should pass, as it sees `--config k=v` overrides too) or merged from YAML/JSON files in
+  order like snakemake's `--configfile` (nested dicts merged recursively, later files win).
 - code_version: lipsim.__version__; git_commit / git_dirty: `git` in the repository holding
   the lipsim package (dirty = tracked files modified; untracked files such as results do not
   count). None where there is no git.
@@ -47,8 +48,20 @@ import pandas as pd
 import lipsim
 from lipsim import atomic
 
-MANIFEST_COLUMNS = ("path", "sha256", "bytes", "rule", "config_hash", "code_version",
-                    "git_commit", "git_dirty", "inputs", "time", "params", "shellcmd")
+MANIFEST_COLUMNS = (
+    "path",
+    "sha256",
+    "bytes",
+    "rule",
+    "config_hash",
+    "code_version",
+    "git_commit",
+    "git_dirty",
+    "inputs",
+    "time",
+    "params",
+    "shellcmd",
+)
 # Folders not treated as artifacts unless asked: they change on every run.
 LOG_DIRS = ("logs", "log", "benchmarks")
 # Never artifacts: in-flight atomic writes (.name.XXXX.tmp), snakemake markers, downloads.
@@ -61,6 +74,7 @@ class ProvenanceError(ValueError):
 
 # ----------------------------------------------------------------------------- hashing
 
+
 def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
     """sha256 of a file, streamed (checkpoints and shards do not fit in memory at once)."""
     h = hashlib.sha256()
@@ -71,8 +85,7 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
 
 
 def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def _merge(base: dict, new: dict) -> dict:
@@ -85,8 +98,9 @@ def _merge(base: dict, new: dict) -> dict:
     return base
 
 
-def load_config(files: list[str | Path] | None = None,
-                config_json: str | Path | None = None) -> dict | None:
+def load_config(
+    files: list[str | Path] | None = None, config_json: str | Path | None = None
+) -> dict | None:
     """The merged configuration (see module doc); None when nothing is given."""
     if config_json is not None:
         try:
@@ -115,13 +129,37 @@ def config_hash(config: dict | None) -> str | None:
     return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
 
 
+def resolve_config_hash(
+    files: list[str | Path] | None = None,
+    config_json: str | Path | None = None,
+    given: str | None = None,
+) -> str | None:
+    """The config hash a manifest records.
+
+    Precedence: `given` (--config-hash: the workflow's own hash, recorded verbatim) > the
+    `config_hash` stored in a `{"config_hash": ..., "config": {...}}` file (the workflow's
+    resolved_config output) > sha256 of the canonical JSON of the config (config_hash()).
+    """
+    config = load_config(files, config_json)
+    recorded = None
+    if isinstance(config, dict) and set(config) == {"config", "config_hash"}:
+        recorded, config = config["config_hash"], config["config"]
+    if given and recorded and given != recorded:
+        print(
+            f"lipsim: warning: --config-hash {given} differs from {recorded} in {config_json}",
+            file=sys.stderr,
+        )
+    return given or recorded or config_hash(config)
+
+
 def git_info(repo: str | Path | None = None) -> tuple[str | None, bool | None]:
     """(commit, dirty) of the repository holding `repo` (default: the lipsim package)."""
     repo = Path(repo) if repo is not None else Path(lipsim.__file__).resolve().parent.parent
 
     def git(*args):
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                              timeout=30, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -139,6 +177,7 @@ def _iso(ts: float | None) -> str | None:
 
 # ----------------------------------------------------------------------------- metadata
 
+
 @dataclass
 class SnakemakeMetadata:
     """Snakemake's records, keyed by normalised absolute output path."""
@@ -150,8 +189,7 @@ class SnakemakeMetadata:
     def read(cls, snakemake_dir: str | Path | None) -> SnakemakeMetadata:
         snakemake_dir = Path(snakemake_dir if snakemake_dir is not None else ".snakemake")
         meta = cls(workdir=snakemake_dir.absolute().parent)
-        raw = {**_read_file_backend(snakemake_dir / "metadata"),
-               **_read_db_backend(snakemake_dir)}
+        raw = {**_read_file_backend(snakemake_dir / "metadata"), **_read_db_backend(snakemake_dir)}
         for key, rec in raw.items():
             if rec.get("incomplete"):
                 continue  # a job that did not finish: its output is not what the record says
@@ -232,6 +270,7 @@ def _read_db_backend(snakemake_dir: Path) -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------- manifest
 
+
 def _excluded(rel: str, name: str, include_logs: bool, exclude: list[str]) -> bool:
     if name.startswith(".") or name.endswith(ALWAYS_EXCLUDED_SUFFIXES):
         return True
@@ -240,8 +279,12 @@ def _excluded(rel: str, name: str, include_logs: bool, exclude: list[str]) -> bo
     return any(fnmatch.fnmatch(rel, pat) for pat in exclude)
 
 
-def list_artifacts(root: str | Path, skip: list[str | Path] = (), include_logs: bool = False,
-                   exclude: list[str] = ()) -> list[Path]:
+def list_artifacts(
+    root: str | Path,
+    skip: list[str | Path] = (),
+    include_logs: bool = False,
+    exclude: list[str] = (),
+) -> list[Path]:
     """Files under root, sorted. Hidden files/folders (atomic temp files, snakemake markers),
     *.tmp/*.part, `skip` paths, log/benchmark folders (unless include_logs) and `exclude`
     globs (relative to root, fnmatch: `*` crosses '/') are left out. Symlinked folders are
@@ -264,10 +307,16 @@ def list_artifacts(root: str | Path, skip: list[str | Path] = (), include_logs: 
     return sorted(files)
 
 
-def build_manifest(root: str | Path, meta: SnakemakeMetadata, cfg_hash: str | None,
-                   skip: list[str | Path] = (), include_logs: bool = False,
-                   exclude: list[str] = (), previous: pd.DataFrame | None = None,
-                   repo: str | Path | None = None) -> pd.DataFrame:
+def build_manifest(
+    root: str | Path,
+    meta: SnakemakeMetadata,
+    cfg_hash: str | None,
+    skip: list[str | Path] = (),
+    include_logs: bool = False,
+    exclude: list[str] = (),
+    previous: pd.DataFrame | None = None,
+    repo: str | Path | None = None,
+) -> pd.DataFrame:
     """One row per artifact under root (see MANIFEST_COLUMNS).
 
     `previous` (an older manifest): a file whose path, size and mtime are unchanged keeps its
@@ -276,8 +325,7 @@ def build_manifest(root: str | Path, meta: SnakemakeMetadata, cfg_hash: str | No
     commit, dirty = git_info(repo)
     known = {}
     if previous is not None and {"path", "bytes", "time", "sha256"} <= set(previous.columns):
-        known = {(r.path, int(r.bytes), r.time): r.sha256
-                 for r in previous.itertuples(index=False)}
+        known = {(r.path, int(r.bytes), r.time): r.sha256 for r in previous.itertuples(index=False)}
     rows = []
     for path in list_artifacts(root, skip, include_logs, exclude):
         st = path.stat()
@@ -285,16 +333,26 @@ def build_manifest(root: str | Path, meta: SnakemakeMetadata, cfg_hash: str | No
         time = _iso(st.st_mtime_ns / 1e9)
         sha = known.get((shown, st.st_size, time)) or sha256_file(path)
         rec = meta.lookup(path) or {}
-        rows.append({
-            "path": shown, "sha256": sha, "bytes": int(st.st_size),
-            "rule": rec.get("rule"), "config_hash": cfg_hash,
-            "code_version": lipsim.__version__, "git_commit": commit, "git_dirty": dirty,
-            "inputs": ([meta.display(i) for i in rec["input"]]
-                       if rec.get("input") is not None else None),
-            "time": time,
-            "params": list(rec["params"]) if rec.get("params") is not None else None,
-            "shellcmd": rec.get("shellcmd"),
-        })
+        rows.append(
+            {
+                "path": shown,
+                "sha256": sha,
+                "bytes": int(st.st_size),
+                "rule": rec.get("rule"),
+                "config_hash": cfg_hash,
+                "code_version": lipsim.__version__,
+                "git_commit": commit,
+                "git_dirty": dirty,
+                "inputs": (
+                    [meta.display(i) for i in rec["input"]]
+                    if rec.get("input") is not None
+                    else None
+                ),
+                "time": time,
+                "params": list(rec["params"]) if rec.get("params") is not None else None,
+                "shellcmd": rec.get("shellcmd"),
+            }
+        )
     return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
 
 
@@ -303,21 +361,40 @@ def write_manifest(path: str | Path, manifest: pd.DataFrame) -> None:
     import pyarrow.parquet as pq
 
     # An explicit schema: an all-None column (no git, no snakemake) must still have its type.
-    schema = pa.schema([("path", pa.string()), ("sha256", pa.string()), ("bytes", pa.int64()),
-                        ("rule", pa.string()), ("config_hash", pa.string()),
-                        ("code_version", pa.string()), ("git_commit", pa.string()),
-                        ("git_dirty", pa.bool_()), ("inputs", pa.list_(pa.string())),
-                        ("time", pa.string()), ("params", pa.list_(pa.string())),
-                        ("shellcmd", pa.string())])
+    schema = pa.schema(
+        [
+            ("path", pa.string()),
+            ("sha256", pa.string()),
+            ("bytes", pa.int64()),
+            ("rule", pa.string()),
+            ("config_hash", pa.string()),
+            ("code_version", pa.string()),
+            ("git_commit", pa.string()),
+            ("git_dirty", pa.bool_()),
+            ("inputs", pa.list_(pa.string())),
+            ("time", pa.string()),
+            ("params", pa.list_(pa.string())),
+            ("shellcmd", pa.string()),
+        ]
+    )
     table = pa.Table.from_pylist(
-        [{k: (None if _isna(v) else v) for k, v in row.items()}
-         for row in manifest.to_dict("records")], schema=schema)
+        [
+            {k: (None if _isna(v) else v) for k, v in row.items()}
+            for row in manifest.to_dict("records")
+        ],
+        schema=schema,
+    )
     with atomic.atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
 
 def _isna(v) -> bool:
-    return v is None or (isinstance(v, float) and v != v) or v is pd.NA
+    if v is None or v is pd.NA:
+        return True
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):  # lists/arrays: not a missing value
+        return False
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
@@ -333,15 +410,20 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- provenance
 
+
 def _listish(v) -> list | None:
     if v is None or (isinstance(v, float) and v != v):
         return None
     return [str(x) for x in list(v)]
 
 
-def provenance_chain(path: str | Path, meta: SnakemakeMetadata,
-                     manifest: pd.DataFrame | None = None, hash_missing: bool = True,
-                     max_depth: int | None = None) -> list[dict]:
+def provenance_chain(
+    path: str | Path,
+    meta: SnakemakeMetadata,
+    manifest: pd.DataFrame | None = None,
+    hash_missing: bool = True,
+    max_depth: int | None = None,
+) -> list[dict]:
     """Depth-first list of the artifacts behind `path` (itself first), one dict each:
     path, depth, repeat (already listed above), exists, bytes, sha256, sha256_from
     (manifest | computed | None), changed (file differs from its manifest row: size/mtime),
@@ -349,7 +431,11 @@ def provenance_chain(path: str | Path, meta: SnakemakeMetadata,
     code_version, git_commit, git_dirty when the file has a row."""
     rows = {}
     if manifest is not None:
-        rows = {str(r["path"]): r for r in manifest.to_dict("records")}
+        # parquet nulls come back as NaN/None/NA depending on dtype: make them all None
+        rows = {
+            str(r["path"]): {k: (None if _isna(v) else v) for k, v in r.items()}
+            for r in manifest.to_dict("records")
+        }
     nodes, seen = [], set()
 
     def visit(p: str, depth: int) -> None:
@@ -368,8 +454,9 @@ def provenance_chain(path: str | Path, meta: SnakemakeMetadata,
         if row is not None:
             node["sha256"], node["sha256_from"] = row.get("sha256"), "manifest"
             if a.is_file():
-                node["changed"] = (int(row.get("bytes", -1)) != a.stat().st_size
-                                   or row.get("time") != _iso(a.stat().st_mtime_ns / 1e9))
+                node["changed"] = int(row.get("bytes", -1)) != a.stat().st_size or row.get(
+                    "time"
+                ) != _iso(a.stat().st_mtime_ns / 1e9)
             for k in ("config_hash", "code_version", "git_commit", "git_dirty"):
                 node[k] = None if _isna(row.get(k)) else row.get(k)
         elif hash_missing and a.is_file():
@@ -378,8 +465,10 @@ def provenance_chain(path: str | Path, meta: SnakemakeMetadata,
             node["rule"], node["shellcmd"] = rec.get("rule"), rec.get("shellcmd")
             node["params"] = _listish(rec.get("params"))
             inputs = _listish(rec.get("input"))
-            node["starttime"], node["endtime"] = _iso(rec.get("starttime")), _iso(
-                rec.get("endtime"))
+            node["starttime"], node["endtime"] = (
+                _iso(rec.get("starttime")),
+                _iso(rec.get("endtime")),
+            )
         elif row is not None:  # .snakemake gone (results copied elsewhere): the manifest knows
             node["rule"], node["shellcmd"] = row.get("rule"), row.get("shellcmd")
             node["params"] = _listish(row.get("params"))

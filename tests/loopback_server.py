@@ -48,7 +48,9 @@ class LoopbackServer:
         self._etags: dict[str, str] = {}
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )  # short poll: fast shutdown in tests
 
     # ------------------------------------------------------------------ control
     @property
@@ -98,7 +100,6 @@ class LoopbackServer:
                 beh = server.behaviours.get(path, Behaviour())
                 with server._lock:
                     fail = beh.fail_status.pop(0) if beh.fail_status else None
-                    drop = beh.drop_after.pop(0) if beh.drop_after else beh.always_drop_after
                 if path not in server.files:
                     return self._empty(path, rng, 404)
                 if fail is not None:
@@ -131,6 +132,8 @@ class LoopbackServer:
                     self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
                 self.end_headers()
                 server.requests.append((path, rng, status))
+                with server._lock:  # a drop is consumed by a response that has a body
+                    drop = beh.drop_after.pop(0) if beh.drop_after else beh.always_drop_after
                 limit = length if drop is None else min(length, drop)
                 self._body(path, data, start, limit)
                 if limit < length + beh.extra_length:

@@ -8,8 +8,8 @@ computed on the attacked reference with the unchanged x0/x1. delta_norm is ||ref
 in the attack's norm, delta_l2 its l2 norm (the consistency check compares it with the
 certified l2 radius whatever the attack's norm), eps is in [0, 1]-pixel units.
 
-Which triplets are attacked: those the metric gets right (argmax of the adapter's logits ==
-round(p)) with p != 0.5. A wrong decision already scores min(p, 1 - p), the lowest a
+Which triplets are attacked: those the metric does not get wrong (ties included) with
+p != 0.5. A wrong decision already scores min(p, 1 - p), the lowest a
 triplet can score, and a p = 0.5 triplet scores 0.5 whatever the metric says; the others
 keep their clean reference (delta 0).
 """
@@ -89,9 +89,11 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
     seeds = [row_seed(spec.seed, k) for k in keys]
 
     d0, d1 = _precise_distances(adapter, ref)
-    with torch.no_grad():
-        pred = adapter(ref).argmax(dim=1)
-    active = ((pred == label).cpu().numpy()) & (p != 0.5)
+    # Attack every row whose score an attack can lower: not p = 0.5, not already wrong
+    # (decided on the reported float64 distances; ties are attacked).
+    lab = hard_label(p)
+    wrong = ((lab == 1) & (d1 > d0)) | ((lab == 0) & (d0 > d1))
+    active = (p != 0.5) & ~wrong
     x_adv = ref.detach().clone()
     idx = np.flatnonzero(active)
     if len(idx):

@@ -16,7 +16,8 @@ from lipsim.teachers import fetch_weights, teacher_names
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim fetch-weights", description=__doc__.split("\n")[2])
+    ap = argparse.ArgumentParser(prog="lipsim fetch-weights", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", required=True, choices=teacher_names())
     ap.add_argument("--weights-dir", required=True, type=Path)
     ap.add_argument("--marker", type=Path, default=None,

@@ -1,4 +1,4 @@
-"""Figure 3a: natural vs attacked 2AFC score per metric (grouped bars).
+r"""Figure 3a: natural vs attacked 2AFC score per metric (grouped bars).
 
     python -m lipsim fig3a --eval l2=R/eval/l2.parquet dreamsim_ensemble=R/eval/dreamsim_ensemble.parquet \
         --attacks dreamsim_ensemble=R/attacks/dreamsim_ensemble/autoattack-l2-2.0.parquet \
@@ -7,7 +7,8 @@
 
 A metric given only in --attacks takes its natural bar from the attack file's score_clean.
 The attacked bars' legend label is read from the attack file names when they all share
-attack/norm/eps (e.g. "l2-AutoAttack eps=2"); --attack-label overrides it.
+attack/norm/eps (e.g. "l2-AutoAttack eps=2"); --norm/--eps override those settings and
+--attack-label replaces the whole label.
 Writes {prefix}.pdf and {prefix}.png.
 """
 
@@ -19,13 +20,40 @@ from lipsim.reporting import parse_assignments, report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lipsim fig3a", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--eval", nargs="*", default=[], metavar="METRIC=FILE",
-                   help="evaluate outputs (natural score)")
-    p.add_argument("--attacks", nargs="*", default=[], metavar="METRIC=FILE",
-                   help="attack outputs (attacked score), one attack setting for all metrics")
+    p = argparse.ArgumentParser(
+        prog="lipsim fig3a",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--eval",
+        nargs="*",
+        default=[],
+        metavar="METRIC=FILE",
+        help="evaluate outputs (natural score)",
+    )
+    p.add_argument(
+        "--attacks",
+        nargs="*",
+        default=[],
+        metavar="METRIC=FILE",
+        help="attack outputs (attacked score), one attack setting for all metrics",
+    )
     p.add_argument("--attack-label", default=None, help="legend label of the attacked bars")
+    p.add_argument(
+        "--norm",
+        default=None,
+        type=str.lower,
+        choices=["l2", "linf"],
+        help="norm of the attack, for the label (default: from the attack files)",
+    )
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="attack radius for the label, as in file names: Linf in /255 units "
+        "(default: from the attack files)",
+    )
     p.add_argument("--out-prefix", required=True, help="e.g. R/figures/fig3a")
     return p
 
@@ -33,8 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args) -> None:
     from lipsim.reporting.figures import fig3a
 
-    fig3a(parse_assignments(args.eval, "--eval"), parse_assignments(args.attacks, "--attacks"),
-          args.out_prefix, args.attack_label)
+    fig3a(
+        parse_assignments(args.eval, "--eval"),
+        parse_assignments(args.attacks, "--attacks"),
+        args.out_prefix,
+        args.attack_label,
+        args.norm,
+        args.eps,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

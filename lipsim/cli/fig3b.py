@@ -1,4 +1,4 @@
-"""Figure 3b: distribution (histogram + KDE) of d(x, x + delta) per metric.
+r"""Figure 3b: distribution (histogram + KDE) of d(x, x + delta) per metric.
 
     python -m lipsim fig3b --distances dreamsim_ensemble=R/distances/dreamsim_ensemble.parquet \
         lipsim-margin0.5=R/distances/lipsim-margin0.5.parquet --out-prefix R/figures/fig3b
@@ -14,12 +14,24 @@ from lipsim.reporting import parse_assignments, report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lipsim fig3b", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--distances", nargs="+", required=True, metavar="METRIC=FILE",
-                   help="distances outputs (columns image, eps, distance)")
-    p.add_argument("--norm", default="l2", choices=["l2", "linf"],
-                   help="norm of delta, for the panel titles (default l2)")
+    p = argparse.ArgumentParser(
+        prog="lipsim fig3b",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--distances",
+        nargs="+",
+        required=True,
+        metavar="METRIC=FILE",
+        help="distances outputs (columns image, eps, distance)",
+    )
+    p.add_argument(
+        "--norm",
+        default="l2",
+        choices=["l2", "linf"],
+        help="norm of delta, for the panel titles (default l2)",
+    )
     p.add_argument("--out-prefix", required=True, help="e.g. R/figures/fig3b")
     return p
 

@@ -19,17 +19,27 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lipsim provenance", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="lipsim provenance",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("path", help="a result file")
-    p.add_argument("--manifest", default=None,
-                   help="manifest.parquet (default: search the folders above PATH; 'none' to skip)")
-    p.add_argument("--snakemake-dir", default=".snakemake",
-                   help="snakemake's state folder (default .snakemake)")
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="manifest.parquet (default: search the folders above PATH; 'none' to skip)",
+    )
+    p.add_argument(
+        "--snakemake-dir",
+        default=".snakemake",
+        help="snakemake's state folder (default .snakemake)",
+    )
     p.add_argument("--json", action="store_true", help="print the chain as JSON")
     p.add_argument("--max-depth", type=int, default=None, help="stop after N levels of inputs")
-    p.add_argument("--no-hash", action="store_true",
-                   help="do not hash files that have no manifest row")
+    p.add_argument(
+        "--no-hash", action="store_true", help="do not hash files that have no manifest row"
+    )
     return p
 
 
@@ -48,21 +58,31 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.path)
     try:
         meta = pv.SnakemakeMetadata.read(args.snakemake_dir)
-        mpath = (None if args.manifest == "none" else
-                 Path(args.manifest) if args.manifest else _find_manifest(path))
+        mpath = (
+            None
+            if args.manifest == "none"
+            else Path(args.manifest)
+            if args.manifest
+            else _find_manifest(path)
+        )
         manifest = pv.read_manifest(mpath) if mpath is not None else None
     except pv.ProvenanceError as exc:
         print(f"lipsim provenance: error: {exc}", file=sys.stderr)
         return 2
     shown = meta.display(path)
-    known = (meta.lookup(path) is not None
-             or (manifest is not None and shown in set(manifest["path"])))
+    known = meta.lookup(path) is not None or (
+        manifest is not None and shown in set(manifest["path"])
+    )
     if not path.exists() and not known:
-        print(f"lipsim provenance: error: {path} does not exist and has no record in "
-              f"{args.snakemake_dir} or {mpath or 'any manifest'}", file=sys.stderr)
+        print(
+            f"lipsim provenance: error: {path} does not exist and has no record in "
+            f"{args.snakemake_dir} or {mpath or 'any manifest'}",
+            file=sys.stderr,
+        )
         return 2
-    nodes = pv.provenance_chain(path, meta, manifest, hash_missing=not args.no_hash,
-                                max_depth=args.max_depth)
+    nodes = pv.provenance_chain(
+        path, meta, manifest, hash_missing=not args.no_hash, max_depth=args.max_depth
+    )
     if args.json:
         print(json.dumps(nodes, indent=2, default=str))
     else:

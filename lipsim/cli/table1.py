@@ -1,4 +1,4 @@
-"""Table 1: natural and certified 2AFC scores of the LipSim models, with reference rows.
+r"""Table 1: natural and certified 2AFC scores of the LipSim models, with reference rows.
 
     python -m lipsim table1 --certify pretrained=R/certify/pretrained.parquet \
         margin0.2=R/certify/margin0.2.parquet --eval dreamsim_ensemble=R/eval/dreamsim_ensemble.parquet \
@@ -15,17 +15,38 @@ from lipsim.reporting import parse_assignments, report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lipsim table1", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--certify", nargs="+", default=[], metavar="MODEL=FILE",
-                   help="certify output per LipSim model (MODEL: pretrained or margin{m})")
-    p.add_argument("--eval", nargs="*", default=[], metavar="METRIC=FILE",
-                   help="evaluate output per reference metric (natural score only)")
+    p = argparse.ArgumentParser(
+        prog="lipsim table1",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--certify",
+        nargs="+",
+        default=[],
+        metavar="MODEL=FILE",
+        help="certify output per LipSim model (MODEL: pretrained or margin{m})",
+    )
+    p.add_argument(
+        "--eval",
+        nargs="*",
+        default=[],
+        metavar="METRIC=FILE",
+        help="evaluate output per reference metric (natural score only)",
+    )
     p.add_argument("--teacher", required=True, help="teacher the LipSim models were distilled from")
-    p.add_argument("--eps", nargs="+", type=float, default=[36.0, 72.0, 108.0],
-                   help="certified radii in /255 units (default: 36 72 108)")
-    p.add_argument("--reference", default=None,
-                   help="reference values CSV (default: the packaged lipsim/reference_values.csv)")
+    p.add_argument(
+        "--eps",
+        nargs="+",
+        type=float,
+        default=[36.0, 72.0, 108.0],
+        help="certified radii in /255 units (default: 36 72 108)",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="reference values CSV (default: the packaged lipsim/reference_values.csv)",
+    )
     p.add_argument("--no-reference", action="store_true", help="leave the paper columns empty")
     p.add_argument("--decimals", type=int, default=1, help="decimals in md/tex (default 1)")
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/table1")
@@ -37,10 +58,19 @@ def _run(args) -> None:
     from lipsim.reporting.reference import load_reference
 
     ref = None if args.no_reference else load_reference(args.reference)
-    table = tables.table1(parse_assignments(args.certify, "--certify"),
-                          parse_assignments(args.eval, "--eval"), args.teacher, args.eps, ref)
-    tables.write_table(args.out_prefix, table, tables.table1_markdown(table, args.decimals),
-                       tables.table1_latex(table, args.decimals))
+    table = tables.table1(
+        parse_assignments(args.certify, "--certify"),
+        parse_assignments(args.eval, "--eval"),
+        args.teacher,
+        args.eps,
+        ref,
+    )
+    tables.write_table(
+        args.out_prefix,
+        table,
+        tables.table1_markdown(table, args.decimals),
+        tables.table1_latex(table, args.decimals),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

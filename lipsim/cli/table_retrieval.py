@@ -1,4 +1,4 @@
-"""Retrieval table: recall@k per metric and attack size.
+r"""Retrieval table: recall@k per metric and attack size.
 
     python -m lipsim table-retrieval --inputs R/retrieval/lipsim-margin0.5.parquet ... \
         --out-prefix R/tables/retrieval
@@ -14,10 +14,18 @@ from lipsim.reporting import report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lipsim table-retrieval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--inputs", nargs="+", required=True, metavar="FILE",
-                   help="retrieval outputs (columns metric, eps, k, recall)")
+    p = argparse.ArgumentParser(
+        prog="lipsim table-retrieval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--inputs",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="retrieval outputs (columns metric, eps, k, recall)",
+    )
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/retrieval")
     return p
 
@@ -26,8 +34,9 @@ def _run(args) -> None:
     from lipsim.reporting import tables
 
     table = tables.retrieval_table(args.inputs)
-    tables.write_table(args.out_prefix, table, tables.retrieval_markdown(table),
-                       tables.retrieval_latex(table))
+    tables.write_table(
+        args.out_prefix, table, tables.retrieval_markdown(table), tables.retrieval_latex(table)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+import urllib3
 
 from lipsim.atomic import write_json
 from lipsim.data.extract import ExtractError, safe_extract  # noqa: F401 - re-exported
@@ -88,9 +89,11 @@ def _progress(total: int | None, initial: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     # bytes with a binary unit scale: tqdm then shows e.g. "1.20G/58.0G [03:10, 12.3MB/s]".
+    # In a log file (snakemake, SLURM) one line every 30 s instead of a redraw per block.
+    tty = sys.stderr.isatty()
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc, disable=not enabled, file=sys.stderr, leave=False, miniters=1,
-                dynamic_ncols=True)
+                desc=desc, disable=not enabled, file=sys.stderr, leave=not tty,
+                mininterval=0.5 if tty else 30.0, dynamic_ncols=tty)
 
 
 def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retries: int = 8,
@@ -112,7 +115,11 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
     session = session or requests.Session()
     resumed_from = _size(part)
     attempts = received = 0
+    # Progress = the .part grew past its largest size so far. Re-fetching bytes we already
+    # had (after a restart from 0) is not progress, so a server that keeps contradicting
+    # itself exhausts the retry budget instead of looping forever.
     failures = 0  # consecutive attempts without progress
+    best = resumed_from
     sha_restarts = 0
     total: int | None = None  # full size of the remote file, once known
     validator: str | None = None  # ETag / Last-Modified of the bytes in .part (If-Range)
@@ -136,7 +143,6 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                 if validator:
                     headers["If-Range"] = validator
             attempts += 1
-            progressed = False
             try:
                 with session.get(url, headers=headers, stream=True, timeout=timeout) as resp:
                     status = resp.status_code
@@ -148,10 +154,13 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                         # Range not satisfiable: the .part is as long as (or longer than) the
                         # file. Complete if the total matches; otherwise start over.
                         m = re.match(r"bytes\s+\*/(\d+)", resp.headers.get("Content-Range", ""))
-                        if m and int(m.group(1)) == offset:
+                        remote = int(m.group(1)) if m else None
+                        if remote == offset and total in (None, offset):
                             total = offset
                         else:
-                            last_error = f"HTTP 416 for a {offset}-byte .part; restarting from 0"
+                            last_error = (f"HTTP 416 for bytes={offset}-: the server says the file "
+                                          f"has {remote} bytes" + (f" but announced {total}"
+                                          if total is not None else "") + "; restarting from 0")
                             part.unlink(missing_ok=True)
                             failures += 1
                             continue
@@ -163,8 +172,10 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                         new_total = int(m.group(3)) if m and m.group(3) != "*" else None
                         if start != offset or (total is not None and new_total not in (None, total)):
                             # Not the bytes we asked for, or the file changed size: start over.
-                            last_error = (f"server answered range {resp.headers.get('Content-Range')!r}"
-                                          f" to bytes={offset}-; restarting from 0")
+                            last_error = (f"server answered Content-Range "
+                                          f"{resp.headers.get('Content-Range')!r} to bytes={offset}-"
+                                          + (f" after announcing {total} bytes" if total else "")
+                                          + "; restarting from 0")
                             part.unlink(missing_ok=True)
                             failures += 1
                             continue
@@ -189,18 +200,24 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                         else:
                             bar.reset(total)
                             bar.update(offset)
-                        with open(part, mode) as fh:
-                            for block in resp.iter_content(chunk_size):
-                                if block:
-                                    fh.write(block)
-                                    received += len(block)
-                                    progressed = True
-                                    bar.update(len(block))
+                        encoding = resp.headers.get("Content-Encoding", "identity").lower()
+                        if encoding not in ("", "identity"):
+                            raise DownloadError(f"download failed: {url}: the server sent "
+                                                f"Content-Encoding {encoding!r} despite "
+                                                "Accept-Encoding: identity; cannot resume it")
+                        with open(part, mode, buffering=chunk_size) as fh:
+                            # read1 hands over whatever arrived (up to chunk_size): bytes received
+                            # before a dropped connection are kept, so a resume re-fetches only
+                            # what never arrived (iter_content would drop a partial block).
+                            while block := resp.raw.read1(chunk_size):
+                                fh.write(block)
+                                received += len(block)
+                                bar.update(len(block))
             except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as exc:
+                    requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
+                    OSError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
-                failures = 0 if progressed else failures + 1
+                failures, best = _tally(failures, best, _size(part))
                 continue
             have = _size(part)
             if total is None:
@@ -208,7 +225,7 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                 total = have
             if have < total:
                 last_error = f"connection closed early: {have} of {total} bytes"
-                failures = 0 if progressed else failures + 1
+                failures, best = _tally(failures, best, have)
                 continue
             if have > total:
                 last_error = f"received {have} bytes, more than the announced {total}; restarting"
@@ -234,6 +251,11 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
             bar.close()
         if own_session:
             session.close()
+
+
+def _tally(failures: int, best: int, have: int) -> tuple[int, int]:
+    """(consecutive failures, best size) after an attempt that ended with `have` bytes."""
+    return (0, have) if have > best else (failures + 1, best)
 
 
 # --------------------------------------------------------------------------- NIGHT
@@ -344,6 +366,10 @@ def download_night(out: str | os.PathLike, *, mode: str = "zip", url: str | None
             return _repair(out, sources, workdir, session, retries=retries, timeout=timeout,
                            keep_archives=keep_archives, check_sha256=check_sha256,
                            backoff=backoff, progress=progress, own_workdir=own_workdir)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            # Never replace a folder this downloader did not complete (it may be user data).
+            raise DownloadError(f"download-night: {out} exists and is not a completed download "
+                                f"(no {MANIFEST_NAME}); remove it or choose another --out")
         # Staging beside `out` (same filesystem, so the final rename is atomic); it survives an
         # interrupted run together with a progress file, so a rerun skips finished archives.
         staging = out.parent / f".{out.name}.staging"

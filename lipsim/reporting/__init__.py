@@ -49,17 +49,35 @@ def read_table(path: str | Path, required: tuple[str, ...], what: str) -> pd.Dat
 
 
 # The paper's order (Figure 3a): pixel, CNN, single ViTs, the ensemble, then LipSim.
-_METRIC_ORDER = ["l2", "lpips", "dists", "clip_vitb32", "dino_vitb16", "open_clip_vitb32",
-                 "dreamsim_ensemble", "demo"]
-_DISPLAY = {"l2": "L2", "lpips": "LPIPS", "dists": "DISTS", "clip_vitb32": "CLIP",
-            "dino_vitb16": "DINO", "open_clip_vitb32": "OpenCLIP",
-            "dreamsim_ensemble": "DreamSim", "demo": "Demo teacher"}
+_METRIC_ORDER = [
+    "l2",
+    "lpips",
+    "dists",
+    "clip_vitb32",
+    "dino_vitb16",
+    "open_clip_vitb32",
+    "dreamsim_ensemble",
+    "demo",
+]
+_DISPLAY = {
+    "l2": "L2",
+    "lpips": "LPIPS",
+    "dists": "DISTS",
+    "clip_vitb32": "CLIP",
+    "dino_vitb16": "DINO",
+    "open_clip_vitb32": "OpenCLIP",
+    "dreamsim_ensemble": "DreamSim",
+    "demo": "Demo teacher",
+}
 _MARGIN = re.compile(r"^margin(.+)$")
 
 
 def is_lipsim(metric: str) -> bool:
-    return str(metric).startswith("lipsim-") or canonical_model(metric) == "pretrained" or bool(
-        _MARGIN.match(canonical_model(metric)))
+    return (
+        str(metric).startswith("lipsim-")
+        or canonical_model(metric) == "pretrained"
+        or bool(_MARGIN.match(canonical_model(metric)))
+    )
 
 
 def lipsim_margin(metric: str) -> float:
@@ -106,6 +124,8 @@ def norm_label(norm: str, tex: bool = False) -> str:
 
 def eps_label(eps: float, norm: str) -> str:
     """linf budgets read best as k/255 (the paper's convention); l2 ones as decimals."""
+    if str(norm).lower() == "linf" and float(eps) >= 1:  # already in /255 units (file names)
+        eps = float(eps) / 255
     k = round(float(eps) * 255)
     # Same tolerance as reference matching: 4/255 is often written 0.0157 in file names.
     if str(norm).lower() == "linf" and k > 0 and abs(float(eps) - k / 255) < 5e-4:
@@ -113,8 +133,15 @@ def eps_label(eps: float, norm: str) -> str:
     return f"{float(eps):g}"
 
 
-_ATTACK_NAMES = {"autoattack": "AutoAttack", "aa": "AutoAttack", "apgd": "APGD",
-                 "apgd-ce": "APGD-CE", "pgd": "PGD", "fab": "FAB", "square": "Square"}
+_ATTACK_NAMES = {
+    "autoattack": "AutoAttack",
+    "aa": "AutoAttack",
+    "apgd": "APGD",
+    "apgd-ce": "APGD-CE",
+    "pgd": "PGD",
+    "fab": "FAB",
+    "square": "Square",
+}
 
 
 def attack_label(attack: str) -> str:
@@ -127,20 +154,53 @@ _ATTACK_FILE = re.compile(r"^(?P<attack>.+)-(?P<norm>l2|linf)-(?P<eps>[^-].*)$",
 def parse_attack_path(path: str | Path) -> dict:
     """`R/attacks/{metric}/{attack}-{norm}-{eps}.parquet` -> metric, attack, norm, eps.
 
-    The norm (l2 | linf) anchors the split, so attack names may contain '-' (apgd-ce).
+    The norm (l2 | linf, any case) anchors the split, so attack names may contain '-'
+    (apgd-ce). eps is returned in image units: the workflow writes Linf radii in /255 units
+    in file names (`autoattack-Linf-4`), and a Linf radius >= 1 in image units would allow
+    any image, so a Linf eps >= 1 is read as k/255.
     """
     path = Path(path)
     m = _ATTACK_FILE.match(path.stem)
     if not m or not path.parent.name:
         raise ReportingError(
             f"cannot read metric/attack/norm/eps from {path}: expected "
-            ".../attacks/{metric}/{attack}-{norm}-{eps}.parquet with norm l2 or linf")
+            ".../attacks/{metric}/{attack}-{norm}-{eps}.parquet with norm l2 or linf"
+        )
     try:
         eps = float(m.group("eps"))
     except ValueError:
         raise ReportingError(f"{path}: eps {m.group('eps')!r} is not a number") from None
-    return {"metric": path.parent.name, "attack": m.group("attack"),
-            "norm": m.group("norm").lower(), "eps": eps}
+    norm = m.group("norm").lower()
+    if norm == "linf" and eps >= 1:
+        eps /= 255
+    return {
+        "metric": path.parent.name,
+        "attack": m.group("attack").lower(),
+        "norm": norm,
+        "eps": eps,
+    }
+
+
+def attack_setting(path: str | Path, df: pd.DataFrame) -> dict:
+    """metric (from the folder name) and attack, norm, eps (image units) of an attack file.
+
+    The `attack`, `norm`, `eps` columns written by `lipsim attack` are authoritative (eps in
+    image units there); the file name is the fallback for files without them.
+    """
+    cols = [c for c in ("attack", "norm", "eps") if c in df.columns]
+    try:
+        key = parse_attack_path(path)
+    except ReportingError:
+        if len(cols) < 3:
+            raise
+        key = {"metric": Path(path).parent.name}
+    for c in cols:
+        values = df[c].dropna().unique()
+        if len(values) > 1:
+            raise ReportingError(f"{path}: several {c} values in one attack file: {values}")
+        if len(values) == 1:
+            key[c] = float(values[0]) if c == "eps" else str(values[0]).lower()
+    return key
 
 
 def fmt(value, decimals: int = 1, empty: str = "–") -> str:

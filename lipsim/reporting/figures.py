@@ -23,11 +23,11 @@ from lipsim import atomic  # noqa: E402
 from lipsim.reporting import (  # noqa: E402
     ReportingError,
     attack_label,
+    attack_setting,
     display_name,
     eps_label,
     is_lipsim,
     metric_sort_key,
-    parse_attack_path,
     read_table,
 )
 from lipsim.reporting.tables import ATTACK_COLUMNS, EVAL_COLUMNS, natural_score  # noqa: E402
@@ -62,23 +62,40 @@ def _labels(metrics: list[str]) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- figure 3a
 
-def fig3a_data(evals: dict[str, str], attacks: dict[str, str],
-               attack_name: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Long data (metric, label, kind, score) and the attacked bars' legend label."""
+
+def fig3a_data(
+    evals: dict[str, str],
+    attacks: dict[str, str],
+    attack_name: str | None = None,
+    norm: str | None = None,
+    eps: float | None = None,
+) -> tuple[pd.DataFrame, str]:
+    """Long data (metric, label, kind, score) and the attacked bars' legend label.
+
+    The label is `attack_name` if given, else built from the attack files' settings (their
+    attack/norm/eps columns, or file names); `norm`/`eps` (eps as in file names: Linf in
+    /255 units) override those settings.
+    """
     if not evals and not attacks:
         raise ReportingError("fig3a needs --eval and/or --attacks inputs")
+    frames, settings = {}, set()
+    for m, path in attacks.items():
+        df = read_table(path, ATTACK_COLUMNS, f"--attacks {m}")
+        frames[m] = _test(df, path, f"--attacks {m}")
+        try:
+            k = attack_setting(path, df)
+            settings.add((k["attack"], k["norm"], k["eps"]))
+        except ReportingError:
+            settings.add(None)
     if attack_name is None:
-        keys = set()
-        for path in attacks.values():
-            try:
-                k = parse_attack_path(path)
-                keys.add((k["attack"], k["norm"], k["eps"]))
-            except ReportingError:
-                keys.add(None)
-        if len(keys) == 1 and None not in keys:
-            a, n, e = keys.pop()
+        a, n, e = settings.pop() if len(settings) == 1 and None not in settings else (None,) * 3
+        n = norm.lower() if norm else n
+        e = eps if eps is not None else e
+        if n is not None and e is not None:
             sub = "2" if n == "l2" else r"\infty"
-            attack_name = rf"$\ell_{sub}$-{attack_label(a)} $\epsilon$={eps_label(e, n)}"
+            attack_name = (
+                rf"$\ell_{sub}$-{attack_label(a or 'autoattack')} $\epsilon$={eps_label(e, n)}"
+            )
         else:
             attack_name = "Attacked"
     rows = []
@@ -87,14 +104,13 @@ def fig3a_data(evals: dict[str, str], attacks: dict[str, str],
     for m in metrics:
         natural, attacked = math.nan, None
         if m in evals:
-            natural = natural_score(_test(read_table(evals[m], EVAL_COLUMNS, f"--eval {m}"),
-                                          evals[m], f"--eval {m}"))
+            natural = natural_score(
+                _test(read_table(evals[m], EVAL_COLUMNS, f"--eval {m}"), evals[m], f"--eval {m}")
+            )
         if m in attacks:
-            df = _test(read_table(attacks[m], ATTACK_COLUMNS, f"--attacks {m}"), attacks[m],
-                       f"--attacks {m}")
             if m not in evals:  # the attack file carries the clean score of the same triplets
-                natural = natural_score(df, "score_clean")
-            attacked = natural_score(df, "score_adv")
+                natural = natural_score(frames[m], "score_clean")
+            attacked = natural_score(frames[m], "score_adv")
         rows.append({"metric": m, "label": labels[m], "kind": "Natural", "score": natural})
         if attacked is not None:
             rows.append({"metric": m, "label": labels[m], "kind": attack_name, "score": attacked})
@@ -108,27 +124,44 @@ def _test(df: pd.DataFrame, path, what: str) -> pd.DataFrame:
     return test
 
 
-def fig3a(evals: dict[str, str], attacks: dict[str, str], out_prefix: str | Path,
-          attack_name: str | None = None) -> list[Path]:
-    data, attack_name = fig3a_data(evals, attacks, attack_name)
+def fig3a(
+    evals: dict[str, str],
+    attacks: dict[str, str],
+    out_prefix: str | Path,
+    attack_name: str | None = None,
+    norm: str | None = None,
+    eps: float | None = None,
+) -> list[Path]:
+    data, attack_name = fig3a_data(evals, attacks, attack_name, norm, eps)
     sns.set_theme(style="whitegrid", context="paper")
     order = list(dict.fromkeys(data["label"]))
     hue_order = ["Natural"] + ([attack_name] if attack_name in set(data["kind"]) else [])
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(order) + 1.5), 3.2))
-    sns.barplot(data=data, x="label", y="score", hue="kind", order=order, hue_order=hue_order,
-                palette=["#4c72b0", "#dd8452"][:len(hue_order)], ax=ax)
+    sns.barplot(
+        data=data,
+        x="label",
+        y="score",
+        hue="kind",
+        order=order,
+        hue_order=hue_order,
+        palette=["#4c72b0", "#dd8452"][: len(hue_order)],
+        ax=ax,
+    )
     for container in ax.containers:
         ax.bar_label(container, fmt="%.1f", fontsize=6, padding=1)
-    ax.set_ylim(0, 105)
+    # Head room above 100 for the legend: scores of good metrics reach the high 90s.
+    ax.set_ylim(0, 122)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_xlabel("")
     ax.set_ylabel("2AFC score (%)")
     ax.set_title("Alignment with human judgments on NIGHT")
-    ax.legend(title=None, loc="lower left", fontsize=7, frameon=True)
+    ax.legend(title=None, loc="upper center", ncol=2, fontsize=7, frameon=True)
     ax.tick_params(axis="x", labelrotation=30 if len(order) > 5 else 0)
     return save_figure(fig, out_prefix)
 
 
 # ----------------------------------------------------------------------------- figure 3b
+
 
 def fig3b(distances: dict[str, str], out_prefix: str | Path, norm: str = "l2") -> list[Path]:
     """Histogram + KDE of d(x, x + delta) per metric; one panel per attack size eps."""
@@ -145,22 +178,33 @@ def fig3b(distances: dict[str, str], out_prefix: str | Path, norm: str = "l2") -
     data = pd.concat(parts, ignore_index=True)
     eps_values = sorted(data["eps"].unique())
     sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, len(eps_values), figsize=(4.2 * len(eps_values), 3.0),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(eps_values), figsize=(4.2 * len(eps_values), 3.0), squeeze=False
+    )
     for ax, eps in zip(axes[0], eps_values, strict=True):
         sub = data[data["eps"] == eps]
         # A KDE of a constant sample is singular; draw it only where every group varies.
         kde = bool(sub.groupby("metric")["distance"].agg(lambda s: s.nunique() > 1).all())
-        sns.histplot(data=sub, x="distance", hue="metric", hue_order=[labels[m] for m in metrics
-                                                                      if labels[m] in
-                                                                      set(sub["metric"])],
-                     stat="density", common_norm=False, kde=kde, element="step", alpha=0.35,
-                     bins=30, ax=ax)
+        sns.histplot(
+            data=sub,
+            x="distance",
+            hue="metric",
+            hue_order=[labels[m] for m in metrics if labels[m] in set(sub["metric"])],
+            stat="density",
+            common_norm=False,
+            kde=kde,
+            element="step",
+            alpha=0.35,
+            bins=30,
+            ax=ax,
+        )
         ax.set_xlabel(r"$d(x, x + \delta)$")
         ax.set_ylabel("Density")
         sub_norm = "2" if norm == "l2" else r"\infty"
-        ax.set_title(rf"Distance to the attacked image, $\|\delta\|_{sub_norm} \leq$ "
-                     f"{eps_label(eps, norm)}")
+        ax.set_title(
+            rf"Distance to the attacked image, $\|\delta\|_{sub_norm} \leq$ "
+            f"{eps_label(eps, norm)}"
+        )
         legend = ax.get_legend()
         if legend is not None:
             legend.set_title(None)
@@ -168,6 +212,7 @@ def fig3b(distances: dict[str, str], out_prefix: str | Path, norm: str = "l2") -
 
 
 # ----------------------------------------------------------------------------- margins
+
 
 def fig_margins(table1: pd.DataFrame, out_prefix: str | Path) -> list[Path]:
     """Natural and certified scores against the hinge margin.
@@ -181,10 +226,15 @@ def fig_margins(table1: pd.DataFrame, out_prefix: str | Path) -> list[Path]:
     missing = [c for c in need if c not in table1.columns]
     if missing:
         raise ReportingError(f"--table1 lacks columns {missing}")
-    score_cols = ["natural"] + [c for c in table1.columns if c.startswith("certified_")
-                                and not c.endswith(("_paper", "_diff"))]
-    names = {c: "Natural" if c == "natural" else
-             rf"Certified $\epsilon$={c[len('certified_'):]}/255" for c in score_cols}
+    score_cols = ["natural"] + [
+        c
+        for c in table1.columns
+        if c.startswith("certified_") and not c.endswith(("_paper", "_diff"))
+    ]
+    names = {
+        c: "Natural" if c == "natural" else rf"Certified $\epsilon$={c[len('certified_') :]}/255"
+        for c in score_cols
+    }
     fin = table1[table1["stage"] == "finetuned"].sort_values("margin")
     pre = table1[table1["stage"] == "pretrained"]
     refs = table1[table1["stage"] == "reference"]
@@ -202,15 +252,28 @@ def fig_margins(table1: pd.DataFrame, out_prefix: str | Path) -> list[Path]:
         if len(fin):
             ax.plot(margins, fin[col].astype(float), marker="o", color=color, label=names[col])
         if len(pre):
-            ax.scatter(np.full(len(pre), pre_x), pre[col].astype(float), marker="s",
-                       facecolors="none", edgecolors=color, s=36,
-                       label=None if len(fin) else names[col], zorder=3)
+            ax.scatter(
+                np.full(len(pre), pre_x),
+                pre[col].astype(float),
+                marker="s",
+                facecolors="none",
+                edgecolors=color,
+                s=36,
+                label=None if len(fin) else names[col],
+                zorder=3,
+            )
     for _, r in refs.iterrows():
         if pd.notna(r["natural"]):
             ax.axhline(float(r["natural"]), color="0.4", linestyle=":", linewidth=1)
-            ax.annotate(f"{display_name(r['model'])} natural", (1.0, float(r["natural"])),
-                        xycoords=("axes fraction", "data"), ha="right", va="bottom",
-                        fontsize=6, color="0.3")
+            ax.annotate(
+                f"{display_name(r['model'])} natural",
+                (1.0, float(r["natural"])),
+                xycoords=("axes fraction", "data"),
+                ha="right",
+                va="bottom",
+                fontsize=6,
+                color="0.3",
+            )
     ticks = list(margins)
     ticklabels = [f"{m:g}" for m in margins]
     if len(pre):

@@ -30,8 +30,18 @@ import numpy as np
 import pandas as pd
 
 REFERENCE_CSV = Path(__file__).resolve().parent.parent / "reference_values.csv"
-COLUMNS = ("table", "model", "teacher", "column", "attack", "norm", "eps", "value", "source",
-           "note")
+COLUMNS = (
+    "table",
+    "model",
+    "teacher",
+    "column",
+    "attack",
+    "norm",
+    "eps",
+    "value",
+    "source",
+    "note",
+)
 TABLES = ("table1", "table2")
 # eps in file names are decimals (4/255 may be written 0.0157 or 0.016); this is tight
 # enough to tell 1/255 steps apart (0.0039) and loose enough for such roundings.
@@ -48,7 +58,7 @@ def canonical_model(name: str) -> str:
     """Compare model names across tables: drop `lipsim-`, write margins as floats."""
     name = str(name).strip()
     if name.startswith("lipsim-"):
-        name = name[len("lipsim-"):]
+        name = name[len("lipsim-") :]
     m = _MARGIN.match(name)
     if m:
         return f"margin{float(m.group('m'))!r}"
@@ -98,8 +108,9 @@ def load_reference(path: str | Path | None = None) -> pd.DataFrame:
             eps.append(parse_eps(row["eps"]))
         except (ValueError, ZeroDivisionError):
             raise ReferenceError(f"{where}: eps {row['eps']!r} is not a number") from None
-        if row["table"] == "table2" and (not row["attack"] or not row["norm"]
-                                         or math.isnan(eps[-1])):
+        if row["table"] == "table2" and (
+            not row["attack"] or not row["norm"] or math.isnan(eps[-1])
+        ):
             raise ReferenceError(f"{where}: table2 rows need attack, norm and eps")
     out["value"] = np.asarray(values, dtype=float)
     out["eps"] = np.asarray(eps, dtype=float)
@@ -113,7 +124,8 @@ def load_reference(path: str | Path | None = None) -> pd.DataFrame:
 def _check_unique(df: pd.DataFrame, path: Path) -> None:
     # Two rows for one cell would make the comparison depend on row order: refuse.
     key = df.assign(eps_r=df["eps"].round(4))[
-        ["table", "model_key", "teacher", "column", "attack", "norm", "eps_r"]]
+        ["table", "model_key", "teacher", "column", "attack", "norm", "eps_r"]
+    ]
     dup = key.duplicated(keep=False)
     if dup.any():
         rows = [int(i) + 2 for i in df.index[dup]]
@@ -121,30 +133,42 @@ def _check_unique(df: pd.DataFrame, path: Path) -> None:
 
 
 def _teacher_ok(ref_teacher: pd.Series, teacher: str | None) -> pd.Series:
-    # A reference row without teacher matches anything; with one, only the same teacher.
-    # teacher=None means the caller does not know it (table2 without --teacher): match any.
+    # A reference row without teacher (a teacher/baseline metric) matches any caller; a row
+    # with one (a LipSim student) only a caller that names the same teacher. teacher=None
+    # (unknown, e.g. table2 without --teacher) therefore never matches a LipSim row: comparing
+    # a demo-teacher student with the paper's LipSim-DreamSim would be meaningless.
     if teacher is None:
-        return pd.Series(True, index=ref_teacher.index)
+        return ref_teacher == ""
     return (ref_teacher == "") | (ref_teacher == teacher)
 
 
 def lookup_table1(ref: pd.DataFrame, model: str, teacher: str | None, column: str):
     """(value, source) for one Table 1 cell, (NaN, None) when the file has no value."""
-    rows = ref[(ref["table"] == "table1") & (ref["model_key"] == canonical_model(model))
-               & (ref["column"] == column) & _teacher_ok(ref["teacher"], teacher)
-               & ref["value"].notna()]
+    rows = ref[
+        (ref["table"] == "table1")
+        & (ref["model_key"] == canonical_model(model))
+        & (ref["column"] == column)
+        & _teacher_ok(ref["teacher"], teacher)
+        & ref["value"].notna()
+    ]
     if rows.empty:
         return math.nan, None
     return float(rows["value"].iloc[0]), str(rows["source"].iloc[0])
 
 
-def lookup_table2(ref: pd.DataFrame, model: str, attack: str, norm: str, eps: float,
-                  teacher: str | None = None):
+def lookup_table2(
+    ref: pd.DataFrame, model: str, attack: str, norm: str, eps: float, teacher: str | None = None
+):
     """(value, source) for one Table 2 cell, (NaN, None) when the file has no value."""
-    rows = ref[(ref["table"] == "table2") & (ref["model_key"] == canonical_model(model))
-               & (ref["attack"] == str(attack).lower()) & (ref["norm"] == str(norm).lower())
-               & np.isclose(ref["eps"], float(eps), rtol=0, atol=EPS_ATOL)
-               & _teacher_ok(ref["teacher"], teacher) & ref["value"].notna()]
+    rows = ref[
+        (ref["table"] == "table2")
+        & (ref["model_key"] == canonical_model(model))
+        & (ref["attack"] == str(attack).lower())
+        & (ref["norm"] == str(norm).lower())
+        & np.isclose(ref["eps"], float(eps), rtol=0, atol=EPS_ATOL)
+        & _teacher_ok(ref["teacher"], teacher)
+        & ref["value"].notna()
+    ]
     if rows.empty:
         return math.nan, None
     return float(rows["value"].iloc[0]), str(rows["source"].iloc[0])

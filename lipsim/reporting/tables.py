@@ -17,13 +17,13 @@ from lipsim import atomic
 from lipsim.reporting import (
     ReportingError,
     attack_label,
+    attack_setting,
     canonical_model,
     eps_label,
     fmt,
     lipsim_margin,
     metric_sort_key,
     norm_label,
-    parse_attack_path,
     read_table,
 )
 from lipsim.reporting.reference import lookup_table1, lookup_table2
@@ -37,12 +37,14 @@ RETRIEVAL_COLUMNS = ("metric", "eps", "k", "recall")
 
 # ----------------------------------------------------------------------------- scores
 
+
 def _test_rows(df: pd.DataFrame, path, what: str) -> pd.DataFrame:
     test = df[df["split"].isin(TEST_SPLITS)]
     if test.empty:
         raise ReportingError(
             f"{what}: {path} has no test rows (split in {list(TEST_SPLITS)}; "
-            f"found {sorted(map(str, df['split'].unique()))})")
+            f"found {sorted(map(str, df['split'].unique()))})"
+        )
     return test
 
 
@@ -64,6 +66,7 @@ def certified_score(df: pd.DataFrame, eps255: float) -> float:
 
 # ----------------------------------------------------------------------------- table 1
 
+
 def _stage(model: str) -> tuple[str, float]:
     key = canonical_model(model)
     if key == "pretrained":
@@ -74,8 +77,13 @@ def _stage(model: str) -> tuple[str, float]:
     return "other", math.nan
 
 
-def table1(certify: dict[str, str | Path], evals: dict[str, str | Path], teacher: str,
-           eps: list[float], reference: pd.DataFrame | None) -> pd.DataFrame:
+def table1(
+    certify: dict[str, str | Path],
+    evals: dict[str, str | Path],
+    teacher: str,
+    eps: list[float],
+    reference: pd.DataFrame | None,
+) -> pd.DataFrame:
     """One row per LipSim model (from certify files), then one per reference metric (eval).
 
     Columns: model, teacher, stage, margin, natural, certified_{e}..., then {col}_paper,
@@ -89,21 +97,37 @@ def table1(certify: dict[str, str | Path], evals: dict[str, str | Path], teacher
         df = read_table(path, CERTIFY_COLUMNS, f"--certify {model}")
         test = _test_rows(df, path, f"--certify {model}")
         stage, margin = _stage(model)
-        row = {"model": model, "teacher": teacher, "stage": stage, "margin": margin,
-               "natural": natural_score(df)}
+        row = {
+            "model": model,
+            "teacher": teacher,
+            "stage": stage,
+            "margin": margin,
+            "natural": natural_score(df),
+        }
         row.update({c: certified_score(test, e) for c, e in zip(cert_cols, eps, strict=True)})
         row["n_test"] = len(test)
         rows.append(row)
     order = {"pretrained": 0, "finetuned": 1, "other": 2}
-    rows.sort(key=lambda r: (order[r["stage"]], 0.0 if math.isnan(r["margin"]) else r["margin"],
-                             r["model"]))
+    rows.sort(
+        key=lambda r: (
+            order[r["stage"]],
+            0.0 if math.isnan(r["margin"]) else r["margin"],
+            r["model"],
+        )
+    )
     for metric, path in evals.items():
         df = read_table(path, EVAL_COLUMNS, f"--eval {metric}")
         test = _test_rows(df, path, f"--eval {metric}")
         # A teacher/baseline has no certificate: its certified cells stay empty (NaN).
-        row = {"model": metric, "teacher": None, "stage": "reference", "margin": math.nan,
-               "natural": natural_score(df), **{c: math.nan for c in cert_cols},
-               "n_test": len(test)}
+        row = {
+            "model": metric,
+            "teacher": None,
+            "stage": "reference",
+            "margin": math.nan,
+            "natural": natural_score(df),
+            **{c: math.nan for c in cert_cols},
+            "n_test": len(test),
+        }
         rows.append(row)
 
     table = pd.DataFrame(rows)
@@ -113,8 +137,11 @@ def table1(certify: dict[str, str | Path], evals: dict[str, str | Path], teacher
         paper = []
         for i, r in enumerate(rows):
             t = r["teacher"] if r["stage"] != "reference" else None
-            value, source = (lookup_table1(reference, r["model"], t, col)
-                             if reference is not None else (math.nan, None))
+            value, source = (
+                lookup_table1(reference, r["model"], t, col)
+                if reference is not None
+                else (math.nan, None)
+            )
             paper.append(value)
             if source and source not in sources[i]:
                 sources[i].append(source)
@@ -128,8 +155,11 @@ def table1(certify: dict[str, str | Path], evals: dict[str, str | Path], teacher
 
 
 def _eps_from_columns(table: pd.DataFrame) -> list[str]:
-    return [c[len("certified_"):] for c in table.columns
-            if c.startswith("certified_") and not c.endswith(("_paper", "_diff"))]
+    return [
+        c[len("certified_") :]
+        for c in table.columns
+        if c.startswith("certified_") and not c.endswith(("_paper", "_diff"))
+    ]
 
 
 def _margin_text(m) -> str:
@@ -140,17 +170,31 @@ def table1_markdown(table: pd.DataFrame, decimals: int = 1) -> str:
     eps = _eps_from_columns(table)
     cols = ["natural", *[f"certified_{e}" for e in eps]]
     paper = [c for c in cols if table[f"{c}_paper"].notna().any()]
-    header = ["Model", "Teacher", "Stage", "Margin", "Natural",
-              *[f"Certified {e}/255" for e in eps],
-              *[f"Paper {'natural' if c == 'natural' else c[len('certified_'):] + '/255'}"
-                for c in paper]]
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]
+    header = [
+        "Model",
+        "Teacher",
+        "Stage",
+        "Margin",
+        "Natural",
+        *[f"Certified {e}/255" for e in eps],
+        *[
+            f"Paper {'natural' if c == 'natural' else c[len('certified_') :] + '/255'}"
+            for c in paper
+        ],
+    ]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|",
+    ]
     for _, r in table.iterrows():
-        cells = [str(r["model"]), "" if pd.isna(r["teacher"]) else str(r["teacher"]),
-                 str(r["stage"]), _margin_text(r["margin"]),
-                 *[fmt(r[c], decimals) for c in cols],
-                 *[fmt(r[f"{c}_paper"], decimals) for c in paper]]
+        cells = [
+            str(r["model"]),
+            "" if pd.isna(r["teacher"]) else str(r["teacher"]),
+            str(r["stage"]),
+            _margin_text(r["margin"]),
+            *[fmt(r[c], decimals) for c in cols],
+            *[fmt(r[f"{c}_paper"], decimals) for c in paper],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     notes = _sources_note(table)
     return "\n".join(lines) + "\n" + notes
@@ -160,13 +204,25 @@ def _sources_note(table: pd.DataFrame) -> str:
     sources = sorted({s for v in table["paper_source"].dropna() for s in str(v).split("; ")})
     if not sources:
         return ""
-    return ("\nScores: 2AFC on NIGHT test, %. Paper columns from lipsim/reference_values.csv: "
-            + "; ".join(sources) + ".\n")
+    return (
+        "\nScores: 2AFC on NIGHT test, %. Paper columns from lipsim/reference_values.csv: "
+        + "; ".join(sources)
+        + ".\n"
+    )
 
 
-_TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-               "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-               "^": r"\textasciicircum{}"}
+_TEX_ESCAPE = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def tex_escape(text) -> str:
@@ -192,11 +248,15 @@ def table1_latex(table: pd.DataFrame, decimals: int = 1) -> str:
         rules.append(rf"\cmidrule(lr){{6-{5 + n_cert}}}")
     if n_paper:
         top.append(rf"\multicolumn{{{n_paper}}}{{c}}{{Paper}}")
-        sub += ["Natural" if c == "natural" else c[len("certified_"):] + "/255" for c in paper]
+        sub += ["Natural" if c == "natural" else c[len("certified_") :] + "/255" for c in paper]
         start = 6 + n_cert
         rules.append(rf"\cmidrule(lr){{{start}-{start + n_paper - 1}}}")
-    lines = ["% Table 1: natural and certified 2AFC scores (%) on NIGHT test; lipsim table1",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", _tex_row(top)]
+    lines = [
+        "% Table 1: natural and certified 2AFC scores (%) on NIGHT test; lipsim table1",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        _tex_row(top),
+    ]
     if rules:
         lines += [" ".join(rules), _tex_row(sub)]
     lines.append(r"\midrule")
@@ -206,10 +266,14 @@ def table1_latex(table: pd.DataFrame, decimals: int = 1) -> str:
         if prev_stage is not None and (r["stage"] == "reference") != (prev_stage == "reference"):
             lines.append(r"\midrule")
         prev_stage = r["stage"]
-        cells = [tex_escape(r["model"]), "" if pd.isna(r["teacher"]) else tex_escape(r["teacher"]),
-                 tex_escape(r["stage"]), _margin_text(r["margin"]),
-                 *[fmt(r[c], decimals, "--") for c in cols],
-                 *[fmt(r[f"{c}_paper"], decimals, "--") for c in paper]]
+        cells = [
+            tex_escape(r["model"]),
+            "" if pd.isna(r["teacher"]) else tex_escape(r["teacher"]),
+            tex_escape(r["stage"]),
+            _margin_text(r["margin"]),
+            *[fmt(r[c], decimals, "--") for c in cols],
+            *[fmt(r[f"{c}_paper"], decimals, "--") for c in paper],
+        ]
         lines.append(_tex_row(cells))
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -217,29 +281,43 @@ def table1_latex(table: pd.DataFrame, decimals: int = 1) -> str:
 
 # ----------------------------------------------------------------------------- table 2
 
-def table2(attack_files: list[str | Path], reference: pd.DataFrame | None,
-           teacher: str | None = None) -> pd.DataFrame:
+
+def table2(
+    attack_files: list[str | Path], reference: pd.DataFrame | None, teacher: str | None = None
+) -> pd.DataFrame:
     """Long form: model, attack, norm, eps, score, score_clean, n_test, score_paper,
     score_diff, paper_source. `model` is the {metric} folder name of each attack file."""
     if not attack_files:
         raise ReportingError("table2 needs at least one --attacks file")
     rows, seen = [], {}
     for path in attack_files:
-        key = parse_attack_path(path)
+        df = read_table(path, ATTACK_COLUMNS, "--attacks")
+        key = attack_setting(path, df)
         ident = (key["metric"], key["attack"], key["norm"], round(key["eps"], 6))
         if ident in seen:
             raise ReportingError(f"--attacks: {path} and {seen[ident]} are the same cell {ident}")
         seen[ident] = path
-        df = read_table(path, ATTACK_COLUMNS, f"--attacks {key['metric']}")
         test = _test_rows(df, path, f"--attacks {key['metric']}")
-        value, source = (lookup_table2(reference, key["metric"], key["attack"], key["norm"],
-                                       key["eps"], teacher)
-                         if reference is not None else (math.nan, None))
+        value, source = (
+            lookup_table2(reference, key["metric"], key["attack"], key["norm"], key["eps"], teacher)
+            if reference is not None
+            else (math.nan, None)
+        )
         score = natural_score(test, "score_adv")
-        rows.append({"model": key["metric"], "attack": key["attack"], "norm": key["norm"],
-                     "eps": key["eps"], "score": score,
-                     "score_clean": natural_score(test, "score_clean"), "n_test": len(test),
-                     "score_paper": value, "score_diff": score - value, "paper_source": source})
+        rows.append(
+            {
+                "model": key["metric"],
+                "attack": key["attack"],
+                "norm": key["norm"],
+                "eps": key["eps"],
+                "score": score,
+                "score_clean": natural_score(test, "score_clean"),
+                "n_test": len(test),
+                "score_paper": value,
+                "score_diff": score - value,
+                "paper_source": source,
+            }
+        )
     table = pd.DataFrame(rows)
     table["_k"] = table["model"].map(metric_sort_key)
     table = table.sort_values(["_k", "norm", "attack", "eps"], kind="stable").drop(columns="_k")
@@ -254,11 +332,13 @@ def clean_by_model(attack_files: list[str | Path]) -> dict[str, float]:
     """
     parts: dict[str, list[pd.DataFrame]] = {}
     for path in attack_files:
-        metric = parse_attack_path(path)["metric"]
-        df = read_table(path, ATTACK_COLUMNS, f"--attacks {metric}")
+        df = read_table(path, ATTACK_COLUMNS, "--attacks")
+        metric = attack_setting(path, df)["metric"]
         parts.setdefault(metric, []).append(df[df["split"].isin(TEST_SPLITS)])
-    return {m: 100.0 * float(pd.concat(p).drop_duplicates("id")["score_clean"].mean())
-            for m, p in parts.items()}
+    return {
+        m: 100.0 * float(pd.concat(p).drop_duplicates("id")["score_clean"].mean())
+        for m, p in parts.items()
+    }
 
 
 def _table2_columns(table: pd.DataFrame) -> list[tuple[str, str, float]]:
@@ -268,8 +348,12 @@ def _table2_columns(table: pd.DataFrame) -> list[tuple[str, str, float]]:
 
 
 def _cell(table: pd.DataFrame, model, attack, norm, eps, decimals: int, empty: str) -> str:
-    r = table[(table["model"] == model) & (table["attack"] == attack) & (table["norm"] == norm)
-              & np.isclose(table["eps"], eps)]
+    r = table[
+        (table["model"] == model)
+        & (table["attack"] == attack)
+        & (table["norm"] == norm)
+        & np.isclose(table["eps"], eps)
+    ]
     if r.empty:
         return empty
     text = fmt(r["score"].iloc[0], decimals, empty)
@@ -281,11 +365,13 @@ def _cell(table: pd.DataFrame, model, attack, norm, eps, decimals: int, empty: s
 def table2_markdown(table: pd.DataFrame, clean: dict[str, float], decimals: int = 1) -> str:
     cols = _table2_columns(table)
     header = ["Model", "Natural"] + [
-        f"{attack_label(a)} {norm_label(n)} ε={eps_label(e, n)}" for a, n, e in cols]
+        f"{attack_label(a)} {norm_label(n)} ε={eps_label(e, n)}" for a, n, e in cols
+    ]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for model in table["model"].drop_duplicates():
         cells = [str(model), fmt(clean.get(model), decimals)] + [
-            _cell(table, model, a, n, e, decimals, "–") for a, n, e in cols]
+            _cell(table, model, a, n, e, decimals, "–") for a, n, e in cols
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     note = "\nScores: 2AFC on NIGHT test under attack on the reference image, %."
     if table["score_paper"].notna().any():
@@ -304,23 +390,33 @@ def table2_latex(table: pd.DataFrame, clean: dict[str, float], decimals: int = 1
             groups.append((a, n, 1))
     top, rules, col = ["Model", "Natural"], [], 3
     for a, n, k in groups:
-        top.append(rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(attack_label(a))} {norm_label(n, True)}}}")
+        top.append(
+            rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(attack_label(a))} {norm_label(n, True)}}}"
+        )
         rules.append(rf"\cmidrule(lr){{{col}-{col + k - 1}}}")
         col += k
     sub = ["", ""] + [rf"$\epsilon={eps_label(e, n)}$" for _, n, e in cols]
-    lines = ["% Table 2: 2AFC scores (%) on NIGHT test under attack; lipsim table2;"
-             " reference values in parentheses",
-             rf"\begin{{tabular}}{{l{'r' * (1 + len(cols))}}}", r"\toprule", _tex_row(top),
-             " ".join(rules), _tex_row(sub), r"\midrule"]
+    lines = [
+        "% Table 2: 2AFC scores (%) on NIGHT test under attack; lipsim table2;"
+        " reference values in parentheses",
+        rf"\begin{{tabular}}{{l{'r' * (1 + len(cols))}}}",
+        r"\toprule",
+        _tex_row(top),
+        " ".join(rules),
+        _tex_row(sub),
+        r"\midrule",
+    ]
     for model in table["model"].drop_duplicates():
         cells = [tex_escape(model), fmt(clean.get(model), decimals, "--")] + [
-            _cell(table, model, a, n, e, decimals, "--") for a, n, e in cols]
+            _cell(table, model, a, n, e, decimals, "--") for a, n, e in cols
+        ]
         lines.append(_tex_row(cells))
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- retrieval
+
 
 def retrieval_table(files: list[str | Path]) -> pd.DataFrame:
     if not files:
@@ -341,8 +437,13 @@ def _recall_decimals(table: pd.DataFrame) -> int:
 
 
 def _retrieval_columns(table: pd.DataFrame):
-    return [tuple(r) for r in table[["eps", "k"]].drop_duplicates()
-            .sort_values(["eps", "k"]).itertuples(index=False)]
+    return [
+        tuple(r)
+        for r in table[["eps", "k"]]
+        .drop_duplicates()
+        .sort_values(["eps", "k"])
+        .itertuples(index=False)
+    ]
 
 
 def retrieval_markdown(table: pd.DataFrame) -> str:
@@ -360,10 +461,13 @@ def retrieval_markdown(table: pd.DataFrame) -> str:
 
 def retrieval_latex(table: pd.DataFrame) -> str:
     cols, d = _retrieval_columns(table), _recall_decimals(table)
-    lines = ["% Retrieval: recall@k under attack of size eps; lipsim table-retrieval",
-             rf"\begin{{tabular}}{{l{'r' * len(cols)}}}", r"\toprule",
-             _tex_row(["Metric"] + [rf"$\epsilon={e:g}$, R@{int(k)}" for e, k in cols]),
-             r"\midrule"]
+    lines = [
+        "% Retrieval: recall@k under attack of size eps; lipsim table-retrieval",
+        rf"\begin{{tabular}}{{l{'r' * len(cols)}}}",
+        r"\toprule",
+        _tex_row(["Metric"] + [rf"$\epsilon={e:g}$, R@{int(k)}" for e, k in cols]),
+        r"\midrule",
+    ]
     for metric, g in table.groupby("metric", sort=False):
         cells = [tex_escape(metric)]
         for e, k in cols:
@@ -375,6 +479,7 @@ def retrieval_latex(table: pd.DataFrame) -> str:
 
 
 # ----------------------------------------------------------------------------- output
+
 
 def write_table(prefix: str | Path, table: pd.DataFrame, markdown: str, latex: str) -> list[Path]:
     """prefix.{csv,md,tex,parquet}, each atomically. Returns the paths."""

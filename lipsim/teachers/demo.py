@@ -4,7 +4,7 @@ It stands in for DreamSim in the demo pipeline. It is a real perceptual-ish metr
 placeholder: fixed random zero-mean conv filters at three scales (1, 1/2, 1/4 resolution),
 rectified and pooled on a coarse spatial grid (texture / sharpness / noise energy where it
 happens), plus a coarse colour layout, each group scaled to comparable weight, then a fixed
-random rotation to `emb_dim`. Blur, noise, JPEG, warps and colour shifts move these
+random rotation to `emb_dim`, scaled to unit norm. Blur, noise, JPEG, warps and colour shifts move these
 features in proportion to their strength, so its 2AFC score on the demo NIGHT set is well
 above chance (tests/test_teachers.py checks it), and a student can learn it by distillation.
 """
@@ -59,4 +59,7 @@ class DemoTeacher(Teacher):
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         f = self._features(x.float())
-        return f @ self.proj
+        # Unit norm, like DreamSim's embeddings: the student then learns ||f|| ~ 1, where
+        # LipSim's projected distance 1 - <P f(a), P f(b)> is the cosine distance. (The
+        # teacher's own cosine distance is unchanged by the scaling.)
+        return F.normalize(f @ self.proj, dim=1)

@@ -185,9 +185,13 @@ def _merge_lora(net: nn.Module, lora_dir: Path) -> nn.Module:
     keys = ("r", "lora_alpha", "lora_dropout", "bias", "target_modules")
     peft_model = get_peft_model(net, LoraConfig(**{k: cfg[k] for k in keys if k in cfg}))
     result = set_peft_model_state_dict(peft_model, load_peft_weights(str(lora_dir), device="cpu"))
-    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-    if unexpected:
-        raise ValueError(f"LoRA adapter {lora_dir}: keys do not match the model, e.g. {unexpected[:3]}")
+    # Both directions matter: an unmatched adapter key is lost, a LoRA layer without saved
+    # weights silently stays at its identity initialisation.
+    for kind in ("unexpected_keys", "missing_keys"):
+        bad = [k for k in getattr(result, kind, []) if "lora_" in k]
+        if bad:
+            raise ValueError(f"LoRA adapter {lora_dir}: {kind.replace('_', ' ')} against the "
+                             f"model, e.g. {bad[:3]}")
     return peft_model.merge_and_unload()
 
 

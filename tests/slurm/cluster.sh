@@ -17,6 +17,9 @@
 #   LIPSIM_SLURMD_PORT        slurmd port (default 6818)
 #   LIPSIM_SLURM_HEADROOM_MB  memory kept out of RealMemory (default max(1024, 10% of RAM))
 #
+# Exit status: 0 ok, 1 error, 2 usage, 3 (start) another test cluster from another STATE_DIR is
+# running on this machine (one cluster per machine: fixed ports and /etc/slurm/slurm.conf).
+#
 # /etc/slurm/slurm.conf: snakemake's slurm-jobstep executor strips every SLURM_* variable,
 # SLURM_CONF included, before it calls srun inside a job, so srun must find the configuration
 # at the compiled-in path. start therefore links /etc/slurm/slurm.conf to STATE_DIR/slurm.conf
@@ -28,6 +31,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TEMPLATE="$HERE/slurm.conf.in"
 MARKER="# One-node SLURM cluster for lipsim-repro's tests"
 SYSTEM_CONF=/etc/slurm/slurm.conf
+EXIT_BUSY=3 # start: another test cluster (other STATE_DIR) is running on this machine
 
 usage() {
     echo "usage: $0 start|stop|status|env [STATE_DIR]" >&2
@@ -134,7 +138,8 @@ start_munge() {
 write_conf() {
     local host cpus mem
     host="$(hostname -s)"
-    cpus="$(nproc)"
+    # nproc obeys OMP_NUM_THREADS (set by test runners): count the usable CPUs without it
+    cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
     mem="$(mem_mb)"
     mkdir -p "$STATE_DIR"/{ctld,spool,run,log}
     sed -e "s|@HOST@|$host|g" -e "s|@CPUS@|$cpus|g" -e "s|@MEM_MB@|$mem|g" \
@@ -156,7 +161,9 @@ check_system_conf() {
             local other_dir
             other_dir="$(dirname "$target")"
             if [[ -n "$(live_pid "$other_dir/run/slurmctld.pid" slurmctld)" ]]; then
-                die "$SYSTEM_CONF points to another running test cluster ($target); stop it first: $0 stop $other_dir"
+                echo "cluster.sh: error: $SYSTEM_CONF points to another running test cluster" \
+                    "($target); stop it first: $0 stop $other_dir" >&2
+                exit "$EXIT_BUSY"
             fi
         fi
     elif [[ -e "$SYSTEM_CONF" ]]; then
@@ -266,7 +273,7 @@ do_stop() {
     stop_daemon "$MUNGE_PID" munged
     unlink_system_conf
     local left
-    left="$(ps -eo pid=,comm= | awk '$2 == "slurmstepd" {print $1}' | tr '\n' ' ')"
+    left="$(grep -lx slurmstepd /proc/[0-9]*/comm 2>/dev/null | cut -d/ -f3 | tr '\n' ' ' || true)"
     [[ -z "$left" ]] || echo "cluster.sh: warning: slurmstepd processes still running: $left" >&2
 }
 

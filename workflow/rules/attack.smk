@@ -13,6 +13,7 @@ rule attack:
         splits=EVAL_SPLITS,
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
+        size=config["image_size"],
         # Linf radii are written in /255 units in the config and in file names.
         scale=lambda wc: 255 if wc.norm == "Linf" else 1,
         a=config["attacks"],
@@ -32,7 +33,7 @@ rule attack:
         "--restarts {params.a[pgd_restarts]} --max-triplets {params.a[max_triplets]} "
         "--batch-size {params.a[batch_size]} --seed {params.a[seed]} "
         "--min-votes {params.min_votes} --device {params.device} "
-        "--weights-dir {params.weights} {params.rw} --out {output} > {log} 2>&1"
+        "--weights-dir {params.weights} --image-size {params.size} {params.rw} --out {output} > {log} 2>&1"
 
 
 rule check_consistency:
@@ -64,6 +65,7 @@ rule distances:
         weights=lambda wc: config["weights_dir"],
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
+        size=config["image_size"],
         images=natural_dir(),
         d=config["distances"],
     resources:
@@ -75,7 +77,7 @@ rule distances:
     shell:
         "python -m lipsim distances --metric {params.spec} --images {params.images} --eps {params.d[eps]} "
         "--steps {params.d[steps]} --n-images {params.d[n_images]} --seed 0 "
-        "--device {params.device} --weights-dir {params.weights} {params.rw} "
+        "--device {params.device} --weights-dir {params.weights} --image-size {params.size} {params.rw} "
         "--out {output} > {log} 2>&1"
 
 
@@ -90,6 +92,7 @@ rule retrieval:
         weights=lambda wc: config["weights_dir"],
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
+        size=config["image_size"],
         images=natural_dir(),
         r=config["retrieval"],
         eps=" ".join(fmt(e) for e in config["retrieval"]["eps"]),
@@ -104,4 +107,4 @@ rule retrieval:
         "python -m lipsim retrieval --metric {params.spec} --images {params.images} "
         "--n-queries {params.r[n_queries]} --eps {params.eps} --k {params.k} "
         "--steps {params.r[steps]} --seed 0 --device {params.device} "
-        "--weights-dir {params.weights} {params.rw} --out {output} > {log} 2>&1"
+        "--weights-dir {params.weights} --image-size {params.size} {params.rw} --out {output} > {log} 2>&1"

@@ -37,6 +37,7 @@ rule evaluate:
         splits=EVAL_SPLITS,
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
+        size=config["image_size"],
         batch=config["evaluation"]["batch_size"],
         min_votes=config["night"]["min_votes"],
     resources:
@@ -48,4 +49,4 @@ rule evaluate:
     shell:
         "python -m lipsim evaluate --metric {params.spec} --night {input.night} --splits {params.splits} "
         "--batch-size {params.batch} --device {params.device} --min-votes {params.min_votes} "
-        "--weights-dir {params.weights} {params.rw} --out {output} > {log} 2>&1"
+        "--weights-dir {params.weights} --image-size {params.size} {params.rw} --out {output} > {log} 2>&1"

@@ -31,12 +31,14 @@ rule table2:
         table_outputs("table2", "table2.rst"),
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
+        teacher=TEACHER,
     conda:
         "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/table2.log",
     shell:
-        "python -m lipsim table2 --attacks {input.attacks} --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim table2 --attacks {input.attacks} --teacher {params.teacher} "
+        "--out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule table_retrieval:

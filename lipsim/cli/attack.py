@@ -1,0 +1,109 @@
+"""`python -m lipsim attack`: 2AFC under attack on NIGHT (AutoAttack or PGD on the reference).
+
+Only the reference image is perturbed (x0, x1 untouched), within the --norm ball of radius
+--eps / --eps-scale ([0, 1]-pixel units; Linf radii are usually given as --eps 4
+--eps-scale 255), pixels kept in [0, 1]. Writes one row per triplet (atomically): id, split,
+p, score_clean, score_adv, d0_adv, d1_adv, delta_norm, plus d0, d1, delta_l2, attack, norm,
+eps, seed (see lipsim.attacks.run).
+
+AutoAttack = pyautoattack's APGD-CE + FAB-T (1 target) + Square (the ensemble meaningful for
+2 classes; lipsim.attacks.autoattack). --budget standard: APGD 100 it., FAB-T 100 it., Square
+5000 queries; demo: APGD-CE 10 it. + Square 200 queries. --attacks / --apgd-iters /
+--apgd-restarts / --fab-iters / --square-queries override the budget.
+PGD: --steps (default 100, demo 10), --restarts, --step-size (in --eps-scale units; default
+2.5 eps / steps). --steps / --restarts / --step-size do not apply to AutoAttack (ignored).
+
+--max-triplets N attacks a subset of N triplets drawn with --seed (the same subset for every
+metric and attack with that seed); each triplet's random draws are seeded from --seed and its
+id, so results do not depend on --batch-size or on which other triplets are attacked.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+PGD_STEPS = {"standard": 100, "demo": 10}
+
+
+def select_triplets(df, max_triplets: int, seed: int):
+    """A seeded subset of max_triplets rows in their original order (all when <= 0)."""
+    import numpy as np
+
+    if max_triplets <= 0 or len(df) <= max_triplets:
+        return df.reset_index(drop=True)
+    keep = np.sort(np.random.default_rng(seed).choice(len(df), size=max_triplets, replace=False))
+    return df.iloc[keep].reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lipsim.baselines import add_metric_args
+
+    ap = argparse.ArgumentParser(prog="lipsim attack", description=__doc__.split("\n")[0])
+    add_metric_args(ap)
+    ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
+    ap.add_argument("--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"])
+    ap.add_argument("--min-votes", type=int, default=6)
+    ap.add_argument("--attack", required=True, choices=["autoattack", "pgd"])
+    ap.add_argument("--norm", required=True, choices=["L2", "Linf"])
+    ap.add_argument("--eps", required=True, type=float, help="radius, in 1/--eps-scale units")
+    ap.add_argument("--eps-scale", type=float, default=1.0,
+                    help="eps (and --step-size) are divided by this (255: pixel levels)")
+    ap.add_argument("--budget", choices=["standard", "demo"], default="standard")
+    ap.add_argument("--attacks", nargs="+", default=None,
+                    help="AutoAttack attacks (subset of apgd-ce fab-t square)")
+    ap.add_argument("--apgd-iters", type=int, default=None)
+    ap.add_argument("--apgd-restarts", type=int, default=None)
+    ap.add_argument("--fab-iters", type=int, default=None)
+    ap.add_argument("--square-queries", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="PGD steps")
+    ap.add_argument("--restarts", type=int, default=1, help="PGD restarts")
+    ap.add_argument("--step-size", type=float, default=None, help="PGD step, eps units")
+    ap.add_argument("--max-triplets", type=int, default=0, help="0 = all")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    ap.add_argument("--out", required=True, help="per-triplet parquet to write")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from lipsim.atomic import write_parquet
+    from lipsim.attacks import AttackSpec, AutoAttackConfig, attack_triplets
+    from lipsim.baselines import metric_from_args
+    from lipsim.data.night import NightTriplets, read_night
+    from lipsim.scoring import split_scores
+
+    if args.eps_scale <= 0:
+        raise SystemExit(f"attack: --eps-scale must be > 0, got {args.eps_scale}")
+    eps = args.eps / args.eps_scale
+    step_size = None if args.step_size is None else args.step_size / args.eps_scale
+    aa_cfg = None
+    if args.attack == "autoattack":
+        aa_cfg = AutoAttackConfig.from_budget(
+            args.budget, args.norm, eps, attacks=args.attacks, apgd_iters=args.apgd_iters,
+            apgd_restarts=args.apgd_restarts, fab_iters=args.fab_iters,
+            square_queries=args.square_queries)
+    steps = PGD_STEPS[args.budget] if args.steps is None else args.steps
+    spec = AttackSpec(args.attack, args.norm, eps, seed=args.seed, autoattack=aa_cfg,
+                      steps=steps, restarts=args.restarts, step_size=step_size)
+
+    metric, device, size = metric_from_args(args)
+    df = read_night(args.night, min_votes=args.min_votes, splits=args.splits)
+    df = select_triplets(df, args.max_triplets, args.seed)
+    if not len(df):
+        raise SystemExit(f"attack: no triplets in {args.night} for splits {args.splits} "
+                         f"with votes >= {args.min_votes}")
+    what = (f"AutoAttack {aa_cfg}" if aa_cfg else
+            f"PGD steps={steps} restarts={args.restarts} step={step_size or 2.5 * eps / max(steps, 1):.6g}")
+    print(f"attack: {args.metric} ({size}px, {device}) {len(df)} triplets, {args.norm} "
+          f"eps={eps:.6g}; {what}", flush=True)
+    loader = torch.utils.data.DataLoader(NightTriplets(df, size), batch_size=args.batch_size,
+                                         shuffle=False, num_workers=args.workers)
+    rows = attack_triplets(metric, loader, spec, device=device, ids=df["id"].to_numpy(),
+                           splits=df["split"].to_numpy())
+    write_parquet(args.out, rows)
+    clean, adv = split_scores(rows, "score_clean"), split_scores(rows, "score_adv")
+    print(f"attack: -> {args.out}")
+    for split in sorted(clean, key=lambda s: (s == "test", s)):
+        print(f"  {split:18s} clean {clean[split]:6.2f}  attacked {adv[split]:6.2f}")
+    return 0

@@ -1,0 +1,33 @@
+"""`python -m lipsim cache-index --cache-dir DIR --parts N [--list F] [--out DIR/index.parquet]`
+
+Verifies every part manifest and every shard (size and sha256) of an embedding cache and
+writes the index (path, label, shard, row, ok). Fails, naming each bad file, if anything
+is missing, truncated, corrupted, or filled from another image list or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lipsim.embcache import CacheError, write_index
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="lipsim cache-index", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache-dir", required=True, type=Path)
+    ap.add_argument("--parts", required=True, type=int)
+    ap.add_argument("--list", type=Path, default=None,
+                    help="images.parquet from cache-list (default CACHE_DIR/images.parquet)")
+    ap.add_argument("--out", type=Path, default=None, help="default CACHE_DIR/index.parquet")
+    args = ap.parse_args(argv)
+    try:
+        df = write_index(args.cache_dir, args.parts, args.out, args.list)
+    except CacheError as exc:
+        print(f"cache-index: {exc}", file=sys.stderr)
+        return 1
+    print(f"cache-index: {len(df)} images, {int((~df['ok']).sum())} not decodable -> "
+          f"{args.out or args.cache_dir / 'index.parquet'}")
+    return 0

@@ -1,0 +1,43 @@
+"""`python -m lipsim download-night`: download NIGHT (one zip or 2 x N chunk zips + data.csv),
+resumable and verified, extracted safely into OUT (data.csv, ref/, distort/) with a manifest
+OUT/.night-complete.json; a rerun verifies instead of downloading."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lipsim.data.download import NIGHT_CHUNKED_URL, NIGHT_ZIP_URL
+
+    ap = argparse.ArgumentParser(prog="lipsim download-night", description=__doc__)
+    ap.add_argument("--mode", choices=("zip", "chunked"), default="zip")
+    ap.add_argument("--url", help=f"zip: the archive URL (default {NIGHT_ZIP_URL}); chunked: the "
+                    f"base URL holding ref/NNN.zip, distort/NNN.zip, data.csv (default {NIGHT_CHUNKED_URL})")
+    ap.add_argument("--out", required=True, help="folder to create (holds data.csv, ref/, distort/)")
+    ap.add_argument("--sha256", help="zip mode: expected sha256 of the archive")
+    ap.add_argument("--chunks", type=int, default=100, help="chunked mode: number of chunks per folder")
+    ap.add_argument("--csv-url", help="chunked mode: where data.csv is (default URL/data.csv)")
+    ap.add_argument("--retries", type=int, default=8,
+                    help="consecutive attempts without progress before giving up, per file")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
+    ap.add_argument("--workdir", help="where archives (*.part) are downloaded (default: .OUT.download beside OUT)")
+    ap.add_argument("--keep-archives", action="store_true", help="keep the zips after extraction")
+    ap.add_argument("--quick-verify", action="store_true",
+                    help="on a rerun, verify file sizes only (no sha256 of every file)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    from lipsim.data.download import DownloadError, download_night
+    from lipsim.data.extract import ExtractError
+
+    try:
+        download_night(args.out, mode=args.mode, url=args.url, sha256=args.sha256,
+                       chunks=args.chunks, retries=args.retries, timeout=args.timeout,
+                       workdir=args.workdir, csv_url=args.csv_url,
+                       keep_archives=args.keep_archives, check_sha256=not args.quick_verify,
+                       progress=not args.no_progress)
+    except (DownloadError, ExtractError, ValueError) as exc:
+        print(f"download-night: ERROR: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,46 @@
+"""`python -m lipsim evaluate`: natural 2AFC of any metric on NIGHT, one row per triplet.
+
+Writes parquet (atomically) with columns id, split, p, d0, d1, score (score in [0, 1] per
+triplet, lipsim.scoring.twoafc) and prints the score per split and for 'test' (percent).
+Images are loaded at the metric's own input size (LipSim, teachers), else at --image-size,
+else 224 (NIGHT's preprocessing).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lipsim.baselines import add_metric_args
+
+    ap = argparse.ArgumentParser(prog="lipsim evaluate", description=__doc__.split("\n")[0])
+    add_metric_args(ap)
+    ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
+    ap.add_argument("--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"])
+    ap.add_argument("--min-votes", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    ap.add_argument("--out", required=True, help="per-triplet parquet to write")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from lipsim.atomic import write_parquet
+    from lipsim.baselines import evaluate_triplets, metric_from_args
+    from lipsim.data.night import NightTriplets, read_night
+    from lipsim.scoring import split_scores
+
+    metric, device, size = metric_from_args(args)
+    df = read_night(args.night, min_votes=args.min_votes, splits=args.splits)
+    if not len(df):
+        raise SystemExit(f"evaluate: no triplets in {args.night} for splits {args.splits} "
+                         f"with votes >= {args.min_votes}")
+    loader = torch.utils.data.DataLoader(NightTriplets(df, size), batch_size=args.batch_size,
+                                         shuffle=False, num_workers=args.workers)
+    rows = evaluate_triplets(metric, loader, device, df["id"].to_numpy(), df["split"].to_numpy())
+    write_parquet(args.out, rows)
+    print(f"evaluate: {args.metric} on {len(rows)} triplets at {size}px -> {args.out}")
+    for split, score in sorted(split_scores(rows).items(), key=lambda kv: (kv[0] == "test", kv[0])):
+        print(f"  {split:18s} {score:6.2f}")
+    return 0

@@ -1,0 +1,33 @@
+"""`python -m lipsim verify-night`: check a NIGHT folder (data.csv columns and values, every
+image present and decodable, all four splits non-empty); lists every problem, exits 1 if any."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="lipsim verify-night", description=__doc__)
+    ap.add_argument("--root", required=True, help="folder holding data.csv (or its parent)")
+    ap.add_argument("--min-votes", type=int, default=6, help="rows with fewer votes are ignored")
+    ap.add_argument("--no-decode", action="store_true", help="check that images exist, do not decode them")
+    ap.add_argument("--report", help="write {ok, n_problems, problems: [...]} as JSON (atomically)")
+    args = ap.parse_args(argv)
+    import dataclasses
+
+    from lipsim.atomic import write_json
+    from lipsim.data.night import verify_night
+
+    problems = verify_night(args.root, args.min_votes, decode=not args.no_decode)
+    if args.report:
+        write_json(args.report, {"root": args.root, "min_votes": args.min_votes,
+                                 "ok": not problems, "n_problems": len(problems),
+                                 "problems": [dataclasses.asdict(p) for p in problems]})
+    for p in problems:
+        print(f"verify-night: {p}", file=sys.stderr)
+    if problems:
+        print(f"verify-night: {len(problems)} problem(s) in {args.root}", file=sys.stderr)
+        return 1
+    print(f"verify-night: {args.root} OK")
+    return 0

@@ -1,0 +1,51 @@
+"""Learning-rate schedules (multipliers of the base lr, per optimisation step), by name.
+
+  constant    linear warmup over `warmup_steps`, then 1
+  cosine      linear warmup, then cosine decay from 1 to 0 at `total_steps`
+  triangular  linear rise to 1 at `warmup_steps` (half the run when 0), then linear fall to 0
+              (the one-cycle triangle of the public LipSim code's options)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+
+def _warm(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def _constant(step: int, total: int, warmup: int) -> float:
+    return _warm(step, warmup)
+
+
+def _cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return _warm(step, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _triangular(step: int, total: int, warmup: int) -> float:
+    peak = warmup if warmup > 0 else max(1, total // 2)
+    if step < peak:
+        return (step + 1) / peak
+    return max(0.0, (total - step) / max(1, total - peak))
+
+
+SCHEDULES: dict[str, Callable[[int, int, int], float]] = {
+    "constant": _constant, "cosine": _cosine, "triangular": _triangular,
+}
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int,
+                    warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    try:
+        fn = SCHEDULES[name]
+    except KeyError:
+        raise ValueError(f"--schedule {name!r} unknown; choose one of {', '.join(SCHEDULES)}") from None
+    total, warm = int(total_steps), int(warmup_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: fn(s, total, warm))

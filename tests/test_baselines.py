@@ -1,0 +1,140 @@
+"""Metric registry: every spec builds offline (seeded random weights) and behaves as a metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lipsim import baselines
+from lipsim.baselines import DISTS, build_metric
+
+B = 3
+
+
+def _images(seed=0, size=32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, 3, size, size, generator=g), torch.rand(B, 3, size, size, generator=g)
+
+
+@pytest.mark.parametrize("spec", [
+    "l2", "lpips", "dists", "demo", "lipsim:tiny",
+    pytest.param("dino_vitb16", marks=pytest.mark.slow),
+    pytest.param("clip_vitb32", marks=pytest.mark.slow),
+    pytest.param("open_clip_vitb32", marks=pytest.mark.slow),
+    pytest.param("dreamsim_ensemble", marks=pytest.mark.slow),
+])
+def test_builds_offline_with_random_weights(spec):
+    metric = build_metric(spec, random_weights=True, device="cpu")
+    a, b = _images()
+    with torch.no_grad():
+        d = metric(a, b)
+        d_self = metric(a, a)
+    assert d.shape == (B,) and torch.isfinite(d).all()
+    assert (d_self <= d + 1e-6).all()  # an image is closer to itself than to noise
+    assert not any(p.requires_grad for p in metric.parameters())  # frozen
+    assert not metric.training
+    if metric.has_embedding:
+        e = metric.embed(a)
+        torch.testing.assert_close(metric.distance_from_embeddings(e, metric.embed(b)), d)
+    # differentiable w.r.t. the input (attacks need it)
+    x = a.clone().requires_grad_(True)
+    metric(x, b).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_seeded_random_weights_are_reproducible():
+    a, b = _images()
+    for spec in ("lpips", "dists"):
+        d1 = build_metric(spec, random_weights=True)(a, b)
+        d2 = build_metric(spec, random_weights=True)(a, b)
+        torch.testing.assert_close(d1, d2)
+
+
+def test_l2_is_pixel_distance_and_image_size_resizes():
+    a, b = _images()
+    torch.testing.assert_close(build_metric("l2")(a, b), (a - b).flatten(1).norm(dim=1))
+    m = build_metric("l2", image_size=16)
+    assert m.image_size == 16 and m.embed(a).shape == (B, 3 * 16 * 16)
+
+
+def test_dists_is_zero_on_identical_images():
+    a, _ = _images()
+    d = build_metric("dists", random_weights=True)(a, a)
+    torch.testing.assert_close(d, torch.zeros(B), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("spec", ["lpips", "dists"])
+def test_missing_weights_name_the_fetch_command(spec, tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"fetch-weights --teacher {spec} --weights-dir"):
+        build_metric(spec, weights_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="fetch-weights"):
+        build_metric(spec)  # no weights_dir at all
+
+
+def test_unknown_spec():
+    with pytest.raises(ValueError, match="unknown metric 'nope'.*lpips"):
+        build_metric("nope")
+    with pytest.raises(ValueError, match="checkpoint path"):
+        build_metric("lipsim:")
+
+
+@pytest.mark.filterwarnings("ignore:.*deprecated:UserWarning")
+def test_lpips_loads_torchvision_alexnet_from_weights_dir(tmp_path, monkeypatch):
+    from torchvision.models import alexnet
+
+    torch.manual_seed(3)
+    sd = alexnet(weights=None).state_dict()
+    path = tmp_path / "lpips" / baselines._ALEXNET[1]
+    path.parent.mkdir()
+    torch.save(sd, path)
+    # a file we wrote cannot match torchvision's sha256 prefix: the check must refuse it...
+    with pytest.raises(ValueError, match="sha256"):
+        build_metric("lpips", weights_dir=tmp_path)
+    # ...and with the check out of the way, the trunk is exactly the file's features
+    monkeypatch.setattr(baselines, "_check_hash_prefix", lambda p: None)
+    m = build_metric("lpips", weights_dir=tmp_path)
+    torch.testing.assert_close(m.net.net.slice1[0].weight, sd["features.0.weight"])
+    torch.testing.assert_close(m.net.net.slice5._modules["10"].bias, sd["features.10.bias"])
+    # the linear layers are the ones shipped with lpips, not random
+    import lpips
+
+    ref = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+    torch.testing.assert_close(m.net.lin0.model[1].weight, ref.lin0.model[1].weight)
+
+
+def test_dists_loads_vgg_and_alpha_beta(tmp_path, monkeypatch):
+    from torchvision.models import vgg16
+
+    torch.manual_seed(4)
+    feats = {f"features.{k}": v for k, v in vgg16(weights=None).features.state_dict().items()}
+    folder = tmp_path / "dists"
+    folder.mkdir()
+    (folder / baselines._VGG16[1]).write_bytes(b"")  # content served by the stub below
+    monkeypatch.setattr(baselines, "_load_torchvision_checkpoint", lambda p: feats)
+    alpha, beta = torch.rand(1, 1475, 1, 1), torch.rand(1, 1475, 1, 1)
+    torch.save({"alpha": alpha, "beta": beta}, folder / "weights.pt")
+    m = build_metric("dists", weights_dir=tmp_path)
+    assert isinstance(m, DISTS)
+    torch.testing.assert_close(m.alpha.data, alpha)
+    torch.testing.assert_close(m.beta.data, beta)
+    torch.testing.assert_close(m.stages[0][0].weight, feats["features.0.weight"])
+    torch.testing.assert_close(m.stages[4][-2].weight, feats["features.28.weight"])
+    # l2 pooling replaced each max pooling
+    assert all(isinstance(s[0], baselines._L2Pooling) for s in m.stages[1:])
+
+
+def test_evaluate_cli(tmp_path):
+    from lipsim.cli import evaluate
+    from lipsim.data.synthetic import make_night
+    from lipsim.scoring import twoafc
+
+    night = make_night(tmp_path / "night", seed=0, n_train=0, n_val=0, n_test=10, image_size=32)
+    out = tmp_path / "eval.parquet"
+    assert evaluate.main(["--metric", "l2", "--night", str(night), "--image-size", "32",
+                          "--batch-size", "4", "--device", "cpu", "--out", str(out)]) == 0
+    df = pd.read_parquet(out)
+    assert list(df.columns) == ["id", "split", "p", "d0", "d1", "score"]
+    np.testing.assert_allclose(df["score"], twoafc(df["d0"], df["d1"], df["p"]))
+    assert set(df["split"]) == {"test_imagenet", "test_no_imagenet"}

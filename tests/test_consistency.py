@@ -1,0 +1,94 @@
+"""check-consistency: certified triplets must survive attacks; a wrong certificate must fail."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lipsim.attacks import AttackSpec, attack_triplets
+from lipsim.certify import certify_triplets
+from lipsim.cli import check_consistency
+from lipsim.metric import load
+
+N = 16
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A certify file and l2 PGD attack files (small and large eps) of a seeded tiny LipSim."""
+    tmp = tmp_path_factory.mktemp("consistency")
+    metric = load("tiny", device="cpu")
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(N, 3, 32, 32, generator=g)
+    x0 = (ref + 0.15 * torch.randn(N, 3, 32, 32, generator=g)).clamp(0, 1)
+    x1 = (ref + 0.3 * torch.randn(N, 3, 32, 32, generator=g)).clamp(0, 1)
+    p = np.where(np.arange(N) % 2 == 0, 0.0, 1.0)
+    ids, splits = np.arange(500, 500 + N), np.array(["test_imagenet", "test_no_imagenet"] * (N // 2))
+    loader = [(ref, x0, x1, torch.tensor(p), torch.arange(N))]
+    cert = certify_triplets(metric, loader, ids=ids, splits=splits)
+    cert_path = tmp / "cert.parquet"
+    cert.to_parquet(cert_path)
+    out = {"cert": cert_path, "cert_df": cert}
+    # eps small: some triplets certified; eps large: none certified, some broken
+    for name, eps in (("small", float(np.median(cert["radius"]))), ("large", 0.3)):
+        df = attack_triplets(metric, loader, AttackSpec("pgd", "L2", eps, steps=15), device="cpu",
+                             ids=ids, splits=splits, log=None)
+        path = tmp / f"pgd-{name}.parquet"
+        df.to_parquet(path)
+        out[name], out[name + "_df"] = path, df
+    return out
+
+
+def _run(tmp_path, cert, attacks):
+    out = tmp_path / "consistency.csv"
+    rc = check_consistency.main(["--certify", f"m={cert}", "--attacks",
+                                 *[f"m={a}" for a in attacks], "--out", str(out)])
+    return rc, out
+
+
+def test_sound_certificates_pass(files, tmp_path):
+    small, large = files["small_df"], files["large_df"]
+    cert = files["cert_df"]
+    assert (cert["radius"] > small["eps"].iloc[0]).sum() > 0  # something is certified
+    assert (large["score_adv"] < large["score_clean"]).sum() > 0  # the attack breaks some
+    rc, out = _run(tmp_path, files["cert"], [files["small"], files["large"]])
+    assert rc == 0
+    table = pd.read_csv(out)
+    assert list(table["eps"]) == pytest.approx([small["eps"].iloc[0], 0.3])
+    assert (table["broken_certified"] == 0).all() and (table["violations"] == 0).all()
+    assert (table["certified"] <= table["attacked"]).all()
+    assert table["ok"].all()
+    assert table.loc[0, "n_certified"] > 0
+
+
+def test_inflated_radii_fail_loudly(files, tmp_path, capsys):
+    bad = files["cert_df"].copy()
+    bad["radius"] = bad["radius"] * 100  # a wrong certificate: claims far too much
+    bad_path = tmp_path / "bad.parquet"
+    bad.to_parquet(bad_path)
+    out = tmp_path / "consistency.csv"
+    out.write_text("stale\n")
+    rc, out = _run(tmp_path, bad_path, [files["small"], files["large"]])
+    assert rc == 1
+    assert not out.exists()  # no stale or partial "passing" output remains
+    failed = pd.read_csv(tmp_path / "consistency.FAILED.csv")
+    assert failed.loc[failed["eps"] == 0.3, "broken_certified"].iloc[0] > 0
+    assert not failed["ok"].all()
+    assert "CHECK-CONSISTENCY FAILED" in capsys.readouterr().err
+
+
+def test_files_of_different_models_are_refused(files, tmp_path):
+    other = files["cert_df"].copy()
+    other["d0"] = other["d0"] + 0.01
+    path = tmp_path / "other.parquet"
+    other.to_parquet(path)
+    rc, _ = _run(tmp_path, path, [files["small"]])
+    assert rc == 1
+
+
+def test_missing_certify_model(files, tmp_path):
+    with pytest.raises(SystemExit, match="no --certify file"):
+        check_consistency.main(["--certify", f"m={files['cert']}", "--attacks",
+                                f"x={files['small']}", "--out", str(tmp_path / "c.csv")])

@@ -1,0 +1,145 @@
+"""Embedding cache: shards + manifests + index, memory-mapped reads equal the teacher's
+embeddings, damaged shards are detected and rebuilt (never read), undecodable images are
+reported with their path and skipped or fatal per option."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lipsim.cli import cache_fill, cache_index, cache_list
+from lipsim.data.synthetic import make_image_folder
+from lipsim.embcache import (
+    BadImageError,
+    CacheError,
+    EmbeddingCache,
+    build_index,
+    fill_part,
+    list_images,
+    load_train_image,
+    n_shards,
+    part_shards,
+    shard_path,
+)
+from lipsim.teachers import get_teacher
+
+BAD = "train/n00000001/n00000001_bad.png"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = make_image_folder(tmp_path_factory.mktemp("img") / "imagenet", seed=1, classes=3,
+                             per_class=9, image_size=32)
+    (root / BAD).write_bytes(b"\x89PNG\r\n\x1a\n but not really")  # sorts last in its class
+    return root
+
+
+def _fill(images, out, *extra, parts=2):
+    assert cache_list.main(["--images", str(images), "--out", str(out / "images.parquet")]) == 0
+    for k in range(parts):
+        rc = cache_fill.main(["--teacher", "demo", "--images", str(images), "--list",
+                              str(out / "images.parquet"), "--part", str(k), "--parts",
+                              str(parts), "--shard-size", "8", "--dtype", "float32",
+                              "--batch-size", "5", "--workers", "0", "--device", "cpu",
+                              "--out-dir", str(out), "--no-progress", *extra])
+        if rc:
+            return rc
+    return cache_index.main(["--cache-dir", str(out), "--parts", str(parts)])
+
+
+def test_layout_arithmetic():
+    assert n_shards(1_281_167, 1000) == 1282  # + parts, list, index: far below 2,000 files
+    ranges = [part_shards(k, 3, 10) for k in range(3)]
+    assert [list(r) for r in ranges] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    with pytest.raises(ValueError, match="--part 3"):
+        part_shards(3, 3, 10)
+
+
+def test_fill_index_read_and_bad_image_skipped(images, tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert _fill(images, out, "--on-bad-image", "skip") == 0
+    err = capsys.readouterr().err
+    assert BAD in err  # reported with its path
+    lst = pd.read_parquet(out / "images.parquet")
+    assert len(lst) == 28 and list(lst["path"]) == sorted(lst["path"])
+    assert sorted(lst["label"].unique()) == [0, 1, 2]
+    idx = pd.read_parquet(out / "index.parquet")
+    assert list(idx.columns) == ["path", "label", "shard", "row", "ok"]
+    bad_row = int(np.flatnonzero(idx["path"] == BAD)[0])
+    assert not idx["ok"][bad_row] and idx["ok"].sum() == 27
+    reported = [b["path"] for k in (0, 1)
+                for b in json.loads((out / f"part-{k}.json").read_text())["bad_images"]]
+    assert reported == [BAD]
+    assert sorted(p.name for p in out.glob("shard-*.npy")) == [f"shard-0000{i}.npy" for i in range(4)]
+
+    cache = EmbeddingCache(out)
+    assert cache.emb_dim == 64 and len(cache) == 28
+    teacher = get_teacher("demo")
+    rows = [i for i in (0, 9, 27, 13) if i != bad_row]
+    x = torch.stack([load_train_image(images / cache.paths[i], 32) for i in rows])
+    with torch.no_grad():
+        expected = teacher.embed(x).numpy()
+    np.testing.assert_allclose(cache.get(rows), expected, rtol=1e-5, atol=1e-6)
+    # The bad row is NaN on disk (never a silent zero) and refused by the reader.
+    assert np.isnan(np.load(shard_path(out, idx["shard"][bad_row]))[idx["row"][bad_row]]).all()
+    with pytest.raises(CacheError, match="not decodable"):
+        cache[bad_row]
+
+
+def test_bad_image_fatal_names_path(images, tmp_path, capsys):
+    assert _fill(images, tmp_path / "cache", "--on-bad-image", "fail", parts=1) == 1
+    assert BAD in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "part-0.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_damaged_shard_detected_and_rebuilt(images, tmp_path, caplog, damage):
+    out = tmp_path / "cache"
+    assert _fill(images, out) == 0
+    victim = shard_path(out, 1)
+    good = victim.read_bytes()
+    if damage == "truncate":
+        victim.write_bytes(good[: len(good) // 2])
+    else:  # same size, flipped bytes inside the data (the header still parses)
+        data = bytearray(good)
+        data[-40:-20] = bytes(b ^ 0xFF for b in data[-40:-20])
+        victim.write_bytes(bytes(data))
+    # Verification catches it, naming the file ...
+    with pytest.raises(CacheError, match="shard-00001.npy"):
+        build_index(out, 2)
+    assert cache_index.main(["--cache-dir", str(out), "--parts", "2"]) == 1
+    # ... and cache-fill rebuilds it from the images instead of keeping what is on disk.
+    caplog.clear()
+    assert _fill(images, out) == 0
+    assert victim.read_bytes() == good
+    rebuilt = [r.getMessage() for r in caplog.records if "rebuilding" in r.getMessage()]
+    assert len(rebuilt) == 1 and "shard-00001.npy" in rebuilt[0]  # only the damaged one
+
+
+def test_interrupted_part_resumes_at_shard_granularity(tmp_path):
+    """A part that dies mid-way (here: a bad image under --on-bad-image fail in its third
+    shard) keeps its finished shards; the rerun only computes the rest."""
+    root = make_image_folder(tmp_path / "imagenet", seed=4, classes=2, per_class=12,
+                             image_size=32)
+    lst = list_images(root)
+    broken = root / lst["path"][17]  # row 17 -> shard 2 at shard size 8
+    good = broken.read_bytes()
+    broken.write_bytes(b"garbage")
+    out = tmp_path / "cache"
+    teacher = get_teacher("demo")
+    kw = dict(teacher=teacher, images=root, image_list=lst, out_dir=out, part=0, parts=1,
+              shard_size=8, on_bad_image="fail", progress=False)
+    with pytest.raises(BadImageError, match=str(lst["path"][17])):
+        fill_part(**kw)
+    assert not (out / "part-0.json").exists()  # the manifest only comes last
+    done = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.npy")}
+    assert sorted(done) == ["shard-00000.npy", "shard-00001.npy"]
+    broken.write_bytes(good)
+    manifest = fill_part(**kw)
+    assert manifest["counts"] == {"shards": 3, "images": 24, "bad": 0}
+    assert {n: (out / n).stat().st_mtime_ns for n in done} == done  # kept, not recomputed
+    assert not list(out.glob(".part-0.progress.json"))

@@ -1,0 +1,341 @@
+"""Tables 1, 2 and retrieval from small hand-made inputs; values checked by hand."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lipsim.cli import table1 as table1_cli
+from lipsim.cli import table2 as table2_cli
+from lipsim.cli import table_retrieval as retrieval_cli
+from lipsim.reporting import parse_attack_path
+
+REF_HEADER = "table,model,teacher,column,attack,norm,eps,value,source,note\n"
+
+
+def _certify(path: Path, score, radius, split=None) -> str:
+    n = len(score)
+    split = split or ["test_imagenet"] * (n - 1) + ["test_no_imagenet"]
+    df = pd.DataFrame(
+        {
+            "id": [f"t{i}" for i in range(n)],
+            "split": split,
+            "p": 0.5,
+            "d0": 0.1,
+            "d1": 0.2,
+            "score": score,
+            "radius": radius,
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(path)
+    return str(path)
+
+
+@pytest.fixture
+def ref_csv(tmp_path):
+    p = tmp_path / "ref.csv"
+    p.write_text(
+        REF_HEADER
+        + "table1,lipsim-margin0.5,dreamsim_ensemble,natural,,,,60.0,Paper X,\n"
+        + "table1,lipsim-margin0.5,dreamsim_ensemble,certified_36,,,,40.0,Paper X,\n"
+        + "table1,dreamsim_ensemble,,natural,,,,96.2,DreamSim README,\n"
+        + "table2,lipsim-margin0.5,dreamsim_ensemble,score,apgd,linf,4/255,30.0,Croce,\n"
+    )
+    return str(p)
+
+
+@pytest.fixture
+def table1_inputs(tmp_path):
+    # 4 test rows + 2 train rows (which must not count). Hand computation (eps/255):
+    #   natural = (1 + .5 + .25 + 1) / 4 = 68.75
+    #   36/255 = .141: radius > eps for rows 0,1,2 -> (1 + .5 + .25) / 4 = 43.75
+    #   72/255 = .282: rows 1,2 -> .75 / 4 = 18.75;  108/255 = .424: row 2 -> 6.25
+    split = ["test_imagenet"] * 3 + ["test_no_imagenet"] + ["train"] * 2
+    m05 = _certify(
+        tmp_path / "certify/margin0.5.parquet",
+        [1, 0.5, 0.25, 1, 1, 1],
+        [0.2, 0.4, 0.9, 0.1, 1, 1],
+        split,
+    )
+    # radius exactly eps is not certified (strict inequality): certified_36 = 50.0, not 100.
+    m02 = _certify(tmp_path / "certify/margin0.2.parquet", [1, 1], [36 / 255, 1.0])
+    pre = _certify(tmp_path / "certify/pretrained.parquet", [0, 1], [1.0, 0.0])
+    ev = tmp_path / "eval/dreamsim_ensemble.parquet"
+    ev.parent.mkdir(parents=True)
+    # test_imagenet mean 1.0 (3 rows), test_no_imagenet 0.0 (1 row): size-weighted 75.0
+    pd.DataFrame(
+        {
+            "id": list("abcde"),
+            "split": ["test_imagenet"] * 3 + ["test_no_imagenet", "val"],
+            "p": 0.0,
+            "d0": 0.0,
+            "d1": 1.0,
+            "score": [1, 1, 1, 0, 0],
+        }
+    ).to_parquet(ev)
+    return {"margin0.5": m05, "margin0.2": m02, "pretrained": pre, "eval": str(ev)}
+
+
+def _run_table1(tmp_path, inp, ref_csv, teacher="dreamsim_ensemble", extra=()):
+    prefix = tmp_path / "out/table1"
+    argv = [
+        "--certify",
+        f"margin0.5={inp['margin0.5']}",
+        f"pretrained={inp['pretrained']}",
+        f"margin0.2={inp['margin0.2']}",
+        "--eval",
+        f"dreamsim_ensemble={inp['eval']}",
+        "--teacher",
+        teacher,
+        "--eps",
+        "36",
+        "72",
+        "108",
+        "--reference",
+        ref_csv,
+        "--out-prefix",
+        str(prefix),
+        *extra,
+    ]
+    return table1_cli.main(argv), prefix
+
+
+def test_table1_values_order_and_formats(tmp_path, table1_inputs, ref_csv):
+    rc, prefix = _run_table1(tmp_path, table1_inputs, ref_csv)
+    assert rc == 0
+    for ext in ("csv", "md", "tex", "parquet"):
+        assert (prefix.parent / f"table1.{ext}").stat().st_size > 0
+    # atomic writes leave no temporary files behind
+    assert sorted(p.name for p in prefix.parent.iterdir()) == [
+        "table1.csv",
+        "table1.md",
+        "table1.parquet",
+        "table1.tex",
+    ]
+    t = pd.read_parquet(f"{prefix}.parquet")
+    assert list(t.columns[:8]) == [
+        "model",
+        "teacher",
+        "stage",
+        "margin",
+        "natural",
+        "certified_36",
+        "certified_72",
+        "certified_108",
+    ]
+    assert list(t["model"]) == ["pretrained", "margin0.2", "margin0.5", "dreamsim_ensemble"]
+    assert list(t["stage"]) == ["pretrained", "finetuned", "finetuned", "reference"]
+    assert math.isnan(t["margin"][0]) and list(t["margin"][1:3]) == [0.2, 0.5]
+    r = t.set_index("model")
+    np.testing.assert_allclose(
+        r.loc["margin0.5", ["natural", "certified_36", "certified_72", "certified_108"]].astype(
+            float
+        ),
+        [68.75, 43.75, 18.75, 6.25],
+    )
+    assert r.loc["margin0.2", "certified_36"] == pytest.approx(50.0)
+    assert r.loc["pretrained", "natural"] == pytest.approx(50.0)
+    assert r.loc["pretrained", "certified_36"] == pytest.approx(0.0)
+    assert r.loc["dreamsim_ensemble", "natural"] == pytest.approx(75.0)
+    assert r.loc["dreamsim_ensemble", ["certified_36", "certified_72"]].isna().all()
+    assert pd.isna(r.loc["dreamsim_ensemble", "teacher"])
+    assert r.loc["margin0.5", "n_test"] == 4
+    # reference columns: value and ours - paper
+    assert r.loc["margin0.5", "natural_paper"] == 60.0
+    assert r.loc["margin0.5", "natural_diff"] == pytest.approx(8.75)
+    assert r.loc["margin0.5", "certified_36_diff"] == pytest.approx(3.75)
+    assert r.loc["dreamsim_ensemble", "natural_paper"] == 96.2
+    assert pd.isna(r.loc["margin0.2", "natural_paper"])
+    assert "Paper X" in r.loc["margin0.5", "paper_source"]
+    # csv holds the same table
+    c = pd.read_csv(f"{prefix}.csv")
+    np.testing.assert_allclose(c["natural"], t["natural"])
+    tex = Path(f"{prefix}.tex").read_text()
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"):
+        assert rule in tex
+    assert r"dreamsim\_ensemble" in tex and "68.8" in tex
+    md = Path(f"{prefix}.md").read_text().splitlines()
+    assert md[0].startswith("| Model | Teacher | Stage | Margin | Natural | Certified 36/255")
+    assert "Paper natural" in md[0] and "Paper 36/255" in md[0]
+    assert md[1].startswith("|---|")
+    assert sum(line.startswith("| ") for line in md) == 5  # header + 4 rows
+
+
+def test_table1_other_teacher_gets_no_paper_values(tmp_path, table1_inputs, ref_csv):
+    # The paper's LipSim numbers are for the DreamSim teacher; a demo-teacher model must not
+    # be compared with them (the teacher row itself still is).
+    rc, prefix = _run_table1(tmp_path, table1_inputs, ref_csv, teacher="demo")
+    assert rc == 0
+    t = pd.read_parquet(f"{prefix}.parquet").set_index("model")
+    assert pd.isna(t.loc["margin0.5", "natural_paper"])
+    assert t.loc["dreamsim_ensemble", "natural_paper"] == 96.2
+
+
+def test_table1_custom_eps_columns(tmp_path, table1_inputs, ref_csv):
+    rc, prefix = _run_table1(
+        tmp_path, table1_inputs, ref_csv, extra=["--eps", "18", "--no-reference"]
+    )
+    assert rc == 0
+    t = pd.read_parquet(f"{prefix}.parquet")
+    assert [c for c in t.columns if c.startswith("certified_") and c.count("_") == 1] == [
+        "certified_18"
+    ]
+    assert t["natural_paper"].isna().all()
+
+
+def test_table1_error_names_file_and_keeps_old_outputs(tmp_path, table1_inputs, ref_csv, capsys):
+    bad = tmp_path / "certify/bad.parquet"
+    pd.DataFrame({"split": ["test_imagenet"], "score": [1.0]}).to_parquet(bad)  # no radius
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "table1.csv").write_text("old\n")
+    rc = table1_cli.main(
+        [
+            "--certify",
+            f"margin0.5={bad}",
+            "--teacher",
+            "t",
+            "--out-prefix",
+            str(out / "table1"),
+            "--reference",
+            ref_csv,
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "bad.parquet" in err and "radius" in err
+    assert (out / "table1.csv").read_text() == "old\n"
+    assert sorted(p.name for p in out.iterdir()) == ["table1.csv"]
+    assert (
+        table1_cli.main(["--certify", "nofile", "--teacher", "t", "--out-prefix", str(out / "t")])
+        == 2
+    )
+    assert "NAME=FILE" in capsys.readouterr().err
+
+
+def _attack(path: Path, clean, adv, split=None) -> str:
+    n = len(clean)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {
+            "id": [f"t{i}" for i in range(n)],
+            "split": split or ["test_imagenet"] * n,
+            "p": 1.0,
+            "score_clean": clean,
+            "score_adv": adv,
+            "d0_adv": 0.0,
+            "d1_adv": 0.0,
+            "delta_norm": 0.1,
+        }
+    ).to_parquet(path)
+    return str(path)
+
+
+def test_parse_attack_path():
+    k = parse_attack_path("R/attacks/lipsim-margin0.5/apgd-ce-linf-0.0157.parquet")
+    assert k == {"metric": "lipsim-margin0.5", "attack": "apgd-ce", "norm": "linf", "eps": 0.0157}
+    with pytest.raises(ValueError, match="attack"):
+        parse_attack_path("R/attacks/x/autoattack-l3-1.0.parquet")
+
+
+def test_table2_long_wide_and_reference(tmp_path, ref_csv):
+    a = tmp_path / "R/attacks"
+    files = [
+        # train rows are ignored: score = mean(1, 0, .5) = 50, clean = mean(1, 1, 0) = 66.67
+        _attack(
+            a / "lipsim-margin0.5/apgd-linf-0.0157.parquet",
+            [1, 1, 0, 0],
+            [1, 0, 0.5, 1],
+            ["test_imagenet", "test_imagenet", "test_no_imagenet", "train"],
+        ),
+        _attack(a / "lipsim-margin0.5/autoattack-l2-2.0.parquet", [1, 1, 0], [0, 0, 0]),
+        _attack(a / "dreamsim_ensemble/autoattack-l2-2.0.parquet", [1, 1, 1, 1], [0, 0, 0, 1]),
+    ]
+    prefix = tmp_path / "tables/table2"
+    rc = table2_cli.main(
+        [
+            "--attacks",
+            *files,
+            "--teacher",
+            "dreamsim_ensemble",
+            "--reference",
+            ref_csv,
+            "--out-prefix",
+            str(prefix),
+        ]
+    )
+    assert rc == 0
+    t = pd.read_parquet(f"{prefix}.parquet")
+    assert list(t.columns[:5]) == ["model", "attack", "norm", "eps", "score"]
+    assert list(t["model"]) == ["dreamsim_ensemble", "lipsim-margin0.5", "lipsim-margin0.5"]
+    row = t[(t["model"] == "lipsim-margin0.5") & (t["norm"] == "linf")].iloc[0]
+    assert row["attack"] == "apgd" and row["eps"] == pytest.approx(0.0157)
+    assert row["score"] == pytest.approx(50.0)
+    assert row["score_clean"] == pytest.approx(200 / 3)
+    assert row["score_paper"] == 30.0 and row["score_diff"] == pytest.approx(20.0)
+    assert t.loc[t["model"] == "dreamsim_ensemble", "score"].item() == pytest.approx(25.0)
+    assert t.loc[t["model"] == "dreamsim_ensemble", "score_paper"].isna().all()
+    md = Path(f"{prefix}.md").read_text()
+    assert "AutoAttack ℓ2 ε=2" in md and "APGD ℓ∞ ε=4/255" in md
+    assert "| lipsim-margin0.5 | 66.7 | 0.0 | 50.0 (30.0) |" in md
+    tex = Path(f"{prefix}.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\cmidrule" in tex
+    assert r"$\epsilon=4/255$" in tex
+    assert (prefix.parent / "table2.csv").is_file()
+
+
+def test_table2_rejects_unparseable_path(tmp_path, capsys):
+    f = _attack(tmp_path / "x/weird.parquet", [1], [1])
+    assert table2_cli.main(["--attacks", f, "--out-prefix", str(tmp_path / "t2")]) == 2
+    assert "weird.parquet" in capsys.readouterr().err
+
+
+def test_retrieval_table(tmp_path):
+    files = []
+    for metric, rec in (("lipsim-margin0.5", [0.9, 0.8]), ("dreamsim_ensemble", [0.95, 0.3])):
+        f = tmp_path / f"{metric}.parquet"
+        pd.DataFrame({"metric": metric, "eps": [0.0, 1.0], "k": 1, "recall": rec}).to_parquet(f)
+        files.append(str(f))
+    prefix = tmp_path / "tables/retrieval"
+    assert retrieval_cli.main(["--inputs", *files, "--out-prefix", str(prefix)]) == 0
+    t = pd.read_parquet(f"{prefix}.parquet")
+    assert list(t.columns) == ["metric", "eps", "k", "recall"]
+    assert list(t["metric"]) == ["dreamsim_ensemble"] * 2 + ["lipsim-margin0.5"] * 2
+    md = Path(f"{prefix}.md").read_text()
+    assert "| dreamsim_ensemble | 0.950 | 0.300 |" in md
+    assert r"\toprule" in Path(f"{prefix}.tex").read_text()
+
+
+def test_table2_workflow_file_names_and_columns(tmp_path, ref_csv):
+    # The workflow writes Linf radii in /255 units in file names (autoattack-Linf-4) and
+    # `lipsim attack` writes attack/norm/eps columns (eps in image units): both give 4/255.
+    a = tmp_path / "R/attacks/lipsim-margin0.5"
+    with_cols = _attack(a / "apgd-Linf-4.parquet", [1, 1], [1, 0])
+    df = pd.read_parquet(with_cols).assign(attack="apgd", norm="Linf", eps=4 / 255)
+    df.to_parquet(with_cols)
+    no_cols = _attack(tmp_path / "R/attacks/lipsim-pretrained/apgd-Linf-4.parquet", [1], [1])
+    prefix = tmp_path / "t2"
+    rc = table2_cli.main(
+        [
+            "--attacks",
+            with_cols,
+            no_cols,
+            "--reference",
+            ref_csv,
+            "--teacher",
+            "dreamsim_ensemble",
+            "--out-prefix",
+            str(prefix),
+        ]
+    )
+    assert rc == 0
+    t = pd.read_parquet(f"{prefix}.parquet").set_index("model")
+    np.testing.assert_allclose(t["eps"], [4 / 255, 4 / 255])
+    assert list(t["norm"]) == ["linf", "linf"]
+    assert t.loc["lipsim-margin0.5", "score_paper"] == 30.0  # matched at 4/255
+    assert "ε=4/255" in Path(f"{prefix}.md").read_text()
