@@ -45,6 +45,7 @@ def key_path(error: jsonschema.ValidationError) -> str:
 def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
     """Fill defaults into `config` in place and raise ConfigError listing every problem."""
     schema = yaml.safe_load(Path(schema_path).read_text())
+    _coerce_cli_strings(config, schema, schema)
     cls = _with_defaults(Draft202012Validator)
     errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
@@ -52,6 +53,49 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     _cross_checks(config)
     return config
+
+
+def _coerce_cli_strings(value: Any, node: dict, root: dict) -> Any:
+    """Turn strings into the numbers/booleans the schema asks for, in place.
+
+    `snakemake --config margins=[0.1,0.5]` parses lists with YAML's BaseLoader, which keeps
+    every element a string; a value typed on the command line should mean what the same
+    value means in a config file.
+    """
+    if "$ref" in node:
+        node = {**_resolve(root, node["$ref"]), **{k: v for k, v in node.items() if k != "$ref"}}
+    types = node.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, str):
+        if "integer" in types and value.lstrip("-").isdigit():
+            return int(value)
+        if "number" in types:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        if "boolean" in types and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if "null" in types and value.lower() in ("null", "none"):
+            return None
+        return value
+    if isinstance(value, list) and "items" in node:
+        value[:] = [_coerce_cli_strings(v, node["items"], root) for v in value]
+    elif isinstance(value, dict):
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        for key in list(value):
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                value[key] = _coerce_cli_strings(value[key], sub, root)
+    return value
+
+
+def _resolve(root: dict, ref: str) -> dict:
+    node = root
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
 
 
 def _message(error: jsonschema.ValidationError) -> str:

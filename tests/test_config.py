@@ -113,3 +113,14 @@ def test_config_readme_documents_every_key():
     walk(schema, "")
     missing = [k for k in keys if f"`{k}`" not in doc]
     assert not missing, f"config/README.md misses {missing}"
+
+
+def test_command_line_strings_take_the_schema_types():
+    # snakemake --config margins=[0.1,0.5] hands over ['0.1', '0.5'].
+    cfg = _validate({"margins": ["0.1", "0.5"], "distill": {"epochs": "4", "amp": "none"},
+                     "baselines": {"random_weights": "false"}})
+    assert cfg["margins"] == [0.1, 0.5]
+    assert cfg["distill"]["epochs"] == 4
+    assert cfg["baselines"]["random_weights"] is False
+    with pytest.raises(ConfigError, match="distill.epochs"):
+        _validate({"distill": {"epochs": "four"}})

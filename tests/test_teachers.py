@@ -46,28 +46,31 @@ def test_missing_weights_names_fetch_command(tmp_path):
 def test_dreamsim_ensemble_matches_dreamsim_perceptual_model(monkeypatch, tmp_path):
     """Our adapter vs dreamsim.PerceptualModel built around the very same random backbones:
     only the weights are injected (offline); normalisation, features and concat are theirs."""
+    from dreamsim.config import dreamsim_args
     from dreamsim.feature_extraction.extractor import ViTExtractor
     from dreamsim.model import PerceptualModel
 
     teacher = get_teacher("dreamsim_ensemble", random_weights=True)
     assert teacher.emb_dim == 1792 and teacher.image_size == 224
     branches = {b.backbone_name: b for b in teacher.branches}
-    assert list(branches) == ["dino_vitb16", "clip_vitb32", "open_clip_vitb32"]
+    assert list(branches) == ["dino_vitb16", "clip_vitb16", "open_clip_vitb16"]
 
     def create_model(model_type, load_dir="./models"):
         b = branches[model_type]
         return b.model if b.proj is None else (b.model, b.proj)
 
     monkeypatch.setattr(ViTExtractor, "create_model", staticmethod(create_model))
-    ref_model = PerceptualModel(model_type="dino_vitb16,clip_vitb32,open_clip_vitb32",
-                                feat_type="cls,embedding,embedding", stride="16,32,32",
+    cfg = dreamsim_args["model_config"]["ensemble"]  # the installed dreamsim's own ensemble
+    assert cfg["model_type"] == "dino_vitb16,clip_vitb16,open_clip_vitb16"
+    ref_model = PerceptualModel(model_type=cfg["model_type"], feat_type=cfg["feat_type"],
+                                stride=cfg["stride"],
                                 lora=True, load_dir=str(tmp_path), normalize_embeds=True,
                                 device="cpu").eval()
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours, theirs = teacher.embed(x), ref_model.embed(x)
         # Per-branch input normalisation (CLIP mean/std) and feature, for one cheap branch.
-        clip_ours = branches["clip_vitb32"](x)
+        clip_ours = branches["clip_vitb16"](x)
         clip_theirs = ref_model.extract_feats_list[1](x, extractor_index=1).squeeze()
     assert ours.shape == (2, 1792)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
@@ -104,3 +107,37 @@ def test_dreamsim_weight_files_and_lora_are_applied(tmp_path):
         got = loaded.features(x)[0]
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(got, plain, atol=1e-4)  # the adapter changed the model
+
+
+def test_fetch_weights_from_loopback_server(tmp_path):
+    """Download + unzip + marker record, against a local HTTP server (no internet)."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+    import zipfile
+
+    from lipsim.teachers import Download, fetch_weights
+
+    site = tmp_path / "site"
+    site.mkdir()
+    with zipfile.ZipFile(site / "ckpt.zip", "w") as zf:
+        zf.writestr("clip_vitb32_pretrain.pth.tar", b"weights")
+        zf.writestr("clip_vitb32_single_lora/adapter_config.json", b"{}")
+    (site / "backbone.pth").write_bytes(b"backbone")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        rec = fetch_weights("clip_vitb32", tmp_path / "w", downloads=(
+            Download(f"{url}/ckpt.zip", "zip", "ckpt.zip"),
+            Download(f"{url}/backbone.pth", "file", "bb.pth")))
+    finally:
+        server.shutdown()
+    files = {f["path"]: f for f in rec["files"]}
+    assert {"ckpt.zip", "bb.pth", "clip_vitb32_pretrain.pth.tar",
+            "clip_vitb32_single_lora/adapter_config.json"} <= set(files)
+    assert files["bb.pth"]["sha256"] == hashlib.sha256(b"backbone").hexdigest()
+    assert (tmp_path / "w" / "clip_vitb32" / "clip_vitb32_pretrain.pth.tar").read_bytes() == b"weights"

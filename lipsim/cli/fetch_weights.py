@@ -3,7 +3,8 @@
 Downloads a teacher's pretrained weights (needs network) into DIR/NAME/ and writes a marker
 json (files with sizes and sha256) once everything is in place: the marker is the rule's
 output, so snakemake only considers the weights present when the download finished.
-Teachers without weights (demo) write the marker only.
+Teachers without weights (demo) write the marker only. Baselines with pretrained weights
+(lpips, dists: lipsim.baselines.BASELINE_DOWNLOADS) are fetched the same way.
 """
 
 from __future__ import annotations
@@ -12,18 +13,27 @@ import argparse
 from pathlib import Path
 
 from lipsim.atomic import write_json
-from lipsim.teachers import fetch_weights, teacher_names
+from lipsim.teachers import Download, fetch_weights, teacher_names
+
+
+def _baseline_downloads() -> dict[str, tuple[Download, ...]]:
+    from lipsim.baselines import BASELINE_DOWNLOADS
+
+    return {name: tuple(Download(url, "file", fname) for url, fname in files)
+            for name, files in BASELINE_DOWNLOADS.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="lipsim fetch-weights", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", required=True, choices=teacher_names())
+    baselines = _baseline_downloads()
+    ap.add_argument("--teacher", required=True, choices=teacher_names() + sorted(baselines),
+                    help="teacher or baseline name")
     ap.add_argument("--weights-dir", required=True, type=Path)
     ap.add_argument("--marker", type=Path, default=None,
                     help="marker json to write (default WEIGHTS_DIR/NAME.fetched.json)")
     args = ap.parse_args(argv)
-    record = fetch_weights(args.teacher, args.weights_dir)
+    record = fetch_weights(args.teacher, args.weights_dir, baselines.get(args.teacher))
     marker = args.marker or args.weights_dir / f"{args.teacher}.fetched.json"
     write_json(marker, record)
     print(f"fetch-weights: {args.teacher}: {len(record['files'])} file(s) in {record['folder']}; "

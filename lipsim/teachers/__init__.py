@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lipsim.teachers.base import Teacher
 
-__all__ = ["TEACHERS", "Teacher", "TeacherSpec", "fetch_weights", "get_teacher", "teacher_names"]
+__all__ = ["TEACHERS", "Download", "Teacher", "TeacherSpec", "fetch_weights", "get_teacher", "teacher_names"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +70,11 @@ def _dreamsim_zip(key: str) -> Download:
 
 _DINO = Download("https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/"
                  "dino_vitbase16_pretrain.pth", "file", "dino_vitbase16_pretrain.pth")
-# DreamSim v0.1 (the version LipSim distilled from): DINO B/16 + CLIP B/32 + OpenCLIP B/32.
-# dreamsim 0.2.x switched its own "ensemble" to B/16 CLIP/OpenCLIP backbones with a new LoRA,
-# so this entry pins the v0.1 release checkpoint instead of the installed package's default.
+# The DreamSim ensemble LipSim distilled from (2023, dreamsim 0.1.x): DINO, CLIP and OpenCLIP
+# ViT-B/16 (strides 16,16,16 in every released dreamsim config; CLIP/OpenCLIP B/16 and B/32
+# both give 512-d embeddings, hence 768 + 512 + 512 = 1792). The zip holds the CLIP/OpenCLIP
+# backbones and `ensemble_lora/`; dreamsim 0.2.x ships a re-released ensemble checkpoint
+# (v0.2.0-checkpoints/dreamsim_ensemble_checkpoint.zip) with the same layout.
 _ENSEMBLE_V01 = Download("https://github.com/ssundaram21/dreamsim/releases/download/v0.1.0/"
                          "dreamsim_checkpoint.zip", "zip", "dreamsim_ensemble_v0.1.zip")
 
@@ -80,10 +82,10 @@ TEACHERS: dict[str, TeacherSpec] = {
     "demo": TeacherSpec(_build_demo, 64, 32, (),
                         "seeded random multi-scale conv features (demo; no weights)"),
     "dreamsim_ensemble": TeacherSpec(
-        _dreamsim("dreamsim_ensemble", ("dino_vitb16", "clip_vitb32", "open_clip_vitb32"),
+        _dreamsim("dreamsim_ensemble", ("dino_vitb16", "clip_vitb16", "open_clip_vitb16"),
                   "ensemble_lora"),
         1792, 224, (_ENSEMBLE_V01, _DINO),
-        "DreamSim ensemble: DINO ViT-B/16 (768) + CLIP ViT-B/32 (512) + OpenCLIP ViT-B/32 (512)"),
+        "DreamSim ensemble: DINO ViT-B/16 (768) + CLIP ViT-B/16 (512) + OpenCLIP ViT-B/16 (512)"),
     "dino_vitb16": TeacherSpec(
         _dreamsim("dino_vitb16", ("dino_vitb16",), "dino_vitb16_single_lora"), 768, 224,
         (functools.partial(_dreamsim_zip, "dino_vitb16"), _DINO), "DreamSim single DINO ViT-B/16"),
@@ -124,19 +126,22 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch_weights(name: str, weights_dir: str | os.PathLike) -> dict:
-    """Download teacher `name`'s weights into weights_dir/<name>/ (network) and return a
-    record {teacher, folder, files: [{path, bytes, sha256}], urls}. Already present
+def fetch_weights(name: str, weights_dir: str | os.PathLike,
+                  downloads: tuple | None = None) -> dict:
+    """Download `name`'s weights into weights_dir/<name>/ (network) and return a record
+    {teacher, folder, files: [{path, bytes, sha256}], urls}. `downloads` defaults to the
+    teacher's own (TEACHERS[name].downloads); baselines pass theirs. Already present
     downloads are not fetched again (a file is only ever renamed into place when complete)."""
     import torch
 
     from lipsim.atomic import atomic_path
 
-    spec = _spec(name)
+    if downloads is None:
+        downloads = _spec(name).downloads
     folder = Path(weights_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     urls = []
-    for dl in spec.downloads:
+    for dl in downloads:
         dl = dl() if callable(dl) else dl
         urls.append(dl.url)
         target = folder / dl.name

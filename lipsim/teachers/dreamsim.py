@@ -8,7 +8,8 @@ the default of `dreamsim.dreamsim()`, which is how LipSim's code built its teach
   2. take its feature: DINO -> the CLS token at the output of block 11 (before the final
      LayerNorm, 768-d); CLIP / OpenCLIP -> the final CLS token after LayerNorm times the
      visual projection (512-d, "embedding");
-  3. concatenate in backbone order (ensemble: DINO, CLIP, OpenCLIP -> 1792-d);
+  3. concatenate in backbone order (ensemble: DINO B/16, CLIP B/16, OpenCLIP B/16 ->
+     768 + 512 + 512 = 1792-d);
   4. subtract the embedding's own mean over its coordinates and divide by its l2 norm.
 The distance is 1 - cos. LoRA adapters (DreamSim's finetuning) are merged into the ViT
 weights at load time, so inference is plain ViTs.

@@ -165,14 +165,19 @@ CACHE = f"{R}/cache/{TEACHER}"
 def distill_launcher():
     """How the trainer's processes are started; the trainer reads rank/world from the env."""
     d = config["distill"]
-    n = d["resources"]["tasks_per_node"]
+    res = d["resources"]
     if d["launcher"] == "torchrun":
+        n = res["tasks_per_node"]
         return f"torchrun --standalone --nproc_per_node={n} -m lipsim distill"
     if d["launcher"] == "srun":
-        # With the `mpi` resource the plugin runs this line in the batch script itself, so
-        # srun starts every task of the allocation (all nodes); ranks come from SLURM_*.
-        return "srun python -m lipsim distill"
-    return f"{PY} distill"
+        # With the `mpi` resource the plugin runs this line in the batch script, but it strips
+        # the SLURM_* variables first: a bare srun would start one task. Say the layout again.
+        gpus = f" --gpus-per-node={res['gpu']}" if res["gpu"] else ""
+        return (
+            f"srun --nodes={res['nodes']} --ntasks-per-node={res['tasks_per_node']}{gpus} "
+            "--kill-on-bad-exit=1 python -m lipsim distill"
+        )
+    return "python -m lipsim distill"
 
 
 def distill_resources():
@@ -213,3 +218,18 @@ def figure_outputs(name, caption):
         labels = {"figure": name, "format": ext}
         outs.append(report(f"{R}/figures/{name}.{ext}", caption, category="Figures", labels=labels))
     return outs
+
+
+def missing_user_data():
+    """Folders the user must provide (licensed data) that are not there: (key, path, how)."""
+    how = {
+        "imagenet": "ImageNet-1k train (image-net.org, licence): the folder holding train/<wnid>/",
+        "natural_images": "a flat folder of natural images, e.g. COCO val2017 (cocodataset.org)",
+        "night": "a NIGHT folder holding data.csv (or set night.source: download)",
+    }
+    out = []
+    for key in ("night", "imagenet", "natural_images"):
+        sec = config[key]
+        if sec["source"] == "path" and not os.path.exists(sec["path"]):
+            out.append((f"{key}.path", sec["path"], how[key]))
+    return out
