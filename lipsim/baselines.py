@@ -27,7 +27,6 @@ size are resized, bicubic); teachers and LipSim models have their own and ignore
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lipsim.checksum import sha256_file
 from lipsim.similarity import SimilarityMetric
 
 BASELINES = ("l2", "lpips", "dists")
@@ -80,12 +80,9 @@ def _check_hash_prefix(path: Path) -> None:
     stem = path.stem.rsplit("-", 1)[-1]
     if len(stem) != 8 or any(c not in "0123456789abcdef" for c in stem):
         return
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    if not h.hexdigest().startswith(stem):
-        raise ValueError(f"{path}: sha256 {h.hexdigest()[:8]}... does not match the prefix "
+    digest = sha256_file(path)
+    if not digest.startswith(stem):
+        raise ValueError(f"{path}: sha256 {digest[:8]}... does not match the prefix "
                          f"{stem} in its name (corrupt or partial download); fetch it again")
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from lipsim.atomic import atomic_path, write_json, write_parquet
+from lipsim.checksum import sha256_file
 
 __all__ = [
     "CacheError", "EmbeddingCache", "BadImageError", "build_index", "fill_part", "list_images",
@@ -149,14 +150,6 @@ def part_manifest_path(cache_dir: str | os.PathLike, part: int) -> Path:
 
 def _progress_path(cache_dir: Path, part: int) -> Path:
     return cache_dir / f".part-{part}.progress.json"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _list_digest(df: pd.DataFrame) -> str:

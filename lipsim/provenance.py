@@ -47,6 +47,7 @@ import pandas as pd
 
 import lipsim
 from lipsim import atomic
+from lipsim.checksum import sha256_file
 
 MANIFEST_COLUMNS = (
     "path",
@@ -73,15 +74,6 @@ class ProvenanceError(ValueError):
 
 
 # ----------------------------------------------------------------------------- hashing
-
-
-def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
-    """sha256 of a file, streamed (checkpoints and shards do not fit in memory at once)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def canonical_json(obj: Any) -> str:

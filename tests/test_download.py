@@ -328,7 +328,8 @@ def test_interrupted_download_resumes_across_runs(server, demo, tmp_path):
     server.files["/distort/001.zip"] = chunks["/distort/001.zip"]
     n = len(server.requests)
     download_night(out, mode="chunked", url=server.url, chunks=2, **FAST)
-    assert [p for p, _, _ in server.requests[n:]] == ["/distort/001.zip"]
+    # Only the archive that was missing is fetched again (a retry of it under load is fine).
+    assert {p for p, _, _ in server.requests[n:]} == {"/distort/001.zip"}
     assert verify_night(out) == []
 
 

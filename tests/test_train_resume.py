@@ -100,3 +100,18 @@ def test_finetune_cli_writes_finetuned_checkpoint(tmp_path):
     assert any(not torch.equal(v, pre.state_dict()[k]) for k, v in net.state_dict().items())
     m = pd.read_csv(tmp_path / "w" / "metrics.csv")
     assert len(m) == ck["meta"]["triplets"] // 8
+
+
+def test_resume_checkpoints_of_another_configuration_are_not_continued(tmp_path):
+    from lipsim.train import checkpointing as ckpt
+
+    for step in (2, 4, 6):
+        ckpt.save_resume(tmp_path, step, {"fingerprint": {"lr": 0.01}, "global_step": step})
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["resume-000000006.pt",
+                                                                "resume-000000004.pt"]
+    state, path = ckpt.load_latest(tmp_path, {"lr": 0.01})
+    assert state["global_step"] == 6 and path.name == "resume-000000006.pt"
+    (tmp_path / "resume-000000006.pt").write_bytes(b"torn")  # unreadable: fall back
+    assert ckpt.load_latest(tmp_path, {"lr": 0.01})[0]["global_step"] == 4
+    assert ckpt.load_latest(tmp_path, {"lr": 0.02}) == (None, None)  # changed lr: fresh run
+    assert ckpt.list_checkpoints(tmp_path) == []

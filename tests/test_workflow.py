@@ -129,3 +129,43 @@ def test_html_report_builds(demo_run):
     proc = snakemake(demo_run, "--report", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.stat().st_size > 10_000
+
+
+def test_released_checkpoints_replace_training(tmp_path):
+    """pretrained_checkpoint / finetuned_checkpoints import files instead of training them."""
+    import torch
+    from test_checkpoint import _released_state
+
+    from lipsim.models import import_released, load_checkpoint
+
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    files = {}
+    for name, seed in (("pretrained", 0), ("margin0.5", 1)):
+        files[name] = tmp_path / f"released_{name}.pth"
+        torch.save({"model_state_dict": _released_state(seed=seed)}, files[name])
+    overlay = tmp_path / "config" / "released.yaml"
+    overlay.write_text(
+        f"pretrained_checkpoint: {files['pretrained']}\n"
+        f"finetuned_checkpoints: {{'0.5': {files['margin0.5']}}}\n"
+    )
+    targets = [f"{RUN}/certify/pretrained.parquet", f"{RUN}/certify/margin0.5.parquet",
+               f"{RUN}/certify/margin0.2.parquet"]
+    proc = snakemake(tmp_path, *targets, "-n", "--cores", "1", "--configfile",
+                     str(tmp_path / "config" / "test.yaml"), str(overlay))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = planned_jobs(proc)
+    rules = {r for r, _ in jobs}
+    assert {"import_pretrained", "import_finetuned"} <= rules
+    assert ("finetune", "margin=0.2") in jobs and ("import_finetuned", "margin=0.5") in jobs
+    assert not rules & {"distill", "cache_fill", "cache_index", "make_demo_imagenet"}, rules
+
+    ckpts = [f"{RUN}/checkpoints/pretrained.pt", f"{RUN}/checkpoints/margin0.5.pt"]
+    proc = snakemake(tmp_path, *ckpts, "--cores", "1", "--configfile",
+                     str(tmp_path / "config" / "test.yaml"), str(overlay))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for name, seed in (("pretrained", 0), ("margin0.5", 1)):
+        net, ckpt = load_checkpoint(tmp_path / RUN / "checkpoints" / f"{name}.pt")
+        want = import_released(_released_state(seed=seed), "tiny", 32, 64)
+        assert ckpt["stage"] == ("pretrained" if name == "pretrained" else "finetuned")
+        torch.testing.assert_close(net(x), want(x))

@@ -10,6 +10,7 @@ lipsim.train.distributed for the environment variables read.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -26,6 +27,14 @@ from lipsim.train.trainer import (
     default_threads,
     seed_everything,
 )
+
+
+def _cache_digest(cache_dir: Path) -> str:
+    """Identity of the cache's content: its part manifests hold every shard's sha256."""
+    h = hashlib.sha256()
+    for p in sorted(cache_dir.glob("part-*.json")) + [cache_dir / "index.parquet"]:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg, env, device)
         net = trainer.fit(net, DistillTask(dataset), fingerprint_extra={
             "task": "distill", "preset": args.preset, "image_size": args.image_size,
-            "emb_dim": cache.emb_dim, "teacher": args.teacher, "augment": not args.no_augment})
+            "emb_dim": cache.emb_dim, "teacher": args.teacher, "augment": not args.no_augment,
+            # A refilled cache (same options, new embeddings) must not resume an old run.
+            "cache": _cache_digest(args.cache_dir)})
         if env.is_main:
             save_checkpoint(args.out, net, stage="pretrained", teacher=args.teacher, meta={
                 "epochs": cfg.epochs, "global_batch": cfg.batch_size * env.world_size,

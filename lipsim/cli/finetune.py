@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lipsim.data.night import NightTriplets, read_night
+from lipsim.data.night import NightTriplets, find_night_root, read_night
+from lipsim.embcache import sha256_file
 from lipsim.models import load_checkpoint, save_checkpoint
 from lipsim.train.distributed import cleanup, init_distributed
 from lipsim.train.finetune import FinetuneTask
@@ -48,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg, env, device)
         net = trainer.fit(net, FinetuneTask(dataset, args.margin), fingerprint_extra={
             "task": "finetune", "margin": args.margin, "min_votes": args.min_votes,
-            "init": str(args.init), "model_config": dict(net.config)})
+            # Content, not paths: a re-distilled init or changed NIGHT csv starts afresh.
+            "init_sha256": sha256_file(args.init),
+            "night_csv_sha256": sha256_file(find_night_root(args.night) / "data.csv"),
+            "model_config": dict(net.config)})
         if env.is_main:
             save_checkpoint(args.out, net, stage="finetuned", margin=args.margin,
                             teacher=init.get("teacher", "unknown"), meta={

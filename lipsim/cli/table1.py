@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from lipsim.reporting import parse_assignments, report_errors
+from lipsim.reporting.reference import add_reference_options, reference_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,22 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[36.0, 72.0, 108.0],
         help="certified radii in /255 units (default: 36 72 108)",
     )
-    p.add_argument(
-        "--reference",
-        default=None,
-        help="reference values CSV (default: the packaged lipsim/reference_values.csv)",
-    )
-    p.add_argument("--no-reference", action="store_true", help="leave the paper columns empty")
-    p.add_argument("--decimals", type=int, default=1, help="decimals in md/tex (default 1)")
+    add_reference_options(p)
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/table1")
     return p
 
 
 def _run(args) -> None:
     from lipsim.reporting import tables
-    from lipsim.reporting.reference import load_reference
 
-    ref = None if args.no_reference else load_reference(args.reference)
+    ref = reference_from_args(args)
     table = tables.table1(
         parse_assignments(args.certify, "--certify"),
         parse_assignments(args.eval, "--eval"),

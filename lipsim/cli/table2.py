@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from lipsim.reporting import report_errors
+from lipsim.reporting.reference import add_reference_options, reference_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,22 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="teacher of the LipSim models: reference LipSim rows are compared only when "
         "their teacher is this one (default: none; LipSim rows get no paper values)",
     )
-    p.add_argument(
-        "--reference",
-        default=None,
-        help="reference values CSV (default: the packaged lipsim/reference_values.csv)",
-    )
-    p.add_argument("--no-reference", action="store_true", help="leave the paper columns empty")
-    p.add_argument("--decimals", type=int, default=1, help="decimals in md/tex (default 1)")
+    add_reference_options(p)
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/table2")
     return p
 
 
 def _run(args) -> None:
     from lipsim.reporting import tables
-    from lipsim.reporting.reference import load_reference
 
-    ref = None if args.no_reference else load_reference(args.reference)
+    ref = reference_from_args(args)
     table = tables.table2(args.attacks, ref, args.teacher)
     clean = tables.clean_by_model(args.attacks)
     tables.write_table(

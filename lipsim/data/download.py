@@ -26,7 +26,6 @@ or without the leading `ref/` (`distort/`) folder; and data.csv at `{url}/data.c
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -41,6 +40,7 @@ import requests
 import urllib3
 
 from lipsim.atomic import write_json
+from lipsim.checksum import sha256_file
 from lipsim.data.extract import ExtractError, safe_extract  # noqa: F401 - re-exported
 
 __all__ = [
@@ -68,14 +68,6 @@ class FetchResult:
     attempts: int  # HTTP requests made
     received: int  # body bytes received over the network (restarts and resumes included)
     resumed_from: int  # size of the .part found at the start (0 = fresh download)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = CHUNK) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _size(path: Path) -> int:

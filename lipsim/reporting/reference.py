@@ -172,3 +172,19 @@ def lookup_table2(
     if rows.empty:
         return math.nan, None
     return float(rows["value"].iloc[0]), str(rows["source"].iloc[0])
+
+
+def add_reference_options(parser) -> None:
+    """--reference / --no-reference / --decimals, shared by the table commands."""
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="reference values CSV (default: the packaged lipsim/reference_values.csv)",
+    )
+    parser.add_argument("--no-reference", action="store_true",
+                        help="leave the paper columns empty")
+    parser.add_argument("--decimals", type=int, default=1, help="decimals in md/tex (default 1)")
+
+
+def reference_from_args(args) -> pd.DataFrame | None:
+    return None if args.no_reference else load_reference(args.reference)

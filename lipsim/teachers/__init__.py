@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from lipsim.checksum import sha256_file as _sha256
 from lipsim.teachers.base import Teacher
 
 __all__ = ["TEACHERS", "Download", "Teacher", "TeacherSpec", "fetch_weights", "get_teacher", "teacher_names"]
@@ -116,14 +116,6 @@ def get_teacher(name: str, *, weights_dir: str | os.PathLike | None = None, devi
     teacher = _spec(name).build(weights_dir=weights_dir, device=str(device),
                                 random_weights=random_weights)
     return teacher
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch_weights(name: str, weights_dir: str | os.PathLike,

@@ -317,7 +317,16 @@ def configure_logging(env: DistEnv) -> None:
 
 
 def default_threads() -> None:
-    """Keep CPU runs from oversubscribing cores when several ranks share a machine."""
-    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > 1:
-        world = int(os.environ.get("WORLD_SIZE", os.environ.get("LOCAL_WORLD_SIZE", 1)))
-        torch.set_num_threads(max(1, torch.get_num_threads() // max(1, world)))
+    """Keep CPU runs from oversubscribing cores when several ranks share a machine: split
+    the cores among the local processes (torchrun's LOCAL_WORLD_SIZE, SLURM's
+    SLURM_STEP_TASKS_PER_NODE) unless OMP_NUM_THREADS says otherwise."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    local = os.environ.get("LOCAL_WORLD_SIZE") or \
+        os.environ.get("SLURM_STEP_TASKS_PER_NODE", "1").split("(")[0].split(",")[0]
+    try:
+        n = max(1, int(local))
+    except ValueError:
+        n = 1
+    if n > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // n))
