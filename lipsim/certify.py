@@ -1,11 +1,12 @@
 """Certified 2AFC: the l2 radius around the reference within which a decision cannot flip.
 
-With phi = P o f 1-Lipschitz (P the unit-ball projection), d(x, y) = 1 - <phi(x), phi(y)>
-and only the reference x perturbed:
+With phi = P o f 1-Lipschitz (P the unit-ball projection), d(x, y) = ||phi(x) - phi(y)||^2 / 2
+(= 1 - cos(f(x), f(y)) where ||f|| >= 1) and only the reference x perturbed:
 
-    d0 - d1 = <phi(x), phi(x1) - phi(x0)>,
+    d0 - d1 = <phi(x), phi(x1) - phi(x0)> + (||phi(x0)||^2 - ||phi(x1)||^2) / 2,
 
-a function of x that is ||phi(x1) - phi(x0)||-Lipschitz (Cauchy-Schwarz + phi 1-Lipschitz).
+a function of x that is ||phi(x1) - phi(x0)||-Lipschitz (Cauchy-Schwarz + phi 1-Lipschitz;
+the second term does not depend on x).
 Its sign, hence the decision, cannot change while ||delta||_2 < R with
 
     R = |d0 - d1| / ||phi(x0) - phi(x1)||_2 .
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lipsim.models.net import ball_distance
 from lipsim.scoring import TEST_SPLITS, split_scores, twoafc
 
 COLUMNS = ("id", "split", "p", "d0", "d1", "score", "radius")
@@ -44,14 +46,16 @@ def radius_from_embeddings(e_ref: torch.Tensor, e0: torch.Tensor,
                            e1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(d0, d1, R) for projected embeddings (B, k); computed in float64.
 
-    The margin is computed as <e_ref, e1 - e0> directly rather than as a difference of two
-    distances close to each other, which keeps it accurate for near-ties.
+    With d = ||a - b||^2 / 2 (lipsim.models.ball_distance),
+    d0 - d1 = <e_ref, e1 - e0> + (||e0||^2 - ||e1||^2) / 2; the margin is computed in that form
+    rather than as a difference of two distances close to each other, which keeps it
+    accurate for near-ties. Only the first term depends on the reference.
     """
     e_ref, e0, e1 = (e.detach().double() for e in (e_ref, e0, e1))
-    d0 = 1.0 - (e_ref * e0).sum(-1)
-    d1 = 1.0 - (e_ref * e1).sum(-1)
+    d0 = ball_distance(e_ref, e0)
+    d1 = ball_distance(e_ref, e1)
     diff = e1 - e0
-    margin = (e_ref * diff).sum(-1).abs()
+    margin = ((e_ref * diff).sum(-1) + 0.5 * (e0.square().sum(-1) - e1.square().sum(-1))).abs()
     gap = torch.linalg.vector_norm(diff, dim=-1)
     radius = torch.where(gap > 0, margin / torch.where(gap > 0, gap, 1.0),
                          torch.zeros_like(gap))

@@ -1,12 +1,13 @@
-"""The public LipSim metric: d(x, y) = 1 - <P f(x), P f(y)> with a certificate.
+"""The public LipSim metric: d(x, y) = ||P f(x) - P f(y)||^2 / 2 with a certificate.
 
 Projection (why the unit ball): f is 1-Lipschitz, and the public LipSim code normalises
 f(x) / ||f(x)||, which is 1-Lipschitz only where ||f|| >= 1 -- near the origin it can
 stretch distances arbitrarily, so its certificates are not sound in general. We use
 P(z) = z / max(1, ||z||), the projection onto the closed unit ball: non-expansive everywhere,
-so phi = P o f is 1-Lipschitz and d0 - d1 = <phi(x), phi(x1) - phi(x0)> yields the radius of
-lipsim.certify. Where ||f|| >= 1 (the typical case for trained models) P is exactly the
-public normalisation, so d equals the public 1 - cos. The alternative fix of the public code
+so phi = P o f is 1-Lipschitz, and d0 - d1 = <phi(x), phi(x1) - phi(x0)> + a term free of x
+yields the radius of lipsim.certify. Where ||f|| >= 1 P is exactly the public normalisation
+and d equals the public 1 - cos; inside the ball d stays a distance (d(x, x) = 0), which
+1 - <phi(x), phi(y)> is not (it gives 1 - ||phi(x)||^2 > 0 for d(x, x)). The alternative fix of the public code
 (appending a constant coordinate before normalising) would change every distance of the
 released checkpoints; the projection leaves them unchanged wherever they were sound.
 This distance is used everywhere LipSim is evaluated (natural, certified, attacked).
@@ -22,7 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from lipsim.certify import radius_from_embeddings
-from lipsim.models import PRESETS, LipSimNet, build_model, load_checkpoint, project_to_ball
+from lipsim.models import (
+    PRESETS,
+    LipSimNet,
+    ball_distance,
+    build_model,
+    load_checkpoint,
+    project_to_ball,
+)
 from lipsim.similarity import SimilarityMetric
 
 # Default input size / embedding width when a preset is loaded with random weights.
@@ -31,7 +39,7 @@ _PAPER_IO = (224, 1792)
 
 
 class LipSim(SimilarityMetric):
-    """A LipSimNet as a SimilarityMetric: embed = P(f(x)), distance = 1 - <a, b>.
+    """A LipSimNet as a SimilarityMetric: embed = P(f(x)), distance = ||a - b||^2 / 2.
 
     Inputs are RGB in [0, 1], (B, 3, H, W); other sizes are resized (bicubic, antialiased)
     to the net's image size for embed/distance. certified_radius requires the net's size,
@@ -58,7 +66,7 @@ class LipSim(SimilarityMetric):
         return project_to_ball(self.net(self._resize(x)))
 
     def distance_from_embeddings(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
-        return 1.0 - (ea * eb).sum(-1)
+        return ball_distance(ea, eb)
 
     def certified_radius(self, ref: torch.Tensor, x0: torch.Tensor,
                          x1: torch.Tensor) -> torch.Tensor:

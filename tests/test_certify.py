@@ -245,3 +245,50 @@ def test_cli_certify_on_demo_night(tmp_path, capsys):
     assert list(df.columns) == ["id", "split", "p", "d0", "d1", "score", "radius"]
     assert set(df["split"]) <= {"test_imagenet", "test_no_imagenet"} and len(df) > 0
     np.testing.assert_allclose(df["score"], twoafc(df["d0"], df["d1"], df["p"]))
+
+
+def test_ball_distance_is_a_distance_and_the_public_cosine_outside_the_ball():
+    from lipsim.models import ball_distance, project_to_ball
+
+    g = torch.Generator().manual_seed(0)
+    inside = project_to_ball(0.3 * torch.randn(16, 8, generator=g))
+    assert torch.all(ball_distance(inside, inside) == 0)  # 1 - <a, a> would be 1 - ||a||^2
+    f, h = 1.0 + torch.rand(16, 8, generator=g), 1.0 + torch.rand(16, 8, generator=g)
+    f = f * (1.5 / f.norm(dim=1, keepdim=True))
+    h = h * (2.5 / h.norm(dim=1, keepdim=True))
+    cos = torch.nn.functional.cosine_similarity(f, h, dim=1)
+    torch.testing.assert_close(ball_distance(project_to_ball(f), project_to_ball(h)), 1 - cos)
+
+
+def test_radius_holds_for_embeddings_inside_the_ball():
+    """Any phi(ref') within R of phi(ref) keeps the sign of d0 - d1, also where ||phi|| < 1."""
+    from lipsim.certify import radius_from_embeddings
+    from lipsim.models import ball_distance, project_to_ball
+
+    g = torch.Generator().manual_seed(1)
+    n, k = 256, 6
+    scale = 0.2 + 0.8 * torch.rand(n, 1, generator=g)  # norms spread over (0, 1]
+    e_ref, e0, e1 = (project_to_ball(scale * torch.randn(n, k, generator=g)) for _ in range(3))
+    d0, d1, radius = radius_from_embeddings(e_ref, e0, e1)
+    torch.testing.assert_close(d0, ball_distance(e_ref.double(), e0.double()))
+    sign = torch.sign(d0 - d1)
+    # The worst direction for d0 - d1 is along +-(e1 - e0) (and the certificate is tight there).
+    u = (e1 - e0).double()
+    u = u / u.norm(dim=1, keepdim=True)
+    for factor, must_hold in ((0.999, True), (1.001, False)):
+        for direction in (u, -u):
+            moved = e_ref.double() + factor * radius[:, None] * direction
+            new = torch.sign(ball_distance(moved, e0.double()) - ball_distance(moved, e1.double()))
+            if must_hold:
+                assert torch.all(new == sign)
+        if not must_hold:
+            flipped_either = (
+                torch.sign(ball_distance(e_ref.double() + factor * radius[:, None] * u, e0.double())
+                           - ball_distance(e_ref.double() + factor * radius[:, None] * u,
+                                           e1.double())) != sign
+            ) | (
+                torch.sign(ball_distance(e_ref.double() - factor * radius[:, None] * u, e0.double())
+                           - ball_distance(e_ref.double() - factor * radius[:, None] * u,
+                                           e1.double())) != sign
+            )
+            assert flipped_either.all(), "the radius should be tight along e1 - e0"

@@ -83,3 +83,16 @@ def project_to_ball(z: torch.Tensor) -> torch.Tensor:
     """
     norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
     return z / norm.clamp(min=1.0)
+
+
+def ball_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """LipSim's distance between projected embeddings: d = 1/2 ||a - b||^2, row-wise.
+
+    On the unit sphere (||f|| >= 1, the public code's sound regime) this is exactly
+    1 - cos(f(x), f(y)). Unlike 1 - <a, b>, it is also a distance inside the ball:
+    d(x, x) = 0 and d >= 0 whatever ||f(x)||. The certificate is unaffected:
+    d0 - d1 = <a_ref, b1 - b0> + (||b0||^2 - ||b1||^2) / 2, and the second term does not
+    depend on the reference, so a change of the reference moves d0 - d1 by at most
+    ||phi(ref') - phi(ref)|| ||b1 - b0|| <= ||delta|| ||b1 - b0||  (see lipsim.certify).
+    """
+    return 0.5 * (a - b).square().sum(dim=-1)

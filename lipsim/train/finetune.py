@@ -1,6 +1,7 @@
 """Finetuning (LipSim step 2): hinge loss on NIGHT train with the projected LipSim distance.
 
-phi(x) = P(f(x)) (projection onto the unit ball), d(a, b) = 1 - <phi(a), phi(b)>.
+phi(x) = P(f(x)) (projection onto the unit ball), d(a, b) = ||phi(a) - phi(b)||^2 / 2
+(lipsim.models.ball_distance, the metric's own distance).
 For a triplet (ref, x0, x1, p), p = share of votes for x1:
     logit = d(ref, x0) - d(ref, x1)     (> 0 when the model finds x1 closer)
     y     = 2 * round(p) - 1            (+1 when the majority chose x1; torch.round sends
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lipsim.models import project_to_ball
+from lipsim.models import ball_distance, project_to_ball
 
 
 def lipsim_distances(model: nn.Module, ref, x0, x1):
@@ -23,7 +24,7 @@ def lipsim_distances(model: nn.Module, ref, x0, x1):
     b = ref.shape[0]
     phi = project_to_ball(model(torch.cat([ref, x0, x1])).float())
     e_ref, e0, e1 = phi[:b], phi[b:2 * b], phi[2 * b:]
-    return 1.0 - (e_ref * e0).sum(dim=1), 1.0 - (e_ref * e1).sum(dim=1)
+    return ball_distance(e_ref, e0), ball_distance(e_ref, e1)
 
 
 def hinge_loss(d0: torch.Tensor, d1: torch.Tensor, p: torch.Tensor, margin: float) -> torch.Tensor:
