@@ -100,6 +100,11 @@ def test_finetune_cli_writes_finetuned_checkpoint(tmp_path):
     assert any(not torch.equal(v, pre.state_dict()[k]) for k, v in net.state_dict().items())
     m = pd.read_csv(tmp_path / "w" / "metrics.csv")
     assert len(m) == ck["meta"]["triplets"] // 8
+    # A finished run leaves nothing to resume: snakemake rerunning the job (code change, -f)
+    # must train again, not "resume" at the last step and hand back the old weights.
+    from lipsim.train.checkpointing import list_checkpoints
+
+    assert list_checkpoints(tmp_path / "w") == []
 
 
 def test_resume_checkpoints_of_another_configuration_are_not_continued(tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lipsim.embcache import CacheError, EmbeddingCache
 from lipsim.models import build_model, save_checkpoint
+from lipsim.train.checkpointing import clear_resume
 from lipsim.train.distill import DistillDataset, DistillTask
 from lipsim.train.distributed import cleanup, init_distributed
 from lipsim.train.trainer import (
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 "amp": cfg.amp, "images": len(dataset), "world_size": env.world_size,
                 "augment": not args.no_augment, "cache_dir": str(args.cache_dir)})
             print(f"distill: wrote {args.out}")
+            clear_resume(cfg.workdir)
     except (CacheError, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"distill: {exc}", file=sys.stderr)
         return 1

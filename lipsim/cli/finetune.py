@@ -15,6 +15,7 @@ from pathlib import Path
 from lipsim.data.night import NightTriplets, find_night_root, read_night
 from lipsim.embcache import sha256_file
 from lipsim.models import load_checkpoint, save_checkpoint
+from lipsim.train.checkpointing import clear_resume
 from lipsim.train.distributed import cleanup, init_distributed
 from lipsim.train.finetune import FinetuneTask
 from lipsim.train.trainer import (
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "min_votes": args.min_votes, "world_size": env.world_size,
                                 "loss": "hinge"})
             print(f"finetune: wrote {args.out}")
+            clear_resume(cfg.workdir)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"finetune: {exc}", file=sys.stderr)
         return 1

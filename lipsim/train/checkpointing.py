@@ -73,6 +73,17 @@ def save_resume(workdir: str | os.PathLike, step: int, state: dict, keep: int = 
     return path
 
 
+def clear_resume(workdir: str | os.PathLike) -> None:
+    """Drop the resume checkpoints of a run whose final checkpoint is written.
+
+    They exist to continue an interrupted run. Once the run is complete, a new run in the
+    same workdir (snakemake rerunning the job after a code or input change, or -f) must
+    train from scratch, not "resume" at the last step and return the old weights.
+    """
+    for path in list_checkpoints(workdir):
+        path.unlink(missing_ok=True)
+
+
 def load_latest(workdir: str | os.PathLike, fingerprint: dict, map_location="cpu",
                 remove_stale: bool = True) -> tuple[dict | None, Path | None]:
     """The newest loadable resume checkpoint of a run with this fingerprint, or (None, None).

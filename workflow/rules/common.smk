@@ -1,6 +1,7 @@
 # Shared helpers: config validation, paths, metric names and resource mapping.
 import json
 import os
+import sys
 import re
 import hashlib
 
@@ -9,6 +10,12 @@ from lipsim.configcheck import validate_config
 
 # Our validator lists every invalid key at once (snakemake's stops at the first).
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+# Jobs run `python -m lipsim`: default to the interpreter that runs snakemake (its venv), so
+# `.venv/bin/snakemake` works without activating the venv; `--sdm conda` puts its env first.
+_BIN = os.path.dirname(sys.executable)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 R = f"{config['results_dir']}/{config['run']}"
 PY = "python -m lipsim"
