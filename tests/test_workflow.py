@@ -100,6 +100,18 @@ def test_second_run_has_nothing_to_do(demo_run):
     assert planned_jobs(proc) == [], proc.stdout[-3000:]
 
 
+def test_cluster_resources_are_not_rerun_triggers(demo_run):
+    overlay = demo_run / "config" / "resources.yaml"
+    overlay.write_text("distill: {resources: {runtime: 999, mem_mb: 9000}}\n"
+                       "finetune: {resources: {runtime: 999}}\n"
+                       "attacks: {resources: {runtime: 999}}\n")
+    proc = snakemake(demo_run, "-n", "--cores", "2", "--configfile",
+                     str(demo_run / "config" / "test.yaml"), str(overlay))
+    assert proc.returncode == 0, proc.stderr
+    # Only the record of the config (its hash changed) and the manifest are redone.
+    assert {r for r, _ in planned_jobs(proc)} <= {"resolved_config", "manifest", "all"}
+
+
 def test_changing_one_margin_reruns_only_its_chain(demo_run):
     proc = snakemake(demo_run, "-n", "--cores", "2", "--config", "margins=[0.3,0.5]")
     assert proc.returncode == 0, proc.stderr

@@ -16,7 +16,7 @@ rule attack:
         size=config["image_size"],
         # Linf radii are written in /255 units in the config and in file names.
         scale=lambda wc: 255 if wc.norm == "Linf" else 1,
-        a=config["attacks"],
+        a=hparams("attacks"),
         min_votes=config["night"]["min_votes"],
     resources:
         **slurm_resources(config["attacks"]["resources"]),

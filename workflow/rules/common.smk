@@ -132,6 +132,12 @@ def fig3a_attack_files():
     return [attack_file(m, "autoattack", "L2", fmt(config["attacks"]["fig3a_eps"])) for m in FIG3A_METRICS]
 
 
+def hparams(section):
+    """A config section as rule params, minus its cluster resources: a new time limit or
+    memory request must not retrain a model (params are rerun triggers)."""
+    return {k: v for k, v in config[section].items() if k != "resources"}
+
+
 # ---- resources ------------------------------------------------------------------------
 def slurm_resources(res):
     """Schema resources -> the SLURM plugin's resource names (see snakemake-notes.md)."""

@@ -96,7 +96,7 @@ else:
             device=config["device"],
             teacher=TEACHER,
             cache=lambda wc, input: os.path.dirname(input.index),
-            d=config["distill"],
+            d=hparams("distill"),
             images=imagenet_dir(),
             preset=config["model"]["preset"],
             size=config["image_size"],

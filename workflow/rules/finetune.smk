@@ -8,7 +8,7 @@ rule finetune:
         ckpt_path("margin{margin}"),
     params:
         device=config["device"],
-        f=config["finetune"],
+        f=hparams("finetune"),
         min_votes=config["night"]["min_votes"],
         workdir=lambda wc: f"{R}/train/margin{wc.margin}",
     resources:
