@@ -115,14 +115,16 @@ class LoopbackServer:
                         start = int(m.group(1))
                         end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
                         if start >= size:
+                            server.requests.append((path, rng, 416))
                             self.send_response(416)
                             self.send_header("Content-Range", f"bytes */{size}")
                             self.send_header("Content-Length", "0")
                             self.end_headers()
-                            server.requests.append((path, rng, 416))
                             return
                         status = 206
                 length = end - start + 1
+                # Logged before answering: a client retrying at once must not be logged first.
+                server.requests.append((path, rng, status))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Accept-Ranges", "bytes")
@@ -131,7 +133,6 @@ class LoopbackServer:
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
                 self.end_headers()
-                server.requests.append((path, rng, status))
                 with server._lock:  # a drop is consumed by a response that has a body
                     drop = beh.drop_after.pop(0) if beh.drop_after else beh.always_drop_after
                 limit = length if drop is None else min(length, drop)
@@ -168,9 +169,9 @@ class LoopbackServer:
                         fh.close()
 
             def _empty(self, path, rng, status):
+                server.requests.append((path, rng, status))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                server.requests.append((path, rng, status))
 
         return Handler
