@@ -234,15 +234,30 @@ def figure_outputs(name, caption):
 
 
 def missing_user_data():
-    """Folders the user must provide (licensed data) that are not there: (key, path, how)."""
+    """Folders the user must provide (licensed data) that a run still needs but are not there.
+
+    A folder counts only while the outputs it feeds are missing: regenerating a figure after
+    ImageNet left the scratch space must not be blocked. (If such outputs exist but are stale,
+    the check_imagenet / check_natural rules still stop the job with a clear message.)
+    """
     how = {
         "imagenet": "ImageNet-1k train (image-net.org, licence): the folder holding train/<wnid>/",
         "natural_images": "a flat folder of natural images, e.g. COCO val2017 (cocodataset.org)",
         "night": "a NIGHT folder holding data.csv (or set night.source: download)",
     }
+    needed = {
+        "night": True,
+        "imagenet": not config["pretrained_checkpoint"]
+        and not os.path.exists(ckpt_path("pretrained")),
+        "natural_images": not all(
+            os.path.exists(f"{R}/{step}/{m}.parquet")
+            for step in ("distances", "retrieval")
+            for m in DISTANCE_METRICS
+        ),
+    }
     out = []
     for key in ("night", "imagenet", "natural_images"):
         sec = config[key]
-        if sec["source"] == "path" and not os.path.exists(sec["path"]):
+        if needed[key] and sec["source"] == "path" and not os.path.exists(sec["path"]):
             out.append((f"{key}.path", sec["path"], how[key]))
     return out
