@@ -133,8 +133,8 @@ def fig3a_attack_files():
 
 
 def hparams(section):
-    """A config section as rule params, minus its cluster resources: a new time limit or
-    memory request must not retrain a model (params are rerun triggers)."""
+    """A config section without its cluster resources, for params (they are rerun triggers,
+    and a new time limit or memory request must not retrain a model)."""
     return {k: v for k, v in config[section].items() if k != "resources"}
 
 
