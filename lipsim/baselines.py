@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lipsim.checksum import sha256_file
+from lipsim.device import resolve_device
 from lipsim.similarity import SimilarityMetric
 
 BASELINES = ("l2", "lpips", "dists")
@@ -54,12 +55,6 @@ BASELINE_DOWNLOADS: dict[str, tuple[tuple[str, str], ...]] = {
     "dists": (_VGG16, _DISTS_AB),
 }
 _SEED = 0  # random_weights: the architecture's weights are drawn from this seed
-
-
-def resolve_device(device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _weights_file(name: str, file: str, weights_dir) -> Path:

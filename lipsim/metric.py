@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lipsim.certify import radius_from_embeddings
+from lipsim.device import resolve_device
 from lipsim.models import (
     PRESETS,
     LipSimNet,
@@ -90,12 +91,6 @@ class LipSim(SimilarityMetric):
         return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
 
 
-def _device(device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load(path_or_preset, device="cpu", image_size: int | None = None,
          emb_dim: int | None = None, seed: int = 0) -> LipSim:
     """A LipSim metric from a lipsim-repro checkpoint file or a preset name.
@@ -107,7 +102,7 @@ def load(path_or_preset, device="cpu", image_size: int | None = None,
     are computed once and cached even when attacks differentiate w.r.t. the input.
     device: "cpu", "cuda", "cuda:N" or "auto".
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     key = str(path_or_preset)
     if key in PRESETS and not Path(key).is_file():
         size, dim = _PRESET_IO.get(key, _PAPER_IO)

@@ -16,16 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from lipsim.device import resolve_device
 from lipsim.embcache import BadImageError, fill_part
 from lipsim.teachers import get_teacher, teacher_names
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 import torch
 import torch.distributed as dist
 
+from lipsim.device import resolve_device
+
 
 @dataclasses.dataclass(frozen=True)
 class DistEnv:
@@ -79,22 +81,21 @@ def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     return DistEnv()
 
 
-def resolve_device(name: str, env: DistEnv) -> torch.device:
-    """`auto` -> cuda:LOCAL_RANK when CUDA is available, else cpu; `cuda` -> cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
+def rank_device(name: str, env: DistEnv) -> torch.device:
+    """`auto`/`cuda` -> cuda:LOCAL_RANK (one GPU per process) when CUDA is there, else cpu."""
+    dev = resolve_device(name)
+    if dev.type == "cuda" and dev.index is None:
         if not torch.cuda.is_available():
             raise RuntimeError("--device cuda: CUDA is not available on this machine")
         return torch.device("cuda", env.local_rank % torch.cuda.device_count())
-    return torch.device(name)
+    return dev
 
 
 def init_distributed(device: str = "auto", environ: Mapping[str, str] | None = None
                      ) -> tuple[DistEnv, torch.device]:
     """Detect the environment, pick the device, and join the process group when world > 1."""
     env = detect_env(environ)
-    dev = resolve_device(device, env)
+    dev = rank_device(device, env)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if env.distributed and not dist.is_initialized():
