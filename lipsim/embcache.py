@@ -37,6 +37,7 @@ import pandas as pd
 
 from lipsim.atomic import atomic_path, write_json, write_parquet
 from lipsim.checksum import sha256_file
+from lipsim.data.folders import IMAGE_SUFFIXES
 
 __all__ = [
     "CacheError", "EmbeddingCache", "BadImageError", "build_index", "fill_part", "list_images",
@@ -46,7 +47,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT = "lipsim-embcache/1"
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
 class CacheError(RuntimeError):
@@ -77,10 +77,10 @@ def list_images(images: str | os.PathLike) -> pd.DataFrame:
     for label, cls in enumerate(classes):
         for dirpath, _dirs, files in os.walk(class_root / cls):
             for f in files:
-                if f.lower().endswith(IMAGE_EXTENSIONS):
+                if f.lower().endswith(IMAGE_SUFFIXES):
                     rows.append((str((Path(dirpath) / f).relative_to(root).as_posix()), label))
     if not rows:
-        raise CacheError(f"cache-list: no images ({', '.join(IMAGE_EXTENSIONS)}) under {class_root}")
+        raise CacheError(f"cache-list: no images ({', '.join(IMAGE_SUFFIXES)}) under {class_root}")
     df = pd.DataFrame(rows, columns=["path", "label"]).sort_values("path", kind="stable")
     df["label"] = df["label"].astype(np.int64)
     return df.reset_index(drop=True)

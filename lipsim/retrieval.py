@@ -33,8 +33,7 @@ import pandas as pd
 import torch
 
 from lipsim.attacks.pgd import lp_norm, pgd_maximize, row_seed
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+from lipsim.data.folders import IMAGE_SUFFIXES
 
 
 def list_images(root: str | os.PathLike) -> list[str]:
@@ -43,10 +42,10 @@ def list_images(root: str | os.PathLike) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not p.name.startswith("."))
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     return files
 
 
@@ -188,5 +187,5 @@ def retrieval_recall(metric, root, *, image_size: int, n_queries: int, eps_list:
     return pd.DataFrame(rows)
 
 
-__all__ = ["IMAGE_EXTENSIONS", "attacked_distances", "list_images", "load_images", "pick",
+__all__ = ["attacked_distances", "list_images", "load_images", "pick",
            "push_away", "retrieval_recall"]
