@@ -141,3 +141,33 @@ def test_fetch_weights_from_loopback_server(tmp_path):
             "clip_vitb32_single_lora/adapter_config.json"} <= set(files)
     assert files["bb.pth"]["sha256"] == hashlib.sha256(b"backbone").hexdigest()
     assert (tmp_path / "w" / "clip_vitb32" / "clip_vitb32_pretrain.pth.tar").read_bytes() == b"weights"
+
+
+def test_fetch_weights_rejects_an_archive_escaping_the_weights_folder(tmp_path, capsys,
+                                                                      monkeypatch):
+    """Weights archives get the same safe extraction as NIGHT: a `../` entry is refused,
+    nothing lands outside (or inside) the weights folder, and no marker is written."""
+    import io
+    import zipfile
+
+    from loopback_server import LoopbackServer
+
+    from lipsim.cli import fetch_weights as cli
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ok.pth", b"weights")
+        zf.writestr("../escaped.txt", b"owned")
+    with LoopbackServer({"/w.zip": buf.getvalue()}) as srv:
+        from lipsim.teachers import Download
+
+        monkeypatch.setattr(cli, "_baseline_downloads",
+                            lambda: {"lpips": (Download(f"{srv.url}/w.zip", "zip", "w.zip"),)})
+        marker = tmp_path / "w" / "lpips.json"
+        rc = cli.main(["--teacher", "lpips", "--weights-dir", str(tmp_path / "w"),
+                       "--marker", str(marker)])
+    assert rc == 1
+    assert "escaped.txt" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "w" / "lpips" / "ok.pth").exists()
+    assert not marker.exists()

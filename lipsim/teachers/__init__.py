@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,9 +123,10 @@ def fetch_weights(name: str, weights_dir: str | os.PathLike,
     {teacher, folder, files: [{path, bytes, sha256}], urls}. `downloads` defaults to the
     teacher's own (TEACHERS[name].downloads); baselines pass theirs. Already present
     downloads are not fetched again (a file is only ever renamed into place when complete)."""
-    import torch
-
-    from lipsim.atomic import atomic_path
+    # The project's own downloader and extractor: resumable, retried and size-checked
+    # transfers, and zip entries that cannot escape the weights folder.
+    from lipsim.data.download import fetch
+    from lipsim.data.extract import safe_extract
 
     if downloads is None:
         downloads = _spec(name).downloads
@@ -138,11 +138,9 @@ def fetch_weights(name: str, weights_dir: str | os.PathLike,
         urls.append(dl.url)
         target = folder / dl.name
         if not target.exists():
-            with atomic_path(target) as tmp:
-                torch.hub.download_url_to_file(dl.url, str(tmp), progress=True)
+            fetch(dl.url, target)
         if dl.kind == "zip":
-            with zipfile.ZipFile(target) as zf:
-                zf.extractall(folder)
+            safe_extract(target, folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     return {
         "teacher": name, "folder": str(folder), "urls": urls,
