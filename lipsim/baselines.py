@@ -320,23 +320,16 @@ def triplet_distances(metric: SimilarityMetric, ref, x0, x1) -> tuple[np.ndarray
 
 def evaluate_triplets(metric: SimilarityMetric, loader, device, ids, splits):
     """Natural 2AFC per triplet: DataFrame id, split, p, d0, d1, score (loader order)."""
-    import pandas as pd
+    from lipsim.scoring import triplet_table, twoafc
 
-    from lipsim.scoring import twoafc
-
-    ids, splits = np.asarray(ids), np.asarray(splits)
-    parts = []
     metric.eval()
-    for ref, x0, x1, p, index in loader:
-        index = np.asarray(index)
+
+    def batch_columns(ref, x0, x1, p, index):
         d0, d1 = triplet_distances(metric, *(t.to(device) for t in (ref, x0, x1)))
-        p = np.asarray(p, dtype=np.float64)
-        parts.append(pd.DataFrame({"id": ids[index], "split": splits[index], "p": p,
-                                   "d0": d0, "d1": d1, "score": twoafc(d0, d1, p)}))
-    cols = ["id", "split", "p", "d0", "d1", "score"]
-    if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
-    return pd.concat(parts, ignore_index=True)[cols]
+        return {"p": p, "d0": d0, "d1": d1, "score": twoafc(d0, d1, p)}
+
+    return triplet_table(loader, ids, splits, ["id", "split", "p", "d0", "d1", "score"],
+                         batch_columns)
 
 
 __all__ = ["BASELINES", "BASELINE_DOWNLOADS", "DEFAULT_IMAGE_SIZE", "DISTS", "LPIPSMetric",

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from lipsim.models.net import ball_distance
-from lipsim.scoring import TEST_SPLITS, split_scores, twoafc
+from lipsim.scoring import TEST_SPLITS, split_scores, triplet_table, twoafc
 
 COLUMNS = ("id", "split", "p", "d0", "d1", "score", "radius")
 
@@ -80,21 +80,14 @@ def certify_triplets(metric, loader, device="cpu", ids=None, splits=None) -> pd.
                              "dataset has no `df` table")
         ids = df["id"].to_numpy() if ids is None else ids
         splits = df["split"].to_numpy() if splits is None else splits
-    ids, splits = np.asarray(ids), np.asarray(splits)
     metric = metric.to(device).eval()
-    parts = []
-    for ref, x0, x1, p, index in loader:
+
+    def batch_columns(ref, x0, x1, p, index):
         e_ref, e0, e1 = (metric.embed(t.to(device)) for t in (ref, x0, x1))
-        d0, d1, radius = radius_from_embeddings(e_ref, e0, e1)
-        index = np.asarray(index)
-        d0, d1, radius = (t.cpu().numpy() for t in (d0, d1, radius))
-        p = np.asarray(p, dtype=np.float64)
-        parts.append(pd.DataFrame({"id": ids[index], "split": splits[index], "p": p,
-                                   "d0": d0, "d1": d1, "score": twoafc(d0, d1, p),
-                                   "radius": radius}))
-    if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in COLUMNS})
-    return pd.concat(parts, ignore_index=True)[list(COLUMNS)]
+        d0, d1, radius = (t.cpu().numpy() for t in radius_from_embeddings(e_ref, e0, e1))
+        return {"p": p, "d0": d0, "d1": d1, "score": twoafc(d0, d1, p), "radius": radius}
+
+    return triplet_table(loader, ids, splits, COLUMNS, batch_columns)
 
 
 def certified_scores(df: pd.DataFrame, eps_list: Iterable[float]) -> dict:

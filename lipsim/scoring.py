@@ -39,6 +39,26 @@ def split_scores(df: pd.DataFrame, column: str = "score") -> dict[str, float]:
     return out
 
 
+def triplet_table(loader, ids, splits, columns, batch_columns, on_part=None) -> pd.DataFrame:
+    """One row per triplet of a loader of (ref, x0, x1, p, index) batches, in loader order.
+
+    id and split are looked up at `index`; the other columns come from
+    batch_columns(ref, x0, x1, p, index) -> {name: array}, with p as float64 and index as an
+    array. on_part(frame) sees each batch's rows as they come (progress logs).
+    """
+    ids, splits = np.asarray(ids), np.asarray(splits)
+    parts = []
+    for ref, x0, x1, p, index in loader:
+        index = np.asarray(index)
+        cols = batch_columns(ref, x0, x1, np.asarray(p, dtype=np.float64), index)
+        parts.append(pd.DataFrame({"id": ids[index], "split": splits[index], **cols}))
+        if on_part is not None:
+            on_part(parts[-1])
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+    return pd.concat(parts, ignore_index=True)[list(columns)]
+
+
 def _np(v):
     if hasattr(v, "detach"):
         return v.detach().cpu().numpy()

@@ -27,7 +27,7 @@ import torch
 from lipsim.attacks.adapter import TwoAFCAdapter, frozen
 from lipsim.attacks.autoattack import AutoAttackConfig, autoattack_one, make_autoattack
 from lipsim.attacks.pgd import check_norm, lp_norm, pgd_2afc, project, row_seed
-from lipsim.scoring import hard_label, twoafc
+from lipsim.scoring import hard_label, triplet_table, twoafc
 
 COLUMNS = ("id", "split", "p", "score_clean", "score_adv", "d0_adv", "d1_adv", "delta_norm",
            "d0", "d1", "delta_l2", "attack", "norm", "eps", "seed")
@@ -147,29 +147,26 @@ def _rows_or_none(t, idx):
 def attack_triplets(metric, loader, spec: AttackSpec, *, device, ids, splits,
                     log=sys.stdout) -> pd.DataFrame:
     """Run `spec` on every triplet of `loader` ((ref, x0, x1, p, index) batches)."""
-    ids, splits = np.asarray(ids), np.asarray(splits)
-    parts = []
+    ids = np.asarray(ids)
     aa_cache: dict = {}
     start, done = time.time(), 0
-    for ref, x0, x1, p, index in loader:
-        index = np.asarray(index)
+
+    def batch_columns(ref, x0, x1, p, index):
         ref, x0, x1 = (t.to(device) for t in (ref, x0, x1))
-        _, cols = attack_batch(metric, ref, x0, x1, np.asarray(p, dtype=np.float64),
-                               [str(k) for k in ids[index]], spec, aa_cache=aa_cache)
-        part = pd.DataFrame({"id": ids[index], "split": splits[index], **cols})
-        parts.append(part)
-        done += len(index)
+        _, cols = attack_batch(metric, ref, x0, x1, p, [str(k) for k in ids[index]], spec,
+                               aa_cache=aa_cache)
+        return {**cols, "attack": spec.kind, "norm": spec.norm, "eps": float(spec.eps)}
+
+    def progress(part):
+        nonlocal done
+        done += len(part)
         if log is not None:
             print(f"attack {spec.kind}-{spec.norm} eps={spec.eps:.6g}: {done} triplets, "
                   f"clean {100 * part['score_clean'].mean():.1f}% -> attacked "
                   f"{100 * part['score_adv'].mean():.1f}% (this batch), "
                   f"{time.time() - start:.1f}s", file=log, flush=True)
-    if not parts:
-        df = pd.DataFrame({c: pd.Series(dtype=float) for c in COLUMNS})
-    else:
-        df = pd.concat(parts, ignore_index=True)
-    df["attack"], df["norm"], df["eps"] = spec.kind, spec.norm, float(spec.eps)
-    return df[list(COLUMNS)]
+
+    return triplet_table(loader, ids, splits, COLUMNS, batch_columns, on_part=progress)
 
 
 __all__ = ["COLUMNS", "AttackSpec", "attack_batch", "attack_triplets"]
