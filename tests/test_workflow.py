@@ -71,6 +71,14 @@ def test_results_layout_is_complete(demo_run):
     manifest = pd.read_parquet(r / "manifest.parquet")
     assert {"path", "sha256", "bytes", "rule"} <= set(manifest.columns)
     assert any(str(p).endswith("tables/table1.csv") for p in manifest["path"])
+    # The Snakefile and `lipsim provenance` hash a config the same way.
+    import json
+
+    from lipsim.provenance import config_hash
+
+    recorded = json.loads((r / "config.json").read_text())
+    assert (manifest["config_hash"] == config_hash(recorded["config"])).all()
+    assert recorded["config_hash"] == config_hash(recorded["config"])
 
 
 def test_table1_numbers_are_plausible(demo_run):

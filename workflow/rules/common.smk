@@ -1,11 +1,10 @@
 # Shared helpers: config validation, paths, metric names and resource mapping.
-import json
 import os
 import sys
 import re
-import hashlib
 
 from lipsim.configcheck import validate_config
+from lipsim.provenance import config_hash
 
 
 # Our validator lists every invalid key at once (snakemake's stops at the first).
@@ -18,10 +17,8 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
     os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 R = f"{config['results_dir']}/{config['run']}"
-PY = "python -m lipsim"
-CONFIG_HASH = hashlib.sha256(
-    json.dumps(config, sort_keys=True, default=str).encode()
-).hexdigest()[:16]
+# The hash `lipsim manifest` and `lipsim provenance` compute for the same config.
+CONFIG_HASH = config_hash(config)
 
 
 def fmt(x):
