@@ -41,6 +41,7 @@ import urllib3
 
 from lipsim.atomic import write_json
 from lipsim.checksum import sha256_file
+from lipsim.data import replace_dir
 from lipsim.data.extract import ExtractError, safe_extract  # noqa: F401 - re-exported
 
 __all__ = [
@@ -394,24 +395,13 @@ def download_night(out: str | os.PathLike, *, mode: str = "zip", url: str | None
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_json(staging / MANIFEST_NAME, manifest)  # written last: marks completeness
-        _replace_dir(staging, out)
+        replace_dir(staging, out)
         done_path.unlink(missing_ok=True)
         _cleanup_workdir(workdir, keep_archives or not own_workdir)
         _log(f"complete: {len(files)} files, {manifest['bytes'] / 1e6:.1f} MB in {out}")
         return out
     finally:
         session.close()
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename `src` onto `dst`, moving an existing `dst` aside first (then deleting it)."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _cleanup_workdir(workdir: Path, keep: bool) -> None:
