@@ -17,6 +17,11 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
     os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 R = f"{config['results_dir']}/{config['run']}"
+# The final tables and figures: folder -> (formats, report category, label, names).
+REPORT_FILES = {
+    "tables": (("csv", "md", "tex", "parquet"), "Tables", "table", ("table1", "table2", "retrieval")),
+    "figures": (("pdf", "png"), "Figures", "figure", ("fig3a", "fig3b", "margins")),
+}
 # The hash `lipsim manifest` and `lipsim provenance` compute for the same config.
 CONFIG_HASH = config_hash(config)
 
@@ -31,7 +36,6 @@ PRIMARY = f"margin{fmt(config['primary_margin'])}"
 MODELS = ["pretrained"] + [f"margin{m}" for m in MARGINS]
 TEACHER = config["teacher"]["name"]
 IMPORTED = {fmt(k): v for k, v in config["finetuned_checkpoints"].items()}
-
 
 
 # ---- data locations -------------------------------------------------------------------
@@ -149,11 +153,12 @@ def slurm_resources(res):
 
 
 def final_outputs():
-    outs = []
-    for t in ("table1", "table2", "retrieval"):
-        outs += [f"{R}/tables/{t}.{ext}" for ext in ("csv", "md", "tex", "parquet")]
-    for f in ("fig3a", "fig3b", "margins"):
-        outs += [f"{R}/figures/{f}.{ext}" for ext in ("pdf", "png")]
+    outs = [
+        f"{R}/{folder}/{name}.{ext}"
+        for folder, (exts, _, _, names) in REPORT_FILES.items()
+        for name in names
+        for ext in exts
+    ]
     outs.append(f"{R}/checks/consistency.csv")
     return outs
 
@@ -167,7 +172,6 @@ def teacher_emb_dim():
 
 # ---- helpers of the stage modules ----
 EVAL_SPLITS = " ".join(config["evaluation"]["splits"])
-TABLE_EXTS = ("csv", "md", "tex", "parquet")
 DISTANCE_METRICS = [f"lipsim-{PRIMARY}", TEACHER]
 CACHE = f"{R}/cache/{TEACHER}"
 
@@ -212,21 +216,14 @@ def consistency_pairs():
     return pairs
 
 
-def table_outputs(name, caption, category="Tables"):
-    caption = f"../report/{caption}"
+def report_outputs(folder, name):
+    """One table or figure in every format, shown in the HTML report with its caption."""
+    exts, category, label, _ = REPORT_FILES[folder]
+    caption = f"../report/{name}.rst"
     outs = []
-    for ext in TABLE_EXTS:
-        labels = {"table": name, "format": ext}
-        outs.append(report(f"{R}/tables/{name}.{ext}", caption, category=category, labels=labels))
-    return outs
-
-
-def figure_outputs(name, caption):
-    caption = f"../report/{caption}"
-    outs = []
-    for ext in ("pdf", "png"):
-        labels = {"figure": name, "format": ext}
-        outs.append(report(f"{R}/figures/{name}.{ext}", caption, category="Figures", labels=labels))
+    for ext in exts:
+        labels = {label: name, "format": ext}
+        outs.append(report(f"{R}/{folder}/{name}.{ext}", caption, category=category, labels=labels))
     return outs
 
 

@@ -8,7 +8,7 @@ rule table1:
         # A certificate contradicted by an attack stops the pipeline before any table.
         check=f"{R}/checks/consistency.csv",
     output:
-        table_outputs("table1", "table1.rst"),
+        report_outputs("tables", "table1"),
     params:
         teacher=TEACHER,
         certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in MODELS),
@@ -28,7 +28,7 @@ rule table2:
         attacks=table2_attack_files(),
         check=f"{R}/checks/consistency.csv",
     output:
-        table_outputs("table2", "table2.rst"),
+        report_outputs("tables", "table2"),
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         teacher=TEACHER,
@@ -45,7 +45,7 @@ rule table_retrieval:
     input:
         expand(f"{R}/retrieval/{{metric}}.parquet", metric=DISTANCE_METRICS),
     output:
-        table_outputs("retrieval", "retrieval.rst"),
+        report_outputs("tables", "retrieval"),
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
     conda:
@@ -61,7 +61,7 @@ rule fig3a:
         evals=expand(f"{R}/eval/{{metric}}.parquet", metric=FIG3A_METRICS),
         attacks=fig3a_attack_files(),
     output:
-        figure_outputs("fig3a", "fig3a.rst"),
+        report_outputs("figures", "fig3a"),
     params:
         evals=" ".join(f"{m}={R}/eval/{m}.parquet" for m in FIG3A_METRICS),
         attacks=" ".join(f"{m}={f}" for m, f in zip(FIG3A_METRICS, fig3a_attack_files())),
@@ -80,7 +80,7 @@ rule fig3b:
     input:
         expand(f"{R}/distances/{{metric}}.parquet", metric=DISTANCE_METRICS),
     output:
-        figure_outputs("fig3b", "fig3b.rst"),
+        report_outputs("figures", "fig3b"),
     params:
         dists=" ".join(f"{m}={R}/distances/{m}.parquet" for m in DISTANCE_METRICS),
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
@@ -96,7 +96,7 @@ rule fig_margins:
     input:
         f"{R}/tables/table1.parquet",
     output:
-        figure_outputs("margins", "margins.rst"),
+        report_outputs("figures", "margins"),
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
     conda:
