@@ -65,12 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
     args = ap.parse_args(argv)
 
-    import torch
 
     from lipsim.atomic import write_parquet
     from lipsim.attacks import AttackSpec, AutoAttackConfig, attack_triplets
     from lipsim.baselines import metric_from_args
-    from lipsim.data.night import NightTriplets, read_night
+    from lipsim.cli._night import read_triplets, triplet_loader
     from lipsim.scoring import split_scores
 
     if args.eps_scale <= 0:
@@ -88,17 +87,13 @@ def main(argv: list[str] | None = None) -> int:
                       steps=steps, restarts=args.restarts, step_size=step_size)
 
     metric, device, size = metric_from_args(args)
-    df = read_night(args.night, min_votes=args.min_votes, splits=args.splits)
+    df = read_triplets("attack", args.night, splits=args.splits, min_votes=args.min_votes)
     df = select_triplets(df, args.max_triplets, args.seed)
-    if not len(df):
-        raise SystemExit(f"attack: no triplets in {args.night} for splits {args.splits} "
-                         f"with votes >= {args.min_votes}")
     what = (f"AutoAttack {aa_cfg}" if aa_cfg else
             f"PGD steps={steps} restarts={args.restarts} step={step_size or 2.5 * eps / max(steps, 1):.6g}")
     print(f"attack: {args.metric} ({size}px, {device}) {len(df)} triplets, {args.norm} "
           f"eps={eps:.6g}; {what}", flush=True)
-    loader = torch.utils.data.DataLoader(NightTriplets(df, size), batch_size=args.batch_size,
-                                         shuffle=False, num_workers=args.workers)
+    loader = triplet_loader(df, size, args.batch_size, args.workers)
     rows = attack_triplets(metric, loader, spec, device=device, ids=df["id"].to_numpy(),
                            splits=df["split"].to_numpy())
     write_parquet(args.out, rows)

@@ -26,21 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
     args = ap.parse_args(argv)
 
-    import torch
 
     from lipsim.atomic import write_parquet
     from lipsim.certify import certified_scores, certify_triplets
-    from lipsim.data.night import NightTriplets, read_night
+    from lipsim.cli._night import read_triplets, triplet_loader
     from lipsim.metric import load
 
     metric = load(args.checkpoint, device=args.device)
-    df = read_night(args.night, min_votes=args.min_votes, splits=args.splits)
-    if not len(df):
-        raise SystemExit(f"certify: no triplets in {args.night} for splits {args.splits} "
-                         f"with votes >= {args.min_votes}")
-    loader = torch.utils.data.DataLoader(NightTriplets(df, metric.image_size),
-                                         batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.workers)
+    df = read_triplets("certify", args.night, splits=args.splits, min_votes=args.min_votes)
+    loader = triplet_loader(df, metric.image_size, args.batch_size, args.workers)
     device = next(metric.parameters()).device
     rows = certify_triplets(metric, loader, device)
     write_parquet(args.out, rows)

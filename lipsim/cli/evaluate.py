@@ -24,20 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
     args = ap.parse_args(argv)
 
-    import torch
 
     from lipsim.atomic import write_parquet
     from lipsim.baselines import evaluate_triplets, metric_from_args
-    from lipsim.data.night import NightTriplets, read_night
+    from lipsim.cli._night import read_triplets, triplet_loader
     from lipsim.scoring import split_scores
 
     metric, device, size = metric_from_args(args)
-    df = read_night(args.night, min_votes=args.min_votes, splits=args.splits)
-    if not len(df):
-        raise SystemExit(f"evaluate: no triplets in {args.night} for splits {args.splits} "
-                         f"with votes >= {args.min_votes}")
-    loader = torch.utils.data.DataLoader(NightTriplets(df, size), batch_size=args.batch_size,
-                                         shuffle=False, num_workers=args.workers)
+    df = read_triplets("evaluate", args.night, splits=args.splits, min_votes=args.min_votes)
+    loader = triplet_loader(df, size, args.batch_size, args.workers)
     rows = evaluate_triplets(metric, loader, device, df["id"].to_numpy(), df["split"].to_numpy())
     write_parquet(args.out, rows)
     print(f"evaluate: {args.metric} on {len(rows)} triplets at {size}px -> {args.out}")
