@@ -11,6 +11,7 @@ import pkgutil
 import sys
 
 import lipsim.cli
+from lipsim.errors import LipSimError
 
 
 def _commands() -> list[str]:
@@ -32,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     module = importlib.import_module(f"lipsim.cli.{name.replace('-', '_')}")
-    return int(module.main(argv[1:]) or 0)
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except LipSimError as exc:  # expected: one line, no traceback
+        print(f"lipsim {name}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

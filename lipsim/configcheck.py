@@ -7,6 +7,8 @@ Defaults from the schema are filled in, as snakemake's validate does.
 
 from __future__ import annotations
 
+from lipsim.errors import LipSimError
+
 import copy
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 
-class ConfigError(ValueError):
+class ConfigError(LipSimError, ValueError):
     """The configuration is invalid; the message lists every problem by key path."""
 
 

@@ -22,6 +22,8 @@ granularity and re-verifies (size + sha256) what it keeps; a shard that fails ve
 
 from __future__ import annotations
 
+from lipsim.errors import LipSimError
+
 import dataclasses
 import hashlib
 import json
@@ -49,11 +51,11 @@ log = logging.getLogger(__name__)
 FORMAT = "lipsim-embcache/1"
 
 
-class CacheError(RuntimeError):
+class CacheError(LipSimError, RuntimeError):
     """The cache folder is incomplete or inconsistent; the message names the file."""
 
 
-class BadImageError(RuntimeError):
+class BadImageError(LipSimError, RuntimeError):
     """An image cannot be decoded (raised under --on-bad-image fail); names the file."""
 
 

@@ -30,6 +30,8 @@ Paths in the manifest are relative to snakemake's working directory (the folder 
 
 from __future__ import annotations
 
+from lipsim.errors import LipSimError
+
 import base64
 import datetime as dt
 import fnmatch
@@ -69,7 +71,7 @@ LOG_DIRS = ("logs", "log", "benchmarks")
 ALWAYS_EXCLUDED_SUFFIXES = (".tmp", ".part")
 
 
-class ProvenanceError(ValueError):
+class ProvenanceError(LipSimError, ValueError):
     """A bad manifest/config input; the message names the file."""
 
 

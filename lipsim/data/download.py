@@ -25,6 +25,8 @@ or without the leading `ref/` (`distort/`) folder; and data.csv at `{url}/data.c
 
 from __future__ import annotations
 
+from lipsim.errors import LipSimError
+
 import dataclasses
 import json
 import os
@@ -57,7 +59,7 @@ _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(LipSimError, RuntimeError):
     """A download failed for good; the message names the URL, what happened and the .part."""
 
 

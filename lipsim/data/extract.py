@@ -11,6 +11,8 @@ they are written, so the caller gets (path, size, sha256) for a manifest without
 
 from __future__ import annotations
 
+from lipsim.errors import LipSimError
+
 import dataclasses
 import hashlib
 import os
@@ -28,7 +30,7 @@ _CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-class ExtractError(RuntimeError):
+class ExtractError(LipSimError, RuntimeError):
     """An archive is corrupt or unsafe; the message names the archive and the entry."""
 
 

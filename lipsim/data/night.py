@@ -16,6 +16,8 @@ nights.zip was extracted into, which holds nights/data.csv).
 
 from __future__ import annotations
 
+from lipsim.errors import LipSimError
+
 import dataclasses
 import os
 from collections.abc import Iterable
@@ -36,7 +38,7 @@ _PATH_COLUMNS = ("ref_path", "left_path", "right_path")
 _CSV_SPLITS = ("train", "val", "test")
 
 
-class NightFormatError(ValueError):
+class NightFormatError(LipSimError, ValueError):
     """data.csv or an image does not match the NIGHT format; the message names file and row."""
 
 

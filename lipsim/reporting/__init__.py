@@ -7,6 +7,8 @@ other steps first shows up.
 
 from __future__ import annotations
 
+from lipsim.errors import LipSimError
+
 import math
 import re
 from pathlib import Path
@@ -16,7 +18,7 @@ import pandas as pd
 from lipsim.reporting.reference import canonical_model
 
 
-class ReportingError(ValueError):
+class ReportingError(LipSimError, ValueError):
     """Bad input for a table or figure; the message names the file or option."""
 
 

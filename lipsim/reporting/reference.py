@@ -21,6 +21,8 @@ without touching Python. Columns:
 
 from __future__ import annotations
 
+from lipsim.errors import LipSimError
+
 import math
 import re
 from fractions import Fraction
@@ -50,7 +52,7 @@ EPS_ATOL = 5e-4
 _MARGIN = re.compile(r"^margin(?P<m>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
 
 
-class ReferenceError(ValueError):
+class ReferenceError(LipSimError, ValueError):
     """A malformed reference-values file; the message names the file and row."""
 
 
