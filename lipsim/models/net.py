@@ -85,6 +85,26 @@ def project_to_ball(z: torch.Tensor) -> torch.Tensor:
     return z / norm.clamp(min=1.0)
 
 
+# The two LipSim metrics (config key `metric`): how the raw embedding f(x) is mapped before
+# d = 1/2 ||a - b||^2 is taken.
+#   cosine  z / ||z||           the authors' code: d = 1 - cos(f(x), f(y)) exactly
+#   ball    z / max(1, ||z||)   the unit-ball projection: 1-Lipschitz everywhere (sound)
+# They coincide where ||f|| >= 1.
+METRICS = ("cosine", "ball")
+
+
+def project(z: torch.Tensor, metric: str) -> torch.Tensor:
+    """The embedding a LipSim metric compares: N(z) = z/||z|| (cosine) or P(z) (ball)."""
+    if metric == "ball":
+        return project_to_ball(z)
+    if metric == "cosine":
+        # A zero embedding has no direction; the tiny floor keeps it finite (distance 1/2 to
+        # any unit vector) rather than NaN.
+        norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+        return z / norm.clamp(min=torch.finfo(z.dtype).tiny)
+    raise ValueError(f"unknown LipSim metric {metric!r}; choose one of {', '.join(METRICS)}")
+
+
 def ball_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """LipSim's distance between projected embeddings: d = 1/2 ||a - b||^2, row-wise.
 
@@ -94,5 +114,6 @@ def ball_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     d0 - d1 = <a_ref, b1 - b0> + (||b0||^2 - ||b1||^2) / 2, and the second term does not
     depend on the reference, so a change of the reference moves d0 - d1 by at most
     ||phi(ref') - phi(ref)|| ||b1 - b0|| <= ||delta|| ||b1 - b0||  (see lipsim.certify).
+    With unit vectors (the cosine metric's N(z)) the same formula is 1 - <a, b> = 1 - cos.
     """
     return 0.5 * (a - b).square().sum(dim=-1)
