@@ -4,7 +4,11 @@ Our format (docs/pipeline.md, "Checkpoints"): a dict loadable with
 torch.load(weights_only=True):
     {"format": "lipsim-repro/1", "model_config": net.config, "model_state_dict": ...,
      "stage": "pretrained" | "finetuned", "margin": float | None, "teacher": str,
-     "meta": {plain types}}
+     "metric": "cosine" | "ball" | None (the metric a finetuned model was trained with),
+     "meta": {plain types},
+     "optimizer_state_dict": Adam state (optional; params in net.parameters() order) }
+The optimizer state lets finetuning continue the distillation's Adam moments (the authors'
+recipe); it is absent when a run did not keep it.
 
 Released checkpoints (public LipSim code, DataParallel(NormalizedModel(L2LipschitzNetwork))
 with mean 0 / std 1, i.e. no normalisation): {"model_state_dict": ...} whose keys are
@@ -26,21 +30,24 @@ from collections.abc import Mapping
 import torch
 
 from lipsim.atomic import torch_save
-from lipsim.models.net import LipSimNet, build_model
+from lipsim.models.net import METRICS, LipSimNet, build_model
 
 FORMAT = "lipsim-repro/1"
 STAGES = ("pretrained", "finetuned")
 
 
 def save_checkpoint(path: str | os.PathLike, net: LipSimNet, *, stage: str,
-                    margin: float | None = None, teacher: str,
-                    meta: dict | None = None) -> None:
+                    margin: float | None = None, teacher: str, metric: str | None = None,
+                    meta: dict | None = None, optimizer_state: dict | None = None) -> None:
     """Write `net` atomically in the lipsim-repro/1 format (DDP wrappers are unwrapped)."""
     net = getattr(net, "module", net)
     if not isinstance(net, LipSimNet):
         raise TypeError(f"save_checkpoint expects a LipSimNet, got {type(net).__name__}")
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if metric is not None and metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    extra = {} if optimizer_state is None else {"optimizer_state_dict": optimizer_state}
     torch_save(path, {
         "format": FORMAT,
         "model_config": dict(net.config),
@@ -48,7 +55,9 @@ def save_checkpoint(path: str | os.PathLike, net: LipSimNet, *, stage: str,
         "stage": stage,
         "margin": None if margin is None else float(margin),
         "teacher": str(teacher),
+        "metric": metric,
         "meta": dict(meta or {}),
+        **extra,
     })
 
 
