@@ -38,6 +38,7 @@ from torch import nn
 
 from lipsim.checksum import sha256_file
 from lipsim.device import resolve_device
+from lipsim.models.presets import PRESETS
 from lipsim.similarity import SimilarityMetric
 
 BASELINES = ("l2", "lpips", "dists")
@@ -252,7 +253,8 @@ def build_metric(spec: str, *, weights_dir: str | os.PathLike | None = None, dev
         path = spec[len("lipsim:"):]
         if not path:
             raise ValueError("metric spec 'lipsim:' needs a checkpoint path (lipsim:PATH)")
-        metric = load(path, device=dev)
+        # `lipsim:<preset>` is the documented spelling of seeded random weights.
+        metric = load(path, device=dev, pretrained=not (random_weights or path in PRESETS))
     elif spec in TEACHER_NAMES:
         from lipsim.teachers import get_teacher
 

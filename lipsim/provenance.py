@@ -30,8 +30,6 @@ Paths in the manifest are relative to snakemake's working directory (the folder 
 
 from __future__ import annotations
 
-from lipsim.errors import LipSimError
-
 import base64
 import datetime as dt
 import fnmatch
@@ -50,6 +48,7 @@ import pandas as pd
 import lipsim
 from lipsim import atomic
 from lipsim.checksum import sha256_file
+from lipsim.errors import LipSimError
 
 MANIFEST_COLUMNS = (
     "path",

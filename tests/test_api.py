@@ -13,18 +13,18 @@ from lipsim.similarity import SimilarityMetric
 
 
 def test_load_preset_is_seeded_and_frozen():
-    a, b, c = lipsim.load("tiny"), lipsim.load("tiny"), lipsim.load("tiny", seed=1)
+    a, b, c = lipsim.load("tiny", pretrained=False), lipsim.load("tiny", pretrained=False), lipsim.load("tiny", pretrained=False, seed=1)
     assert isinstance(a, SimilarityMetric) and a.has_embedding and a.image_size == 32
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(a.embed(x), b.embed(x))
         assert not torch.equal(a.embed(x), c.embed(x))
     assert not any(p.requires_grad for p in a.parameters())
-    assert lipsim.load("tiny", emb_dim=16).embed(x).shape == (2, 16)
+    assert lipsim.load("tiny", emb_dim=16, pretrained=False).embed(x).shape == (2, 16)
 
 
 def test_distance_embed_and_radius_shapes():
-    m = lipsim.load("tiny")
+    m = lipsim.load("tiny", pretrained=False)
     a, b, c = (torch.rand(5, 3, 32, 32) for _ in range(3))
     d = m(a, b)
     assert d.shape == (5,) and (d >= 0).all() and (d <= 2).all()
@@ -41,7 +41,7 @@ def test_distance_embed_and_radius_shapes():
 
 
 def test_input_gradients_flow_for_attacks():
-    m = lipsim.load("tiny")
+    m = lipsim.load("tiny", pretrained=False)
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
     m(x, torch.rand(2, 3, 32, 32)).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -67,7 +67,7 @@ def test_load_checkpoint_round_trip(tmp_path):
 def test_preprocess_pil():
     from PIL import Image
 
-    m = lipsim.load("tiny")
+    m = lipsim.load("tiny", pretrained=False)
     img = Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8))
     t = m.preprocess(img)
     assert t.shape == (1, 3, 32, 32) and t.dtype == torch.float32

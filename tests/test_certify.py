@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from lipsim.certify import certified_scores, certify_triplets, radius_from_embeddings
+from lipsim.certify import (
+    COLUMNS,
+    certified_scores,
+    certify_triplets,
+    radii,
+    radius_from_embeddings,
+    unsound_share,
+)
 from lipsim.metric import LipSim
 from lipsim.models import SLLConv2d, SLLLinear, build_model
 from lipsim.scoring import twoafc
@@ -96,15 +103,18 @@ def _pgd(metric, ref, e0, e1, p, eps, sign, steps=50, restarts=2, seed=0):
     return best_obj, best_score
 
 
-def _clean(metric, ref, x0, x1):
+def _clean(metric, ref, x0, x1, column="radius"):
     with torch.no_grad():
         e0, e1 = metric.embed(x0), metric.embed(x1)
-        d0, d1, radius = radius_from_embeddings(metric.embed(ref), e0, e1)
-    return e0, e1, d0, d1, radius
+        r = radii(metric.raw_embed(ref), metric.raw_embed(x0), metric.raw_embed(x1),
+                  metric.metric)
+    return e0, e1, r["d0"], r["d1"], r[column]
 
 
-def test_pgd_on_reference_never_flips_a_certified_triplet():
+@pytest.mark.parametrize("which", ["ball", "cosine"])
+def test_pgd_on_reference_never_flips_a_certified_triplet(which):
     metric = _metric()
+    metric.metric = which
     ref, x0, x1, p = _triplets()
     e0, e1, d0, d1, radius = _clean(metric, ref, x0, x1)
     certified = radius > 1e-4
@@ -161,7 +171,8 @@ def test_certify_triplets_and_scores_in_memory():
     ids = np.arange(100, 112)
     splits = np.array(["test_imagenet"] * 4 + ["test_no_imagenet"] * 8)
     df = certify_triplets(metric, loader, "cpu", ids=ids, splits=splits)
-    assert list(df.columns) == ["id", "split", "p", "d0", "d1", "score", "radius"]
+    assert list(df.columns) == list(COLUMNS)
+    assert set(df["metric"]) == {"ball"}
     assert df["id"].tolist() == ids.tolist() and len(df) == 12
     np.testing.assert_allclose(df["score"], twoafc(df["d0"], df["d1"], df["p"]))
     np.testing.assert_allclose(
@@ -223,6 +234,13 @@ def test_cli_certify_on_demo_night(tmp_path, capsys):
             "--splits",
             "test_imagenet",
             "test_no_imagenet",
+            "--metrics",
+            "cosine",
+            "ball",
+            "--half-votes",
+            "drop",
+            "--tie-radius",
+            "infinite",
             "--eps",
             "36",
             "72",
@@ -242,7 +260,11 @@ def test_cli_certify_on_demo_night(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "cert@36" in printed and "test " in printed
     df = pd.read_parquet(out)
-    assert list(df.columns) == ["id", "split", "p", "d0", "d1", "score", "radius"]
+    assert list(df.columns) == [*COLUMNS, "half_votes", "tie_radius"]
+    assert set(df["half_votes"]) == {"drop"} and set(df["tie_radius"]) == {"infinite"}
+    cos, ball = df[df["metric"] == "cosine"], df[df["metric"] == "ball"]
+    assert len(cos) == len(ball) > 0 and list(cos["id"]) == list(ball["id"])
+    assert (df["p"] != 0.5).all()  # the authors' convention drops evenly split votes
     assert set(df["split"]) <= {"test_imagenet", "test_no_imagenet"} and len(df) > 0
     np.testing.assert_allclose(df["score"], twoafc(df["d0"], df["d1"], df["p"]))
 
@@ -292,3 +314,82 @@ def test_radius_holds_for_embeddings_inside_the_ball():
                                            e1.double())) != sign
             )
             assert flipped_either.all(), "the radius should be tight along e1 - e0"
+
+
+def test_cosine_metric_is_one_minus_cos_of_the_raw_embeddings():
+    metric = _metric()
+    metric.metric = "cosine"
+    ref, x0, _, _ = _triplets(n=6)
+    with torch.no_grad():
+        fa, fb = metric.raw_embed(ref), metric.raw_embed(x0)
+        expected = 1 - torch.nn.functional.cosine_similarity(fa, fb, dim=1)
+        torch.testing.assert_close(metric(ref, x0), expected, rtol=1e-5, atol=1e-6)
+        # Inside the unit ball the two metrics differ (the ball keeps norms < 1).
+        assert (fa.norm(dim=1) < 1).any()
+        metric.metric = "ball"
+        assert not torch.allclose(metric(ref, x0), expected, atol=1e-4)
+
+
+def test_cosine_sound_radius_is_tight_and_the_authors_radius_is_not_sound_inside_the_ball():
+    """Embedding space, f = identity (1-Lipschitz): every point within r m of f(ref) keeps the
+    decision; the tie point at distance r m (just beyond it) flips it, and for ||f|| < 1 that
+    point lies inside the authors' radius m."""
+    g = torch.Generator().manual_seed(0)
+    n, k = 128, 8
+    f_ref = torch.randn(n, k, dtype=torch.float64, generator=g)
+    f_ref = f_ref * (0.1 + 0.8 * torch.rand(n, 1, dtype=torch.float64, generator=g)) / f_ref.norm(
+        dim=1, keepdim=True)  # ||f(ref)|| in (0.1, 0.9): inside the ball
+    f0, f1 = (torch.randn(n, k, dtype=torch.float64, generator=g) for _ in range(2))
+    r = radii(f_ref, f0, f1, "cosine")
+    assert torch.all(r["radius"] < r["radius_authors"])  # r m < m for r < 1
+
+    def sign_at(f):
+        c0 = torch.nn.functional.cosine_similarity(f, f0, dim=1)
+        c1 = torch.nn.functional.cosine_similarity(f, f1, dim=1)
+        return torch.sign((1 - c0) - (1 - c1))
+
+    clean = sign_at(f_ref)
+    g_dir = torch.nn.functional.normalize(f1, dim=1) - torch.nn.functional.normalize(f0, dim=1)
+    g_dir = g_dir / g_dir.norm(dim=1, keepdim=True)
+    side = torch.sign((f_ref * g_dir).sum(1, keepdim=True))
+    worst = -side * g_dir  # straight towards the decision hyperplane
+    for _ in range(20):  # random directions inside the sound radius never flip
+        u = torch.randn(n, k, dtype=torch.float64, generator=g)
+        u = u / u.norm(dim=1, keepdim=True)
+        assert torch.all(sign_at(f_ref + 0.999 * r["radius"][:, None] * u) == clean)
+    assert torch.all(sign_at(f_ref + 0.999 * r["radius"][:, None] * worst) == clean)
+    beyond = f_ref + 1.001 * r["radius"][:, None] * worst
+    assert torch.all(sign_at(beyond) != clean)  # flipped ...
+    assert torch.all(1.001 * r["radius"] < r["radius_authors"])  # ... inside the authors' radius
+    # Outside the ball the authors' radius is the smaller one (sound there, ours is r m >= m).
+    far = radii(3 * f_ref / f_ref.norm(dim=1, keepdim=True), f0, f1, "cosine")
+    assert torch.all(far["radius"] >= far["radius_authors"])
+
+
+def test_pgd_finds_flips_inside_the_authors_radius_on_a_real_net():
+    """The authors' radius certifies triplets that an attack flips, where ||f(ref)|| < 1."""
+    metric = _metric()
+    metric.metric = "cosine"
+    ref, x0, x1, p = _triplets(n=32, seed=5)
+    e0, e1, d0, d1, authors = _clean(metric, ref, x0, x1, column="radius_authors")
+    with torch.no_grad():
+        norm = metric.raw_embed(ref).norm(dim=1)
+    keep = torch.sign(d0 - d1).float()
+    low, _ = _pgd(metric, ref, e0, e1, p, eps=authors * (1 - 1e-4), sign=keep)
+    flipped = (low < 0) & (authors > 1e-4)
+    assert flipped.any(), "no flip found inside the authors' radius"
+    assert torch.all(norm[flipped] < 1)  # only where the normalisation is not 1-Lipschitz
+
+
+def test_unsound_share_counts_rows_certified_only_by_the_authors_radius():
+    df = pd.DataFrame({
+        "split": ["test_imagenet"] * 4 + ["test_no_imagenet"] * 4,
+        "score": [1.0] * 8,
+        "radius": [0.5, 0.1, 0.0, 0.3, 0.05, 0.5, 0.2, 0.0],
+        "radius_authors": [0.5, 0.3, 0.2, 0.3, 0.2, 0.5, 0.1, 0.0],
+    })
+    u = unsound_share(df, 0.15)
+    # rows 1, 2 (imagenet) and 4 (no_imagenet) are certified at 0.15 by the authors only.
+    assert u["test_imagenet"] == pytest.approx(50.0)
+    assert u["test_no_imagenet"] == pytest.approx(25.0)
+    assert u["test"] == pytest.approx(37.5)

@@ -19,7 +19,7 @@ N = 16
 def files(tmp_path_factory):
     """A certify file and l2 PGD attack files (small and large eps) of a seeded tiny LipSim."""
     tmp = tmp_path_factory.mktemp("consistency")
-    metric = load("tiny", device="cpu")
+    metric = load("tiny", device="cpu", pretrained=False)
     g = torch.Generator().manual_seed(0)
     ref = torch.rand(N, 3, 32, 32, generator=g)
     x0 = (ref + 0.15 * torch.randn(N, 3, 32, 32, generator=g)).clamp(0, 1)

@@ -25,8 +25,6 @@ or without the leading `ref/` (`distort/`) folder; and data.csv at `{url}/data.c
 
 from __future__ import annotations
 
-from lipsim.errors import LipSimError
-
 import dataclasses
 import json
 import os
@@ -45,6 +43,7 @@ from lipsim.atomic import write_json
 from lipsim.checksum import sha256_file
 from lipsim.data import replace_dir
 from lipsim.data.extract import ExtractError, safe_extract  # noqa: F401 - re-exported
+from lipsim.errors import LipSimError
 
 __all__ = [
     "MANIFEST_NAME", "NIGHT_CHUNKED_URL", "NIGHT_ZIP_URL", "DownloadError", "FetchResult",

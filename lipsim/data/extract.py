@@ -11,8 +11,6 @@ they are written, so the caller gets (path, size, sha256) for a manifest without
 
 from __future__ import annotations
 
-from lipsim.errors import LipSimError
-
 import dataclasses
 import hashlib
 import os
@@ -23,6 +21,8 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+
+from lipsim.errors import LipSimError
 
 __all__ = ["ExtractError", "ExtractedFile", "check_zip", "safe_extract"]
 

@@ -7,14 +7,13 @@ other steps first shows up.
 
 from __future__ import annotations
 
-from lipsim.errors import LipSimError
-
 import math
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from lipsim.errors import LipSimError
 from lipsim.reporting.reference import canonical_model
 
 

@@ -21,8 +21,6 @@ without touching Python. Columns:
 
 from __future__ import annotations
 
-from lipsim.errors import LipSimError
-
 import math
 import re
 from fractions import Fraction
@@ -30,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from lipsim.errors import LipSimError
 
 REFERENCE_CSV = Path(__file__).resolve().parent.parent / "reference_values.csv"
 COLUMNS = (

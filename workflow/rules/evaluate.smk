@@ -13,6 +13,9 @@ rule certify:
         eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
         batch=config["certify"]["batch_size"],
         min_votes=config["night"]["min_votes"],
+        metrics=" ".join(config["certify"]["metrics"]),
+        half_votes=config["certify"]["half_votes"],
+        tie_radius=config["certify"]["tie_radius"],
     resources:
         **slurm_resources(config["certify"]["resources"]),
     conda:
@@ -21,6 +24,7 @@ rule certify:
         f"{R}/logs/certify/{{model}}.log",
     shell:
         "python -m lipsim certify --checkpoint {input.ckpt} --night {input.night} --splits {params.splits} "
+        "--metrics {params.metrics} --half-votes {params.half_votes} --tie-radius {params.tie_radius} "
         "--eps {params.eps} --eps-scale 255 --batch-size {params.batch} "
         "--device {params.device} --min-votes {params.min_votes} --out {output} > {log} 2>&1"
 
