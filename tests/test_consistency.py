@@ -92,3 +92,47 @@ def test_missing_certify_model(files, tmp_path):
     with pytest.raises(SystemExit, match="no --certify file"):
         check_consistency.main(["--certify", f"m={files['cert']}", "--attacks",
                                 f"x={files['small']}", "--out", str(tmp_path / "c.csv")])
+
+
+def test_linf_attacks_are_checked_through_their_l2_norm(files, tmp_path):
+    """An linf attack file is checked too: inflated radii fail it (per-triplet ||delta||_2
+    and the certified score at eps sqrt(3 S^2))."""
+    metric = load("tiny", device="cpu", pretrained=False)
+    cert = files["cert_df"]
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(N, 3, 32, 32, generator=g)
+    x0 = (ref + 0.15 * torch.randn(N, 3, 32, 32, generator=g)).clamp(0, 1)
+    x1 = (ref + 0.3 * torch.randn(N, 3, 32, 32, generator=g)).clamp(0, 1)
+    p = np.where(np.arange(N) % 2 == 0, 0.0, 1.0)
+    ids, splits = np.arange(500, 500 + N), np.array(["test_imagenet", "test_no_imagenet"] * (N // 2))
+    loader = [(ref, x0, x1, torch.tensor(p), torch.arange(N))]
+    df = attack_triplets(metric, loader, AttackSpec("pgd", "Linf", 0.05, steps=15),
+                         device="cpu", ids=ids, splits=splits, log=None)
+    assert (df["score_adv"] < df["score_clean"]).sum() > 0  # it breaks some
+    linf = tmp_path / "pgd-linf.parquet"
+    df.to_parquet(linf)
+    out = tmp_path / "c.csv"
+    args = ["--certify", f"m={files['cert']}", "--attacks", f"m={linf}", "--image-size", "32",
+            "--out", str(out)]
+    assert check_consistency.main(args) == 0
+    row = pd.read_csv(out).iloc[0]
+    assert row["norm"] == "Linf" and row["l2_reach"] == pytest.approx(0.05 * np.sqrt(3 * 32 * 32))
+    bad = cert.assign(radius=cert["radius"] * 1000)
+    bad_path = tmp_path / "bad.parquet"
+    bad.to_parquet(bad_path)
+    args[1] = f"m={bad_path}"
+    assert check_consistency.main(args) == 1
+
+
+def test_the_gate_uses_the_sound_radius_of_the_attacked_metric(files, tmp_path):
+    """A certify file with both metrics: the attack's lipsim_metric picks the rows."""
+    cert = files["cert_df"]
+    both = pd.concat([cert.assign(metric="ball"),
+                      cert.assign(metric="cosine", radius=cert["radius"] * 100)])
+    path = tmp_path / "both.parquet"
+    both.to_parquet(path)
+    large = files["large_df"]
+    for metric, rc in (("ball", 0), ("cosine", 1)):
+        att = tmp_path / f"att-{metric}.parquet"
+        large.assign(lipsim_metric=metric).to_parquet(att)
+        assert _run(tmp_path, path, [att])[0] == rc

@@ -17,7 +17,7 @@ from lipsim.reporting import parse_attack_path
 REF_HEADER = "table,model,teacher,column,attack,norm,eps,value,source,note\n"
 
 
-def _certify(path: Path, score, radius, split=None) -> str:
+def _certify(path: Path, score, radius, split=None, radius_authors=None, metric="cosine") -> str:
     n = len(score)
     split = split or ["test_imagenet"] * (n - 1) + ["test_no_imagenet"]
     df = pd.DataFrame(
@@ -29,6 +29,10 @@ def _certify(path: Path, score, radius, split=None) -> str:
             "d1": 0.2,
             "score": score,
             "radius": radius,
+            "radius_authors": radius if radius_authors is None else radius_authors,
+            "metric": metric,
+            "half_votes": "keep",
+            "tie_radius": "zero",
         }
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,12 +59,15 @@ def table1_inputs(tmp_path):
     #   natural = (1 + .5 + .25 + 1) / 4 = 68.75
     #   36/255 = .141: radius > eps for rows 0,1,2 -> (1 + .5 + .25) / 4 = 43.75
     #   72/255 = .282: rows 1,2 -> .75 / 4 = 18.75;  108/255 = .424: row 2 -> 6.25
+    # The authors' radius of row 3 is 0.3 (sound 0.1): it certifies rows 0-3 at 36/255
+    # (68.75) and rows 1-3 at 72/255 (43.75); unsound = row 3 = 25% at 36 and 72, 0 at 108.
     split = ["test_imagenet"] * 3 + ["test_no_imagenet"] + ["train"] * 2
     m05 = _certify(
         tmp_path / "certify/margin0.5.parquet",
         [1, 0.5, 0.25, 1, 1, 1],
         [0.2, 0.4, 0.9, 0.1, 1, 1],
         split,
+        radius_authors=[0.2, 0.4, 0.9, 0.3, 1, 1],
     )
     # radius exactly eps is not certified (strict inequality): certified_36 = 50.0, not 100.
     m02 = _certify(tmp_path / "certify/margin0.2.parquet", [1, 1], [36 / 255, 1.0])
@@ -118,11 +125,12 @@ def test_table1_values_order_and_formats(tmp_path, table1_inputs, ref_csv):
         "table1.tex",
     ]
     t = pd.read_parquet(f"{prefix}.parquet")
-    assert list(t.columns[:8]) == [
+    assert list(t.columns[:9]) == [
         "model",
         "teacher",
         "stage",
         "margin",
+        "metric",
         "natural",
         "certified_36",
         "certified_72",
@@ -148,7 +156,17 @@ def test_table1_values_order_and_formats(tmp_path, table1_inputs, ref_csv):
     # reference columns: value and ours - paper
     assert r.loc["margin0.5", "natural_paper"] == 60.0
     assert r.loc["margin0.5", "natural_diff"] == pytest.approx(8.75)
-    assert r.loc["margin0.5", "certified_36_diff"] == pytest.approx(3.75)
+    np.testing.assert_allclose(
+        r.loc["margin0.5", ["certified_36_authors", "certified_72_authors"]].astype(float),
+        [68.75, 43.75],
+    )
+    np.testing.assert_allclose(
+        r.loc["margin0.5", ["unsound_36", "unsound_72", "unsound_108"]].astype(float),
+        [25.0, 25.0, 0.0],
+    )
+    # the paper reports the authors' radius: the diff compares with that column
+    assert r.loc["margin0.5", "certified_36_diff"] == pytest.approx(28.75)
+    assert r.loc["margin0.5", "metric"] == "cosine" and r.loc["margin0.5", "half_votes"] == "keep"
     assert r.loc["dreamsim_ensemble", "natural_paper"] == 96.2
     assert pd.isna(r.loc["margin0.2", "natural_paper"])
     assert "Paper X" in r.loc["margin0.5", "paper_source"]
@@ -160,7 +178,7 @@ def test_table1_values_order_and_formats(tmp_path, table1_inputs, ref_csv):
         assert rule in tex
     assert r"dreamsim\_ensemble" in tex and "68.8" in tex
     md = Path(f"{prefix}.md").read_text().splitlines()
-    assert md[0].startswith("| Model | Teacher | Stage | Margin | Natural | Certified 36/255")
+    assert md[0].startswith("| Model | Teacher | Stage | Margin | Metric | Natural | Cert. 36/255")
     assert "Paper natural" in md[0] and "Paper 36/255" in md[0]
     assert md[1].startswith("|---|")
     assert sum(line.startswith("| ") for line in md) == 5  # header + 4 rows
@@ -339,3 +357,24 @@ def test_table2_workflow_file_names_and_columns(tmp_path, ref_csv):
     assert list(t["norm"]) == ["linf", "linf"]
     assert t.loc["lipsim-margin0.5", "score_paper"] == 30.0  # matched at 4/255
     assert "ε=4/255" in Path(f"{prefix}.md").read_text()
+
+
+def test_table1_one_row_per_model_and_metric(tmp_path, ref_csv):
+    cos = pd.read_parquet(_certify(tmp_path / "a.parquet", [1, 1], [0.5, 0.5],
+                                   radius_authors=[0.9, 0.9]))
+    ball = pd.read_parquet(_certify(tmp_path / "b.parquet", [1, 0], [0.2, 0.2], metric="ball"))
+    path = tmp_path / "certify/margin0.5.parquet"
+    path.parent.mkdir()
+    pd.concat([cos, ball]).to_parquet(path)
+    prefix = tmp_path / "out/table1"
+    assert table1_cli.main(["--certify", f"margin0.5={path}", "--teacher", "dreamsim_ensemble",
+                            "--eps", "108", "--reference", ref_csv,
+                            "--out-prefix", str(prefix)]) == 0
+    t = pd.read_parquet(f"{prefix}.parquet").set_index("metric")
+    assert list(t.index) == ["ball", "cosine"] and set(t["model"]) == {"margin0.5"}
+    assert t.loc["ball", "natural"] == pytest.approx(50.0)
+    assert t.loc["cosine", "natural"] == pytest.approx(100.0)
+    assert t.loc["cosine", "unsound_108"] == pytest.approx(0.0)  # 0.5 > 108/255 = 0.42
+    # Both rows carry the model's published values.
+    assert (t["natural_paper"] == 60.0).all()
+    assert "p = 0.5 triplets: keep" in Path(f"{prefix}.md").read_text()

@@ -4,12 +4,14 @@
                       [--eps-scale 255] [--tolerance 1e-5] --out consistency.csv
 
 For every attack file of a LipSim model (several per model allowed), joined on triplet id
-with the model's certify file (id, split, p, d0, d1, score, radius):
-- certified: the certified 2AFC score (%) at the attack's eps, mean of score * [radius > eps]
-  (l2 attacks; NaN for linf, whose ball is not an l2 ball of radius eps);
+with the model's certify rows of the metric the attack used (column lipsim_metric of the
+attack file; certify: id, split, metric, p, d0, d1, score, radius = the sound radius):
+- certified: the certified 2AFC score (%) at the attack's eps, mean of score * [radius > r]
+  with r = eps for l2 attacks and r = eps sqrt(3 S^2) for linf ones (the linf ball of
+  radius eps lies in that l2 ball; S = --image-size; NaN for linf without it);
 - attacked: the 2AFC score (%) under the attack on the same triplets;
-- broken_certified: triplets with radius > eps that the attack broke (score_adv <
-  score_clean) -- impossible for a sound certificate (l2);
+- broken_certified: triplets with radius > r that the attack broke (score_adv <
+  score_clean) -- impossible for a sound certificate;
 - violations: triplets broken although their actual perturbation is smaller than their
   certified radius (radius > delta_l2 + tolerance) -- the per-triplet form of the same fact,
   valid for any attack norm.
@@ -47,10 +49,29 @@ def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
     return out
 
 
+def _certify_rows(model: str, cert: pd.DataFrame, att: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """The certify rows of the LipSim metric the attack ran with (the sound radius is
+    per metric)."""
+    if "lipsim_metric" in att and att["lipsim_metric"].nunique() == 1:
+        metric = str(att["lipsim_metric"].iloc[0])
+    elif "metric" not in cert or cert["metric"].nunique() == 1:
+        metric = str(cert["metric"].iloc[0]) if "metric" in cert and len(cert) else "ball"
+    else:
+        raise ValueError(f"{model}: the attack file does not say which LipSim metric it "
+                         "attacked (column lipsim_metric) and the certify file has several")
+    if "metric" in cert:
+        cert = cert[cert["metric"] == metric]
+        if cert.empty:
+            raise ValueError(f"{model}: no certify rows of metric {metric!r} (the attack's)")
+    return metric, cert
+
+
 def check_pair(model: str, cert: pd.DataFrame, att: pd.DataFrame, *, tolerance: float,
-               eps_scale: float = 1.0) -> tuple[dict, list[str]]:
+               eps_scale: float = 1.0,
+               image_size: int | None = None) -> tuple[dict, list[str]]:
     """One csv row and the list of failures for one (certify, attack) pair."""
     problems: list[str] = []
+    metric, cert = _certify_rows(model, cert, att)
     for col in ("attack", "norm", "eps"):
         if col not in att or att[col].nunique() != 1:
             raise ValueError(f"{model}: attack table needs one value in column {col!r} "
@@ -71,19 +92,24 @@ def check_pair(model: str, cert: pd.DataFrame, att: pd.DataFrame, *, tolerance: 
                         "not the same model / data / image size")
     radius = merged["radius"].to_numpy(np.float64)
     broken = merged["score_adv"].to_numpy(np.float64) < merged["score_clean"].to_numpy(np.float64)
-    row = {"model": model, "attack": attack, "norm": norm, "eps": eps,
+    row = {"model": model, "metric": metric, "attack": attack, "norm": norm, "eps": eps,
            "eps_scaled": eps * eps_scale, "n": len(merged)}
     violations = broken & (radius > merged["delta_l2"].to_numpy(np.float64) + tolerance)
     attacked = 100.0 * float(merged["score_adv"].mean()) if len(merged) else float("nan")
-    if norm == "L2":
-        cert_mask = radius > eps
+    # The l2 radius that contains the attack's ball (linf: eps times sqrt of the input size).
+    l2_reach = eps if norm == "L2" else (
+        eps * float(np.sqrt(3 * image_size * image_size)) if image_size else None)
+    row["l2_reach"] = float("nan") if l2_reach is None else l2_reach
+    if l2_reach is not None:
+        cert_mask = radius > l2_reach
         certified = 100.0 * float((merged["score"].to_numpy(np.float64) * cert_mask).mean()) \
             if len(merged) else float("nan")
         broken_cert = broken & cert_mask
-        beyond = broken & (radius > eps + tolerance)
+        beyond = broken & (radius > l2_reach + tolerance)
         if beyond.any():
-            problems.append(f"{int(beyond.sum())} triplet(s) certified at eps={eps:.6g} "
-                            f"(radius > eps + {tolerance:g}) were broken by the attack")
+            problems.append(f"{int(beyond.sum())} triplet(s) certified at {norm} eps={eps:.6g} "
+                            f"(radius > {l2_reach:.6g} + {tolerance:g}) were broken by the "
+                            "attack")
         if certified > attacked + 1e-9:
             problems.append(f"certified score {certified:.4f} > attacked score {attacked:.4f}")
     else:
@@ -109,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="eps_scaled column = eps x this (255: pixel levels)")
     ap.add_argument("--tolerance", type=float, default=1e-5,
                     help="float slack on radii ([0, 1]-pixel l2 units)")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="input side S of the LipSim models: linf attacks are then also "
+                         "checked against the certified score at eps sqrt(3 S^2)")
     ap.add_argument("--out", required=True, type=Path, help="csv to write when the check passes")
     args = ap.parse_args(argv)
 
@@ -125,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"check-consistency: no --certify file for model {model!r} "
                              f"(attack file {path}); certify files: {', '.join(certs)}")
         row, problems = check_pair(model, certs[model], pd.read_parquet(path),
-                                   tolerance=args.tolerance, eps_scale=args.eps_scale)
+                                   tolerance=args.tolerance, eps_scale=args.eps_scale,
+                                   image_size=args.image_size)
         row["file"] = path
         rows.append(row)
         failures += [f"{model} / {path}: {p}" for p in problems]

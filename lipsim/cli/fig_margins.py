@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--table1", required=True, help="table1.parquet (or .csv) from `lipsim table1`")
+    p.add_argument("--metric", default=None, choices=("cosine", "ball"),
+                   help="LipSim metric whose rows are drawn (default: all rows)")
     p.add_argument("--out-prefix", required=True, help="e.g. R/figures/margins")
     return p
 
@@ -30,7 +32,7 @@ def _run(args) -> None:
     from lipsim.reporting.figures import fig_margins
 
     table = read_table(args.table1, ("model", "stage", "margin", "natural"), "--table1")
-    fig_margins(table, args.out_prefix)
+    fig_margins(table, args.out_prefix, metric=args.metric)
 
 
 def main(argv: list[str] | None = None) -> int:

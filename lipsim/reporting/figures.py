@@ -214,9 +214,12 @@ def fig3b(distances: dict[str, str], out_prefix: str | Path, norm: str = "l2") -
 # ----------------------------------------------------------------------------- margins
 
 
-def fig_margins(table1: pd.DataFrame, out_prefix: str | Path) -> list[Path]:
-    """Natural and certified scores against the hinge margin.
+def fig_margins(table1: pd.DataFrame, out_prefix: str | Path,
+                metric: str | None = None) -> list[Path]:
+    """Natural and certified scores (sound radius) against the hinge margin.
 
+    `metric` selects the LipSim rows of that metric when Table 1 has several (the pipeline's
+    primary metric); reference rows are kept.
     Finetuned models are lines over their margin. The pretrained model was never trained with
     a hinge loss, so it is not "margin 0": it gets its own open markers at the left, labelled
     "pretrained" on the x axis. Reference (teacher) rows appear as dotted horizontal lines of
@@ -226,10 +229,15 @@ def fig_margins(table1: pd.DataFrame, out_prefix: str | Path) -> list[Path]:
     missing = [c for c in need if c not in table1.columns]
     if missing:
         raise ReportingError(f"--table1 lacks columns {missing}")
+    if metric is not None and "metric" in table1.columns:
+        keep = (table1["metric"] == metric) | (table1["stage"] == "reference")
+        if not (keep & (table1["stage"] != "reference")).any():
+            raise ReportingError(f"--table1 has no LipSim rows of metric {metric!r}")
+        table1 = table1[keep]
     score_cols = ["natural"] + [
         c
         for c in table1.columns
-        if c.startswith("certified_") and not c.endswith(("_paper", "_diff"))
+        if c.startswith("certified_") and not c.endswith(("_paper", "_diff", "_authors"))
     ]
     names = {
         c: "Natural" if c == "natural" else rf"Certified $\epsilon$={c[len('certified_') :]}/255"

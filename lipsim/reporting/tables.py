@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lipsim import atomic
+from lipsim.certify import certified_scores, unsound_share
 from lipsim.reporting import (
     ReportingError,
     attack_label,
@@ -29,7 +30,7 @@ from lipsim.reporting import (
 from lipsim.reporting.reference import lookup_table1, lookup_table2
 from lipsim.scoring import TEST_SPLITS, split_scores
 
-CERTIFY_COLUMNS = ("split", "score", "radius")
+CERTIFY_COLUMNS = ("split", "metric", "score", "radius", "radius_authors")
 EVAL_COLUMNS = ("split", "score")
 ATTACK_COLUMNS = ("id", "split", "score_clean", "score_adv")
 RETRIEVAL_COLUMNS = ("metric", "eps", "k", "recall")
@@ -53,17 +54,6 @@ def natural_score(df: pd.DataFrame, column: str = "score") -> float:
     return split_scores(df, column)["test"]
 
 
-def certified_score(df: pd.DataFrame, eps255: float) -> float:
-    """Certified test 2AFC score in % at l2 radius eps255/255.
-
-    A triplet counts with its 2AFC score only when its radius is strictly larger than eps
-    (at R == eps a perturbation of norm eps may already tie the distances).
-    """
-    test = df[df["split"].isin(TEST_SPLITS)]
-    certified = test["score"].to_numpy(float) * (test["radius"].to_numpy(float) > eps255 / 255)
-    return 100.0 * float(np.mean(certified))
-
-
 # ----------------------------------------------------------------------------- table 1
 
 
@@ -77,6 +67,13 @@ def _stage(model: str) -> tuple[str, float]:
     return "other", math.nan
 
 
+def _convention(df: pd.DataFrame, column: str) -> str | None:
+    if column not in df:
+        return None
+    values = sorted(map(str, df[column].unique()))
+    return values[0] if len(values) == 1 else ",".join(values)
+
+
 def table1(
     certify: dict[str, str | Path],
     evals: dict[str, str | Path],
@@ -84,35 +81,52 @@ def table1(
     eps: list[float],
     reference: pd.DataFrame | None,
 ) -> pd.DataFrame:
-    """One row per LipSim model (from certify files), then one per reference metric (eval).
+    """One row per LipSim model and metric (from certify files), then one per reference
+    metric (eval).
 
-    Columns: model, teacher, stage, margin, natural, certified_{e}..., then {col}_paper,
-    {col}_diff (ours - paper) for each score column, paper_source, n_test.
+    Columns: model, teacher, stage, margin, metric, natural, certified_{e} (sound radius),
+    certified_{e}_authors (the authors' radius), unsound_{e} (% of triplets the authors'
+    radius certifies and the sound one does not), then {col}_paper for natural and
+    certified_{e}, {col}_diff = ours - paper (certified: the authors' radius, the quantity
+    the paper reports), paper_source, n_test, half_votes, tie_radius (the conventions the
+    certify step used).
     """
     if not certify and not evals:
         raise ReportingError("table1 needs at least one --certify or --eval input")
     cert_cols = [f"certified_{e:g}" for e in eps]
+    auth_cols = [f"{c}_authors" for c in cert_cols]
+    unsound_cols = [f"unsound_{e:g}" for e in eps]
     rows = []
     for model, path in certify.items():
         df = read_table(path, CERTIFY_COLUMNS, f"--certify {model}")
-        test = _test_rows(df, path, f"--certify {model}")
+        _test_rows(df, path, f"--certify {model}")
         stage, margin = _stage(model)
-        row = {
-            "model": model,
-            "teacher": teacher,
-            "stage": stage,
-            "margin": margin,
-            "natural": natural_score(df),
-        }
-        row.update({c: certified_score(test, e) for c, e in zip(cert_cols, eps, strict=True)})
-        row["n_test"] = len(test)
-        rows.append(row)
+        for metric, part in df.groupby("metric", sort=True):
+            test = part[part["split"].isin(TEST_SPLITS)]
+            sound = certified_scores(part, [e / 255 for e in eps])
+            theirs = certified_scores(part, [e / 255 for e in eps], radius="radius_authors")
+            row = {
+                "model": model,
+                "teacher": teacher,
+                "stage": stage,
+                "margin": margin,
+                "metric": metric,
+                "natural": sound["natural"]["test"],
+            }
+            for c, a, u, e in zip(cert_cols, auth_cols, unsound_cols, eps, strict=True):
+                row[c] = sound["certified"][e / 255]["test"]
+                row[a] = theirs["certified"][e / 255]["test"]
+                row[u] = unsound_share(part, e / 255)["test"]
+            row.update(n_test=len(test), half_votes=_convention(part, "half_votes"),
+                       tie_radius=_convention(part, "tie_radius"))
+            rows.append(row)
     order = {"pretrained": 0, "finetuned": 1, "other": 2}
     rows.sort(
         key=lambda r: (
             order[r["stage"]],
             0.0 if math.isnan(r["margin"]) else r["margin"],
             r["model"],
+            r["metric"],
         )
     )
     for metric, path in evals.items():
@@ -124,16 +138,19 @@ def table1(
             "teacher": None,
             "stage": "reference",
             "margin": math.nan,
+            "metric": None,
             "natural": natural_score(df),
-            **{c: math.nan for c in cert_cols},
+            **{c: math.nan for c in [*cert_cols, *auth_cols, *unsound_cols]},
             "n_test": len(test),
+            "half_votes": None,
+            "tie_radius": None,
         }
         rows.append(row)
 
     table = pd.DataFrame(rows)
-    score_cols = ["natural", *cert_cols]
+    paper_cols = ["natural", *cert_cols]
     sources = [[] for _ in rows]
-    for col in score_cols:
+    for col in paper_cols:
         paper = []
         for i, r in enumerate(rows):
             t = r["teacher"] if r["stage"] != "reference" else None
@@ -146,19 +163,21 @@ def table1(
             if source and source not in sources[i]:
                 sources[i].append(source)
         table[f"{col}_paper"] = np.asarray(paper, dtype=float)
-    for col in score_cols:
-        table[f"{col}_diff"] = table[col] - table[f"{col}_paper"]
+    table["natural_diff"] = table["natural"] - table["natural_paper"]
+    for c, a in zip(cert_cols, auth_cols, strict=True):
+        table[f"{c}_diff"] = table[a] - table[f"{c}_paper"]
     table["paper_source"] = ["; ".join(s) if s else None for s in sources]
-    base = ["model", "teacher", "stage", "margin", *score_cols]
-    rest = [f"{c}_paper" for c in score_cols] + [f"{c}_diff" for c in score_cols]
-    return table[base + rest + ["paper_source", "n_test"]]
+    base = ["model", "teacher", "stage", "margin", "metric", "natural", *cert_cols, *auth_cols,
+            *unsound_cols]
+    rest = [f"{c}_paper" for c in paper_cols] + [f"{c}_diff" for c in paper_cols]
+    return table[base + rest + ["paper_source", "n_test", "half_votes", "tie_radius"]]
 
 
 def _eps_from_columns(table: pd.DataFrame) -> list[str]:
     return [
         c[len("certified_") :]
         for c in table.columns
-        if c.startswith("certified_") and not c.endswith(("_paper", "_diff"))
+        if c.startswith("certified_") and not c.endswith(("_paper", "_diff", "_authors"))
     ]
 
 
@@ -166,25 +185,42 @@ def _margin_text(m) -> str:
     return "" if pd.isna(m) else f"{float(m):g}"
 
 
-def table1_markdown(table: pd.DataFrame, decimals: int = 1) -> str:
+def _table1_layout(table: pd.DataFrame):
+    """(value columns, header labels, paper columns) shared by markdown and LaTeX."""
     eps = _eps_from_columns(table)
-    cols = ["natural", *[f"certified_{e}" for e in eps]]
-    paper = [c for c in cols if table[f"{c}_paper"].notna().any()]
-    header = [
-        "Model",
-        "Teacher",
-        "Stage",
-        "Margin",
-        "Natural",
-        *[f"Certified {e}/255" for e in eps],
-        *[
-            f"Paper {'natural' if c == 'natural' else c[len('certified_') :] + '/255'}"
-            for c in paper
-        ],
-    ]
+    cols = ["natural", *[f"certified_{e}" for e in eps],
+            *[f"certified_{e}_authors" for e in eps], *[f"unsound_{e}" for e in eps]]
+    labels = ["Natural", *[f"Cert. {e}/255" for e in eps],
+              *[f"Cert. {e}/255 (authors' radius)" for e in eps],
+              *[f"Unsound {e}/255" for e in eps]]
+    paper = [c for c in ["natural", *[f"certified_{e}" for e in eps]]
+             if table[f"{c}_paper"].notna().any()]
+    labels += [f"Paper {'natural' if c == 'natural' else c[len('certified_') :] + '/255'}"
+               for c in paper]
+    return cols, labels, paper
+
+
+def _conventions_note(table: pd.DataFrame) -> str:
+    lipsim = table[table["stage"] != "reference"]
+    if lipsim.empty:
+        return ""
+    half = ", ".join(sorted(map(str, lipsim["half_votes"].dropna().unique())))
+    tie = ", ".join(sorted(map(str, lipsim["tie_radius"].dropna().unique())))
+    return (
+        "\nMetric: cosine = the authors' 1 - cos(f(x), f(y)); ball = the unit-ball projection. "
+        "Cert. = certified with the sound radius of the row's metric; authors' radius = "
+        "the radius of their code (assumes ||f|| >= 1); Unsound = % of triplets certified by "
+        "the authors' radius only. Paper columns compare with the authors' radius. "
+        f"p = 0.5 triplets: {half}; authors' radius of exact ties: {tie}.\n"
+    )
+
+
+def table1_markdown(table: pd.DataFrame, decimals: int = 1) -> str:
+    cols, labels, paper = _table1_layout(table)
+    header = ["Model", "Teacher", "Stage", "Margin", "Metric", *labels]
     lines = [
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|",
+        "|" + "|".join(["---"] * 5 + ["---:"] * (len(header) - 5)) + "|",
     ]
     for _, r in table.iterrows():
         cells = [
@@ -192,12 +228,12 @@ def table1_markdown(table: pd.DataFrame, decimals: int = 1) -> str:
             "" if pd.isna(r["teacher"]) else str(r["teacher"]),
             str(r["stage"]),
             _margin_text(r["margin"]),
+            "" if pd.isna(r["metric"]) else str(r["metric"]),
             *[fmt(r[c], decimals) for c in cols],
             *[fmt(r[f"{c}_paper"], decimals) for c in paper],
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = _sources_note(table)
-    return "\n".join(lines) + "\n" + notes
+    return "\n".join(lines) + "\n" + _conventions_note(table) + _sources_note(table)
 
 
 def _sources_note(table: pd.DataFrame) -> str:
@@ -234,23 +270,23 @@ def _tex_row(cells: list[str]) -> str:
 
 
 def table1_latex(table: pd.DataFrame, decimals: int = 1) -> str:
+    cols, labels, paper = _table1_layout(table)
     eps = _eps_from_columns(table)
-    cols = ["natural", *[f"certified_{e}" for e in eps]]
-    paper = [c for c in cols if table[f"{c}_paper"].notna().any()]
-    n_cert, n_paper = len(eps), len(paper)
-    spec = "llll" + "r" * (1 + n_cert + n_paper)
-    top = ["Model", "Teacher", "Stage", "Margin", "Natural"]
-    sub = [""] * 5
+    n = len(eps)
+    spec = "lllll" + "r" * (1 + 3 * n + len(paper))
+    top = ["Model", "Teacher", "Stage", "Margin", "Metric", "Natural"]
+    sub = [""] * 6
     rules = []
-    if n_cert:
-        top.append(rf"\multicolumn{{{n_cert}}}{{c}}{{Certified ($\epsilon$)}}")
-        sub += [f"{e}/255" for e in eps]
-        rules.append(rf"\cmidrule(lr){{6-{5 + n_cert}}}")
-    if n_paper:
-        top.append(rf"\multicolumn{{{n_paper}}}{{c}}{{Paper}}")
-        sub += ["Natural" if c == "natural" else c[len("certified_") :] + "/255" for c in paper]
-        start = 6 + n_cert
-        rules.append(rf"\cmidrule(lr){{{start}-{start + n_paper - 1}}}")
+    start = 7
+    for title, count in (("Certified ($\\epsilon$)", n), ("Authors' radius", n),
+                         ("Unsound", n), ("Paper", len(paper))):
+        if not count:
+            continue
+        top.append(rf"\multicolumn{{{count}}}{{c}}{{{title}}}")
+        rules.append(rf"\cmidrule(lr){{{start}-{start + count - 1}}}")
+        start += count
+    sub += [f"{e}/255" for e in eps] * 3
+    sub += ["Natural" if c == "natural" else c[len("certified_") :] + "/255" for c in paper]
     lines = [
         "% Table 1: natural and certified 2AFC scores (%) on NIGHT test; lipsim table1",
         rf"\begin{{tabular}}{{{spec}}}",
@@ -271,6 +307,7 @@ def table1_latex(table: pd.DataFrame, decimals: int = 1) -> str:
             "" if pd.isna(r["teacher"]) else tex_escape(r["teacher"]),
             tex_escape(r["stage"]),
             _margin_text(r["margin"]),
+            "" if pd.isna(r["metric"]) else tex_escape(r["metric"]),
             *[fmt(r[c], decimals, "--") for c in cols],
             *[fmt(r[f"{c}_paper"], decimals, "--") for c in paper],
         ]

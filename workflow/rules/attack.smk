@@ -45,13 +45,14 @@ rule check_consistency:
     params:
         certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in MODELS),
         attacks=" ".join(f"{m}={f}" for m, f in consistency_pairs()),
+        size=config["image_size"],
     conda:
         "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/check_consistency.log",
     shell:
         "python -m lipsim check-consistency --certify {params.certify} --attacks {params.attacks} "
-        "--eps-scale 255 --out {output} > {log} 2>&1"
+        "--eps-scale 255 --image-size {params.size} --out {output} > {log} 2>&1"
 
 
 rule distances:

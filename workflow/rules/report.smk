@@ -99,12 +99,14 @@ rule fig_margins:
         report_outputs("figures", "margins"),
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
+        metric=config["metric"],
     conda:
         "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/fig_margins.log",
     shell:
-        "python -m lipsim fig-margins --table1 {input} --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim fig-margins --table1 {input} --metric {params.metric} "
+        "--out-prefix {params.prefix} > {log} 2>&1"
 
 
 localrules:
