@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from lipsim.__main__ import main as lipsim_main
 from lipsim.models import (
+    CheckpointError,
     build_model,
     import_released,
     load_checkpoint,
@@ -112,7 +113,7 @@ def test_import_released_gives_identical_embeddings(tmp_path):
     state = _released_state()
     path = tmp_path / "released.pth"
     torch.save({"model_state_dict": state, "epoch": 40}, path)
-    net = import_released(path, **CFG)
+    net = import_released(path, **CFG).net
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         ours, public = net(x), _public_forward(state, x, 64)
@@ -131,7 +132,7 @@ def test_import_released_gives_identical_embeddings(tmp_path):
     assert torch.equal(sd["convs.1.kernel"], state["module.model.convs.1.kernel"])
     assert torch.equal(sd["linear.2.q"], state["module.model.linear.2.q"])
     # In-memory state dicts and the bare state dict (no wrapper) are accepted too.
-    net2 = import_released(state, **CFG)
+    net2 = import_released(state, **CFG).net
     with torch.no_grad():
         assert torch.equal(net2(x), ours)
     emb = project_to_ball(ours)
@@ -141,7 +142,7 @@ def test_import_released_gives_identical_embeddings(tmp_path):
 def test_import_released_accepts_single_copy_and_ignores_alpha():
     state = {k: v for k, v in _released_state().items() if ".base." not in k}
     state["module.model.linear.1.alpha"] = torch.zeros(1)
-    import_released(state, **CFG)
+    import_released(state, **CFG).net
 
 
 @pytest.mark.parametrize(
@@ -176,7 +177,7 @@ def test_import_released_errors_name_the_keys(edit, message, tmp_path):
     state = _released_state()
     edit(state)
     torch.save({"model_state_dict": state}, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match=message) as err:
+    with pytest.raises(CheckpointError, match=message) as err:
         import_released(tmp_path / "bad.pth", **CFG)
     assert "bad.pth" in str(err.value)
 

@@ -186,6 +186,6 @@ def test_released_checkpoints_replace_training(tmp_path):
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     for name, seed in (("pretrained", 0), ("margin0.5", 1)):
         net, ckpt = load_checkpoint(tmp_path / RUN / "checkpoints" / f"{name}.pt")
-        want = import_released(_released_state(seed=seed), "tiny", 32, 64)
+        want = import_released(_released_state(seed=seed), "tiny", 32, 64).net
         assert ckpt["stage"] == ("pretrained" if name == "pretrained" else "finetuned")
         torch.testing.assert_close(net(x), want(x))

@@ -1,6 +1,6 @@
 """The LipSim backbone: SLL layers, LipSimNet, presets, projection and checkpoints."""
 
-from lipsim.models.checkpoint import import_released, load_checkpoint, save_checkpoint
+from lipsim.models.checkpoint import load_checkpoint, save_checkpoint
 from lipsim.models.net import (
     METRICS,
     LipSimNet,
@@ -10,7 +10,8 @@ from lipsim.models.net import (
     project_to_ball,
 )
 from lipsim.models.presets import PRESETS
+from lipsim.models.released import CheckpointError, Imported, import_released, read_torch_file
 from lipsim.models.sll import SLLConv2d, SLLLinear
 
-__all__ = ["METRICS", "PRESETS", "project", "LipSimNet", "SLLConv2d", "SLLLinear", "build_model",
+__all__ = ["METRICS", "PRESETS", "CheckpointError", "Imported", "project", "read_torch_file", "LipSimNet", "SLLConv2d", "SLLLinear", "build_model",
            "ball_distance", "import_released", "load_checkpoint", "project_to_ball", "save_checkpoint"]

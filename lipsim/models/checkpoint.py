@@ -1,4 +1,4 @@
-"""LipSim checkpoints: our own format (save/load) and the released checkpoints (import).
+"""LipSim checkpoints: our own format (save/load); released ones: lipsim.models.released.
 
 Our format (docs/pipeline.md, "Checkpoints"): a dict loadable with
 torch.load(weights_only=True):
@@ -10,21 +10,12 @@ torch.load(weights_only=True):
 The optimizer state lets finetuning continue the distillation's Adam moments (the authors'
 recipe); it is absent when a run did not keep it.
 
-Released checkpoints (public LipSim code, DataParallel(NormalizedModel(L2LipschitzNetwork))
-with mean 0 / std 1, i.e. no normalisation): {"model_state_dict": ...} whose keys are
-    module.model.convs.{i}.kernel (inner, C, 3, 3) | .bias (1, inner, 1, 1) | .q (inner,)
-    module.model.linear.{j}.weight (inner, D) | .bias (1, inner) | .q (inner,)   (j from 1)
-and the same tensors again as module.model.base.1.{i}.* and module.model.base.2.{j}.*
-(`base` is Sequential(pad, convs, linear) holding the same modules). Import strips the
-`module.`/`model.` prefixes, checks that each base.* duplicate equals its convs/linear twin,
-drops the conv `q` (dead in the public code: it cancels; see lipsim.models.sll) and `alpha`
-entries (the public loader drops them too), then loads strictly.
+Released checkpoints (the authors' layout) are converted by lipsim.models.released.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
 import torch
@@ -76,57 +67,6 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[LipSim
     _load_strict(net, ckpt["model_state_dict"], source=str(path))
     net.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
     return net.eval(), ckpt
-
-
-def import_released(path_or_state, preset: str, image_size: int, emb_dim: int) -> LipSimNet:
-    """A LipSimNet holding the weights of a released LipSim checkpoint (file or state dict)."""
-    source = "state dict"
-    obj = path_or_state
-    if isinstance(path_or_state, (str, os.PathLike)):
-        source = str(path_or_state)
-        obj = torch.load(path_or_state, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and "model_state_dict" in obj:
-        obj = obj["model_state_dict"]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{source}: expected a state dict or a dict with 'model_state_dict'")
-    net = build_model(preset, image_size, emb_dim)
-    state = _from_released(obj, net, source)
-    _load_strict(net, state, source=source)
-    return net.eval()
-
-
-_PREFIX = re.compile(r"^(module\.|model\.)+")
-_BASE = {"base.1.": "convs.", "base.2.": "linear."}
-
-
-def _from_released(raw: Mapping, net: LipSimNet, source: str) -> dict[str, torch.Tensor]:
-    conv_idx = {name.split(".")[1] for name, m in net.named_modules()
-                if name.startswith("convs.") and hasattr(m, "kernel")}
-    state: dict[str, torch.Tensor] = {}
-    twins: dict[str, torch.Tensor] = {}
-    for key, value in raw.items():
-        name = _PREFIX.sub("", key)
-        if "alpha" in name.split(".")[-1]:
-            continue
-        for old, new in _BASE.items():
-            if name.startswith(old):
-                twins[new + name[len(old):]] = value
-                break
-        else:
-            parts = name.split(".")
-            if parts[0] == "convs" and len(parts) == 3 and parts[2] == "q" \
-                    and parts[1] in conv_idx:
-                continue  # dead parameter in the public conv layer (q cancels)
-            state[name] = value
-    for name, value in twins.items():
-        if name.endswith(".q") and name.startswith("convs."):
-            continue
-        if name not in state:
-            state[name] = value  # only the base.* copy was saved
-        elif state[name].shape != value.shape or not torch.equal(state[name], value):
-            raise ValueError(f"{source}: {name} and its duplicate under base.* differ; "
-                             "the released layout stores the same tensor twice")
-    return state
 
 
 def _load_strict(net: LipSimNet, state: Mapping, source: str) -> None:

@@ -46,6 +46,8 @@ if IMPORTED:
             preset=config["model"]["preset"],
             size=config["image_size"],
             emb_dim=teacher_emb_dim(),
+            # The authors finetuned with their metric, 1 - cos (method.md section 11).
+            metric="cosine",
         conda:
             "../../envs/lipsim.yaml"
         log:
@@ -53,4 +55,5 @@ if IMPORTED:
         shell:
             "python -m lipsim import-checkpoint --src {input} --preset {params.preset} "
             "--image-size {params.size} --emb-dim {params.emb_dim} --stage finetuned "
-            "--margin {wildcards.margin} --teacher {params.teacher} --out {output} > {log} 2>&1"
+            "--margin {wildcards.margin} --metric {params.metric} --teacher {params.teacher} "
+            "--out {output} > {log} 2>&1"
