@@ -142,7 +142,7 @@ def test_import_released_gives_identical_embeddings(tmp_path):
 def test_import_released_accepts_single_copy_and_ignores_alpha():
     state = {k: v for k, v in _released_state().items() if ".base." not in k}
     state["module.model.linear.1.alpha"] = torch.zeros(1)
-    import_released(state, **CFG).net
+    assert dict(import_released(state, **CFG).ignored)["module.model.linear.1.alpha"]
 
 
 @pytest.mark.parametrize(
