@@ -4,7 +4,8 @@
 
 Specs (docs/pipeline.md):
 - `lipsim:<checkpoint>`: a LipSim model (lipsim.metric.load; a preset name such as
-  `lipsim:tiny` builds seeded random weights);
+  `lipsim:tiny` builds seeded random weights) with the metric its checkpoint records;
+  `lipsim-cosine:<checkpoint>` / `lipsim-ball:<checkpoint>` choose the LipSim metric;
 - a teacher name (`demo`, `dreamsim_ensemble`, `dino_vitb16`, `clip_vitb32`,
   `open_clip_vitb32`): lipsim.teachers.get_teacher;
 - `l2`: Euclidean pixel distance ||a - b||_2 (images in [0, 1]);
@@ -240,13 +241,18 @@ class DISTS(_Resizing):
 
 
 def metric_names() -> list[str]:
-    return [*BASELINES, *TEACHER_NAMES, "lipsim:<checkpoint>"]
+    return [*BASELINES, *TEACHER_NAMES, "lipsim:<checkpoint>", "lipsim-cosine:<checkpoint>",
+            "lipsim-ball:<checkpoint>"]
 
 
 def build_metric(spec: str, *, weights_dir: str | os.PathLike | None = None, device="cpu",
                  random_weights: bool = False, image_size: int | None = None) -> SimilarityMetric:
     """The metric named by `spec` (see the module docstring), frozen, in eval mode, on device."""
     dev = resolve_device(device)
+    lipsim_metric = None
+    for name in ("cosine", "ball"):  # lipsim-cosine:PATH / lipsim-ball:PATH pick the metric
+        if spec.startswith(f"lipsim-{name}:"):
+            lipsim_metric, spec = name, "lipsim:" + spec[len(f"lipsim-{name}:"):]
     if spec.startswith("lipsim:"):
         from lipsim.metric import load
 
@@ -254,7 +260,8 @@ def build_metric(spec: str, *, weights_dir: str | os.PathLike | None = None, dev
         if not path:
             raise ValueError("metric spec 'lipsim:' needs a checkpoint path (lipsim:PATH)")
         # `lipsim:<preset>` is the documented spelling of seeded random weights.
-        metric = load(path, device=dev, pretrained=not (random_weights or path in PRESETS))
+        metric = load(path, device=dev, pretrained=not (random_weights or path in PRESETS),
+                      metric=lipsim_metric)
     elif spec in TEACHER_NAMES:
         from lipsim.teachers import get_teacher
 

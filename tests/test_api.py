@@ -73,3 +73,36 @@ def test_preprocess_pil():
     assert t.shape == (1, 3, 32, 32) and t.dtype == torch.float32
     assert 0 <= t.min() and t.max() <= 1
     assert m(t, t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_metric_input_contract_is_enforced():
+    m = lipsim.load("tiny", pretrained=False)
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.raises(TypeError, match="uint8"):
+        m(x, (x * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match="divide by 255"):
+        m(x, x * 255)
+    with pytest.raises(TypeError, match="numpy array"):
+        m(x, x.numpy())
+    with pytest.raises(TypeError, match="preprocess"):
+        m(x, "image.png")
+    with pytest.raises(ValueError, match="batches of 2 and 1"):
+        m(x, x[:1])
+    # float64 is converted (documented), not refused
+    torch.testing.assert_close(m(x, x.double() * 0.5), m(x, x * 0.5))
+    with pytest.raises(ValueError, match="pretrained=False"):
+        lipsim.load("tiny")
+
+
+def test_metric_switch_and_spec():
+    from lipsim.baselines import build_metric
+
+    cos = lipsim.load("tiny", pretrained=False, metric="cosine")
+    ball = lipsim.load("tiny", pretrained=False)
+    assert (cos.metric, ball.metric) == ("cosine", "ball")
+    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        fa, fb = cos.raw_embed(x), cos.raw_embed(y)
+        torch.testing.assert_close(cos(x, y), 1 - torch.nn.functional.cosine_similarity(fa, fb))
+    assert build_metric("lipsim-cosine:tiny").metric == "cosine"
+    assert build_metric("lipsim:tiny").metric == "ball"

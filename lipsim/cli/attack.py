@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     loader = triplet_loader(df, size, args.batch_size, args.workers)
     rows = attack_triplets(metric, loader, spec, device=device, ids=df["id"].to_numpy(),
                            splits=df["split"].to_numpy())
+    if getattr(metric, "metric", None) in ("cosine", "ball"):  # a LipSim model: which metric
+        rows = rows.assign(lipsim_metric=metric.metric)
     write_parquet(args.out, rows)
     clean, adv = split_scores(rows, "score_clean"), split_scores(rows, "score_adv")
     print(f"attack: -> {args.out}")

@@ -75,7 +75,8 @@ def ckpt_path(model):
 def metric_spec(metric):
     """Metric name in file names -> spec understood by lipsim.baselines.build_metric."""
     if metric.startswith("lipsim-"):
-        return f"lipsim:{ckpt_path(metric[len('lipsim-'):])}"
+        # LipSim models are attacked / retrieved / drawn under the configured metric.
+        return f"lipsim-{config['metric']}:{ckpt_path(metric[len('lipsim-'):])}"
     return metric
 
 
