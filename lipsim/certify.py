@@ -58,8 +58,11 @@ from lipsim.errors import LipSimError
 from lipsim.models.net import METRICS, ball_distance, project
 from lipsim.scoring import TEST_SPLITS, split_scores, triplet_table, twoafc
 
-COLUMNS = ("id", "split", "metric", "p", "d0", "d1", "score", "radius", "radius_authors",
-           "norm")
+COLUMNS = ("id", "split", "metric", "p", "d0", "d1", "score", "correct", "radius",
+           "radius_authors", "norm")
+# How a triplet is scored: twoafc = DreamSim's 2AFC formula (lipsim.scoring.twoafc);
+# accuracy = the authors' evaluation, 1 when the decision matches round(p) (a tie decides x0).
+SCORING = ("twoafc", "accuracy")
 TIE_RADIUS = ("zero", "infinite")
 HALF_VOTES = ("keep", "drop")
 
@@ -133,7 +136,9 @@ def certify_triplets(metric, loader, device="cpu", ids=None, splits=None,
             cols = {k: v.cpu().numpy() for k, v in
                     radii(f_ref, f0, f1, name, tie_radius).items()}
             cols = {"metric": name, "p": p, "d0": cols["d0"], "d1": cols["d1"],
-                    "score": twoafc(cols["d0"], cols["d1"], p), "radius": cols["radius"],
+                    "score": twoafc(cols["d0"], cols["d1"], p),
+                    "correct": authors_correct(cols["d0"], cols["d1"], p),
+                    "radius": cols["radius"],
                     "radius_authors": cols["radius_authors"], "norm": cols["norm"]}
             if first is None:
                 first = cols
@@ -147,6 +152,14 @@ def certify_triplets(metric, loader, device="cpu", ids=None, splits=None,
     parts = [head] + [pd.concat(per_metric[m], ignore_index=True)[list(COLUMNS)]
                       for m in metrics[1:] if per_metric[m]]
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else head
+
+
+def authors_correct(d0, d1, p) -> np.ndarray:
+    """The authors' per-triplet score: 1.0 when argmax(d1, d0) equals round(p), else 0.0
+    (torch.round: p = 0.5 -> 0; a tie takes index 0, i.e. predicts x0)."""
+    d0, d1, p = (np.asarray(v, dtype=np.float64) for v in (d0, d1, p))
+    predicted = (d0 > d1).astype(np.float64)  # 1 = x1 closer
+    return (predicted == np.round(p)).astype(np.float64)
 
 
 def apply_half_votes(df: pd.DataFrame, half_votes: str) -> pd.DataFrame:
@@ -165,21 +178,22 @@ def certified_mask(radius, eps: float) -> np.ndarray:
 
 
 def certified_scores(df: pd.DataFrame, eps_list: Iterable[float],
-                     radius: str = "radius") -> dict:
+                     radius: str = "radius", score: str = "score") -> dict:
     """Natural and certified scores (percent) per split and for 'test'.
 
     Returns {"natural": {split: score, ..., "test": ...},
              "certified": {eps: {split: score, ..., "test": ...}, ...}}
     where 'test' is the size-weighted mean over test_imagenet + test_no_imagenet
     (lipsim.scoring.split_scores) and eps are l2 radii in input units ([0, 1] pixels).
-    `radius` names the radius column (radius = sound, radius_authors = the authors').
+    `radius` names the radius column (radius = sound, radius_authors = the authors'), `score`
+    the per-triplet score column (score = 2AFC, correct = the authors' accuracy).
     One metric's rows only: a long table with several metrics is an error.
     """
     if "metric" in df and df["metric"].nunique() > 1:
         raise ValueError("certified_scores: rows of several metrics; select one first")
-    out = {"natural": split_scores(df, "score"), "certified": {}}
+    out = {"natural": split_scores(df, score), "certified": {}}
     for eps in eps_list:
-        cert = df.assign(_cert=df["score"].to_numpy(np.float64)
+        cert = df.assign(_cert=df[score].to_numpy(np.float64)
                          * certified_mask(df[radius], eps))
         out["certified"][float(eps)] = split_scores(cert, "_cert")
     return out
@@ -192,6 +206,7 @@ def unsound_share(df: pd.DataFrame, eps: float) -> dict[str, float]:
     return split_scores(df.assign(_unsound=flag.astype(np.float64)), "_unsound")
 
 
-__all__ = ["COLUMNS", "HALF_VOTES", "TEST_SPLITS", "TIE_RADIUS", "apply_half_votes",
+__all__ = ["COLUMNS", "HALF_VOTES", "SCORING", "TEST_SPLITS", "TIE_RADIUS", "apply_half_votes",
+           "authors_correct",
            "certified_mask", "certified_scores", "certify_triplets", "radii",
            "radius_from_embeddings", "unsound_share"]

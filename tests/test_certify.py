@@ -393,3 +393,14 @@ def test_unsound_share_counts_rows_certified_only_by_the_authors_radius():
     assert u["test_imagenet"] == pytest.approx(50.0)
     assert u["test_no_imagenet"] == pytest.approx(25.0)
     assert u["test"] == pytest.approx(37.5)
+
+
+def test_authors_accuracy_scoring():
+    from lipsim.certify import authors_correct
+
+    d0 = np.array([0.1, 0.5, 0.3, 0.3])
+    d1 = np.array([0.2, 0.4, 0.3, 0.3])
+    p = np.array([0.2, 0.9, 0.0, 1.0])
+    # x0 closer & round(p) = 0: right; x1 closer & 1: right; ties predict x0 (argmax index 0).
+    np.testing.assert_array_equal(authors_correct(d0, d1, p), [1.0, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(twoafc(d0, d1, p), [0.8, 0.9, 0.5, 0.5])

@@ -378,3 +378,15 @@ def test_table1_one_row_per_model_and_metric(tmp_path, ref_csv):
     # Both rows carry the model's published values.
     assert (t["natural_paper"] == 60.0).all()
     assert "p = 0.5 triplets: keep" in Path(f"{prefix}.md").read_text()
+
+
+def test_table1_accuracy_scoring_uses_the_authors_correct_column(tmp_path):
+    path = Path(_certify(tmp_path / "certify/margin0.5.parquet", [0.8, 0.6], [0.5, 0.5]))
+    pd.read_parquet(path).assign(correct=[1.0, 0.0]).to_parquet(path)
+    prefix = tmp_path / "out/table1"
+    for scoring, natural in (("twoafc", 70.0), ("accuracy", 50.0)):
+        assert table1_cli.main(["--certify", f"margin0.5={path}", "--teacher", "demo",
+                                "--eps", "36", "--no-reference", "--scoring", scoring,
+                                "--out-prefix", str(prefix)]) == 0
+        t = pd.read_parquet(f"{prefix}.parquet")
+        assert t.loc[0, "natural"] == pytest.approx(natural) and t.loc[0, "scoring"] == scoring

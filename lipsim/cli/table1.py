@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[36.0, 72.0, 108.0],
         help="certified radii in /255 units (default: 36 72 108)",
     )
+    p.add_argument(
+        "--scoring",
+        choices=("twoafc", "accuracy"),
+        default="twoafc",
+        help="LipSim rows: 2AFC score, or hard-label accuracy as the authors' evaluation",
+    )
     add_reference_options(p)
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/table1")
     return p
@@ -58,6 +64,7 @@ def _run(args) -> None:
         args.teacher,
         args.eps,
         ref,
+        args.scoring,
     )
     tables.write_table(
         args.out_prefix,

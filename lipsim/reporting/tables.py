@@ -80,17 +80,22 @@ def table1(
     teacher: str,
     eps: list[float],
     reference: pd.DataFrame | None,
+    scoring: str = "twoafc",
 ) -> pd.DataFrame:
     """One row per LipSim model and metric (from certify files), then one per reference
-    metric (eval).
+    metric (eval). scoring: twoafc (DreamSim's 2AFC) or accuracy (the authors' evaluation:
+    hard-label accuracy) for the LipSim rows; reference rows are 2AFC.
 
     Columns: model, teacher, stage, margin, metric, natural, certified_{e} (sound radius),
     certified_{e}_authors (the authors' radius), unsound_{e} (% of triplets the authors'
     radius certifies and the sound one does not), then {col}_paper for natural and
     certified_{e}, {col}_diff = ours - paper (certified: the authors' radius, the quantity
     the paper reports), paper_source, n_test, half_votes, tie_radius (the conventions the
-    certify step used).
+    certify step used), scoring.
     """
+    score_col = {"twoafc": "score", "accuracy": "correct"}.get(scoring)
+    if score_col is None:
+        raise ReportingError(f"--scoring must be twoafc or accuracy, got {scoring!r}")
     if not certify and not evals:
         raise ReportingError("table1 needs at least one --certify or --eval input")
     cert_cols = [f"certified_{e:g}" for e in eps]
@@ -103,8 +108,12 @@ def table1(
         stage, margin = _stage(model)
         for metric, part in df.groupby("metric", sort=True):
             test = part[part["split"].isin(TEST_SPLITS)]
-            sound = certified_scores(part, [e / 255 for e in eps])
-            theirs = certified_scores(part, [e / 255 for e in eps], radius="radius_authors")
+            if score_col not in part:
+                raise ReportingError(f"--certify {model}: {path} has no {score_col!r} column "
+                                     f"(needed for --scoring {scoring}); rerun certify")
+            sound = certified_scores(part, [e / 255 for e in eps], score=score_col)
+            theirs = certified_scores(part, [e / 255 for e in eps], radius="radius_authors",
+                                      score=score_col)
             row = {
                 "model": model,
                 "teacher": teacher,
@@ -118,7 +127,7 @@ def table1(
                 row[a] = theirs["certified"][e / 255]["test"]
                 row[u] = unsound_share(part, e / 255)["test"]
             row.update(n_test=len(test), half_votes=_convention(part, "half_votes"),
-                       tie_radius=_convention(part, "tie_radius"))
+                       tie_radius=_convention(part, "tie_radius"), scoring=scoring)
             rows.append(row)
     order = {"pretrained": 0, "finetuned": 1, "other": 2}
     rows.sort(
@@ -144,6 +153,7 @@ def table1(
             "n_test": len(test),
             "half_votes": None,
             "tie_radius": None,
+            "scoring": "twoafc",
         }
         rows.append(row)
 
@@ -170,7 +180,7 @@ def table1(
     base = ["model", "teacher", "stage", "margin", "metric", "natural", *cert_cols, *auth_cols,
             *unsound_cols]
     rest = [f"{c}_paper" for c in paper_cols] + [f"{c}_diff" for c in paper_cols]
-    return table[base + rest + ["paper_source", "n_test", "half_votes", "tie_radius"]]
+    return table[base + rest + ["paper_source", "n_test", "half_votes", "tie_radius", "scoring"]]
 
 
 def _eps_from_columns(table: pd.DataFrame) -> list[str]:
@@ -206,12 +216,16 @@ def _conventions_note(table: pd.DataFrame) -> str:
         return ""
     half = ", ".join(sorted(map(str, lipsim["half_votes"].dropna().unique())))
     tie = ", ".join(sorted(map(str, lipsim["tie_radius"].dropna().unique())))
+    scoring = ", ".join(sorted(map(str, lipsim["scoring"].dropna().unique())))
+    how = {"twoafc": "2AFC score (DreamSim's formula)",
+           "accuracy": "hard-label accuracy on round(p) (the authors' evaluation)"}
     return (
         "\nMetric: cosine = the authors' 1 - cos(f(x), f(y)); ball = the unit-ball projection. "
         "Cert. = certified with the sound radius of the row's metric; authors' radius = "
         "the radius of their code (assumes ||f|| >= 1); Unsound = % of triplets certified by "
         "the authors' radius only. Paper columns compare with the authors' radius. "
-        f"p = 0.5 triplets: {half}; authors' radius of exact ties: {tie}.\n"
+        f"p = 0.5 triplets: {half}; authors' radius of exact ties: {tie}. LipSim rows scored "
+        f"by {how.get(scoring, scoring)}; reference rows by 2AFC score.\n"
     )
 
 

@@ -13,6 +13,7 @@ rule table1:
         teacher=TEACHER,
         certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in MODELS),
         eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
+        scoring=config["certify"]["scoring"],
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
     conda:
         "../../envs/lipsim.yaml"
@@ -20,7 +21,8 @@ rule table1:
         f"{R}/logs/table1.log",
     shell:
         "python -m lipsim table1 --certify {params.certify} --eval {params.teacher}={input.teacher} "
-        "--teacher {params.teacher} --eps {params.eps} --out-prefix {params.prefix} > {log} 2>&1"
+        "--teacher {params.teacher} --eps {params.eps} --scoring {params.scoring} "
+        "--out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule table2:
