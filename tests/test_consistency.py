@@ -15,10 +15,8 @@ from lipsim.metric import load
 N = 16
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """A certify file and l2 PGD attack files (small and large eps) of a seeded tiny LipSim."""
-    tmp = tmp_path_factory.mktemp("consistency")
+def _setup():
+    """A seeded tiny LipSim and one batch of N triplets (ids, splits)."""
     metric = load("tiny", device="cpu", pretrained=False)
     g = torch.Generator().manual_seed(0)
     ref = torch.rand(N, 3, 32, 32, generator=g)
@@ -26,7 +24,14 @@ def files(tmp_path_factory):
     x1 = (ref + 0.3 * torch.randn(N, 3, 32, 32, generator=g)).clamp(0, 1)
     p = np.where(np.arange(N) % 2 == 0, 0.0, 1.0)
     ids, splits = np.arange(500, 500 + N), np.array(["test_imagenet", "test_no_imagenet"] * (N // 2))
-    loader = [(ref, x0, x1, torch.tensor(p), torch.arange(N))]
+    return metric, [(ref, x0, x1, torch.tensor(p), torch.arange(N))], ids, splits
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A certify file and l2 PGD attack files (small and large eps) of a seeded tiny LipSim."""
+    tmp = tmp_path_factory.mktemp("consistency")
+    metric, loader, ids, splits = _setup()
     cert = certify_triplets(metric, loader, ids=ids, splits=splits)
     cert_path = tmp / "cert.parquet"
     cert.to_parquet(cert_path)
@@ -97,15 +102,8 @@ def test_missing_certify_model(files, tmp_path):
 def test_linf_attacks_are_checked_through_their_l2_norm(files, tmp_path):
     """An linf attack file is checked too: inflated radii fail it (per-triplet ||delta||_2
     and the certified score at eps sqrt(3 S^2))."""
-    metric = load("tiny", device="cpu", pretrained=False)
     cert = files["cert_df"]
-    g = torch.Generator().manual_seed(0)
-    ref = torch.rand(N, 3, 32, 32, generator=g)
-    x0 = (ref + 0.15 * torch.randn(N, 3, 32, 32, generator=g)).clamp(0, 1)
-    x1 = (ref + 0.3 * torch.randn(N, 3, 32, 32, generator=g)).clamp(0, 1)
-    p = np.where(np.arange(N) % 2 == 0, 0.0, 1.0)
-    ids, splits = np.arange(500, 500 + N), np.array(["test_imagenet", "test_no_imagenet"] * (N // 2))
-    loader = [(ref, x0, x1, torch.tensor(p), torch.arange(N))]
+    metric, loader, ids, splits = _setup()
     df = attack_triplets(metric, loader, AttackSpec("pgd", "Linf", 0.05, steps=15),
                          device="cpu", ids=ids, splits=splits, log=None)
     assert (df["score_adv"] < df["score_clean"]).sum() > 0  # it breaks some

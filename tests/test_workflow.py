@@ -84,7 +84,15 @@ def test_results_layout_is_complete(demo_run):
 def test_table1_numbers_are_plausible(demo_run):
     t1 = pd.read_parquet(demo_run / RUN / "tables" / "table1.parquet")
     lipsim_rows = t1[t1["model"].astype(str).isin(["pretrained", "margin0.2", "margin0.5"])]
-    assert len(lipsim_rows) == 3, t1
+    # One row per model and metric (certify.metrics: cosine and ball).
+    assert len(lipsim_rows) == 6, t1
+    assert sorted(lipsim_rows["metric"]) == ["ball"] * 3 + ["cosine"] * 3
+    ball = lipsim_rows[lipsim_rows["metric"] == "ball"]
+    for e in (36, 72, 108):
+        # For the ball metric the authors' formula is the sound radius: nothing unsound.
+        assert (ball[f"certified_{e}"] == ball[f"certified_{e}_authors"]).all()
+        assert (ball[f"unsound_{e}"] == 0).all()
+        assert (lipsim_rows[f"unsound_{e}"] >= 0).all()
     for _, row in lipsim_rows.iterrows():
         vals = [row["natural"], row["certified_36"], row["certified_72"], row["certified_108"]]
         assert all(0 <= v <= 100 for v in vals), row
