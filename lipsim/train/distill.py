@@ -89,7 +89,7 @@ class DistillDataset(torch.utils.data.Dataset):
         row = int(self.items[i])
         img = self._decoded[i] if self._decoded is not None else self._load(row)
         if not self.augment:
-            return img, img, torch.from_numpy(self.cache[row]), row
+            return img, img, torch.tensor(self.cache[row]), row
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_item_seed(self.seed, self.epoch, row))
             # The draw RandomHorizontalFlip(0.5) makes, done here to know its outcome.
@@ -97,7 +97,7 @@ class DistillDataset(torch.utils.data.Dataset):
             v0 = img.flip(-1) if flipped else img
             v1 = self.colour(self.flip(img))
         source = self.mirror if flipped and self.teacher_view == "flipped" else self.cache
-        return v0, v1, torch.from_numpy(source[row]), row
+        return v0, v1, torch.tensor(source[row]), row
 
 
 def rmse_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
