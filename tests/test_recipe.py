@@ -13,6 +13,11 @@ each option changes what it says and nothing else, on tiny batches with seeded w
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -340,3 +345,68 @@ def test_authors_recipe_end_to_end_distill_then_finetune(tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if ln.startswith("lipsim finetune: error: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert "bare.pt" in lines[0] and "--optimizer-state reload" in lines[0]
+
+
+# --------------------------------------------------------------------------- workflow
+AUTHORS = ("distill: {crop: center, teacher_view: flipped, rmse_reduction: batch}\n"
+           "finetune: {lr: 0.01, schedule: interp, loss_reduction: sum, optimizer_state: reload}\n"
+           "metric: cosine\n")
+
+
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
+           "-d", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
+
+
+def test_paper_dry_run_passes_the_authors_recipe(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    proc = _snakemake(tmp_path, "-n", "-p", "--cores", "1", "--configfile",
+                      str(tmp_path / "config" / "paper.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    distill = [ln for ln in lines if "lipsim distill" in ln]
+    assert len(distill) == 1
+    for flag in ("--crop center", "--teacher-view flipped", "--rmse-reduction batch",
+                 "--mirror-cache-dir results/paper/cache/dreamsim_ensemble-mirror"):
+        assert flag in distill[0], flag
+    fills = [ln for ln in lines if "lipsim cache-fill" in ln]
+    assert all("--crop center" in ln for ln in fills)
+    assert sum("--mirror --out-dir results/paper/cache/dreamsim_ensemble-mirror" in ln
+               for ln in fills) == len(fills) // 2 == 64
+    finetune = [ln for ln in lines if "lipsim finetune" in ln]
+    assert len(finetune) == 2
+    for flag in ("--lr 0.01", "--schedule interp", "--metric cosine", "--loss-reduction sum",
+                 "--optimizer-state reload"):
+        assert all(flag in ln for ln in finetune), flag
+
+
+@pytest.mark.slow
+def test_authors_recipe_runs_through_the_workflow_and_its_keys_rerun_the_chain(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    overlay = tmp_path / "config" / "authors.yaml"
+    overlay.write_text(AUTHORS)
+    cfg = ["--configfile", str(tmp_path / "config" / "test.yaml"), str(overlay)]
+    target = "results/test/checkpoints/margin0.5.pt"
+    proc = _snakemake(tmp_path, target, "--cores", "2", *cfg)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    _, pre = load_checkpoint(tmp_path / "results/test/checkpoints/pretrained.pt")
+    _, ck = load_checkpoint(tmp_path / target)
+    assert pre["meta"]["teacher_view"] == "flipped" and "optimizer_state_dict" in pre
+    assert ck["metric"] == "cosine" and ck["meta"]["optimizer_state"] == "reload"
+    assert (tmp_path / "results/test/cache/demo-mirror/index.parquet").exists()
+
+    def planned(text: str) -> set[str]:
+        overlay.write_text(text)
+        proc = _snakemake(tmp_path, target, "-n", "--cores", "1", *cfg)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout, flags=re.M))
+
+    assert planned(AUTHORS) == set()  # nothing to do
+    assert planned(AUTHORS.replace("rmse_reduction: batch", "rmse_reduction: image")) == \
+        {"distill", "finetune"}
+    assert planned(AUTHORS.replace("loss_reduction: sum", "loss_reduction: mean")) == \
+        {"finetune"}
+    assert {"cache_fill", "cache_index", "distill", "finetune"} <= \
+        planned(AUTHORS.replace("crop: center", "crop: resize_center"))

@@ -22,13 +22,10 @@ rule cache_list:
 MIRROR_CACHE = f"{CACHE}-mirror"
 CACHE_FILL_FLAGS = {os.path.basename(CACHE): "", os.path.basename(MIRROR_CACHE): "--mirror"}
 
-
-def distill_caches():
-    """The caches distillation reads, by the distill option naming them."""
-    caches = {"cache_dir": CACHE}
-    if config["distill"]["teacher_view"] == "flipped":
-        caches["mirror_cache_dir"] = MIRROR_CACHE
-    return caches
+# The caches distillation reads, by the distill option naming them.
+DISTILL_CACHES = {"cache_dir": CACHE}
+if config["distill"]["teacher_view"] == "flipped":
+    DISTILL_CACHES["mirror_cache_dir"] = MIRROR_CACHE
 
 
 rule cache_fill:
@@ -112,13 +109,13 @@ else:
 
     rule distill:
         input:
-            **{k: f"{d}/index.parquet" for k, d in distill_caches().items()},
+            **{k: f"{d}/index.parquet" for k, d in DISTILL_CACHES.items()},
         output:
             ckpt_path("pretrained"),
         params:
             device=config["device"],
             teacher=TEACHER,
-            caches=" ".join(f"--{k.replace('_', '-')} {d}" for k, d in distill_caches().items()),
+            caches=" ".join(f"--{k.replace('_', '-')} {d}" for k, d in DISTILL_CACHES.items()),
             d=hparams("distill"),
             images=imagenet_dir(),
             preset=config["model"]["preset"],
