@@ -8,7 +8,9 @@
               piecewise linear through (0, 0), (2T//5, 1), (4T//5, 1/20), (T, 0) over the
               T = total_steps of the run, integer division for the knots, no warmup
               (`warmup_steps` is not used). Step s trains with the value at s, so the first
-              step has lr 0: their code sets the lr after each step from np.interp.
+              step has lr 0. (Their code sets the lr after step s from np.interp at s, so their
+              step s + 1 uses our step s's value, and their first step the lr reloaded with the
+              optimizer: a one-step shift not copied here.)
 """
 
 from __future__ import annotations
