@@ -237,6 +237,11 @@ def test_fit_continues_the_reloaded_state_and_a_resume_checkpoint_wins(tmp_path)
     again.fit(build_model("tiny", 32, 16), _Regress(), init_optimizer_state=other)
     assert again.resumed_from == 2
     assert all(float(s["step"]) == 3 for s in again.optimizer.state_dict()["state"].values())
+    # fresh: Adam starts from zero moments, its step counts are this run's alone.
+    fresh = Trainer(_cfg(tmp_path, workdir=str(tmp_path / "f")), detect_env({}),
+                    torch.device("cpu"))
+    fresh.fit(build_model("tiny", 32, 16), _Regress())
+    assert all(float(s["step"]) == 2 for s in fresh.optimizer.state_dict()["state"].values())
 
 
 # --------------------------------------------------------------------------- metric
