@@ -270,10 +270,17 @@ def test_finetune_metric_matters_inside_the_unit_ball_only():
 
 # --------------------------------------------------------------------------- CLIs and config
 def test_cli_defaults_are_the_schemas_and_training_options_are_required():
-    # cache-fill's --crop default is the one default the CLI repeats: it must be the schema's.
-    assert cache_fill_cli.build_parser().parse_args(
+    # The defaults cache-fill repeats (so that it runs without the workflow) are the schema's.
+    fill = cache_fill_cli.build_parser().parse_args(
         ["--teacher", "demo", "--images", "i", "--list", "l", "--part", "0", "--parts", "1",
-         "--out-dir", "o"]).crop == SCHEMA["distill"]["properties"]["crop"]["default"]
+         "--shard-size", "8", "--dtype", "float32", "--batch-size", "4", "--workers", "0",
+         "--out-dir", "o"])
+    assert fill.crop == SCHEMA["distill"]["properties"]["crop"]["default"]
+    assert fill.on_bad_image == SCHEMA["cache"]["properties"]["on_bad_image"]["default"]
+    assert fill.device == SCHEMA["device"]["default"]
+    for action in cache_fill_cli.build_parser()._actions:
+        if action.dest in SCHEMA["cache"]["properties"] and action.dest != "on_bad_image":
+            assert action.required, f"cache-fill --{action.dest} has a default"
     for cli in (distill_cli, finetune_cli):
         for action in cli.build_parser()._actions:
             dest = action.dest

@@ -32,19 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--list", required=True, type=Path, help="images.parquet from cache-list")
     ap.add_argument("--part", required=True, type=int)
     ap.add_argument("--parts", required=True, type=int)
-    ap.add_argument("--shard-size", type=int, default=1000)
-    ap.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    # Settings with a config key (cache.*, distill.crop, device) are required or default to
+    # the schema's value (tests/test_recipe.py checks it): the schema is their one source.
+    ap.add_argument("--shard-size", type=int, required=True)
+    ap.add_argument("--dtype", choices=("float16", "float32"), required=True)
     ap.add_argument("--image-size", type=int, default=None,
                     help="crop size fed to the teacher (default: its own size)")
-    # Default = the schema's distill.crop (tests/test_recipe.py checks they agree).
     ap.add_argument("--crop", choices=CROPS, default="resize_center",
                     help="resize_center: shorter side resized, then centre crop; center: the "
                     "authors' centre crop of the full-resolution image (as distill --crop)")
     ap.add_argument("--mirror", action="store_true",
                     help="embed the horizontally mirrored crops (the cache distill "
                     "--teacher-view flipped reads for flipped views; use its own --out-dir)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, required=True)
+    ap.add_argument("--workers", type=int, required=True)
     ap.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     ap.add_argument("--out-dir", required=True, type=Path)
