@@ -88,18 +88,31 @@ def list_images(images: str | os.PathLike) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- images
-def load_train_image(path: str | os.PathLike, image_size: int):
-    """An image as a float tensor (3, S, S) in [0, 1]: shorter side resized to S (bicubic,
-    antialiased), centre crop S x S. Raises BadImageError naming the file if undecodable."""
+# How a training image becomes a square: see load_train_image.
+CROPS = ("resize_center", "center")
+
+
+def load_train_image(path: str | os.PathLike, image_size: int, crop: str = "resize_center"):
+    """An image as a float tensor (3, S, S) in [0, 1], cropped as `crop` says:
+      resize_center  shorter side resized to S (bicubic, antialiased), centre crop S x S
+      center         centre crop S x S of the full-resolution image, no resize (the authors'
+                     distillation: torchvision's CenterCrop, which pads an image smaller than
+                     S with zeros)
+    Raises BadImageError naming the file if undecodable."""
     import torch
     from PIL import Image
+    from torchvision.transforms import functional as TF
 
+    if crop not in CROPS:
+        raise ValueError(f"--crop must be one of {', '.join(CROPS)}, got {crop!r}")
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
             w, h = im.size
-            scale = image_size / min(w, h)
-            if (w, h) != (image_size, image_size):
+            if crop == "center":
+                im = TF.center_crop(im, [image_size, image_size])
+            elif (w, h) != (image_size, image_size):
+                scale = image_size / min(w, h)
                 nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
                 im = im.resize((nw, nh), Image.BICUBIC)
                 left, top = (nw - image_size) // 2, (nh - image_size) // 2
@@ -113,8 +126,9 @@ def load_train_image(path: str | os.PathLike, image_size: int):
 class _ImageRows:
     """Dataset over rows [start, stop) of the image list: (row, image, ok, error)."""
 
-    def __init__(self, root: Path, paths: list[str], start: int, image_size: int):
+    def __init__(self, root: Path, paths: list[str], start: int, image_size: int, crop: str):
         self.root, self.paths, self.start, self.image_size = root, paths, start, image_size
+        self.crop = crop
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -124,7 +138,7 @@ class _ImageRows:
 
         path = self.root / self.paths[i]
         try:
-            return self.start + i, load_train_image(path, self.image_size), True, ""
+            return self.start + i, load_train_image(path, self.image_size, self.crop), True, ""
         except BadImageError as exc:
             # A placeholder keeps the batch shape; its embedding row becomes NaN, ok=False.
             return self.start + i, torch.zeros(3, self.image_size, self.image_size), False, str(exc)
@@ -185,6 +199,8 @@ class FillConfig:
     n_images: int
     list_sha256: str
     random_weights: bool
+    crop: str  # load_train_image's crop
+    mirror: bool  # embeddings of the horizontally mirrored crops (the distillation's flipped view)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -209,11 +225,13 @@ def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
               dtype: str = "float16", batch_size: int = 64, workers: int = 0,
               on_bad_image: str = "skip", image_size: int | None = None, device="cpu",
               random_weights: bool = False, teacher_name: str | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, crop: str = "resize_center", mirror: bool = False) -> dict:
     """Embed the images of part `part` of `parts` and write its shards, then part-K.json.
 
     Returns the part manifest. Shards already present and verified are kept (resume).
     on_bad_image: "skip" (NaN row, ok=False, reported with its path) or "fail" (raise).
+    crop: how each image is cropped (load_train_image); mirror: embed the horizontally
+    mirrored crops instead (a separate cache folder: the teacher view of a flipped view 0).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -233,7 +251,8 @@ def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
     config = FillConfig(teacher=teacher_name or teacher.name, image_size=image_size,
                         shard_size=shard_size, dtype=dtype, emb_dim=int(teacher.emb_dim),
                         n_images=n, list_sha256=_list_digest(image_list),
-                        random_weights=bool(random_weights)).as_dict()
+                        random_weights=bool(random_weights), crop=crop,
+                        mirror=bool(mirror)).as_dict()
     known = _load_state(out_dir, part, config)
     paths = image_list["path"].tolist()
     entries: dict[int, dict] = {}
@@ -259,7 +278,7 @@ def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
             log.warning("%s: %s; rebuilding it", path, why)
         out = np.empty((stop - start, config["emb_dim"]), dtype=np.float32)
         shard_bad: list[dict] = []
-        loader = DataLoader(_ImageRows(Path(images), paths[start:stop], start, image_size),
+        loader = DataLoader(_ImageRows(Path(images), paths[start:stop], start, image_size, crop),
                             batch_size=batch_size, num_workers=workers, shuffle=False)
         for rows, batch, ok, errors in loader:
             ok = ok.bool()
@@ -272,6 +291,7 @@ def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
                         log.warning("skipping undecodable image (row %d): %s", r, err)
                         shard_bad.append({"row": int(r), "path": paths[r], "error": err})
             with torch.no_grad():
+                batch = batch.flip(-1) if mirror else batch
                 emb = teacher.embed(batch.to(device)).float().cpu().numpy()
             emb[~ok.numpy()] = np.nan
             out[rows.numpy() - start] = emb

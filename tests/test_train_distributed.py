@@ -56,6 +56,8 @@ def distill_args(images, cache, workdir, out, batch, *extra):
             "--batch-size", str(batch), "--lr", "0.01", "--beta1", "0.5", "--beta2", "0.9",
             "--weight-decay", "0", "--schedule", "cosine", "--warmup-steps", "1", "--seed", "0",
             "--workers", "0", "--amp", "none", "--ckpt-every", "100", "--device", "cpu",
+            # Per-image RMSE: the reduction under which N ranks x batch b = 1 rank x N b.
+            "--crop", "resize_center", "--teacher-view", "original", "--rmse-reduction", "image",
             "--workdir", str(workdir), "--out", str(out), "--no-progress", *extra]
 
 

@@ -75,9 +75,9 @@ def test_schedules():
 def test_hinge_loss_convention():
     d0, d1 = torch.tensor([0.2, 0.2]), torch.tensor([0.5, 0.5])  # the model prefers x0
     # p = share of votes for x1: humans agree (p small) -> loss m - 0.3; disagree -> m + 0.3.
-    assert hinge_loss(d0[:1], d1[:1], torch.tensor([0.1]), 0.5) == pytest.approx(0.2)
-    assert hinge_loss(d0[1:], d1[1:], torch.tensor([0.9]), 0.5) == pytest.approx(0.8)
-    assert hinge_loss(d0[:1], d1[:1], torch.tensor([0.0]), 0.2) == pytest.approx(0.0)
+    assert hinge_loss(d0[:1], d1[:1], torch.tensor([0.1]), 0.5, "mean") == pytest.approx(0.2)
+    assert hinge_loss(d0[1:], d1[1:], torch.tensor([0.9]), 0.5, "mean") == pytest.approx(0.8)
+    assert hinge_loss(d0[:1], d1[:1], torch.tensor([0.0]), 0.2, "mean") == pytest.approx(0.0)
 
 
 def test_finetune_cli_writes_finetuned_checkpoint(tmp_path):
@@ -90,12 +90,14 @@ def test_finetune_cli_writes_finetuned_checkpoint(tmp_path):
         "--epochs", "1", "--batch-size", "8", "--lr", "0.001", "--beta1", "0.5", "--beta2",
         "0.9", "--weight-decay", "0", "--schedule", "constant", "--warmup-steps", "0",
         "--seed", "0", "--workers", "0", "--amp", "none", "--ckpt-every", "100",
-        "--device", "cpu", "--min-votes", "6", "--workdir", str(tmp_path / "w"),
+        "--device", "cpu", "--min-votes", "6", "--metric", "ball", "--loss-reduction", "mean",
+        "--optimizer-state", "fresh", "--workdir", str(tmp_path / "w"),
         "--out", str(tmp_path / "m.pt"), "--no-progress"])
     assert rc == 0
     net, ck = load_checkpoint(tmp_path / "m.pt")
     assert ck["stage"] == "finetuned" and ck["margin"] == 0.5 and ck["teacher"] == "demo"
-    assert ck["meta"]["loss"] == "hinge"
+    assert ck["meta"]["loss"] == "hinge" and ck["metric"] == "ball"
+    assert (ck["meta"]["loss_reduction"], ck["meta"]["optimizer_state"]) == ("mean", "fresh")
     pre, _ = load_checkpoint(tmp_path / "pre.pt")
     assert any(not torch.equal(v, pre.state_dict()[k]) for k, v in net.state_dict().items())
     m = pd.read_csv(tmp_path / "w" / "metrics.csv")

@@ -1,5 +1,5 @@
 """`python -m lipsim cache-fill --teacher NAME --images DIR --list images.parquet --part K
---parts N --out-dir DIR [...]`
+--parts N --out-dir DIR [--crop C] [--mirror] [...]`
 
 Embeds the images of part K (a contiguous range of the ceil(n / shard-size) shards split
 over N parts) with the teacher and writes OUT_DIR/shard-XXXXX.npy for them, then
@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from lipsim.device import resolve_device
-from lipsim.embcache import BadImageError, fill_part
+from lipsim.embcache import CROPS, BadImageError, fill_part
 from lipsim.teachers import get_teacher, teacher_names
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lipsim cache-fill", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", required=True, choices=teacher_names())
@@ -32,17 +32,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", required=True, type=Path, help="images.parquet from cache-list")
     ap.add_argument("--part", required=True, type=int)
     ap.add_argument("--parts", required=True, type=int)
-    ap.add_argument("--shard-size", type=int, default=1000)
-    ap.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    # Settings with a config key (cache.*, distill.crop, device) are required or default to
+    # the schema's value (tests/test_recipe.py checks it): the schema is their one source.
+    ap.add_argument("--shard-size", type=int, required=True)
+    ap.add_argument("--dtype", choices=("float16", "float32"), required=True)
     ap.add_argument("--image-size", type=int, default=None,
-                    help="resize+centre-crop size fed to the teacher (default: its own size)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=2)
+                    help="crop size fed to the teacher (default: its own size)")
+    ap.add_argument("--crop", choices=CROPS, default="resize_center",
+                    help="resize_center: shorter side resized, then centre crop; center: the "
+                    "authors' centre crop of the full-resolution image (as distill --crop)")
+    ap.add_argument("--mirror", action="store_true",
+                    help="embed the horizontally mirrored crops (the cache distill "
+                    "--teacher-view flipped reads for flipped views; use its own --out-dir)")
+    ap.add_argument("--batch-size", type=int, required=True)
+    ap.add_argument("--workers", type=int, required=True)
     ap.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     ap.add_argument("--out-dir", required=True, type=Path)
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     device = resolve_device(args.device)
@@ -56,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                       batch_size=args.batch_size, workers=args.workers,
                       on_bad_image=args.on_bad_image, image_size=args.image_size,
                       device=device, random_weights=args.random_weights,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, crop=args.crop, mirror=args.mirror)
     except BadImageError as exc:
         print(f"cache-fill: {exc}", file=sys.stderr)
         return 1

@@ -1,12 +1,18 @@
 """Distillation (LipSim step 1): regress cached teacher embeddings with the 1-Lipschitz
 student f (no projection).
 
-Each item is one cached image seen in two views at the preset's image size (shorter side
-resized, centre crop): view 0 = random horizontal flip; view 1 = flip + ColorJitter(0.4,
-0.4, 0.2, 0.1) with p 0.8 + grayscale with p 0.2. The target is the teacher embedding of the
-original (un-augmented) view, read from the memory-mapped cache. Loss: per-image RMSE
-||f(view) - t||_2 / sqrt(emb_dim), averaged over the batch and the two views (a mean over
-images, so DDP's gradient averaging equals one big batch). Images whose cache row is not ok
+Each item is one cached image seen in two views at the preset's image size, cropped the way
+`crop` says (lipsim.embcache.load_train_image: `resize_center` = shorter side resized, then
+centre crop; `center` = the authors' centre crop of the full-resolution image, no resize):
+view 0 = random horizontal flip; view 1 = flip + ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8
++ grayscale with p 0.2 (its own flip draw). The target of both views is a teacher embedding
+read from the memory-mapped cache, of
+  teacher_view = original   the un-augmented image, or
+  teacher_view = flipped    view 0 itself (the authors' trainer embeds view 0 online): the
+                            embedding of the mirrored image, from a second cache filled with
+                            `cache-fill --mirror`, when view 0 was flipped.
+Loss: RMSE between f(view) and the target, averaged over the two views, reduced over the
+batch as `rmse_reduction` says (see batch_rmse). Images whose cache row is not ok
 (undecodable at cache time) are never used.
 
 Augmentation randomness comes from a generator seeded by (seed, epoch, image index), not from
@@ -26,6 +32,9 @@ from torchvision import transforms
 
 from lipsim.embcache import EmbeddingCache, load_train_image
 
+TEACHER_VIEWS = ("original", "flipped")
+RMSE_REDUCTIONS = ("image", "batch")
+
 
 def _item_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]
@@ -33,12 +42,28 @@ def _item_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class DistillDataset(torch.utils.data.Dataset):
-    """(view0, view1, target, index) over the ok rows of an embedding cache."""
+    """(view0, view1, target, index) over the ok rows of an embedding cache.
+
+    teacher_view "flipped" needs `mirror`: the cache of the same image list filled with
+    `cache-fill --mirror` (teacher embeddings of the horizontally mirrored crops).
+    """
 
     def __init__(self, cache: EmbeddingCache, images: str | os.PathLike, image_size: int,
-                 *, seed: int = 0, augment: bool = True, preload: bool | None = None):
+                 *, crop: str, teacher_view: str, mirror: EmbeddingCache | None = None,
+                 seed: int = 0, augment: bool = True, preload: bool | None = None):
+        if teacher_view not in TEACHER_VIEWS:
+            raise ValueError(f"--teacher-view must be one of {', '.join(TEACHER_VIEWS)}, "
+                             f"got {teacher_view!r}")
+        if (teacher_view == "flipped") != (mirror is not None):
+            raise ValueError("--teacher-view flipped needs the mirrored cache (--mirror-cache-dir)"
+                             " and --teacher-view original must not be given one")
+        if mirror is not None and mirror.paths != cache.paths:
+            raise ValueError(f"the mirrored cache {mirror.cache_dir} lists other images than "
+                             f"{cache.cache_dir}")
         self.cache, self.images, self.image_size = cache, Path(images), int(image_size)
-        self.items = np.flatnonzero(cache.ok)  # cache rows usable for training
+        self.crop, self.teacher_view, self.mirror = crop, teacher_view, mirror
+        ok = cache.ok if mirror is None else cache.ok & mirror.ok
+        self.items = np.flatnonzero(ok)  # cache rows usable for training
         self.seed, self.augment, self.epoch = int(seed), bool(augment), 0
         self.flip = transforms.RandomHorizontalFlip(0.5)
         self.colour = transforms.Compose([
@@ -57,19 +82,22 @@ class DistillDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def _load(self, row: int) -> torch.Tensor:
-        return load_train_image(self.images / self.cache.paths[row], self.image_size)
+        return load_train_image(self.images / self.cache.paths[row], self.image_size,
+                                crop=self.crop)
 
     def __getitem__(self, i: int):
         row = int(self.items[i])
         img = self._decoded[i] if self._decoded is not None else self._load(row)
-        target = torch.from_numpy(self.cache[row])
         if not self.augment:
-            return img, img, target, row
+            return img, img, torch.tensor(self.cache[row]), row
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_item_seed(self.seed, self.epoch, row))
-            v0 = self.flip(img)
+            # The draw RandomHorizontalFlip(0.5) makes, done here to know its outcome.
+            flipped = bool(torch.rand(1) < self.flip.p)
+            v0 = img.flip(-1) if flipped else img
             v1 = self.colour(self.flip(img))
-        return v0, v1, target, row
+        source = self.mirror if flipped and self.teacher_view == "flipped" else self.cache
+        return v0, v1, torch.tensor(source[row]), row
 
 
 def rmse_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -77,9 +105,34 @@ def rmse_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).square().mean(dim=1).add(1e-12).sqrt()
 
 
+def batch_rmse(pred: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
+    """RMSE of a batch of embeddings (B, D) against their targets, reduced over the batch:
+
+      image  mean over images of sqrt(mean over dims of (pred - target)^2)
+      batch  sqrt(mean over images and dims of (pred - target)^2) -- the authors'
+             (torch.sqrt(nn.MSELoss()(pred, target)))
+
+    With DDP the gradients are averaged over ranks, i.e. the loss is the mean over ranks of
+    each rank's value. For `image` that is the image mean of the global batch (N processes with
+    batch b train as one with batch N b). For `batch` it is the mean of per-rank RMSEs, which
+    is not the RMSE of the global batch (sqrt does not commute with the mean): the authors ran
+    that way too (4 nodes x 4 GPUs, batch 32 each), so a run on another process count follows
+    a slightly different loss.
+    """
+    if reduction == "image":
+        return rmse_per_image(pred, target).mean()
+    if reduction == "batch":
+        return (pred - target).square().mean().add(1e-12).sqrt()
+    raise ValueError(f"--rmse-reduction must be one of {', '.join(RMSE_REDUCTIONS)}, "
+                     f"got {reduction!r}")
+
+
 class DistillTask:
-    def __init__(self, dataset: DistillDataset):
-        self.dataset = dataset
+    def __init__(self, dataset: DistillDataset, *, rmse_reduction: str):
+        if rmse_reduction not in RMSE_REDUCTIONS:
+            raise ValueError(f"--rmse-reduction must be one of {', '.join(RMSE_REDUCTIONS)}, "
+                             f"got {rmse_reduction!r}")
+        self.dataset, self.rmse_reduction = dataset, rmse_reduction
 
     def loss(self, model: nn.Module, batch, device: torch.device):
         v0, v1, target, _ = batch
@@ -87,5 +140,6 @@ class DistillTask:
         # One forward over both views (one DDP forward per step).
         out = model(torch.cat([v0, v1]).to(device, non_blocking=True)).float()
         target = target.to(device, non_blocking=True).float()
-        loss = 0.5 * (rmse_per_image(out[:b], target).mean() + rmse_per_image(out[b:], target).mean())
+        r = self.rmse_reduction
+        loss = 0.5 * (batch_rmse(out[:b], target, r) + batch_rmse(out[b:], target, r))
         return loss, 2 * b

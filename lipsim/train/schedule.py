@@ -4,6 +4,13 @@
   cosine      linear warmup, then cosine decay from 1 to 0 at `total_steps`
   triangular  linear rise to 1 at `warmup_steps` (half the run when 0), then linear fall to 0
               (the one-cycle triangle of the public LipSim code's options)
+  interp      the public LipSim code's default finetuning schedule (its `interp` option):
+              piecewise linear through (0, 0), (2T//5, 1), (4T//5, 1/20), (T, 0) over the
+              T = total_steps of the run, integer division for the knots, no warmup
+              (`warmup_steps` is not used). Step s trains with the value at s, so the first
+              step has lr 0. (Their code sets the lr after step s from np.interp at s, so their
+              step s + 1 uses our step s's value, and their first step the lr reloaded with the
+              optimizer: a one-step shift not copied here.)
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 
@@ -36,8 +44,13 @@ def _triangular(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - peak))
 
 
+def _interp(step: int, total: int, warmup: int) -> float:
+    knots = (0, total * 2 // 5, total * 4 // 5, total)
+    return float(np.interp(step, knots, (0.0, 1.0, 1.0 / 20.0, 0.0)))
+
+
 SCHEDULES: dict[str, Callable[[int, int, int], float]] = {
-    "constant": _constant, "cosine": _cosine, "triangular": _triangular,
+    "constant": _constant, "cosine": _cosine, "triangular": _triangular, "interp": _interp,
 }
 
 

@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lipsim.atomic import write_csv
+from lipsim.errors import LipSimError
 from lipsim.train import checkpointing as ckpt
 from lipsim.train.distributed import (
     DistEnv,
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 METRIC_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s", "time")
 
 
+class OptimizerStateError(LipSimError, ValueError):
+    """A saved optimizer state does not fit the model being trained (the message says how)."""
+
+
 class Task(Protocol):
     dataset: torch.utils.data.Dataset
 
@@ -62,23 +67,26 @@ class Task(Protocol):
 
 @dataclasses.dataclass
 class TrainConfig:
+    """Every field is required: the defaults live in workflow/schemas/config.schema.yaml (the
+    rule passes each one) and a second set here would disagree with them sooner or later."""
+
     epochs: int
     batch_size: int  # per process
     lr: float
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    seed: int = 0
-    workers: int = 0
-    amp: str = "none"  # "bf16" | "none"
-    ckpt_every: int = 100
-    device: str = "auto"
-    workdir: str = "train"
-    metrics: str | None = None
-    log_every: int = 1
-    progress: bool = True
+    beta1: float
+    beta2: float
+    weight_decay: float
+    schedule: str
+    warmup_steps: int
+    seed: int
+    workers: int
+    amp: str  # "bf16" | "none"
+    ckpt_every: int
+    device: str
+    workdir: str
+    metrics: str
+    log_every: int
+    progress: bool
     throttle_s: float = 0.0  # sleep per step (tests make a run slow enough to interrupt)
 
     def fingerprint(self, extra: dict | None = None) -> dict:
@@ -88,25 +96,26 @@ class TrainConfig:
         return {**{k: getattr(self, k) for k in keys}, **(extra or {})}
 
 
-def add_training_options(ap: argparse.ArgumentParser, *, lr: float, epochs: int,
-                         batch_size: int, beta1: float = 0.5, beta2: float = 0.9) -> None:
-    """The options distill and finetune share (every hyperparameter explicit)."""
+def add_training_options(ap: argparse.ArgumentParser) -> None:
+    """The options distill and finetune share. The hyperparameters are required: their
+    defaults are the config schema's, and the rule passes every one (one source per fact)."""
     g = ap.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=epochs)
-    g.add_argument("--batch-size", type=int, default=batch_size, help="per process")
-    g.add_argument("--lr", type=float, default=lr)
-    g.add_argument("--beta1", type=float, default=beta1)
-    g.add_argument("--beta2", type=float, default=beta2)
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--schedule", choices=tuple(SCHEDULES), default="cosine")
-    g.add_argument("--warmup-steps", type=int, default=0)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
-    g.add_argument("--amp", choices=("bf16", "none"), default="bf16",
+    g.add_argument("--epochs", type=int, required=True)
+    g.add_argument("--batch-size", type=int, required=True, help="per process")
+    g.add_argument("--lr", type=float, required=True, help="Adam learning rate (peak of the schedule)")
+    g.add_argument("--beta1", type=float, required=True)
+    g.add_argument("--beta2", type=float, required=True)
+    g.add_argument("--weight-decay", type=float, required=True)
+    g.add_argument("--schedule", choices=tuple(SCHEDULES), required=True,
+                   help="lr schedule (lipsim.train.schedule)")
+    g.add_argument("--warmup-steps", type=int, required=True)
+    g.add_argument("--seed", type=int, required=True)
+    g.add_argument("--workers", type=int, required=True, help="DataLoader workers per process")
+    g.add_argument("--amp", choices=("bf16", "none"), required=True,
                    help="bf16 autocast on GPU (ignored on CPU)")
-    g.add_argument("--ckpt-every", type=int, default=500, help="resume checkpoint period (steps)")
+    g.add_argument("--ckpt-every", type=int, required=True, help="resume checkpoint period (steps)")
     g.add_argument("--log-every", type=int, default=1, help="metrics.csv period (steps)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    g.add_argument("--device", required=True, help="auto, cpu, cuda")
     g.add_argument("--workdir", required=True, type=Path, help="resume checkpoints live here")
     g.add_argument("--metrics", type=Path, default=None, help="metrics.csv (default WORKDIR/metrics.csv)")
     g.add_argument("--no-progress", action="store_true")
@@ -183,8 +192,17 @@ class Trainer:
         if cfg.amp == "bf16" and not self.use_amp and env.is_main:
             log.info("--amp bf16 applies on GPU only; running fp32 on %s", device)
         self.resumed_from: int | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
 
-    def fit(self, model: nn.Module, task: Task, fingerprint_extra: dict | None = None) -> nn.Module:
+    def fit(self, model: nn.Module, task: Task, fingerprint_extra: dict | None = None,
+            init_optimizer_state: dict | None = None) -> nn.Module:
+        """Train `model` on `task`; returns it in eval mode (self.optimizer keeps Adam).
+
+        init_optimizer_state: an Adam state dict (params in model.parameters() order) to start
+        from instead of zero moments (the authors' finetuning reloads the distillation's);
+        lr, betas and weight decay still come from the config. A resume checkpoint of this
+        run wins over it (it holds the later state).
+        """
         cfg, env, dev = self.cfg, self.env, self.device
         model = model.to(dev)
         model.train()
@@ -198,6 +216,9 @@ class Trainer:
         total_steps = cfg.epochs * steps_per_epoch
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                weight_decay=cfg.weight_decay)
+        if init_optimizer_state is not None:
+            load_optimizer_state(opt, init_optimizer_state, cfg)
+        self.optimizer = opt
         sched = build_scheduler(opt, cfg.schedule, total_steps, cfg.warmup_steps)
         fingerprint = cfg.fingerprint({**(fingerprint_extra or {}), "world_size": env.world_size,
                                        "n_items": len(dataset)})
@@ -299,6 +320,30 @@ class Trainer:
             bar.close()
         model.eval()
         return model
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, cfg: TrainConfig) -> None:
+    """Load a saved Adam state into `opt`, then set lr, betas and weight decay from `cfg`.
+
+    load_state_dict restores the saved param_groups too (the distillation's last lr, its
+    betas, and the scheduler's `initial_lr`, which a new LambdaLR would otherwise keep as
+    its base lr): only the moments and step counts are meant to carry over. Raises
+    OptimizerStateError when the state does not fit the model's parameters (count, shapes).
+    """
+    params = [p for g in opt.param_groups for p in g["params"]]
+    saved = [i for g in state.get("param_groups", []) for i in g.get("params", [])]
+    if len(saved) != len(params):
+        raise OptimizerStateError(f"optimizer state holds {len(saved)} parameters, the model has "
+                         f"{len(params)}")
+    for i, p in zip(saved, params, strict=True):
+        for name, t in state.get("state", {}).get(i, {}).items():
+            if torch.is_tensor(t) and t.dim() > 0 and tuple(t.shape) != tuple(p.shape):
+                raise OptimizerStateError(f"optimizer state {name!r} of parameter {i} has shape "
+                                 f"{tuple(t.shape)}, the model's is {tuple(p.shape)}")
+    opt.load_state_dict(state)
+    for g in opt.param_groups:
+        g.pop("initial_lr", None)
+        g.update(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
 
 
 def seed_everything(seed: int) -> None:

@@ -16,12 +16,26 @@ rule cache_list:
         "python -m lipsim cache-list --images {params.images} --out {output} > {log} 2>&1"
 
 
+# Teacher caches under R/cache/: {TEACHER} (the training crops) and, for
+# distill.teacher_view flipped, {TEACHER}-mirror (the same crops mirrored: the teacher's view
+# of a flipped view 0). One image list, same shards and index format.
+MIRROR_CACHE = f"{CACHE}-mirror"
+CACHE_FILL_FLAGS = {os.path.basename(CACHE): "", os.path.basename(MIRROR_CACHE): "--mirror"}
+
+# The caches distillation reads, by the distill option naming them.
+DISTILL_CACHES = {"cache_dir": CACHE}
+if config["distill"]["teacher_view"] == "flipped":
+    DISTILL_CACHES["mirror_cache_dir"] = MIRROR_CACHE
+
+
 rule cache_fill:
     input:
         images=f"{CACHE}/images.parquet",
         weights=weights_marker(TEACHER),
     output:
-        f"{CACHE}/part-{{part}}.json",
+        f"{R}/cache/{{cache}}/part-{{part}}.json",
+    wildcard_constraints:
+        cache="|".join(re.escape(c) for c in CACHE_FILL_FLAGS),
     params:
         device=config["device"],
         weights=lambda wc: config["weights_dir"],
@@ -30,38 +44,44 @@ rule cache_fill:
         images=imagenet_dir(),
         c=config["cache"],
         parts=config["cache"]["parts"],
+        crop=config["distill"]["crop"],
+        mirror=lambda wc: CACHE_FILL_FLAGS[wc.cache],
         rw="--random-weights" if config["teacher"]["random_weights"] else "",
     resources:
         **slurm_resources(config["resources"]["cache"]),
     conda:
         "../../envs/lipsim.yaml"
     log:
-        f"{R}/logs/cache_fill/part-{{part}}.log",
+        f"{R}/logs/cache_fill/{{cache}}/part-{{part}}.log",
     benchmark:
-        f"{R}/benchmarks/cache_fill/part-{{part}}.tsv"
+        f"{R}/benchmarks/cache_fill/{{cache}}/part-{{part}}.tsv"
     shell:
         "python -m lipsim cache-fill --teacher {params.teacher} --weights-dir {params.weights} "
         "--images {params.images} --list {input.images} --part {wildcards.part} "
         "--parts {params.parts} --shard-size {params.c[shard_size]} --dtype {params.c[dtype]} "
         "--batch-size {params.c[batch_size]} --workers {params.c[workers]} "
         "--on-bad-image {params.c[on_bad_image]} --device {params.device} {params.rw} "
-        "--out-dir {params.cache} > {log} 2>&1"
+        "--crop {params.crop} {params.mirror} --out-dir {params.cache} > {log} 2>&1"
 
 
 rule cache_index:
     input:
-        expand(f"{CACHE}/part-{{part}}.json", part=range(config["cache"]["parts"])),
+        images=f"{CACHE}/images.parquet",
+        parts=expand(f"{R}/cache/{{{{cache}}}}/part-{{part}}.json", part=range(config["cache"]["parts"])),
     output:
-        f"{CACHE}/index.parquet",
+        f"{R}/cache/{{cache}}/index.parquet",
+    wildcard_constraints:
+        cache="|".join(re.escape(c) for c in CACHE_FILL_FLAGS),
     params:
         cache=lambda wc, output: os.path.dirname(output[0]),
         parts=config["cache"]["parts"],
     conda:
         "../../envs/lipsim.yaml"
     log:
-        f"{R}/logs/cache_index.log",
+        f"{R}/logs/cache_index/{{cache}}.log",
     shell:
-        "python -m lipsim cache-index --cache-dir {params.cache} --parts {params.parts} --out {output} > {log} 2>&1"
+        "python -m lipsim cache-index --cache-dir {params.cache} --parts {params.parts} "
+        "--list {input.images} --out {output} > {log} 2>&1"
 
 
 if config["pretrained_checkpoint"]:
@@ -89,13 +109,13 @@ else:
 
     rule distill:
         input:
-            index=f"{CACHE}/index.parquet",
+            **{k: f"{d}/index.parquet" for k, d in DISTILL_CACHES.items()},
         output:
             ckpt_path("pretrained"),
         params:
             device=config["device"],
             teacher=TEACHER,
-            cache=lambda wc, input: os.path.dirname(input.index),
+            caches=" ".join(f"--{k.replace('_', '-')} {d}" for k, d in DISTILL_CACHES.items()),
             d=hparams("distill"),
             images=imagenet_dir(),
             preset=config["model"]["preset"],
@@ -111,12 +131,14 @@ else:
         benchmark:
             f"{R}/benchmarks/distill.tsv"
         shell:
-            "{params.launcher} --cache-dir {params.cache} --images {params.images} "
+            "{params.launcher} {params.caches} --images {params.images} "
             "--preset {params.preset} --image-size {params.size} --epochs {params.d[epochs]} "
             "--batch-size {params.d[batch_size]} --lr {params.d[lr]} --beta1 {params.d[beta1]} "
             "--beta2 {params.d[beta2]} --weight-decay {params.d[weight_decay]} "
             "--schedule {params.d[schedule]} --warmup-steps {params.d[warmup_steps]} "
             "--seed {params.d[seed]} --workers {params.d[workers]} --amp {params.d[amp]} "
             "--ckpt-every {params.d[ckpt_every]} --device {params.device} --teacher {params.teacher} "
+            "--crop {params.d[crop]} --teacher-view {params.d[teacher_view]} "
+            "--rmse-reduction {params.d[rmse_reduction]} "
             "--workdir {params.workdir} --metrics {params.workdir}/metrics.csv "
             "--out {output} > {log} 2>&1"

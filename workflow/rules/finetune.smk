@@ -9,6 +9,7 @@ rule finetune:
     params:
         device=config["device"],
         f=hparams("finetune"),
+        metric=config["metric"],
         min_votes=config["night"]["min_votes"],
         workdir=lambda wc: f"{R}/train/margin{wc.margin}",
     resources:
@@ -24,6 +25,8 @@ rule finetune:
         "--epochs {params.f[epochs]} --batch-size {params.f[batch_size]} --lr {params.f[lr]} "
         "--beta1 {params.f[beta1]} --beta2 {params.f[beta2]} "
         "--weight-decay {params.f[weight_decay]} --schedule {params.f[schedule]} "
+        "--warmup-steps {params.f[warmup_steps]} --metric {params.metric} "
+        "--loss-reduction {params.f[loss_reduction]} --optimizer-state {params.f[optimizer_state]} "
         "--seed {params.f[seed]} --workers {params.f[workers]} --amp {params.f[amp]} "
         "--ckpt-every {params.f[ckpt_every]} --device {params.device} "
         "--min-votes {params.min_votes} --workdir {params.workdir} "
