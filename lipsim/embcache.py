@@ -22,8 +22,6 @@ granularity and re-verifies (size + sha256) what it keeps; a shard that fails ve
 
 from __future__ import annotations
 
-from lipsim.errors import LipSimError
-
 import dataclasses
 import hashlib
 import json
@@ -40,6 +38,7 @@ import pandas as pd
 from lipsim.atomic import atomic_path, write_json, write_parquet
 from lipsim.checksum import sha256_file
 from lipsim.data.folders import IMAGE_SUFFIXES
+from lipsim.errors import LipSimError
 
 __all__ = [
     "CacheError", "EmbeddingCache", "BadImageError", "build_index", "fill_part", "list_images",

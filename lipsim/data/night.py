@@ -16,8 +16,6 @@ nights.zip was extracted into, which holds nights/data.csv).
 
 from __future__ import annotations
 
-from lipsim.errors import LipSimError
-
 import dataclasses
 import os
 from collections.abc import Iterable
@@ -25,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from lipsim.errors import LipSimError
 
 __all__ = [
     "COLUMNS", "SPLITS", "NightFormatError", "NightTriplets", "Problem", "find_night_root",
