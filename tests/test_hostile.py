@@ -171,3 +171,180 @@ def test_permanent_4xx_fails_at_once_with_url_and_status(server, tmp_path, statu
 def test_bad_url_fails_at_once(tmp_path):
     with pytest.raises(DownloadError, match="bad URL"):
         fetch("htp://127.0.0.1/x", tmp_path / "x", **FAST)
+
+
+# --------------------------------------------------------------------------- 4. archive bombs
+def _nothing_written(tmp_path: Path, dest: Path) -> bool:
+    leftovers = [p for p in tmp_path.iterdir() if ".extract-" in p.name]
+    return not leftovers and (not dest.exists() or not any(dest.rglob("*")))
+
+
+def test_zip_bomb_is_refused_before_decompressing(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    archive.write_bytes(_zip([("data.csv", b"id\n"), ("ref/zeros.png", bytes(8 << 20))],
+                             zipfile.ZIP_DEFLATED))
+    assert archive.stat().st_size < 100_000  # 8 MiB of zeros in ~8 kB
+    dest = tmp_path / "out"
+    with pytest.raises(ExtractError, match=r"bomb.zip.*'ref/zeros.png'.*ratio"):
+        safe_extract(archive, dest)
+    assert _nothing_written(tmp_path, dest)
+    safe_extract(archive, dest, max_ratio=None)  # a trusted archive: the limit is an option
+    assert (dest / "ref" / "zeros.png").stat().st_size == 8 << 20
+
+
+def test_many_small_bomb_entries_are_refused_by_the_total_ratio(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    archive.write_bytes(_zip([(f"z/{i}.bin", bytes(512 << 10)) for i in range(8)],
+                             zipfile.ZIP_DEFLATED))
+    with pytest.raises(ExtractError, match="bomb.zip.*decompression bomb"):
+        safe_extract(archive, tmp_path / "out")
+
+
+def test_extraction_limit_is_configurable(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip([("a.bin", os.urandom(5000)), ("b.bin", os.urandom(5000))]))
+    with pytest.raises(ExtractError, match=r"a.zip.*'b.bin'.*extraction limit"):
+        safe_extract(archive, tmp_path / "out", max_bytes=8000)
+    assert _nothing_written(tmp_path, tmp_path / "out")
+
+
+def _tar_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(format=tarfile.GNU_FORMAT)
+
+
+def test_tar_declaring_more_than_the_free_disk_is_refused_before_reading_on(tmp_path):
+    # One header declaring a petabyte, and no data at all: refused from the header alone.
+    archive = tmp_path / "huge.tar"
+    archive.write_bytes(_tar_header("big.bin", 10**15) + bytes(1024))
+    with pytest.raises(ExtractError, match=r"huge.tar.*free in"):
+        safe_extract(archive, tmp_path / "out", max_ratio=None)
+    assert _nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_tar_gz_bomb_is_refused_by_ratio(tmp_path):
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 8 << 20
+        tf.addfile(info, io.BytesIO(bytes(8 << 20)))
+    with pytest.raises(ExtractError, match="bomb.tar.gz.*decompression bomb"):
+        safe_extract(archive, tmp_path / "out")
+    assert _nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_zip_entry_longer_than_declared_stops(tmp_path):
+    raw = bytearray(_zip([("a.bin", b"A" * 4000)]))
+    # Declare 1000 bytes in the central directory (the size zipfile trusts) of a stored entry.
+    cd = raw.rfind(b"PK\x01\x02")
+    raw[cd + 24:cd + 28] = (1000).to_bytes(4, "little")
+    archive = tmp_path / "long.zip"
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(ExtractError, match="long.zip.*'a.bin'"):
+        safe_extract(archive, tmp_path / "out", test_crc=False)
+    assert _nothing_written(tmp_path, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- 5. clashes
+@pytest.mark.parametrize("names", [
+    ["ref/000/a.png", "ref\\000\\a.png"],
+    ["ref/000", "ref/000/a.png"],
+    ["ref/000/a.png", "ref/000"],
+    ["ref/000/", "ref/000"],
+], ids=["duplicate", "file-then-folder", "folder-then-file", "dir-entry-and-file"])
+def test_clashing_members_are_refused_naming_both(tmp_path, names):
+    archive = tmp_path / "clash.zip"
+    archive.write_bytes(_zip([(n, b"" if n.endswith("/") else b"x") for n in names]))
+    with pytest.raises(ExtractError) as err:
+        safe_extract(archive, tmp_path / "out")
+    assert all(repr(n) in str(err.value) for n in names)  # names both members
+    assert _nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_same_member_in_two_chunks_is_refused_naming_both(server, demo, tmp_path, capsys):
+    server.files["/data.csv"] = (demo / "data.csv").read_bytes()
+    for kind in ("ref", "distort"):
+        files = sorted(p for p in (demo / kind).rglob("*") if p.is_file())
+        half = len(files) // 2
+        # Chunk 1 repeats the first file of chunk 0 (with other bytes): it must not win.
+        server.files[f"/{kind}/000.zip"] = _zip([(p.relative_to(demo / kind).as_posix(),
+                                                  p.read_bytes()) for p in files[:half]])
+        server.files[f"/{kind}/001.zip"] = _zip(
+            [(files[0].relative_to(demo / kind).as_posix(), b"other")]
+            + [(p.relative_to(demo / kind).as_posix(), p.read_bytes()) for p in files[half:]])
+    out = tmp_path / "night"
+    rc, err = _cli(["download-night", "--mode", "chunked", "--url", server.url, "--chunks", "2",
+                    "--out", str(out), "--no-progress"], capsys)
+    assert rc == 1 and "Traceback" not in err
+    assert "ref/001.zip" in err and "ref/000.zip" in err and "both hold" in err
+    assert not out.exists()
+
+
+def test_file_folder_clash_with_the_destination_is_an_error_not_a_traceback(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "ref").write_text("a file where the archive needs a folder")
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip([("ref/000/a.png", b"x")]))
+    with pytest.raises(ExtractError, match=r"a.zip.*'ref/000/a.png'.*is a file"):
+        safe_extract(archive, dest)
+
+
+# --------------------------------------------------------------------------- tar support
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz"):
+    with tarfile.open(path, mode) as tf:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info
+
+
+def test_tar_gz_extracts_with_strip_and_hashes(tmp_path):
+    archive = _tar(tmp_path / "b.tar.gz", [(_member("dataset/2afc", tarfile.DIRTYPE), None),
+                                           (_member("dataset/2afc/a.png"), b"abc"),
+                                           (_member("dataset/2afc/b.png"), b"de")])
+    files = safe_extract(archive, tmp_path / "out", strip="dataset")
+    assert sorted(f.path for f in files) == ["2afc/a.png", "2afc/b.png"]
+    assert (tmp_path / "out" / "2afc" / "b.png").read_bytes() == b"de"
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (_member("../evil.txt"), "'..'"),
+    (_member("/etc/evil"), "absolute"),
+    (_member("x/link", tarfile.SYMTYPE, "/etc/passwd"), "symbolic link"),
+    (_member("x/hard", tarfile.LNKTYPE, "x/a.png"), "hard link"),
+    (_member("x/fifo", tarfile.FIFOTYPE), "fifo"),
+    (_member("x/dev", tarfile.CHRTYPE), "device"),
+    (_member("x/a.png"), "both extract to"),
+], ids=["dotdot", "absolute", "symlink", "hardlink", "fifo", "device", "duplicate"])
+def test_unsafe_tar_members_are_refused_before_writing(tmp_path, bad, reason):
+    data = b"y" if bad.type == tarfile.REGTYPE else None
+    archive = _tar(tmp_path / "t.tar.gz", [(_member("x/a.png"), b"x"), (bad, data)])
+    with pytest.raises(ExtractError, match=reason):
+        safe_extract(archive, tmp_path / "out")
+    assert _nothing_written(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_truncated_tar_gz_is_refused_before_writing(tmp_path):
+    archive = _tar(tmp_path / "t.tar.gz", [(_member(f"x/{i}.bin"), os.urandom(20_000))
+                                           for i in range(5)])
+    archive.write_bytes(archive.read_bytes()[:50_000])
+    with pytest.raises(ExtractError, match="t.tar.gz"):
+        safe_extract(archive, tmp_path / "out")
+    assert _nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_neither_zip_nor_tar_is_one_error(tmp_path):
+    archive = tmp_path / "x.tar.gz"
+    archive.write_bytes(_PAGE)
+    with pytest.raises(ExtractError, match="x.tar.gz.*neither a zip nor a readable tar"):
+        safe_extract(archive, tmp_path / "out")

@@ -163,18 +163,21 @@ class _Plan:
 
     def _check_total(self, raw: str) -> None:
         a, total = self.archive, self.total
+        where = f"{a}: entry {raw!r} brings the declared uncompressed total to {_fmt(total)}"
         if self.max_bytes is not None and total > self.max_bytes:
-            raise ExtractError(f"{a}: declares more than {self.max_bytes / 1e9:.2f} GB "
-                               f"uncompressed (the extraction limit) by entry {raw!r}; "
+            raise ExtractError(f"{where}, over the extraction limit of {_fmt(self.max_bytes)}; "
                                "refusing to extract")
         if self.free is not None and total > self.free:
-            raise ExtractError(f"{a}: declares more than the {self.free / 1e9:.2f} GB free in "
-                               f"{self.free_at} (by entry {raw!r}); refusing to extract")
+            raise ExtractError(f"{where}, more than the {_fmt(self.free)} free in "
+                               f"{self.free_at}; refusing to extract")
         if self.max_ratio and total >= _RATIO_FLOOR and total > self.max_ratio * max(self.compressed, 1):
-            raise ExtractError(f"{a}: declares {total} bytes uncompressed (by entry {raw!r}) from "
-                               f"a {self.compressed}-byte archive (ratio > {self.max_ratio:g}): a "
-                               "decompression bomb? refusing to extract (raise the ratio limit "
-                               "if the archive is trusted)")
+            raise ExtractError(f"{where} from a {_fmt(self.compressed)} archive (ratio > "
+                               f"{self.max_ratio:g}): a decompression bomb? refusing to extract "
+                               "(raise the ratio limit if the archive is trusted)")
+
+
+def _fmt(n: int) -> str:
+    return f"{n} bytes" if n < 10_000 else f"{n / 1e6:.1f} MB" if n < 10**10 else f"{n / 1e9:.1f} GB"
 
 
 def _free_space(dest: Path) -> tuple[int, Path]:
