@@ -348,3 +348,61 @@ def test_neither_zip_nor_tar_is_one_error(tmp_path):
     archive.write_bytes(_PAGE)
     with pytest.raises(ExtractError, match="x.tar.gz.*neither a zip nor a readable tar"):
         safe_extract(archive, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- 6. data tables
+def _night_copy(demo: Path, tmp_path: Path, edits: dict[tuple[int, str], str]) -> Path:
+    import shutil
+
+    import pandas as pd
+
+    root = Path(shutil.copytree(demo, tmp_path / "night"))
+    df = pd.read_csv(root / "data.csv", dtype=str, keep_default_na=False)
+    for (row, col), value in edits.items():
+        df.loc[row, col] = value
+    df.to_csv(root / "data.csv", index=False)
+    return root
+
+
+def test_verify_night_lists_every_bad_value_and_escaping_path(demo, tmp_path, capsys):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"a file beside the dataset")
+    edits = {(0, "votes"): "inf", (1, "votes"): "nan", (2, "votes"): "-6", (3, "votes"): "6.5",
+             (4, "right_vote"): "1.5", (5, "left_vote"): "-inf",
+             (6, "ref_path"): "../secret.png", (7, "left_path"): str(outside),
+             (8, "right_path"): "ref/../../secret.png"}
+    root = _night_copy(demo, tmp_path, edits)
+    from lipsim.data.night import NightFormatError, read_night, verify_night
+
+    problems = verify_night(root, min_votes=0)
+    text = "\n".join(map(str, problems))
+    for needle in ("line 2 (id", "not finite: 'inf'", "line 3", "not a number: 'nan'",
+                   "negative: '-6'", "not a whole number of votes: '6.5'",
+                   "vote share '1.5' outside [0, 1]", "not finite: '-inf'",
+                   "'../secret.png' leaves the dataset root", f"{str(outside)!r} leaves",
+                   "'ref/../../secret.png' leaves"):
+        assert needle in text, f"{needle!r} not in:\n{text}"
+    with pytest.raises(NightFormatError, match="leaves the dataset root"):
+        read_night(root, min_votes=0)
+    rc, err = _cli(["verify-night", "--root", str(root), "--min-votes", "0", "--no-decode"],
+                   capsys)
+    assert rc == 1 and "Traceback" not in err and "not finite: 'inf'" in err
+
+
+def test_loader_refuses_a_path_out_of_the_root_even_when_the_file_exists(demo, tmp_path):
+    (tmp_path / "secret.png").write_bytes(b"not for you")
+    root = _night_copy(demo, tmp_path, {(0, "ref_path"): "../secret.png"})
+    from lipsim.data.night import NightFormatError, read_night
+
+    with pytest.raises(NightFormatError, match=r"data.csv line 2.*ref_path.*leaves"):
+        read_night(root, min_votes=0)
+
+
+def test_short_csv_rows_are_listed_not_a_crash(demo, tmp_path):
+    root = _night_copy(demo, tmp_path, {})
+    with open(root / "data.csv", "a", encoding="utf-8") as fh:
+        fh.write("999,0.5\n")  # a row cut short
+    from lipsim.data.night import verify_night
+
+    text = "\n".join(map(str, verify_night(root, min_votes=0, decode=False)))
+    assert "(id 999)" in text and "empty path" in text

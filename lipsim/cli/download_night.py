@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
     ap.add_argument("--min-rate", type=float, default=MIN_RATE,
                     help="bytes/s: an attempt averaging less over --stall-time seconds is "
-                    "abandoned and counts as a failed attempt (0 = no stall rule; default %(default)g)")
+                    "abandoned and counts as a failed attempt (0 = no stall rule; "
+                    "default %(default)g)")
     ap.add_argument("--stall-time", type=float, default=STALL_TIME,
                     help="window in seconds of the --min-rate rule (default %(default)g)")
     ap.add_argument("--max-extract-gb", type=float, default=None,

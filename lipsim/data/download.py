@@ -323,7 +323,8 @@ class _RateWatch:
         now = time.monotonic()
         if now - self.start >= self.window:
             if self.bytes < self.min_rate * (now - self.start):
-                raise _Stalled(f"transfer too slow: {self.bytes} bytes in {now - self.start:.0f} s, "
+                raise _Stalled(f"transfer too slow: {self.bytes} bytes in "
+                               f"{now - self.start:.1f} s, "
                                f"below the minimum of {self.min_rate:g} bytes/s "
                                f"(--min-rate / --stall-time)")
             self.start, self.bytes = now, 0

@@ -123,7 +123,8 @@ class _Plan:
     def __init__(self, archive: Path, *, compressed: int, max_bytes: int | None,
                  max_ratio: float | None, free: int | None, free_at: Path | None):
         self.archive, self.compressed = archive, compressed
-        self.max_bytes, self.max_ratio, self.free, self.free_at = max_bytes, max_ratio, free, free_at
+        self.max_bytes, self.max_ratio = max_bytes, max_ratio
+        self.free, self.free_at = free, free_at
         self.files: dict[str, str] = {}  # rel -> entry name
         self.dirs: dict[str, str] = {}  # rel of a folder (explicit or implied) -> entry name
         self.members: list[_Member] = []
@@ -170,14 +171,17 @@ class _Plan:
         if self.free is not None and total > self.free:
             raise ExtractError(f"{where}, more than the {_fmt(self.free)} free in "
                                f"{self.free_at}; refusing to extract")
-        if self.max_ratio and total >= _RATIO_FLOOR and total > self.max_ratio * max(self.compressed, 1):
+        if self.max_ratio and total >= _RATIO_FLOOR \
+                and total > self.max_ratio * max(self.compressed, 1):
             raise ExtractError(f"{where} from a {_fmt(self.compressed)} archive (ratio > "
                                f"{self.max_ratio:g}): a decompression bomb? refusing to extract "
                                "(raise the ratio limit if the archive is trusted)")
 
 
 def _fmt(n: int) -> str:
-    return f"{n} bytes" if n < 10_000 else f"{n / 1e6:.1f} MB" if n < 10**10 else f"{n / 1e9:.1f} GB"
+    if n < 10_000:
+        return f"{n} bytes"
+    return f"{n / 1e6:.1f} MB" if n < 10**10 else f"{n / 1e9:.1f} GB"
 
 
 def _free_space(dest: Path) -> tuple[int, Path]:
