@@ -406,3 +406,101 @@ def test_short_csv_rows_are_listed_not_a_crash(demo, tmp_path):
 
     text = "\n".join(map(str, verify_night(root, min_votes=0, decode=False)))
     assert "(id 999)" in text and "empty path" in text
+
+
+# --------------------------------------------------------------------------- 7. checkpoints
+@pytest.fixture
+def tiny_ckpt(tmp_path) -> Path:
+    import torch
+
+    from lipsim.models import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, build_model("tiny", 32, 16), stage="pretrained", teacher="demo")
+    return path
+
+
+def _edit_ckpt(src: Path, dst: Path, fn) -> Path:
+    import torch
+
+    ckpt = torch.load(src, weights_only=True)
+    fn(ckpt)
+    torch.save(ckpt, dst)
+    return dst
+
+
+_PEAK = """
+import resource, sys
+from lipsim.models.checkpoint import CheckpointError, load_checkpoint
+load_checkpoint(sys.argv[1])  # a good file first: lazy library loading is not the loader's
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_checkpoint(sys.argv[2])
+    print("LOADED")
+except CheckpointError as exc:
+    print("ERROR", exc)
+print("GROWTH_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_small_checkpoint_asking_for_a_huge_net_fails_without_allocating(tiny_ckpt, tmp_path):
+    import subprocess
+    import sys
+
+    # Per-key sizes within 4x the tiny preset, but 1024 px inputs: a 134M-parameter net (over
+    # 0.5 GB) asked for by a file of a few hundred kB.
+    def huge(c):
+        c["model_config"].update(image_size=1024, linear_inner=512)
+
+    bad = _edit_ckpt(tiny_ckpt, tmp_path / "huge.pt", huge)
+    assert bad.stat().st_size < 1_000_000
+    res = subprocess.run([sys.executable, "-c", _PEAK, str(tiny_ckpt), str(bad)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout
+    assert "ERROR" in out and "huge.pt" in out and "refusing to build it" in out, out + res.stderr
+    growth_mb = int(out.split("GROWTH_KB")[1]) / 1024
+    assert growth_mb < 100, f"the loader grew by {growth_mb:.0f} MB before refusing"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["model_config"].update(conv_depth=10**6), "conv_depth=1000000 is beyond"),
+    (lambda c: c["model_config"].update(preset="gigantic"), "preset 'gigantic' is not one of"),
+    (lambda c: c["model_config"].update(width=3), "unknown key"),
+    (lambda c: c["model_config"].pop("channels"), "no channels"),
+    (lambda c: c["model_config"].update(channels=-4), "channels=-4 is not a positive"),
+    (lambda c: c["model_config"].update(emb_dim=10**5), "does not describe a LipSimNet"),
+    (lambda c: c["model_config"].update(linear_inner=100), "shape mismatches"),
+    (lambda c: c.update(format="other/2"), "not a lipsim-repro/1 checkpoint"),
+    (lambda c: c["model_state_dict"].pop("linear.1.weight"), "missing keys: linear.1.weight"),
+], ids=["depth", "preset", "unknown-key", "missing-key", "negative", "emb-dim", "shapes",
+        "format", "missing-tensor"])
+def test_checkpoint_problems_are_one_error_naming_the_file(tiny_ckpt, tmp_path, edit, message):
+    from lipsim.models.checkpoint import CheckpointError, load_checkpoint
+
+    bad = _edit_ckpt(tiny_ckpt, tmp_path / "bad.pt", edit)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_truncated_and_refused_checkpoints_through_the_cli(tiny_ckpt, tmp_path, demo, capsys):
+    import pickle
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(tiny_ckpt.read_bytes()[:20_000])
+    evil = tmp_path / "evil.pt"
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    evil.write_bytes(pickle.dumps({"format": "lipsim-repro/1", "x": Boom()}, protocol=2))
+    for path, message in ((truncated, "not a readable torch checkpoint"), (evil, "refused")):
+        rc, err = _cli(["certify", "--checkpoint", str(path), "--night", str(demo), "--out",
+                        str(tmp_path / "c.parquet"), "--device", "cpu"], capsys)
+        assert rc == 1 and "Traceback" not in err, err
+        lines = [line for line in err.splitlines() if "error:" in line]
+        assert len(lines) == 1 and str(path) in lines[0] and message in lines[0], err
+    assert not (tmp_path / "pwned").exists()
