@@ -54,6 +54,7 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
 
 
 # --------------------------------------------------------------------------- 1. short bodies
+@pytest.mark.network  # the loopback server
 def test_short_body_is_never_accepted_even_on_a_rerun(server, tmp_path):
     data = os.urandom(300_000)
     server.files["/f.bin"] = data
@@ -65,6 +66,7 @@ def test_short_body_is_never_accepted_even_on_a_rerun(server, tmp_path):
         assert not dest.exists()
 
 
+@pytest.mark.network  # the loopback server
 def test_short_zip_in_zip_mode_is_one_error_line_on_every_run(server, demo, tmp_path, capsys):
     data = _night_zip(demo)
     server.files["/nights.zip"] = data
@@ -81,6 +83,7 @@ def test_short_zip_in_zip_mode_is_one_error_line_on_every_run(server, demo, tmp_
         assert not list(tmp_path.rglob("nights.zip"))  # never under its final name
 
 
+@pytest.mark.network  # the loopback server
 def test_short_data_csv_in_chunked_mode_is_not_recorded(server, demo, tmp_path):
     server.files["/data.csv"] = (demo / "data.csv").read_bytes()
     server.behave("/data.csv", truncate_to=50)
@@ -92,6 +95,7 @@ def test_short_data_csv_in_chunked_mode_is_not_recorded(server, demo, tmp_path):
 
 
 # --------------------------------------------------------------------------- 2. trickling server
+@pytest.mark.network  # the loopback server
 def test_trickling_server_is_given_up_on(server, tmp_path):
     server.files["/slow.bin"] = os.urandom(100_000)
     server.behave("/slow.bin", trickle=(1, 0.05))  # 20 bytes/s, forever
@@ -103,6 +107,7 @@ def test_trickling_server_is_given_up_on(server, tmp_path):
     assert not (tmp_path / "slow.bin").exists()
 
 
+@pytest.mark.network  # the loopback server
 def test_stall_rule_is_a_cli_option(server, demo, tmp_path, capsys):
     server.files["/nights.zip"] = _night_zip(demo)
     server.behave("/nights.zip", trickle=(1, 0.05))
@@ -117,6 +122,7 @@ def test_stall_rule_is_a_cli_option(server, demo, tmp_path, capsys):
 _PAGE = b"<!DOCTYPE html>\n<html><body>Sorry, the dataset has moved.</body></html>\n"
 
 
+@pytest.mark.network  # the loopback server
 @pytest.mark.parametrize("ctype", ["text/html; charset=utf-8", "application/octet-stream"])
 def test_html_page_is_not_taken_for_data_csv(server, tmp_path, ctype):
     server.files["/data.csv"] = _PAGE
@@ -127,6 +133,7 @@ def test_html_page_is_not_taken_for_data_csv(server, tmp_path, ctype):
     assert not out.exists() and not list(tmp_path.rglob("data.csv"))
 
 
+@pytest.mark.network  # the loopback server
 def test_html_page_is_not_taken_for_the_zip(server, tmp_path, capsys):
     server.files["/nights.zip"] = _PAGE
     out = tmp_path / "night"
@@ -136,6 +143,7 @@ def test_html_page_is_not_taken_for_the_zip(server, tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.rglob("nights.zip"))
 
 
+@pytest.mark.network  # the loopback server
 def test_csv_without_night_header_is_refused(server, tmp_path):
     server.files["/data.csv"] = b"a,b\n1,2\n"
     with pytest.raises(DownloadError, match="not NIGHT's data.csv"):
@@ -143,6 +151,7 @@ def test_csv_without_night_header_is_refused(server, tmp_path):
 
 
 # --------------------------------------------------------------------------- 9. permanent errors
+@pytest.mark.network  # the loopback server
 def test_redirect_loop_fails_at_once(server, tmp_path):
     server.files["/loop"] = b"x"
     server.behave("/loop", redirect_to="/loop")
@@ -151,6 +160,7 @@ def test_redirect_loop_fails_at_once(server, tmp_path):
     assert server.count("/loop") <= 31  # one attempt (requests follows 30 redirects)
 
 
+@pytest.mark.network  # the loopback server
 def test_416_loop_fails_at_once(server, tmp_path):
     server.files["/f.bin"] = os.urandom(200_000)
     server.behave("/f.bin", range_416=True, always_drop_after=50_000)
@@ -159,6 +169,7 @@ def test_416_loop_fails_at_once(server, tmp_path):
     assert server.count("/f.bin") <= 4  # full, 416, full again, 416: no retry budget burnt
 
 
+@pytest.mark.network  # the loopback server
 @pytest.mark.parametrize("status", [401, 403, 410, 451])
 def test_permanent_4xx_fails_at_once_with_url_and_status(server, tmp_path, status):
     server.files["/f.bin"] = b"x"
@@ -262,6 +273,7 @@ def test_clashing_members_are_refused_naming_both(tmp_path, names):
     assert _nothing_written(tmp_path, tmp_path / "out")
 
 
+@pytest.mark.network  # the loopback server
 def test_same_member_in_two_chunks_is_refused_naming_both(server, demo, tmp_path, capsys):
     server.files["/data.csv"] = (demo / "data.csv").read_bytes()
     for kind in ("ref", "distort"):
@@ -444,6 +456,7 @@ print("GROWTH_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch, to measure its peak memory
 def test_small_checkpoint_asking_for_a_huge_net_fails_without_allocating(tiny_ckpt, tmp_path):
     import subprocess
     import sys
