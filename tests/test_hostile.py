@@ -517,3 +517,32 @@ def test_truncated_and_refused_checkpoints_through_the_cli(tiny_ckpt, tmp_path, 
         lines = [line for line in err.splitlines() if "error:" in line]
         assert len(lines) == 1 and str(path) in lines[0] and message in lines[0], err
     assert not (tmp_path / "pwned").exists()
+
+
+# --------------------------------------------------------------------------- odd corners
+@pytest.mark.network  # the loopback server
+def test_a_body_that_is_not_a_200_or_206_is_never_the_file(server, tmp_path):
+    server.files["/f.bin"] = b"x"
+    server.behave("/f.bin", fail_status=[204])
+    with pytest.raises(DownloadError, match="/f.bin: HTTP 204"):
+        fetch(server.url + "/f.bin", tmp_path / "f.bin", **FAST)
+    assert not (tmp_path / "f.bin").exists()
+
+
+def test_unwritable_destination_is_one_error(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip([("x" * 300 + "/a.png", b"x")]))  # a name no filesystem takes
+    with pytest.raises(ExtractError, match="a.zip.*cannot write it"):
+        safe_extract(archive, tmp_path / "out")
+    assert _nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_checkpoint_with_nan_weights_is_refused(tiny_ckpt, tmp_path):
+    from lipsim.models.checkpoint import CheckpointError, load_checkpoint
+
+    def poison(c):
+        c["model_state_dict"]["linear.1.weight"][0, 0] = float("nan")
+
+    bad = _edit_ckpt(tiny_ckpt, tmp_path / "nan.pt", poison)
+    with pytest.raises(CheckpointError, match=r"nan.pt.*non-finite.*linear.1.weight"):
+        load_checkpoint(bad)

@@ -189,7 +189,9 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                             last_error = f"HTTP 416 for bytes={offset}-; restarted from 0"
                             failures += 1
                             continue
-                    elif status >= 400:
+                    elif status not in (200, 206):
+                        # 4xx, and anything that is not a body (204, a 3xx without Location):
+                        # permanent; writing it as the file would make a wrong "complete" file.
                         raise DownloadError(f"download failed: {url}: HTTP {status} {resp.reason}")
                     elif status == 206 and offset:
                         m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
@@ -552,53 +554,63 @@ def download_night(out: str | os.PathLike, *, mode: str = "zip", url: str | None
     limits = dict(max_bytes=max_bytes, max_ratio=max_ratio)
     session = requests.Session()
     try:
-        if (out / MANIFEST_NAME).is_file():
-            return _repair(out, sources, workdir, session, net=net, limits=limits,
-                           keep_archives=keep_archives, check_sha256=check_sha256,
-                           own_workdir=own_workdir)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            # Never replace a folder this downloader did not complete (it may be user data).
-            raise DownloadError(f"download-night: {out} exists and is not a completed download "
-                                f"(no {MANIFEST_NAME}); remove it or choose another --out")
-        # Staging beside `out` (same filesystem, so the final rename is atomic); it survives an
-        # interrupted run together with a progress file, so a rerun skips finished archives.
-        staging = out.parent / f".{out.name}.staging"
-        done_path = workdir / "progress.json"
-        done = _read_progress(done_path) if staging.is_dir() else {}
-        staging.mkdir(parents=True, exist_ok=True)
-        for i, src in enumerate(sources):
-            if src.name in done and src.url == done[src.name]["url"]:
-                continue
-            _log(f"[{i + 1}/{len(sources)}] {src.url}")
-            archive = workdir / src.name
-            res = fetch(src.url, archive, sha256=src.sha256, session=session,
-                        expect=_expect(src.kind), **net)
-            owners = {e["path"]: name for name, rec in done.items() for e in rec["files"]
-                      if name != src.name}
-            entries = _install(src, archive, staging, limits, owners)
-            done[src.name] = {"url": src.url, "size": res.size, "sha256": res.sha256,
-                              "files": entries}
-            write_json(done_path, done)  # after the files are in place: a record means done
-            if not keep_archives:
-                archive.unlink(missing_ok=True)
-        if not (staging / "data.csv").is_file():
-            raise DownloadError(f"download-night: no data.csv after extracting {url}; "
-                                f"staging folder kept at {staging}")
-        files = sorted((e for rec in done.values() for e in rec["files"]), key=lambda e: e["path"])
-        manifest = {
-            "format": "lipsim-night-download/1", "mode": mode, "url": url,
-            "archives": {k: {kk: v[kk] for kk in ("url", "size", "sha256")} for k, v in done.items()},
-            "files": files, "n_files": len(files), "bytes": sum(e["size"] for e in files),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        write_json(staging / MANIFEST_NAME, manifest)  # written last: marks completeness
-        replace_dir(staging, out)
-        done_path.unlink(missing_ok=True)
-        _cleanup_workdir(workdir, keep_archives or not own_workdir)
-        _log(f"complete: {len(files)} files, {manifest['bytes'] / 1e6:.1f} MB in {out}")
-        return out
+        return _download_night(out, url, mode, sources, workdir, own_workdir, session, net=net,
+                               limits=limits, keep_archives=keep_archives,
+                               check_sha256=check_sha256)
+    except OSError as exc:  # the disk, not the network: permissions, no space, a bad --out
+        raise DownloadError(f"download-night: {exc}") from exc
     finally:
         session.close()
+
+
+def _download_night(out: Path, url: str, mode: str, sources: list[_Source], workdir: Path,
+                    own_workdir: bool, session, *, net: dict, limits: dict, keep_archives: bool,
+                    check_sha256: bool) -> Path:
+    if (out / MANIFEST_NAME).is_file():
+        return _repair(out, sources, workdir, session, net=net, limits=limits,
+                       keep_archives=keep_archives, check_sha256=check_sha256,
+                       own_workdir=own_workdir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # Never replace a folder this downloader did not complete (it may be user data).
+        raise DownloadError(f"download-night: {out} exists and is not a completed download "
+                            f"(no {MANIFEST_NAME}); remove it or choose another --out")
+    # Staging beside `out` (same filesystem, so the final rename is atomic); it survives an
+    # interrupted run together with a progress file, so a rerun skips finished archives.
+    staging = out.parent / f".{out.name}.staging"
+    done_path = workdir / "progress.json"
+    done = _read_progress(done_path) if staging.is_dir() else {}
+    staging.mkdir(parents=True, exist_ok=True)
+    for i, src in enumerate(sources):
+        if src.name in done and src.url == done[src.name]["url"]:
+            continue
+        _log(f"[{i + 1}/{len(sources)}] {src.url}")
+        archive = workdir / src.name
+        res = fetch(src.url, archive, sha256=src.sha256, session=session,
+                    expect=_expect(src.kind), **net)
+        owners = {e["path"]: name for name, rec in done.items() for e in rec["files"]
+                  if name != src.name}
+        entries = _install(src, archive, staging, limits, owners)
+        done[src.name] = {"url": src.url, "size": res.size, "sha256": res.sha256,
+                          "files": entries}
+        write_json(done_path, done)  # after the files are in place: a record means done
+        if not keep_archives:
+            archive.unlink(missing_ok=True)
+    if not (staging / "data.csv").is_file():
+        raise DownloadError(f"download-night: no data.csv after extracting {url}; "
+                            f"staging folder kept at {staging}")
+    files = sorted((e for rec in done.values() for e in rec["files"]), key=lambda e: e["path"])
+    manifest = {
+        "format": "lipsim-night-download/1", "mode": mode, "url": url,
+        "archives": {k: {kk: v[kk] for kk in ("url", "size", "sha256")} for k, v in done.items()},
+        "files": files, "n_files": len(files), "bytes": sum(e["size"] for e in files),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(staging / MANIFEST_NAME, manifest)  # written last: marks completeness
+    replace_dir(staging, out)
+    done_path.unlink(missing_ok=True)
+    _cleanup_workdir(workdir, keep_archives or not own_workdir)
+    _log(f"complete: {len(files)} files, {manifest['bytes'] / 1e6:.1f} MB in {out}")
+    return out
 
 
 def _read_progress(path: Path) -> dict:

@@ -317,8 +317,11 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, into: s
     final = ["/".join([*into_parts, m.rel[len(prefix):]]) for m in members]
     for m, rel in zip(members, final, strict=True):
         _check_target(archive, dest, m, rel, replace)
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
+    except OSError as exc:
+        raise ExtractError(f"{archive}: cannot extract into {dest}: {exc}") from exc
     tmp_root = tmp.resolve()
     out: list[ExtractedFile] = []
     try:
@@ -328,18 +331,25 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, into: s
                 # Belt and braces against zip-slip: the resolved path must stay inside tmp.
                 if not target.resolve().is_relative_to(tmp_root):
                     raise ExtractError(f"{archive}: entry {m.name!r} escapes the target")
-                target.parent.mkdir(parents=True, exist_ok=True)
                 try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
                     with read(m) as src:
                         size, digest = _copy(src, target, archive, m)
-                except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as exc:
+                except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError,
+                        NotImplementedError) as exc:
                     raise ExtractError(f"{archive}: entry {m.name!r}: {exc}") from exc
+                except OSError as exc:  # a name the filesystem refuses, no space left, ...
+                    raise ExtractError(f"{archive}: entry {m.name!r}: cannot write it: "
+                                       f"{exc}") from exc
                 out.append(ExtractedFile(rel, size, digest))
         # All good: move into place (os.replace per file is atomic; dest keeps other files).
         for f in out:
             target = dest / PurePosixPath(f.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / PurePosixPath(f.path), target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp / PurePosixPath(f.path), target)
+            except OSError as exc:
+                raise ExtractError(f"{archive}: cannot move {f.path} into {dest}: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -130,6 +130,9 @@ def _check_table(df: pd.DataFrame, csv_path: Path) -> tuple[list[Problem], pd.Da
         flag(np.isinf(values), lambda pos, col=col: f"not finite: {df[col].iloc[pos]!r}", col)
         flag(np.isfinite(values) & (values < 0),
              lambda pos, col=col: f"negative: {df[col].iloc[pos]!r}", col)
+        # Past 2**53 floats skip whole numbers: no count or share is that large.
+        flag(np.isfinite(values) & (values >= 2.0**53),
+             lambda pos, col=col: f"implausibly large: {df[col].iloc[pos]!r}", col)
     votes = out["votes"].to_numpy(float)
     flag(np.isfinite(votes) & (votes != np.round(votes)),
          lambda pos: f"not a whole number of votes: {df['votes'].iloc[pos]!r}", "votes")

@@ -150,6 +150,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[LipSim
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
                                                  for v in state.values()):
         raise CheckpointError(f"{path}: model_state_dict is not a mapping of tensors")
+    # Weights that are not finite floats load without a word and poison every distance.
+    bad = [k for k, v in state.items()
+           if not v.is_floating_point() or not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: model_state_dict has non-finite or non-float tensors: "
+                              f"{', '.join(sorted(bad)[:10])}")
     with torch.device("meta"):
         skeleton = build_model(**config)
     problems = _mismatch(skeleton.state_dict(), state)
