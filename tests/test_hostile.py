@@ -546,3 +546,13 @@ def test_checkpoint_with_nan_weights_is_refused(tiny_ckpt, tmp_path):
     bad = _edit_ckpt(tiny_ckpt, tmp_path / "nan.pt", poison)
     with pytest.raises(CheckpointError, match=r"nan.pt.*non-finite.*linear.1.weight"):
         load_checkpoint(bad)
+
+
+def test_flipped_byte_in_a_tar_gz_is_caught_by_its_crc(tmp_path):
+    archive = _tar(tmp_path / "t.tar.gz", [(_member("x/a.bin"), os.urandom(200_000))])
+    raw = bytearray(archive.read_bytes())  # random data: deflate keeps it in stored blocks
+    raw[len(raw) // 2] ^= 0x01
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(ExtractError, match="t.tar.gz.*corrupt"):
+        safe_extract(archive, tmp_path / "out")
+    assert _nothing_written(tmp_path, tmp_path / "out")

@@ -4,7 +4,8 @@ everything first, extract into a temporary folder, then move.
 Rejected (ExtractError naming the archive and the entry, nothing written):
 - absolute names (/x, C:\\x), names with a `..` component, names that resolve outside the
   target (zip-slip); symbolic and hard links, devices, fifos and other special members;
-  encrypted zip entries; an archive failing its zip CRC test (testzip) or unreadable as tar;
+  encrypted zip entries; an archive failing its CRC test (zip: testzip; compressed tar: the
+  gzip / bz2 / xz check at the end of the stream) or unreadable as tar;
 - two members that extract to the same path, or a file where another member needs a folder
   (the message names both members); with `replace=False`, a member whose target already
   exists in the destination (another archive put it there: ExtractClash);
@@ -210,7 +211,7 @@ def check_archive(archive: str | os.PathLike, *, test_crc: bool = True,
     if zipfile.is_zipfile(archive):
         _scan_zip(archive, plan, test_crc)
     else:
-        _scan_tar(archive, plan)
+        _scan_tar(archive, plan, test_crc)
     return plan.members
 
 
@@ -239,13 +240,18 @@ def _open_tar(archive: Path) -> tarfile.TarFile:
         raise ExtractError(f"{archive}: neither a zip nor a readable tar archive: {exc}") from exc
 
 
-def _scan_tar(archive: Path, plan: _Plan) -> None:
+def _scan_tar(archive: Path, plan: _Plan, test_crc: bool) -> None:
     with _open_tar(archive) as tf:
         try:
             # Headers one by one: a header that breaks a limit stops the scan before the
             # stream is decompressed past it.
             while (info := tf.next()) is not None:
                 plan.add(info.name, _tar_kind(archive, info), info.size, info)
+            if test_crc:
+                # To the end of the compressed stream, where gzip / bz2 / xz check their CRC:
+                # a flipped byte inside a stored block decodes without any other error.
+                while tf.fileobj.read(_CHUNK):
+                    pass
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise ExtractError(f"{archive}: corrupt tar archive: {exc}") from exc
 
