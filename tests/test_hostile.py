@@ -556,3 +556,11 @@ def test_flipped_byte_in_a_tar_gz_is_caught_by_its_crc(tmp_path):
     with pytest.raises(ExtractError, match="t.tar.gz.*corrupt"):
         safe_extract(archive, tmp_path / "out")
     assert _nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_bad_options_are_one_error_line(tmp_path, capsys):
+    for extra, needle in ((["--sha256", "xyz"], "--sha256 'xyz' is not 64"),
+                          (["--mode", "chunked", "--chunks", "0"], "--chunks must be >= 1")):
+        rc, err = _cli(["download-night", "--out", str(tmp_path / "n"), "--url",
+                        "http://127.0.0.1:9/x", "--no-progress", *extra], capsys)
+        assert rc == 1 and needle in err and err.count("error:") == 1 and "Traceback" not in err

@@ -433,6 +433,8 @@ def _sources(mode: str, url: str, chunks: int, sha256: str | None,
     # ConfigError: a bad option is reported as one error line naming it.
     from lipsim.configcheck import ConfigError
 
+    if sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ConfigError(f"download_night: --sha256 {sha256!r} is not 64 hexadecimal digits")
     if mode == "zip":
         return [_Source("nights.zip", url, "zip", sha256)]
     if mode != "chunked":
