@@ -1,13 +1,21 @@
 """Resumable, verified HTTP downloads, and the NIGHT download (one zip or chunked zips).
 
 `fetch(url, dest)` streams into `dest.part` and renames to `dest` only when the file is complete
-(size from Content-Length / Content-Range, sha256 when given):
+(its byte count equals the size announced by Content-Length / Content-Range, its content is
+what `expect` says it must be, its sha256 matches when given):
 - a `.part` left by an interrupted run or a dropped connection is resumed with an HTTP Range
-  request (with If-Range, so a file that changed on the server is fetched again from 0);
-- a server that ignores Range (200 instead of 206) restarts the file cleanly from byte 0;
-- connection errors, timeouts and 5xx / 429 answers are retried with exponential backoff; the
-  retry budget counts consecutive attempts that made no progress, so a long download over a
-  flaky link keeps going as long as bytes arrive, and a server that never delivers stops;
+  request (with If-Range, so a file that changed on the server is fetched again from 0); the
+  announced size and validator are kept beside it (`dest.part.json`), so a rerun never takes
+  a server's "416: the file is as long as your .part" for completion of a truncated body;
+- a server that ignores Range (200 instead of 206) restarts the file cleanly from byte 0; one
+  that contradicts itself about the size twice (a 416 / Content-Range loop) fails at once;
+- connection errors, timeouts and 5xx / 408 / 429 answers are retried with exponential
+  backoff; the retry budget counts consecutive attempts that made no progress, so a long
+  download over a flaky link keeps going as long as bytes arrive, and a server that never
+  delivers stops; an attempt slower than `min_rate` over `stall_time` seconds is abandoned
+  and a trickle does not count as progress;
+- other 4xx answers, redirect loops, bad URLs and an HTML page where data was expected are
+  permanent: one DownloadError naming the URL, at once;
 - everything is streamed in fixed-size chunks: memory does not grow with the file size.
 
 `download_night(...)` fetches NIGHT (see `NIGHT_ZIP_URL` / `NIGHT_CHUNKED_URL`), extracts each
