@@ -564,3 +564,12 @@ def test_bad_options_are_one_error_line(tmp_path, capsys):
         rc, err = _cli(["download-night", "--out", str(tmp_path / "n"), "--url",
                         "http://127.0.0.1:9/x", "--no-progress", *extra], capsys)
         assert rc == 1 and needle in err and err.count("error:") == 1 and "Traceback" not in err
+
+
+def test_tar_ending_in_a_zip_is_read_as_the_tar(tmp_path):
+    inner = _zip([("../escape.txt", b"x")])  # what a zip reader would find at the end
+    archive = _tar(tmp_path / "t.tar", [(_member("d/a.png"), b"a"), (_member("d/in.zip"), inner)],
+                   mode="w")
+    files = safe_extract(archive, tmp_path / "out")
+    assert sorted(f.path for f in files) == ["d/a.png", "d/in.zip"]
+    assert (tmp_path / "out" / "d" / "in.zip").read_bytes() == inner

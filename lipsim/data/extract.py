@@ -208,11 +208,18 @@ def check_archive(archive: str | os.PathLike, *, test_crc: bool = True,
     free, free_at = _free_space(Path(dest)) if dest is not None else (None, None)
     plan = _Plan(archive, compressed=compressed, max_bytes=max_bytes, max_ratio=max_ratio,
                  free=free, free_at=free_at)
-    if zipfile.is_zipfile(archive):
+    if _is_zip(archive):
         _scan_zip(archive, plan, test_crc)
     else:
         _scan_tar(archive, plan, test_crc)
     return plan.members
+
+
+def _is_zip(archive: Path) -> bool:
+    """By the signature at the start (zipfile.is_zipfile looks at the end, where a tar whose
+    last member is a zip would pass for that zip)."""
+    with open(archive, "rb") as fh:
+        return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def _scan_zip(archive: Path, plan: _Plan, test_crc: bool) -> None:
@@ -368,7 +375,7 @@ class _Reader:
         self.archive = archive
 
     def __enter__(self):
-        if zipfile.is_zipfile(self.archive):
+        if _is_zip(self.archive):
             self._zf = zipfile.ZipFile(self.archive)
             return lambda m: self._zf.open(m.info)
         self._zf = _open_tar(self.archive)
