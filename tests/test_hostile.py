@@ -573,3 +573,17 @@ def test_tar_ending_in_a_zip_is_read_as_the_tar(tmp_path):
     files = safe_extract(archive, tmp_path / "out")
     assert sorted(f.path for f in files) == ["d/a.png", "d/in.zip"]
     assert (tmp_path / "out" / "d" / "in.zip").read_bytes() == inner
+
+
+def test_schema_defaults_are_the_library_defaults():
+    import yaml
+
+    from lipsim.data.download import MIN_RATE, STALL_TIME
+    from lipsim.data.extract import MAX_RATIO
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow" / "schemas"
+                             / "config.schema.yaml").read_text())
+    keys = schema["properties"]["night"]["properties"]["download"]["properties"]
+    assert (keys["min_rate"]["default"], keys["stall_time"]["default"],
+            keys["max_ratio"]["default"], keys["max_extract_gb"]["default"]) == (
+        MIN_RATE, STALL_TIME, MAX_RATIO, None)
