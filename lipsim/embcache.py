@@ -22,6 +22,7 @@ granularity and re-verifies (size + sha256) what it keeps; a shard that fails ve
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,19 +36,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lipsim.atomic import atomic_path, write_json, write_parquet
+from lipsim.atomic import atomic_path, write_json
 from lipsim.checksum import sha256_file
+from lipsim.configcheck import ConfigError
 from lipsim.data.folders import IMAGE_SUFFIXES
 from lipsim.errors import LipSimError
 
 __all__ = [
     "CacheError", "EmbeddingCache", "BadImageError", "build_index", "fill_part", "list_images",
-    "load_train_image", "n_shards", "part_shards", "shard_path", "verify_part",
+    "load_train_image", "n_shards", "part_shards", "read_image_list", "shard_path",
+    "verify_part",
 ]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "lipsim-embcache/1"
+_SHARDS_KEY = b"lipsim.shards"  # index.parquet metadata: shard -> {file, bytes, sha256, part}
 
 
 class CacheError(LipSimError, RuntimeError):
@@ -68,7 +72,7 @@ def list_images(images: str | os.PathLike) -> pd.DataFrame:
     """
     root = Path(images)
     if not root.is_dir():
-        raise FileNotFoundError(f"cache-list: image folder {root} does not exist")
+        raise CacheError(f"cache-list: image folder {root} does not exist")
     class_root = root / "train" if (root / "train").is_dir() else root
     classes = sorted(p.name for p in class_root.iterdir() if p.is_dir())
     if not classes:
@@ -85,6 +89,23 @@ def list_images(images: str | os.PathLike) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["path", "label"]).sort_values("path", kind="stable")
     df["label"] = df["label"].astype(np.int64)
     return df.reset_index(drop=True)
+
+
+def read_image_list(path: str | os.PathLike) -> pd.DataFrame:
+    """The image list written by cache-list (path, label); CacheError naming the file."""
+    path = Path(path)
+    try:
+        df = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise CacheError(f"{path}: missing (the image list from cache-list)") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported as such
+        raise CacheError(f"{path}: not a readable image list ({type(exc).__name__}: "
+                         f"{exc})") from exc
+    missing = [c for c in ("path", "label") if c not in df.columns]
+    if missing:
+        raise CacheError(f"{path}: not an image list from cache-list (no column "
+                         f"{', '.join(missing)})")
+    return df
 
 
 # --------------------------------------------------------------------------- images
@@ -151,7 +172,7 @@ def n_shards(n_images: int, shard_size: int) -> int:
 
 def part_shards(part: int, parts: int, total_shards: int) -> range:
     if not 0 <= part < parts:
-        raise ValueError(f"--part {part} is not in [0, --parts {parts})")
+        raise ConfigError(f"--part {part} is not in [0, --parts {parts})")
     return range(part * total_shards // parts, (part + 1) * total_shards // parts)
 
 
@@ -238,11 +259,11 @@ def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
     from tqdm import tqdm
 
     if on_bad_image not in ("skip", "fail"):
-        raise ValueError(f"--on-bad-image must be skip or fail, got {on_bad_image!r}")
+        raise ConfigError(f"--on-bad-image must be skip or fail, got {on_bad_image!r}")
     if dtype not in ("float16", "float32"):
-        raise ValueError(f"--dtype must be float16 or float32, got {dtype!r}")
+        raise ConfigError(f"--dtype must be float16 or float32, got {dtype!r}")
     if shard_size < 1:
-        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+        raise ConfigError(f"--shard-size must be >= 1, got {shard_size}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     image_size = int(image_size or teacher.image_size)
@@ -344,7 +365,7 @@ def build_index(cache_dir: str | os.PathLike, parts: int,
         if not list_path.exists():
             raise CacheError(f"{list_path}: missing (the image list from cache-list); pass "
                              "--list if it lives elsewhere")
-        image_list = pd.read_parquet(list_path)
+        image_list = read_image_list(list_path)
     n = len(image_list)
     problems: list[str] = []
     covered: dict[int, dict] = {}
@@ -364,7 +385,7 @@ def build_index(cache_dir: str | os.PathLike, parts: int,
         elif manifest["config"] != config:
             problems.append(f"{part_manifest_path(cache_dir, k)}: configuration differs from part 0")
         for e in manifest["shards"]:
-            covered[int(e["shard"])] = e
+            covered[int(e["shard"])] = {**e, "part": k}
     if config is not None:
         if config["n_images"] != n or config["list_sha256"] != _list_digest(image_list):
             problems.append(f"{cache_dir}: parts were filled from another image list than "
@@ -380,18 +401,29 @@ def build_index(cache_dir: str | os.PathLike, parts: int,
     ok = np.ones(n, dtype=bool)
     for e in covered.values():
         ok[np.asarray(e.get("bad_rows", []), dtype=np.int64)] = False
-    return pd.DataFrame({"path": image_list["path"].to_numpy(),
-                         "label": image_list["label"].to_numpy(np.int64),
-                         "shard": (idx // size).astype(np.int64),
-                         "row": (idx % size).astype(np.int64), "ok": ok})
+    df = pd.DataFrame({"path": image_list["path"].to_numpy(),
+                       "label": image_list["label"].to_numpy(np.int64),
+                       "shard": (idx // size).astype(np.int64),
+                       "row": (idx % size).astype(np.int64), "ok": ok})
+    # What each shard was verified as: write_index stores it in the index for the reader.
+    df.attrs["shards"] = {str(s): {"file": e["file"], "bytes": int(e["bytes"]),
+                                   "sha256": e["sha256"], "part": int(e["part"])}
+                          for s, e in sorted(covered.items())}
+    return df
 
 
 def write_index(cache_dir, parts: int, out=None, image_list=None) -> pd.DataFrame:
     """build_index, written atomically to `out` (default CACHE_DIR/index.parquet)."""
     if image_list is not None and not isinstance(image_list, pd.DataFrame):
-        image_list = pd.read_parquet(image_list)
+        image_list = read_image_list(image_list)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     df = build_index(cache_dir, parts, image_list)
-    write_parquet(out or Path(cache_dir) / "index.parquet", df)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = {**(table.schema.metadata or {}), _SHARDS_KEY: json.dumps(df.attrs["shards"]).encode()}
+    with atomic_path(out or Path(cache_dir) / "index.parquet") as tmp:
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
     return df
 
 
@@ -410,12 +442,25 @@ class EmbeddingCache:
 
     def __init__(self, cache_dir: str | os.PathLike, index: str | os.PathLike | None = None,
                  max_open: int = 256):
+        import pyarrow.parquet as pq
+
         self.cache_dir = Path(cache_dir)
         index_path = Path(index) if index else self.cache_dir / "index.parquet"
         if not index_path.exists():
             raise CacheError(f"{index_path}: missing; build it with `python -m lipsim "
                              f"cache-index --cache-dir {self.cache_dir} --parts N`")
-        self.index = pd.read_parquet(index_path)
+        self.index_path = index_path
+        try:
+            self.index = pd.read_parquet(index_path)
+            shards = json.loads((pq.read_schema(index_path).metadata or {})[_SHARDS_KEY])
+        except KeyError:
+            raise CacheError(f"{index_path}: records no shard checksums (an older index); "
+                             f"rebuild it with `python -m lipsim cache-index --cache-dir "
+                             f"{self.cache_dir} --parts N`") from None
+        except Exception as exc:  # noqa: BLE001 - any unreadable index is reported as such
+            raise CacheError(f"{index_path}: unreadable index ({type(exc).__name__}: {exc}); "
+                             "rebuild it with `python -m lipsim cache-index`") from exc
+        self._shards = {int(k): v for k, v in shards.items()}
         self.paths = self.index["path"].tolist()
         self.labels = self.index["label"].to_numpy(np.int64)
         self.shard = self.index["shard"].to_numpy(np.int64)
@@ -423,9 +468,33 @@ class EmbeddingCache:
         self.ok = self.index["ok"].to_numpy(bool)
         self.max_open = max_open
         self._open: OrderedDict[int, np.ndarray] = OrderedDict()
+        # Every shard against its recorded size and sha256, once, in this process and before
+        # any is read (DataLoader workers inherit the result): a shard corrupted in place must
+        # not be trained on.
+        for shard in sorted(set(self.shard.tolist())):
+            self._verify(shard)
         first = self._map(int(self.shard[0])) if len(self.index) else None
         self.emb_dim = int(first.shape[1]) if first is not None else 0
         self.dtype = first.dtype if first is not None else np.dtype("float32")
+
+    def _verify(self, shard: int) -> None:
+        path = shard_path(self.cache_dir, shard)
+        entry = self._shards.get(shard)
+        why = "not recorded in the index" if entry is None else verify_shard(path, entry)
+        if why is None:
+            return
+        part = entry["part"] if entry else None
+        if part is not None:
+            # Make the workflow refill that part: without its manifest (and the index) the
+            # next run reruns cache-fill for it, which keeps the part's verified shards
+            # (the manifest becomes its progress record) and rebuilds this one.
+            with contextlib.suppress(FileNotFoundError):  # another rank may have done it
+                os.replace(part_manifest_path(self.cache_dir, part),
+                           _progress_path(self.cache_dir, part))
+            self.index_path.unlink(missing_ok=True)
+        raise CacheError(f"{path}: {why}; " + (
+            f"part {part} is marked for refilling: rerun the workflow (or cache-fill --part "
+            f"{part}, then cache-index)" if part is not None else "rebuild the cache"))
 
     def __len__(self) -> int:
         return len(self.index)

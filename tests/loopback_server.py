@@ -13,7 +13,13 @@ behaviour says otherwise. Behaviours (per path, consumed request by request):
   body bytes (the headers announce the full length);
 - ignore_range: answer 200 with the whole file even when a Range is asked;
 - extra_length: announce this many bytes more than are sent, then close (a lying server);
-- always_drop_after: close every response after that many bytes.
+- always_drop_after: close every response after that many bytes;
+- truncate_to: the server holds only the first N bytes but announces the full length on a
+  plain GET (sends N, closes) and answers ranges as if the file had N bytes (416 from N on);
+- trickle: (bytes, seconds): send the body that many bytes at a time with a pause between;
+- content_type: the Content-Type header (default application/octet-stream);
+- redirect_to: answer 302 with this Location (a path on this server; itself = a loop);
+- range_416: answer every Range request 416 with the full size (a server contradicting itself).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import http.server
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 
 _BLOCK = 1 << 16
@@ -36,6 +43,11 @@ class Behaviour:
     ignore_range: bool = False
     extra_length: int = 0
     always_drop_after: int | None = None
+    truncate_to: int | None = None
+    trickle: tuple[int, float] | None = None
+    content_type: str | None = None
+    redirect_to: str | None = None
+    range_416: bool = False
 
 
 class LoopbackServer:
@@ -104,8 +116,21 @@ class LoopbackServer:
                     return self._empty(path, rng, 404)
                 if fail is not None:
                     return self._empty(path, rng, fail)
+                if beh.redirect_to is not None:
+                    server.requests.append((path, rng, 302))
+                    self.send_response(302)
+                    self.send_header("Location", beh.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = server.files[path]
                 size = len(data) if isinstance(data, bytes) else data.stat().st_size
+                if beh.range_416 and rng:
+                    return self._416(path, rng, size)
+                if beh.truncate_to is not None:
+                    if rng:  # ranges as if the file had truncate_to bytes
+                        size = beh.truncate_to
+                    data = data[:beh.truncate_to]
                 start, end, status = 0, size - 1, 200
                 if_range = self.headers.get("If-Range")
                 use_range = rng and not beh.ignore_range and (if_range in (None, server._etag(path)))
@@ -115,18 +140,13 @@ class LoopbackServer:
                         start = int(m.group(1))
                         end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
                         if start >= size:
-                            server.requests.append((path, rng, 416))
-                            self.send_response(416)
-                            self.send_header("Content-Range", f"bytes */{size}")
-                            self.send_header("Content-Length", "0")
-                            self.end_headers()
-                            return
+                            return self._416(path, rng, size)
                         status = 206
                 length = end - start + 1
                 # Logged before answering: a client retrying at once must not be logged first.
                 server.requests.append((path, rng, status))
                 self.send_response(status)
-                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Type", beh.content_type or "application/octet-stream")
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("ETag", server._etag(path))
                 self.send_header("Content-Length", str(length + beh.extra_length))
@@ -136,7 +156,9 @@ class LoopbackServer:
                 with server._lock:  # a drop is consumed by a response that has a body
                     drop = beh.drop_after.pop(0) if beh.drop_after else beh.always_drop_after
                 limit = length if drop is None else min(length, drop)
-                self._body(path, data, start, limit)
+                if beh.truncate_to is not None:
+                    limit = min(limit, max(0, beh.truncate_to - start))
+                self._body(path, data, start, limit, beh.trickle)
                 if limit < length + beh.extra_length:
                     # Announced more than we send: close so the client sees a short body.
                     self.close_connection = True
@@ -145,19 +167,29 @@ class LoopbackServer:
                     except OSError:
                         pass
 
-            def _body(self, path, data, start, limit):
+            def _416(self, path, rng, size):
+                server.requests.append((path, rng, 416))
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _body(self, path, data, start, limit, trickle=None):
                 pos, left = start, limit
                 fh = None if isinstance(data, bytes) else open(data, "rb")
                 try:
                     if fh is not None:
                         fh.seek(start)
                     while left > 0:
-                        n = min(_BLOCK, left)
+                        n = min(_BLOCK if trickle is None else trickle[0], left)
                         block = data[pos:pos + n] if fh is None else fh.read(n)
                         if not block:
                             break
                         try:
                             self.wfile.write(block)
+                            if trickle is not None:
+                                self.wfile.flush()
+                                time.sleep(trickle[1])
                         except OSError:  # client went away
                             return
                         with server._lock:

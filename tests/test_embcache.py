@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lipsim.cli import cache_fill, cache_index, cache_list
+from lipsim.__main__ import main as lipsim_main
 from lipsim.data.synthetic import make_image_folder
 from lipsim.embcache import (
     BadImageError,
@@ -39,16 +39,18 @@ def images(tmp_path_factory):
 
 
 def _fill(images, out, *extra, parts=2):
-    assert cache_list.main(["--images", str(images), "--out", str(out / "images.parquet")]) == 0
+    # Through the dispatcher, as snakemake runs them: expected errors are rc 1 + an error line.
+    assert lipsim_main(["cache-list", "--images", str(images), "--out",
+                        str(out / "images.parquet")]) == 0
     for k in range(parts):
-        rc = cache_fill.main(["--teacher", "demo", "--images", str(images), "--list",
+        rc = lipsim_main(["cache-fill", "--teacher", "demo", "--images", str(images), "--list",
                               str(out / "images.parquet"), "--part", str(k), "--parts",
                               str(parts), "--shard-size", "8", "--dtype", "float32",
                               "--batch-size", "5", "--workers", "0", "--device", "cpu",
                               "--out-dir", str(out), "--no-progress", *extra])
         if rc:
             return rc
-    return cache_index.main(["--cache-dir", str(out), "--parts", str(parts)])
+    return lipsim_main(["cache-index", "--cache-dir", str(out), "--parts", str(parts)])
 
 
 def test_layout_arithmetic():
@@ -111,7 +113,7 @@ def test_damaged_shard_detected_and_rebuilt(images, tmp_path, caplog, damage):
     # Verification catches it, naming the file ...
     with pytest.raises(CacheError, match="shard-00001.npy"):
         build_index(out, 2)
-    assert cache_index.main(["--cache-dir", str(out), "--parts", "2"]) == 1
+    assert lipsim_main(["cache-index", "--cache-dir", str(out), "--parts", "2"]) == 1
     # ... and cache-fill rebuilds it from the images instead of keeping what is on disk.
     caplog.clear()
     assert _fill(images, out) == 0
@@ -143,3 +145,73 @@ def test_interrupted_part_resumes_at_shard_granularity(tmp_path):
     assert manifest["counts"] == {"shards": 3, "images": 24, "bad": 0}
     assert {n: (out / n).stat().st_mtime_ns for n in done} == done  # kept, not recomputed
     assert not list(out.glob(".part-0.progress.json"))
+
+
+@pytest.mark.parametrize("damage", ["corrupt-in-place", "truncate"])
+def test_reader_refuses_a_damaged_shard_and_the_rerun_rebuilds_it(images, tmp_path, caplog,
+                                                                  capsys, damage):
+    """Issue 12, item 8: a shard damaged after indexing is never read; the error names it, and
+    its part loses its manifest (and the cache its index), which is what makes the workflow
+    rerun cache-fill for that part and cache-index."""
+    out = tmp_path / "cache"
+    assert _fill(images, out) == 0
+    cache = EmbeddingCache(out)
+    rows = np.flatnonzero(cache.ok)
+    before = cache.get(rows)
+    victim = shard_path(out, 3)  # 4 shards of 8 over 2 parts: shard 3 is part 1's
+    good = victim.read_bytes()
+    if damage == "truncate":
+        damaged = good[:-16]
+    else:  # same size, bytes flipped inside the data: np.load would read it without a word
+        data = bytearray(good)
+        data[-40:-20] = bytes(b ^ 0xFF for b in data[-40:-20])
+        damaged = bytes(data)
+    victim.write_bytes(damaged)
+    with pytest.raises(CacheError, match=r"shard-00003.npy: (sha256|size).*part 1 is marked"):
+        EmbeddingCache(out)
+    assert not (out / "part-1.json").exists() and not (out / "index.parquet").exists()
+    assert (out / "part-0.json").exists()
+    # The same through a training step: one error line naming the shard, no traceback.
+    assert _fill(images, out) == 0  # what the workflow reruns (part 0 is kept as it is)
+    victim.write_bytes(damaged)
+    capsys.readouterr()
+    rc = lipsim_main(["distill", "--cache-dir", str(out), "--images", str(images), "--teacher",
+                      "demo", "--preset", "tiny", "--image-size", "32", "--out",
+                      str(tmp_path / "p.pt"), "--device", "cpu", "--workdir",
+                      str(tmp_path / "work"), "--workers", "0", "--no-progress",
+                      "--crop", "resize_center", "--teacher-view", "original",
+                      "--rmse-reduction", "image", "--epochs", "1", "--batch-size", "4",
+                      "--lr", "0.01", "--beta1", "0.5", "--beta2", "0.9", "--weight-decay", "0",
+                      "--schedule", "constant", "--warmup-steps", "0", "--seed", "0",
+                      "--amp", "none", "--ckpt-every", "100"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and "shard-00003.npy" in err
+    assert not (tmp_path / "p.pt").exists()
+    caplog.clear()
+    assert _fill(images, out) == 0
+    rebuilt = [r.getMessage() for r in caplog.records if "rebuilding" in r.getMessage()]
+    assert len(rebuilt) == 1 and "shard-00003.npy" in rebuilt[0]  # only the damaged one
+    assert victim.read_bytes() == good
+    np.testing.assert_array_equal(EmbeddingCache(out).get(rows), before)
+
+
+def test_index_without_checksums_is_refused(images, tmp_path):
+    out = tmp_path / "cache"
+    assert _fill(images, out) == 0
+    pd.read_parquet(out / "index.parquet").to_parquet(out / "index.parquet")  # metadata lost
+    with pytest.raises(CacheError, match="index.parquet: records no shard checksums"):
+        EmbeddingCache(out)
+
+
+def test_cache_cli_errors_are_one_line(tmp_path, capsys):
+    for args, needle in ((["cache-list", "--images", str(tmp_path / "nope"), "--out",
+                           str(tmp_path / "l.parquet")], "nope does not exist"),
+                         (["cache-fill", "--teacher", "demo", "--images", str(tmp_path),
+                           "--list", str(tmp_path / "absent.parquet"), "--part", "0",
+                           "--parts", "1", "--shard-size", "8", "--dtype", "float32",
+                           "--batch-size", "4", "--workers", "0", "--out-dir",
+                           str(tmp_path / "c")],
+                          "absent.parquet: missing")):
+        assert lipsim_main(args) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and needle in err and err.count("error:") == 1

@@ -14,10 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from lipsim.device import resolve_device
-from lipsim.embcache import CROPS, BadImageError, fill_part
+from lipsim.embcache import CROPS, fill_part, read_image_list
 from lipsim.teachers import get_teacher, teacher_names
 
 
@@ -57,21 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    image_list = read_image_list(args.list)  # before the teacher: a bad list fails at once
     device = resolve_device(args.device)
     teacher = get_teacher(args.teacher, weights_dir=args.weights_dir, device=device,
                           random_weights=args.random_weights)
-    image_list = pd.read_parquet(args.list)
-    try:
-        m = fill_part(teacher=teacher, teacher_name=args.teacher, images=args.images,
-                      image_list=image_list, out_dir=args.out_dir, part=args.part,
-                      parts=args.parts, shard_size=args.shard_size, dtype=args.dtype,
-                      batch_size=args.batch_size, workers=args.workers,
-                      on_bad_image=args.on_bad_image, image_size=args.image_size,
-                      device=device, random_weights=args.random_weights,
-                      progress=not args.no_progress, crop=args.crop, mirror=args.mirror)
-    except BadImageError as exc:
-        print(f"cache-fill: {exc}", file=sys.stderr)
-        return 1
+    m = fill_part(teacher=teacher, teacher_name=args.teacher, images=args.images,
+                  image_list=image_list, out_dir=args.out_dir, part=args.part, parts=args.parts,
+                  shard_size=args.shard_size, dtype=args.dtype, batch_size=args.batch_size,
+                  workers=args.workers, on_bad_image=args.on_bad_image,
+                  image_size=args.image_size, device=device, random_weights=args.random_weights,
+                  progress=not args.no_progress, crop=args.crop,
+                  mirror=args.mirror)  # BadImageError: the dispatcher's error line
     for b in m["bad_images"]:
         print(f"cache-fill: skipped undecodable image {b['path']}: {b['error']}", file=sys.stderr)
     print(f"cache-fill: part {args.part}/{args.parts}: {m['counts']['shards']} shard(s), "

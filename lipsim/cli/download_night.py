@@ -5,11 +5,11 @@ OUT/.night-complete.json; a rerun verifies instead of downloading."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipsim.data.download import NIGHT_CHUNKED_URL, NIGHT_ZIP_URL
+    from lipsim.data.download import MIN_RATE, NIGHT_CHUNKED_URL, NIGHT_ZIP_URL, STALL_TIME
+    from lipsim.data.extract import MAX_RATIO
 
     ap = argparse.ArgumentParser(prog="lipsim download-night", description=__doc__)
     ap.add_argument("--mode", choices=("zip", "chunked"), default="zip")
@@ -22,22 +22,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retries", type=int, default=8,
                     help="consecutive attempts without progress before giving up, per file")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
+    ap.add_argument("--min-rate", type=float, default=MIN_RATE,
+                    help="bytes/s: an attempt averaging less over --stall-time seconds is "
+                    "abandoned and counts as a failed attempt (0 = no stall rule; "
+                    "default %(default)g)")
+    ap.add_argument("--stall-time", type=float, default=STALL_TIME,
+                    help="window in seconds of the --min-rate rule (default %(default)g)")
+    ap.add_argument("--max-extract-gb", type=float, default=None,
+                    help="refuse an archive declaring more than this many GB uncompressed "
+                    "(default: only the free disk limits it)")
+    ap.add_argument("--max-ratio", type=float, default=MAX_RATIO,
+                    help="refuse an archive (or a zip entry of 1 MiB or more) whose declared size "
+                    "exceeds its compressed size by more than this factor (default %(default)g)")
     ap.add_argument("--workdir", help="where archives (*.part) are downloaded (default: .OUT.download beside OUT)")
     ap.add_argument("--keep-archives", action="store_true", help="keep the zips after extraction")
     ap.add_argument("--quick-verify", action="store_true",
                     help="on a rerun, verify file sizes only (no sha256 of every file)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    from lipsim.data.download import DownloadError, download_night
-    from lipsim.data.extract import ExtractError
+    for opt in ("retries", "chunks", "min_rate", "max_ratio"):
+        if getattr(args, opt) < 0:
+            ap.error(f"--{opt.replace('_', '-')} must be >= 0, got {getattr(args, opt)}")
+    for opt in ("timeout", "stall_time", "max_extract_gb"):
+        if getattr(args, opt) is not None and getattr(args, opt) <= 0:
+            ap.error(f"--{opt.replace('_', '-')} must be > 0, got {getattr(args, opt)}")
+    from lipsim.data.download import download_night
 
-    try:
-        download_night(args.out, mode=args.mode, url=args.url, sha256=args.sha256,
-                       chunks=args.chunks, retries=args.retries, timeout=args.timeout,
-                       workdir=args.workdir, csv_url=args.csv_url,
-                       keep_archives=args.keep_archives, check_sha256=not args.quick_verify,
-                       progress=not args.no_progress)
-    except (DownloadError, ExtractError, ValueError) as exc:
-        print(f"download-night: ERROR: {exc}", file=sys.stderr)
-        return 1
+    # DownloadError / ExtractError are LipSimErrors: the dispatcher prints one error line.
+    download_night(args.out, mode=args.mode, url=args.url, sha256=args.sha256,
+                   chunks=args.chunks, retries=args.retries, timeout=args.timeout,
+                   workdir=args.workdir, csv_url=args.csv_url,
+                   keep_archives=args.keep_archives, check_sha256=not args.quick_verify,
+                   progress=not args.no_progress, min_rate=args.min_rate,
+                   stall_time=args.stall_time, max_ratio=args.max_ratio or None,
+                   max_bytes=None if args.max_extract_gb is None
+                   else int(args.max_extract_gb * 1e9))
     return 0

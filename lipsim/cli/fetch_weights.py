@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 from lipsim.atomic import write_json
-from lipsim.data.download import DownloadError
-from lipsim.data.extract import ExtractError
+from lipsim.errors import LipSimError
 from lipsim.teachers import Download, fetch_weights, teacher_names
 
 
@@ -38,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         record = fetch_weights(args.teacher, args.weights_dir, baselines.get(args.teacher))
-    except (DownloadError, ExtractError) as exc:
-        # No marker: snakemake must not take the weights as present.
-        print(f"fetch-weights: {args.teacher}: {exc}", file=sys.stderr)
+    except LipSimError as exc:  # DownloadError, ExtractError: the URL or archive at fault
+        # No marker: snakemake must not take the weights as present. The dispatcher's format,
+        # with the teacher named.
+        print(f"lipsim fetch-weights: error: {args.teacher}: {exc}", file=sys.stderr)
         return 1
     marker = args.marker or args.weights_dir / f"{args.teacher}.fetched.json"
     write_json(marker, record)

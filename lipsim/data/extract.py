@@ -1,10 +1,20 @@
-"""Safe zip extraction: check everything first, extract into a temporary folder, then move.
+"""Safe extraction of zip and tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) archives: check
+everything first, extract into a temporary folder, then move.
 
-Rejected (ExtractError naming the archive and the entry, nothing extracted):
+Rejected (ExtractError naming the archive and the entry, nothing written):
 - absolute names (/x, C:\\x), names with a `..` component, names that resolve outside the
-  target (zip-slip); symlink entries (Unix mode S_IFLNK in external_attr) and other special
-  files; duplicate names; encrypted entries; an archive failing its CRC test (testzip);
-- an archive whose uncompressed size does not fit on the target filesystem.
+  target (zip-slip); symbolic and hard links, devices, fifos and other special members;
+  encrypted zip entries; an archive failing its CRC test (zip: testzip; compressed tar: the
+  gzip / bz2 / xz check at the end of the stream) or unreadable as tar;
+- two members that extract to the same path, or a file where another member needs a folder
+  (the message names both members); with `replace=False`, a member whose target already
+  exists in the destination (another archive put it there: ExtractClash);
+- archives whose declared uncompressed total exceeds the free disk or `max_bytes`, or whose
+  compression ratio (declared / compressed, per zip entry and for the whole archive) exceeds
+  `max_ratio` (a decompression bomb). These checks use the declared sizes only, before
+  anything is decompressed (a tar's headers are read as the stream is scanned, and the scan
+  stops at the first header that breaks a limit). While extracting, a member that yields
+  more bytes than declared stops the extraction.
 Files are streamed in 1 MiB blocks (memory does not grow with archive size) and hashed while
 they are written, so the caller gets (path, size, sha256) for a manifest without a second read.
 """
@@ -17,6 +27,7 @@ import os
 import re
 import shutil
 import stat
+import tarfile
 import tempfile
 import zipfile
 import zlib
@@ -24,14 +35,27 @@ from pathlib import Path, PurePosixPath
 
 from lipsim.errors import LipSimError
 
-__all__ = ["ExtractError", "ExtractedFile", "check_zip", "safe_extract"]
+__all__ = ["MAX_RATIO", "ExtractClash", "ExtractError", "ExtractedFile", "check_archive",
+           "safe_extract"]
 
 _CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Deflate tops out near 1000:1; images and CSV tables compress far less. Entries smaller than
+# _RATIO_FLOOR are not judged (a small file of zeros is no bomb).
+MAX_RATIO = 100.0
+_RATIO_FLOOR = 1 << 20
 
 
 class ExtractError(LipSimError, RuntimeError):
     """An archive is corrupt or unsafe; the message names the archive and the entry."""
+
+
+class ExtractClash(ExtractError):
+    """A member's target already exists in the destination (replace=False)."""
+
+    def __init__(self, message: str, *, entry: str, path: str):
+        super().__init__(message)
+        self.entry, self.path = entry, path  # the member's name, its path relative to dest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,16 +65,32 @@ class ExtractedFile:
     sha256: str
 
 
-def _member_path(archive: Path, info: zipfile.ZipInfo) -> str | None:
-    """The safe relative path of an entry ("" parts removed), None for entries to skip;
-    raises ExtractError for unsafe entries."""
-    raw = info.filename
-    name = raw.replace("\\", "/")  # zips made on Windows may use backslashes
+@dataclasses.dataclass(frozen=True)
+class _Member:
+    name: str  # the entry's name in the archive (for messages)
+    rel: str  # safe relative path
+    size: int  # declared uncompressed size
+    info: zipfile.ZipInfo | tarfile.TarInfo
+
+
+def _safe_rel(archive: Path, raw: str) -> str | None:
+    """The safe relative path of an entry name, None for entries to skip (macOS forks, the
+    root itself); raises ExtractError for absolute and `..` names."""
+    name = raw.replace("\\", "/")  # archives made on Windows may use backslashes
     if name.startswith("/") or _DRIVE.match(name):
         raise ExtractError(f"{archive}: entry {raw!r} has an absolute path; refusing to extract")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ExtractError(f"{archive}: entry {raw!r} contains '..' (path traversal); refusing to extract")
+        raise ExtractError(f"{archive}: entry {raw!r} contains '..' (path traversal); "
+                           "refusing to extract")
+    if not parts or parts[0] == "__MACOSX":  # macOS resource forks: not data
+        return None
+    return "/".join(parts)
+
+
+def _zip_kind(archive: Path, info: zipfile.ZipInfo) -> str:
+    """"file" or "dir"; raises ExtractError for links, special files, encryption."""
+    raw = info.filename
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise ExtractError(f"{archive}: entry {raw!r} is a symbolic link; refusing to extract")
@@ -59,39 +99,168 @@ def _member_path(archive: Path, info: zipfile.ZipInfo) -> str | None:
                            "refusing to extract")
     if info.flag_bits & 0x1:
         raise ExtractError(f"{archive}: entry {raw!r} is encrypted; cannot extract")
-    if not parts or parts[0] == "__MACOSX":  # macOS resource forks: not data
-        return None
-    return "/".join(parts)
+    return "dir" if info.is_dir() else "file"
 
 
-def check_zip(archive: str | os.PathLike, *, test_crc: bool = True) -> list[tuple[zipfile.ZipInfo, str]]:
-    """Validate an archive without extracting: [(info, safe relative path)] of its files.
+def _tar_kind(archive: Path, info: tarfile.TarInfo) -> str:
+    raw = info.name
+    if info.issym():
+        raise ExtractError(f"{archive}: entry {raw!r} is a symbolic link; refusing to extract")
+    if info.islnk():
+        raise ExtractError(f"{archive}: entry {raw!r} is a hard link; refusing to extract")
+    if info.isdir():
+        return "dir"
+    if info.isreg():
+        return "file"
+    what = ("a device" if info.isdev() and not info.isfifo() else "a fifo" if info.isfifo()
+            else f"of unsupported type {info.type!r}")
+    raise ExtractError(f"{archive}: entry {raw!r} is {what}; refusing to extract")
 
-    Raises ExtractError for any unsafe entry or a failed integrity test.
+
+class _Plan:
+    """Members collected while scanning: duplicates, file/folder clashes and the size limits
+    are checked as each header is seen, so a bomb is refused before its data is read."""
+
+    def __init__(self, archive: Path, *, compressed: int, max_bytes: int | None,
+                 max_ratio: float | None, free: int | None, free_at: Path | None):
+        self.archive, self.compressed = archive, compressed
+        self.max_bytes, self.max_ratio = max_bytes, max_ratio
+        self.free, self.free_at = free, free_at
+        self.files: dict[str, str] = {}  # rel -> entry name
+        self.dirs: dict[str, str] = {}  # rel of a folder (explicit or implied) -> entry name
+        self.members: list[_Member] = []
+        self.total = 0
+
+    def add(self, raw: str, kind: str, size: int, info, compress_size: int | None = None) -> None:
+        rel = _safe_rel(self.archive, raw)
+        if rel is None:
+            return
+        a = self.archive
+        if rel in self.files:
+            raise ExtractError(f"{a}: entries {self.files[rel]!r} and {raw!r} both extract to "
+                               f"{rel!r}; refusing to extract")
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            if folder in self.files:
+                raise ExtractError(f"{a}: entry {self.files[folder]!r} is a file but entry "
+                                   f"{raw!r} needs {folder!r} to be a folder; refusing to extract")
+            self.dirs.setdefault(folder, raw)
+        if kind == "dir":
+            self.dirs.setdefault(rel, raw)
+            return
+        if rel in self.dirs:
+            raise ExtractError(f"{a}: entry {raw!r} is a file but entry {self.dirs[rel]!r} needs "
+                               f"{rel!r} to be a folder; refusing to extract")
+        self.files[rel] = raw
+        self.total += size
+        if self.max_ratio and compress_size is not None and size >= _RATIO_FLOOR \
+                and size > self.max_ratio * max(compress_size, 1):
+            raise ExtractError(f"{a}: entry {raw!r} declares {size} bytes from {compress_size} "
+                               f"compressed (ratio {size / max(compress_size, 1):.0f} > "
+                               f"{self.max_ratio:g}): a decompression bomb? refusing to extract "
+                               "(raise the ratio limit if the archive is trusted)")
+        self._check_total(raw)
+        self.members.append(_Member(raw, rel, size, info))
+
+    def _check_total(self, raw: str) -> None:
+        a, total = self.archive, self.total
+        where = f"{a}: entry {raw!r} brings the declared uncompressed total to {_fmt(total)}"
+        if self.max_bytes is not None and total > self.max_bytes:
+            raise ExtractError(f"{where}, over the extraction limit of {_fmt(self.max_bytes)}; "
+                               "refusing to extract")
+        if self.free is not None and total > self.free:
+            raise ExtractError(f"{where}, more than the {_fmt(self.free)} free in "
+                               f"{self.free_at}; refusing to extract")
+        if self.max_ratio and total >= _RATIO_FLOOR \
+                and total > self.max_ratio * max(self.compressed, 1):
+            raise ExtractError(f"{where} from a {_fmt(self.compressed)} archive (ratio > "
+                               f"{self.max_ratio:g}): a decompression bomb? refusing to extract "
+                               "(raise the ratio limit if the archive is trusted)")
+
+
+def _fmt(n: int) -> str:
+    if n < 10_000:
+        return f"{n} bytes"
+    return f"{n / 1e6:.1f} MB" if n < 10**10 else f"{n / 1e9:.1f} GB"
+
+
+def _free_space(dest: Path) -> tuple[int, Path]:
+    probe = dest
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free, probe
+
+
+def check_archive(archive: str | os.PathLike, *, test_crc: bool = True,
+                  max_bytes: int | None = None, max_ratio: float | None = MAX_RATIO,
+                  dest: str | os.PathLike | None = None) -> list[_Member]:
+    """Validate a zip or tar archive without writing anything; return its file members.
+
+    With `dest`, the declared total must also fit in the free space there. Raises
+    ExtractError naming the archive and the entry for anything unsafe or corrupt.
     """
     archive = Path(archive)
+    try:
+        compressed = archive.stat().st_size
+    except OSError as exc:
+        raise ExtractError(f"{archive}: cannot read: {exc}") from exc
+    free, free_at = _free_space(Path(dest)) if dest is not None else (None, None)
+    plan = _Plan(archive, compressed=compressed, max_bytes=max_bytes, max_ratio=max_ratio,
+                 free=free, free_at=free_at)
+    if _is_zip(archive):
+        _scan_zip(archive, plan, test_crc)
+    else:
+        _scan_tar(archive, plan, test_crc)
+    return plan.members
+
+
+def _is_zip(archive: Path) -> bool:
+    """By the signature at the start (zipfile.is_zipfile looks at the end, where a tar whose
+    last member is a zip would pass for that zip)."""
+    with open(archive, "rb") as fh:
+        return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _scan_zip(archive: Path, plan: _Plan, test_crc: bool) -> None:
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
         raise ExtractError(f"{archive}: not a readable zip archive: {exc}") from exc
     with zf:
-        members, seen = [], set()
         for info in zf.infolist():
-            rel = _member_path(archive, info)
-            if rel is None or info.is_dir():
-                continue
-            if rel in seen:
-                raise ExtractError(f"{archive}: duplicate entry {info.filename!r}; refusing to extract")
-            seen.add(rel)
-            members.append((info, rel))
-        if test_crc:
+            plan.add(info.filename, _zip_kind(archive, info), info.file_size, info,
+                     info.compress_size)
+        if test_crc:  # after the size checks: a bomb is never decompressed, even to test it
             try:
                 bad = zf.testzip()  # reads every entry and checks its CRC-32
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
                 raise ExtractError(f"{archive}: integrity test failed: {exc}") from exc
             if bad is not None:
                 raise ExtractError(f"{archive}: integrity test failed: bad CRC in entry {bad!r}")
-    return members
+
+
+def _open_tar(archive: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise ExtractError(f"{archive}: neither a zip nor a readable tar archive: {exc}") from exc
+
+
+def _scan_tar(archive: Path, plan: _Plan, test_crc: bool) -> None:
+    with _open_tar(archive) as tf:
+        try:
+            # Headers one by one: a header that breaks a limit stops the scan before the
+            # stream is decompressed past it.
+            while (info := tf.next()) is not None:
+                plan.add(info.name, _tar_kind(archive, info), info.size, info)
+            if test_crc:
+                # To the end of the compressed stream, where gzip / bz2 / xz check their CRC:
+                # a flipped byte inside a stored block decodes without any other error.
+                while tf.fileobj.read(_CHUNK):
+                    pass
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise ExtractError(f"{archive}: corrupt tar archive: {exc}") from exc
 
 
 def _common_strip(rels: list[str], strip: str) -> str:
@@ -100,57 +269,129 @@ def _common_strip(rels: list[str], strip: str) -> str:
     return ""
 
 
-def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, into: str = "",
-                 strip: str = "", test_crc: bool = True) -> list[ExtractedFile]:
-    """Extract `archive` into `dest`/`into`, returning the files written (paths relative to
-    `dest`). `strip` removes a leading folder (e.g. "nights" or "ref") when every entry has it.
+def _copy(src, target: Path, archive: Path, member: _Member) -> tuple[int, str]:
+    """Stream one member into `target`; (size, sha256). Stops past the declared size."""
+    h, size = hashlib.sha256(), 0
+    with open(target, "xb") as dst:
+        while block := src.read(_CHUNK):
+            size += len(block)
+            if size > member.size:
+                raise ExtractError(f"{archive}: entry {member.name!r} yields more than its "
+                                   f"declared {member.size} bytes; extraction stopped")
+            dst.write(block)
+            h.update(block)
+    if size != member.size:
+        raise ExtractError(f"{archive}: entry {member.name!r}: {size} bytes, header says "
+                           f"{member.size}")
+    return size, h.hexdigest()
 
-    Everything is validated (and CRC-tested) before anything is written; files are extracted
-    into a temporary folder beside `dest` and moved into place only when all succeeded, so a
-    failure leaves `dest` as it was.
+
+def _check_target(archive: Path, dest: Path, member: _Member, rel: str, replace: bool) -> None:
+    """Refuse a member whose target clashes with what is already in `dest`."""
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        p = dest.joinpath(*parts[:i])
+        if p.exists() and not p.is_dir():
+            raise ExtractClash(f"{archive}: entry {member.name!r} needs {p} to be a folder, but "
+                               "it is a file already there; refusing to extract",
+                               entry=member.name, path="/".join(parts[:i]))
+        if p.is_symlink():
+            raise ExtractError(f"{archive}: entry {member.name!r} would be written through the "
+                               f"symbolic link {p}; refusing to extract")
+    target = dest.joinpath(*parts)
+    if target.is_symlink() or target.is_dir() or (not replace and target.exists()):
+        what = ("a symbolic link" if target.is_symlink() else "a folder" if target.is_dir()
+                else "a file")
+        raise ExtractClash(f"{archive}: entry {member.name!r} would overwrite {target}, "
+                           f"{what} already there; refusing to extract",
+                           entry=member.name, path=rel)
+
+
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, into: str = "",
+                 strip: str = "", test_crc: bool = True, max_bytes: int | None = None,
+                 max_ratio: float | None = MAX_RATIO, replace: bool = True) -> list[ExtractedFile]:
+    """Extract a zip or tar `archive` into `dest`/`into`, returning the files written (paths
+    relative to `dest`). `strip` removes a leading folder (e.g. "nights" or "ref") when every
+    entry has it.
+
+    Everything is validated before anything is written (names, member types, duplicates,
+    declared sizes against `max_bytes` bytes, the free disk and `max_ratio`; the zip CRC test
+    with `test_crc`); files are extracted into a temporary folder beside `dest` and moved
+    into place only when all succeeded, so a failure leaves `dest` as it was. Files already
+    in `dest` are replaced, unless `replace` is False (then ExtractClash names the member).
     """
     archive, dest = Path(archive), Path(dest)
-    members = check_zip(archive, test_crc=test_crc)
-    prefix = _common_strip([rel for _, rel in members], strip)
     into_parts = [p for p in into.replace("\\", "/").split("/") if p not in ("", ".")]
     if ".." in into_parts:
         raise ValueError(f"safe_extract: into={into!r} must not contain '..'")
-    dest.mkdir(parents=True, exist_ok=True)
-    need = sum(info.file_size for info, _ in members)
-    free = shutil.disk_usage(dest).free
-    if need > free:
-        raise ExtractError(f"{archive}: needs {need / 1e9:.2f} GB uncompressed, only "
-                           f"{free / 1e9:.2f} GB free in {dest}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
+    members = check_archive(archive, test_crc=test_crc, max_bytes=max_bytes,
+                            max_ratio=max_ratio, dest=dest)
+    prefix = _common_strip([m.rel for m in members], strip)
+    final = ["/".join([*into_parts, m.rel[len(prefix):]]) for m in members]
+    for m, rel in zip(members, final, strict=True):
+        _check_target(archive, dest, m, rel, replace)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
+    except OSError as exc:
+        raise ExtractError(f"{archive}: cannot extract into {dest}: {exc}") from exc
     tmp_root = tmp.resolve()
     out: list[ExtractedFile] = []
     try:
-        with zipfile.ZipFile(archive) as zf:
-            for info, rel in members:
-                rel = "/".join([*into_parts, rel[len(prefix):]])
+        with _Reader(archive) as read:
+            for m, rel in zip(members, final, strict=True):
                 target = tmp / PurePosixPath(rel)
                 # Belt and braces against zip-slip: the resolved path must stay inside tmp.
                 if not target.resolve().is_relative_to(tmp_root):
-                    raise ExtractError(f"{archive}: entry {info.filename!r} escapes the target")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                h, size = hashlib.sha256(), 0
+                    raise ExtractError(f"{archive}: entry {m.name!r} escapes the target")
                 try:
-                    with zf.open(info) as src, open(target, "xb") as dst:
-                        while block := src.read(_CHUNK):
-                            dst.write(block)
-                            h.update(block)
-                            size += len(block)
-                except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                    raise ExtractError(f"{archive}: entry {info.filename!r}: {exc}") from exc
-                if size != info.file_size:
-                    raise ExtractError(f"{archive}: entry {info.filename!r}: {size} bytes, "
-                                       f"header says {info.file_size}")
-                out.append(ExtractedFile(rel, size, h.hexdigest()))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with read(m) as src:
+                        size, digest = _copy(src, target, archive, m)
+                except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError,
+                        NotImplementedError) as exc:
+                    raise ExtractError(f"{archive}: entry {m.name!r}: {exc}") from exc
+                except OSError as exc:  # a name the filesystem refuses, no space left, ...
+                    raise ExtractError(f"{archive}: entry {m.name!r}: cannot write it: "
+                                       f"{exc}") from exc
+                out.append(ExtractedFile(rel, size, digest))
         # All good: move into place (os.replace per file is atomic; dest keeps other files).
         for f in out:
             target = dest / PurePosixPath(f.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / PurePosixPath(f.path), target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp / PurePosixPath(f.path), target)
+            except OSError as exc:
+                raise ExtractError(f"{archive}: cannot move {f.path} into {dest}: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+class _Reader:
+    """Context manager yielding read(member) -> file object, for zip or tar."""
+
+    def __init__(self, archive: Path):
+        self.archive = archive
+
+    def __enter__(self):
+        if _is_zip(self.archive):
+            self._zf = zipfile.ZipFile(self.archive)
+            return lambda m: self._zf.open(m.info)
+        self._zf = _open_tar(self.archive)
+        # Members are read in archive order, so a compressed tar is decompressed once more.
+        return lambda m: _TarMember(self._zf, m)
+
+    def __exit__(self, *exc) -> None:
+        self._zf.close()
+
+
+class _TarMember:
+    def __init__(self, tf: tarfile.TarFile, m: _Member):
+        self.fh = tf.extractfile(m.info)
+
+    def __enter__(self):
+        return self.fh
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()

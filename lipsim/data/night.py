@@ -6,18 +6,21 @@ is_imagenet, prompt, and images ref/XXX/YYY.png, distort/XXX/YYY_0.png (x0 = lef
 YYY_1.png (x1 = right); csv paths are relative to the folder holding data.csv.
 
 p (the share of votes for x1): in the release left_vote / right_vote are shares in [0, 1]
-and DreamSim uses right_vote as p directly. A file whose vote columns hold counts (any value
-> 1) is read as counts: p = right_vote / (left_vote + right_vote). The choice is made per file,
+and DreamSim uses right_vote as p directly. A file whose vote columns hold counts (whole
+numbers, some > 1) is read as counts: p = right_vote / (left_vote + right_vote); in a file of
+shares every value must lie in [0, 1]. The choice is made per file,
 not per row, because a row such as (0, 1) means the same in both readings.
 
 `read_night` accepts either the folder holding data.csv or its parent (the folder a
-nights.zip was extracted into, which holds nights/data.csv).
+nights.zip was extracted into, which holds nights/data.csv). Image paths must stay inside the
+dataset: absolute paths and paths with `..` are refused (reported by `verify_night`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,6 +39,7 @@ COLUMNS = ("id", "left_vote", "right_vote", "votes", "ref_path", "left_path", "r
 SPLITS = ("train", "val", "test_imagenet", "test_no_imagenet")
 _PATH_COLUMNS = ("ref_path", "left_path", "right_path")
 _CSV_SPLITS = ("train", "val", "test")
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class NightFormatError(LipSimError, ValueError):
@@ -93,8 +97,8 @@ def _read_csv(csv_path: Path) -> pd.DataFrame:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a format error
         raise NightFormatError(f"{csv_path}: cannot parse as CSV: {exc}") from exc
-    df.columns = [c.strip() for c in df.columns]
-    return df
+    df.columns = [str(c).strip() for c in df.columns]
+    return df.fillna("")  # short rows: empty fields, reported as such below
 
 
 def _check_table(df: pd.DataFrame, csv_path: Path) -> tuple[list[Problem], pd.DataFrame]:
@@ -110,52 +114,67 @@ def _check_table(df: pd.DataFrame, csv_path: Path) -> tuple[list[Problem], pd.Da
         out[col] = pd.to_numeric(df[col].str.strip(), errors="coerce")
     out["is_imagenet"] = [_parse_bool(v) for v in df["is_imagenet"]]
     bad = np.zeros(len(df), dtype=bool)
+
+    def flag(mask, message, column=None, every=True) -> None:
+        """One problem per row in `mask`; `every`=False skips rows already found bad (checks
+        that derive from values reported already)."""
+        mask = np.asarray(mask, dtype=bool)
+        for pos in np.flatnonzero(mask if every else mask & ~bad):
+            text = message(pos) if callable(message) else message
+            problems.append(Problem(str(csv_path), text, _line(pos), df["id"].iloc[pos], column))
+            bad[pos] = True
+
     for col in ("left_vote", "right_vote", "votes"):
-        for pos in np.flatnonzero(out[col].isna().to_numpy()):
-            problems.append(Problem(str(csv_path), f"not a number: {df[col].iloc[pos]!r}",
-                                    _line(pos), df["id"].iloc[pos], col))
-            bad[pos] = True
-    for pos in np.flatnonzero(out["is_imagenet"].isna().to_numpy()):
-        problems.append(Problem(str(csv_path), f"not a boolean: {df['is_imagenet'].iloc[pos]!r}",
-                                _line(pos), df["id"].iloc[pos], "is_imagenet"))
-        bad[pos] = True
+        values = out[col].to_numpy(float)
+        flag(np.isnan(values), lambda pos, col=col: f"not a number: {df[col].iloc[pos]!r}", col)
+        flag(np.isinf(values), lambda pos, col=col: f"not finite: {df[col].iloc[pos]!r}", col)
+        flag(np.isfinite(values) & (values < 0),
+             lambda pos, col=col: f"negative: {df[col].iloc[pos]!r}", col)
+        # Past 2**53 floats skip whole numbers: no count or share is that large.
+        flag(np.isfinite(values) & (values >= 2.0**53),
+             lambda pos, col=col: f"implausibly large: {df[col].iloc[pos]!r}", col)
+    votes = out["votes"].to_numpy(float)
+    flag(np.isfinite(votes) & (votes != np.round(votes)),
+         lambda pos: f"not a whole number of votes: {df['votes'].iloc[pos]!r}", "votes")
+    flag(out["is_imagenet"].isna().to_numpy(),
+         lambda pos: f"not a boolean: {df['is_imagenet'].iloc[pos]!r}", "is_imagenet")
     split = df["split"].str.strip()
-    for pos in np.flatnonzero(~split.isin(_CSV_SPLITS).to_numpy()):
-        problems.append(Problem(str(csv_path), f"unknown split {split.iloc[pos]!r}; expected one "
-                                f"of {', '.join(_CSV_SPLITS)}", _line(pos), df["id"].iloc[pos],
-                                "split"))
-        bad[pos] = True
+    flag(~split.isin(_CSV_SPLITS).to_numpy(), lambda pos: f"unknown split {split.iloc[pos]!r}; "
+         f"expected one of {', '.join(_CSV_SPLITS)}", "split")
     for col in _PATH_COLUMNS:
-        for pos in np.flatnonzero((df[col].str.strip() == "").to_numpy()):
-            problems.append(Problem(str(csv_path), "empty path", _line(pos), df["id"].iloc[pos], col))
-            bad[pos] = True
-    dup = df["id"].duplicated(keep="first").to_numpy()
-    for pos in np.flatnonzero(dup):
-        problems.append(Problem(str(csv_path), f"duplicate id {df['id'].iloc[pos]!r}", _line(pos),
-                                df["id"].iloc[pos], "id"))
-        bad[pos] = True
+        paths = df[col].str.strip()
+        flag((paths == "").to_numpy(), "empty path", col)
+        flag([_leaves_root(v) for v in paths], lambda pos, col=col: f"path {df[col].iloc[pos]!r} "
+             "leaves the dataset root (absolute or with '..'); refusing to read it", col)
+    flag(df["id"].duplicated(keep="first").to_numpy(),
+         lambda pos: f"duplicate id {df['id'].iloc[pos]!r}", "id")
     lv, rv = out["left_vote"].to_numpy(float), out["right_vote"].to_numpy(float)
-    counts = bool(np.nanmax(np.concatenate([lv, rv, [0.0]])) > 1.0)
-    neg = (lv < 0) | (rv < 0)
-    for pos in np.flatnonzero(neg & ~bad):
-        problems.append(Problem(str(csv_path), "negative vote", _line(pos), df["id"].iloc[pos]))
-        bad[pos] = True
+    # Counts or shares, per file (see the module docstring): counts are whole numbers, and
+    # some exceed 1. A file with fractions is read as shares, whose values must lie in [0, 1].
+    good = np.concatenate([lv[~bad], rv[~bad]])
+    counts = bool(len(good) and (good == np.round(good)).all() and (good > 1).any())
+    if not counts:
+        for col, values in (("left_vote", lv), ("right_vote", rv)):
+            flag(np.isfinite(values) & (values > 1),
+                 lambda pos, col=col: f"vote share {df[col].iloc[pos]!r} outside [0, 1] (the "
+                 "file holds fractions, so its votes are read as shares)", col)
     total = lv + rv
-    for pos in np.flatnonzero((total <= 0) & ~bad):
-        problems.append(Problem(str(csv_path), "left_vote + right_vote is 0: p undefined",
-                                _line(pos), df["id"].iloc[pos]))
-        bad[pos] = True
-    p = rv / np.where(total > 0, total, 1.0) if counts else rv
+    flag(total <= 0, "left_vote + right_vote is 0: p undefined", every=False)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = rv / np.where(total > 0, total, 1.0) if counts else rv
     out["p"] = p
     if not counts:
-        for pos in np.flatnonzero((np.abs(total - 1.0) > 1e-3) & ~bad):
-            problems.append(Problem(str(csv_path), f"vote shares do not sum to 1 "
-                                    f"(left {lv[pos]:g} + right {rv[pos]:g})", _line(pos),
-                                    df["id"].iloc[pos]))
-            bad[pos] = True
+        flag(np.abs(total - 1.0) > 1e-3, lambda pos: f"vote shares do not sum to 1 "
+             f"(left {lv[pos]:g} + right {rv[pos]:g})", every=False)
     out["line"] = np.arange(len(df)) + 2
     out["split"] = split
     return problems, out[~bad]
+
+
+def _leaves_root(path: str) -> bool:
+    """True for a csv path that is absolute (/x, C:\\x, \\\\host) or has a `..` component."""
+    name = path.replace("\\", "/")
+    return name.startswith("/") or bool(_DRIVE.match(name)) or ".." in name.split("/")
 
 
 def _resolve_base(base: Path, df: pd.DataFrame) -> Path:
@@ -163,7 +182,7 @@ def _resolve_base(base: Path, df: pd.DataFrame) -> Path:
     carry a leading `nights/` (both conventions exist in the wild)."""
     if len(df):
         first = str(df["ref_path"].iloc[0]).strip()
-        if not (base / first).exists() and (base.parent / first).exists():
+        if not os.path.exists(base / first) and os.path.exists(base.parent / first):
             return base.parent
     return base
 
@@ -185,7 +204,7 @@ def _finish(typed: pd.DataFrame, base: Path) -> pd.DataFrame:
     })
     # ids are numeric in NIGHT; keep them as int when they all are (joins with parquet outputs).
     ids = pd.to_numeric(out["id"], errors="coerce")
-    if ids.notna().all() and (ids == ids.round()).all():
+    if ids.notna().all() and np.isfinite(ids).all() and (ids == ids.round()).all():
         out["id"] = ids.astype(np.int64)
     return out
 

@@ -1,6 +1,11 @@
 """The LipSim backbone: SLL layers, LipSimNet, presets, projection and checkpoints."""
 
-from lipsim.models.checkpoint import load_checkpoint, save_checkpoint
+from lipsim.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_torch_file,
+    save_checkpoint,
+)
 from lipsim.models.net import (
     METRICS,
     LipSimNet,
@@ -10,7 +15,7 @@ from lipsim.models.net import (
     project_to_ball,
 )
 from lipsim.models.presets import PRESETS
-from lipsim.models.released import CheckpointError, Imported, import_released, read_torch_file
+from lipsim.models.released import Imported, import_released
 from lipsim.models.sll import SLLConv2d, SLLLinear
 
 __all__ = ["METRICS", "PRESETS", "CheckpointError", "Imported", "project", "read_torch_file", "LipSimNet", "SLLConv2d", "SLLLinear", "build_model",

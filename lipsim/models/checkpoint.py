@@ -21,7 +21,9 @@ from collections.abc import Mapping
 import torch
 
 from lipsim.atomic import torch_save
-from lipsim.models.net import METRICS, LipSimNet, build_model
+from lipsim.errors import LipSimError
+from lipsim.models.net import _ARCH_KEYS, METRICS, LipSimNet, build_model
+from lipsim.models.presets import PRESETS
 
 FORMAT = "lipsim-repro/1"
 STAGES = ("pretrained", "finetuned")
@@ -52,25 +54,123 @@ def save_checkpoint(path: str | os.PathLike, net: LipSimNet, *, stage: str,
     })
 
 
+class CheckpointError(LipSimError, ValueError):
+    """A checkpoint cannot be used (unreadable, truncated, refused, wrong format or shapes);
+    the message names the file."""
+
+
+# A stored model config may ask for at most _SIZE_FACTOR times each size of its preset (the
+# file's own preset family) and as many parameters as the preset has at _REF_IMAGE_SIZE, at
+# an image side of at most _MAX_IMAGE_SIZE: checked before anything is built, so a small file
+# cannot make the loader allocate a huge network.
+_SIZE_FACTOR = 4
+_MAX_IMAGE_SIZE = 1024
+_REF_IMAGE_SIZE = 224  # the paper's input size: the parameter budget of a preset is taken there
+_CONFIG_KEYS = ("preset", "image_size", "emb_dim", *_ARCH_KEYS)
+
+
+def check_model_config(config, source: str) -> dict:
+    """The stored model config, checked: known keys, a known preset, whole-number sizes in a
+    sane range for that preset. Raises CheckpointError naming `source` and the key."""
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{source}: model_config is a {type(config).__name__}, not a dict")
+    unknown = sorted(str(k) for k in set(config) - set(_CONFIG_KEYS))
+    missing = [k for k in _CONFIG_KEYS if k not in config]
+    if unknown or missing:
+        raise CheckpointError(f"{source}: model_config has " + "; ".join(
+            ([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
+            + ([f"no {', '.join(missing)}"] if missing else []))
+            + f" (expected {', '.join(_CONFIG_KEYS)})")
+    preset = config["preset"]
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise CheckpointError(f"{source}: model_config preset {preset!r} is not one of "
+                              f"{', '.join(PRESETS)}")
+    for key in _CONFIG_KEYS[1:]:
+        value = config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"{source}: model_config {key}={value!r} is not a positive "
+                                  "whole number")
+    bounds = {"image_size": _MAX_IMAGE_SIZE,
+              **{k: _SIZE_FACTOR * v for k, v in PRESETS[preset].items()}}
+    for key, bound in bounds.items():
+        if config[key] > bound:
+            raise CheckpointError(f"{source}: model_config {key}={config[key]} is beyond "
+                                  f"{bound}, the sane bound for preset {preset!r}; refusing to "
+                                  "build it")
+    try:
+        with torch.device("meta"):  # shapes only: no memory is allocated
+            n = sum(t.numel() for t in build_model(**config).parameters())
+            ref = sum(t.numel() for t in build_model(preset, _REF_IMAGE_SIZE, 1).parameters())
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{source}: model_config {dict(config)} does not describe a "
+                              f"LipSimNet: {exc}") from exc
+    if n > _SIZE_FACTOR * ref:
+        raise CheckpointError(f"{source}: model_config {dict(config)} asks for {n:,} parameters, "
+                              f"over {_SIZE_FACTOR} x the {ref:,} of preset {preset!r} at "
+                              f"{_REF_IMAGE_SIZE} px; refusing to build it")
+    return dict(config)
+
+
+def read_torch_file(path, map_location="cpu", safe_globals=()):
+    """torch.load with weights_only (plus the explicit `safe_globals` allow-list, e.g. the
+    numpy scalars of released files), every failure of the file as one CheckpointError."""
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: no such checkpoint file") from exc
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused: the file holds Python objects that safe "
+                              f"(weights_only) loading does not allow, or is corrupt ({first})"
+                              ) from exc
+    except Exception as exc:  # noqa: BLE001 - torch reports a bad file in many ways
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {first}") from exc
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[LipSimNet, dict]:
-    """(net, checkpoint dict) from a lipsim-repro/1 file; net is in eval mode."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    """(net, checkpoint dict) from a lipsim-repro/1 file; net is in eval mode.
+
+    The stored model config and the tensor shapes are checked before the network is built;
+    every problem with the file raises CheckpointError naming it.
+    """
+    ckpt = read_torch_file(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         hint = ("; a released LipSim checkpoint? convert it with `lipsim import-checkpoint`"
                 if isinstance(ckpt, dict) and "model_state_dict" in ckpt else "")
-        raise ValueError(f"{path}: not a {FORMAT} checkpoint (format: {found!r}){hint}")
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (format: {found!r}){hint}")
     for key in ("model_config", "model_state_dict", "stage", "teacher"):
         if key not in ckpt:
-            raise ValueError(f"{path}: checkpoint has no {key!r} entry")
-    net = build_model(**ckpt["model_config"])
-    _load_strict(net, ckpt["model_state_dict"], source=str(path))
+            raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
+    config = check_model_config(ckpt["model_config"], str(path))
+    state = ckpt["model_state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
+                                                 for v in state.values()):
+        raise CheckpointError(f"{path}: model_state_dict is not a mapping of tensors")
+    # Weights that are not finite floats load without a word and poison every distance.
+    bad = [k for k, v in state.items()
+           if not v.is_floating_point() or not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: model_state_dict has non-finite or non-float tensors: "
+                              f"{', '.join(sorted(bad)[:10])}")
+    with torch.device("meta"):
+        skeleton = build_model(**config)
+    problems = _mismatch(skeleton.state_dict(), state)
+    if problems:
+        raise CheckpointError(f"{path} does not fit LipSimNet {config}: " + " | ".join(problems))
+    net = build_model(**config)
+    _load_strict(net, state, source=str(path))
     net.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
     return net.eval(), ckpt
 
 
-def _load_strict(net: LipSimNet, state: Mapping, source: str) -> None:
-    expected = net.state_dict()
+def _mismatch(expected: Mapping, state: Mapping) -> list[str]:
+    """Missing and unexpected keys and shape mismatches of `state` against `expected`."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -83,6 +183,12 @@ def _load_strict(net: LipSimNet, state: Mapping, source: str) -> None:
         problems.append(f"unexpected keys: {', '.join(unexpected)}")
     if shapes:
         problems.append(f"shape mismatches: {'; '.join(shapes)}")
+    return problems
+
+
+def _load_strict(net: LipSimNet, state: Mapping, source: str) -> None:
+    problems = _mismatch(net.state_dict(), state)
     if problems:
-        raise ValueError(f"{source} does not fit LipSimNet {net.config}: " + " | ".join(problems))
+        raise CheckpointError(f"{source} does not fit LipSimNet {net.config}: "
+                              + " | ".join(problems))
     net.load_state_dict(state, strict=True)

@@ -24,20 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 
 import torch
 
-from lipsim.errors import LipSimError
-from lipsim.models.checkpoint import _load_strict as load_state_strict
+from lipsim.models.checkpoint import CheckpointError, _load_strict, read_torch_file
 from lipsim.models.net import LipSimNet, build_model
-
-
-class CheckpointError(LipSimError, ValueError):
-    """A checkpoint that cannot be read or does not fit; the message names the file."""
 
 
 @dataclasses.dataclass
@@ -63,28 +56,6 @@ def _numpy_globals() -> list:
     return allowed
 
 
-def read_torch_file(path: str | os.PathLike, *, numpy_scalars: bool = False):
-    """torch.load(path, weights_only=True) with expected failures as one CheckpointError
-    naming the file (missing, truncated, not a torch file, a pickle that is refused)."""
-    path = os.fspath(path)
-    try:
-        if numpy_scalars:
-            with torch.serialization.safe_globals(_numpy_globals()):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except pickle.UnpicklingError as exc:
-        first = next((ln.strip() for ln in str(exc).splitlines()
-                      if "Unsupported global" in ln or "not an allowed global" in ln), "")
-        raise CheckpointError(f"{path}: refused to unpickle (weights_only; never fully "
-                              f"unpickled){': ' + first if first else ''}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or another "
-                              f"format?): {msg}") from None
-
-
 _PREFIX = re.compile(r"^(?:module\.|backbone\.|model\.)+")
 _BASE = {"base.1.": "convs.", "base.2.": "linear."}
 
@@ -102,7 +73,7 @@ def import_released(path_or_state, preset: str, image_size: int, emb_dim: int) -
     source, obj = "state dict", path_or_state
     if isinstance(path_or_state, (str, os.PathLike)):
         source = os.fspath(path_or_state)
-        obj = read_torch_file(source, numpy_scalars=True)
+        obj = read_torch_file(source, safe_globals=_numpy_globals())
     ignored: list[tuple[str, str]] = []
     info: dict = {}
     optimizer = None
@@ -210,10 +181,3 @@ def _plain(value):
     if isinstance(value, (tuple, list)):
         return type(value)(_plain(v) for v in value)
     return value
-
-
-def _load_strict(net: LipSimNet, state: Mapping, source: str) -> None:
-    try:
-        load_state_strict(net, state, source)
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
