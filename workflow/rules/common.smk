@@ -19,7 +19,12 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
 R = f"{config['results_dir']}/{config['run']}"
 # The final tables and figures: folder -> (formats, report category, label, names).
 REPORT_FILES = {
-    "tables": (("csv", "md", "tex", "parquet"), "Tables", "table", ("table1", "table2", "retrieval")),
+    "tables": (
+        ("csv", "md", "tex", "parquet"),
+        "Tables",
+        "table",
+        ("table1", "table2", "retrieval") + (("bapps",) if config["bapps"]["enabled"] else ()),
+    ),
     "figures": (("pdf", "png"), "Figures", "figure", ("fig3a", "fig3b", "margins")),
 }
 # The hash `lipsim manifest` and `lipsim provenance` compute for the same config.
@@ -35,7 +40,24 @@ MARGINS = [fmt(m) for m in config["margins"]]
 PRIMARY = f"margin{fmt(config['primary_margin'])}"
 MODELS = ["pretrained"] + [f"margin{m}" for m in MARGINS]
 TEACHER = config["teacher"]["name"]
-IMPORTED = {fmt(k): v for k, v in config["finetuned_checkpoints"].items()}
+
+
+# ---- released checkpoints (rules/released.smk fetches them) -------------------------------
+def released_path(name):
+    """Where the fetch_released rule puts the authors' checkpoint `name` (pretrained, 0.5)."""
+    model = name if name == "pretrained" else f"margin{fmt(name)}"
+    return f"{R}/released-checkpoints/{model}.pth"
+
+
+def checkpoint_source(name, value):
+    """A pretrained_checkpoint / finetuned_checkpoints value: a path, or 'released'."""
+    return released_path(name) if value == "released" else value
+
+
+PRETRAINED_SRC = config["pretrained_checkpoint"] and checkpoint_source(
+    "pretrained", config["pretrained_checkpoint"]
+)
+IMPORTED = {fmt(k): checkpoint_source(k, v) for k, v in config["finetuned_checkpoints"].items()}
 
 
 # ---- data locations -------------------------------------------------------------------
@@ -238,19 +260,21 @@ def missing_user_data():
         "imagenet": "ImageNet-1k train (image-net.org, licence): the folder holding train/<wnid>/",
         "natural_images": "a flat folder of natural images, e.g. COCO val2017 (cocodataset.org)",
         "night": "a NIGHT folder holding data.csv (or set night.source: download)",
+        "bapps": "a BAPPS 2AFC folder holding val/ (or set bapps.source: download)",
     }
     needed = {
         "night": True,
-        "imagenet": not config["pretrained_checkpoint"]
+        "imagenet": not PRETRAINED_SRC
         and not os.path.exists(ckpt_path("pretrained")),
         "natural_images": not all(
             os.path.exists(f"{R}/{step}/{m}.parquet")
             for step in ("distances", "retrieval")
             for m in DISTANCE_METRICS
         ),
+        "bapps": config["bapps"]["enabled"],
     }
     out = []
-    for key in ("night", "imagenet", "natural_images"):
+    for key in ("night", "imagenet", "natural_images", "bapps"):
         sec = config[key]
         if needed[key] and sec["source"] == "path" and not os.path.exists(sec["path"]):
             out.append((f"{key}.path", sec["path"], how[key]))

@@ -64,11 +64,11 @@ rule cache_index:
         "python -m lipsim cache-index --cache-dir {params.cache} --parts {params.parts} --out {output} > {log} 2>&1"
 
 
-if config["pretrained_checkpoint"]:
+if PRETRAINED_SRC:
 
     rule import_pretrained:
         input:
-            config["pretrained_checkpoint"],
+            PRETRAINED_SRC,
         output:
             ckpt_path("pretrained"),
         params:
