@@ -202,3 +202,19 @@ def test_fetch_rule_against_loopback_and_manifest(payload, tmp_path):
     assert len(row) == 1 and row["sha256"].iloc[0] == sha
     assert row["rule"].iloc[0] == "fetch_released"
     shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
+
+
+def test_released_value_needs_a_drive_id():
+    import yaml
+
+    from lipsim.configcheck import ConfigError, validate_config
+
+    schema = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+    cfg = validate_config(yaml.safe_load((ROOT / "config" / "released.yaml").read_text()), schema)
+    assert set(cfg["released"]["ids"]) == {"pretrained", "0.2", "0.5"}
+    with pytest.raises(ConfigError, match=r"finetuned_checkpoints.0.3: 'released' but "
+                       r"released.ids has no '0.3'"):
+        validate_config({"margins": [0.3, 0.5], "finetuned_checkpoints": {"0.3": "released"}},
+                        schema)
+    with pytest.raises(ConfigError, match="pretrained_checkpoint: 'released' but released.ids"):
+        validate_config({"pretrained_checkpoint": "released", "released": {"ids": {}}}, schema)
