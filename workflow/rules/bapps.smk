@@ -1,14 +1,6 @@
 # BAPPS 2AFC (validation): data (generated or downloaded), layout check, every metric scored
 # per category (LipSim models also certified), the BAPPS table.
 
-BAPPS = config["bapps"]
-BAPPS_METRICS = list(dict.fromkeys(LIPSIM_METRICS + [TEACHER] + config["baselines"]["metrics"]))
-
-
-def bapps_dir():
-    return BAPPS["path"] if BAPPS["source"] == "path" else f"{R}/data/bapps"
-
-
 if BAPPS["enabled"] and BAPPS["source"] == "generate":
 
     rule make_demo_bapps:
@@ -74,7 +66,7 @@ rule evaluate_bapps:
     output:
         f"{R}/bapps/{{metric}}.parquet",
     params:
-        root=bapps_dir(),
+        root=lambda wc, input: input.data[0] if input.data else bapps_dir(),
         device=config["device"],
         weights=lambda wc: config["weights_dir"],
         spec=lambda wc: metric_spec(wc.metric),

@@ -54,6 +54,28 @@ def checkpoint_source(name, value):
     return released_path(name) if value == "released" else value
 
 
+RELEASED = config["released"]
+
+
+def released_key(model):
+    """Key of `released.ids` / `released.sha256` for a model name (pretrained, margin0.5)."""
+    if model == "pretrained":
+        return "pretrained"
+    margin = float(model[len("margin"):])
+    for key in RELEASED["ids"]:
+        if key != "pretrained" and float(key) == margin:
+            return key
+    raise WorkflowError(f"released.ids has no Drive id for margin {margin:g} ({model})")
+
+
+def released_option(section, option):
+    return lambda wc: (
+        f"--{option} {RELEASED[section][released_key(wc.model)]}"
+        if released_key(wc.model) in RELEASED[section]
+        else ""
+    )
+
+
 PRETRAINED_SRC = config["pretrained_checkpoint"] and checkpoint_source(
     "pretrained", config["pretrained_checkpoint"]
 )
@@ -82,6 +104,10 @@ def natural_dir():
     if config["natural_images"]["source"] == "path":
         return config["natural_images"]["path"]
     return f"{R}/data/natural"
+
+
+def bapps_dir():
+    return BAPPS["path"] if BAPPS["source"] == "path" else f"{R}/data/bapps"
 
 
 def generated(path):
@@ -128,6 +154,8 @@ def weights_marker(name):
 LIPSIM_METRICS = [f"lipsim-{m}" for m in MODELS]
 TABLE2_METRICS = LIPSIM_METRICS + [TEACHER]
 FIG3A_METRICS = list(dict.fromkeys(config["baselines"]["metrics"] + [TEACHER, f"lipsim-{PRIMARY}"]))
+BAPPS = config["bapps"]
+BAPPS_METRICS = list(dict.fromkeys(LIPSIM_METRICS + [TEACHER] + config["baselines"]["metrics"]))
 
 
 def attack_grid():

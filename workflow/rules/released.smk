@@ -2,25 +2,6 @@
 # pretrained_checkpoint or a finetuned_checkpoints value is 'released' (rules/common.smk maps
 # those to released_path), then imported by import_pretrained / import_finetuned.
 
-RELEASED = config["released"]
-
-
-def released_key(model):
-    """Key of `released.ids` / `released.sha256` for a model name (pretrained, margin0.5)."""
-    if model == "pretrained":
-        return "pretrained"
-    margin = float(model[len("margin"):])
-    return next(k for k in RELEASED["ids"] if k != "pretrained" and float(k) == margin)
-
-
-def released_option(section, option):
-    return lambda wc: (
-        f"--{option} {RELEASED[section][released_key(wc.model)]}"
-        if released_key(wc.model) in RELEASED[section]
-        else ""
-    )
-
-
 # The download needs the network (login node); the import runs anywhere.
 localrules:
     fetch_released,
