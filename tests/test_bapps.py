@@ -172,7 +172,7 @@ def test_scores_per_category_and_certified_never_above_natural(bapps, tmp_path):
     assert "radius" not in pd.read_parquet(outs["l2"]).columns
     eps = [0.0, 0.25, 1.0, 36.0]  # /255: small radii make the certified scores non-trivial
     table = bapps_table(outs, eps)
-    assert set(table["category"]) == {*CATEGORIES, ALL}
+    assert list(table["category"].iloc[:9]) == [*CATEGORIES, "distortions", "real_algorithms", ALL]
     lip = table[table["model"] == "lipsim-margin0.5"].set_index("category")
     cert = [f"certified_{e:g}" for e in eps]
     assert lip["certified_0"].max() > 0, "no certificate at all: the test would be vacuous"
@@ -181,7 +181,16 @@ def test_scores_per_category_and_certified_never_above_natural(bapps, tmp_path):
         assert all(a >= b - 1e-9 for a, b in zip(values, values[1:], strict=False)), (cat, values)
     # Overall = mean over every triplet (categories have equal sizes here).
     assert lip.loc[ALL, "natural"] == pytest.approx(lip.loc[list(CATEGORIES), "natural"].mean())
-    assert lip.loc[ALL, "n"] == N * len(CATEGORIES)
+    assert lip.loc[ALL, "n"] == N * len(CATEGORIES) and lip.loc["distortions", "n"] == 2 * N
+    assert lip.loc["distortions", "natural"] == pytest.approx(
+        lip.loc[["traditional", "cnn"], "natural"].mean())
+    # A subset of the categories: each group is scored over the categories present.
+    sub = pd.read_parquet(outs["l2"])
+    sub[sub["split"].isin(["cnn", "color"])].to_parquet(tmp_path / "sub.parquet")
+    only = bapps_table({"l2": tmp_path / "sub.parquet"}, [])
+    assert list(only["category"]) == ["cnn", "color", "distortions", "real_algorithms", ALL]
+    assert only.set_index("category").loc["distortions", "natural"] == pytest.approx(
+        only.set_index("category").loc["cnn", "natural"])
     by_hand = 100 * rows.groupby("split")["score"].mean()
     for cat in CATEGORIES:
         assert lip.loc[cat, "natural"] == pytest.approx(by_hand[cat])

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.atomic import write_parquet
     from lipsim.baselines import evaluate_triplets, metric_from_args
     from lipsim.certify import certify_triplets
-    from lipsim.data.bapps import BappsTriplets, read_bapps
+    from lipsim.data.bapps import GROUPS, BappsTriplets, read_bapps
     from lipsim.reporting.bapps import ALL, category_scores
 
     metric, device, size = metric_from_args(args)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evaluate-bapps: {args.metric} on {len(rows)} triplets at {size}px -> {args.out}")
     print("category".ljust(14) + "natural".rjust(9)
           + "".join(f"{'cert@' + format(e, 'g'):>12}" for e in args.eps if lipsim))
-    for cat in [*args.categories, ALL]:
+    for cat in [*args.categories, *(g for g in GROUPS if g in s["natural"]), ALL]:
         line = cat.ljust(14) + f"{s['natural'][cat]:9.2f}"
         line += "".join(f"{s['certified'][e][cat]:12.2f}" for e in eps)
         print(line)

@@ -29,11 +29,15 @@ from lipsim.data.night import load_image
 from lipsim.errors import LipSimError
 
 __all__ = [
-    "BAPPS_VAL_SHA256", "BAPPS_VAL_URL", "CATEGORIES", "BappsFormatError", "BappsTriplets",
+    "BAPPS_VAL_SHA256", "BAPPS_VAL_URL", "CATEGORIES", "GROUPS", "BappsFormatError", "BappsTriplets",
     "check_bapps", "download_bapps", "find_bapps_root", "make_bapps", "read_bapps",
 ]
 
 CATEGORIES = ("traditional", "cnn", "superres", "deblur", "color", "frameinterp")
+# The LPIPS paper's two groups (its table: "Distortions" and "Real algorithms"). The LipSim
+# authors' code certifies BAPPS on the first group only (traditional + cnn, size-weighted).
+GROUPS = {"distortions": ("traditional", "cnn"),
+          "real_algorithms": ("superres", "deblur", "color", "frameinterp")}
 BAPPS_VAL_URL = ("https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/"
                  "twoafc_val.tar.gz")
 # As recorded by a third party (not checked here: no network); a mismatch fails the download.

@@ -1,10 +1,12 @@
 """The BAPPS table: natural 2AFC per category and overall for every metric, and the certified
 scores of the LipSim models (from `lipsim evaluate-bapps` outputs).
 
-Long form, one row per (model, category) plus a category `all` (the mean over every triplet,
-i.e. size-weighted over the categories): model, category, n, natural, certified_{eps}...
-(empty for metrics without a certificate). The markdown and LaTeX renderings put the
-categories in columns, one line per model and score (natural, certified at each eps).
+Long form, one row per (model, category), then the aggregates: the LPIPS paper's groups
+(`distortions` = traditional + cnn, `real_algorithms` = the other four; lipsim.data.bapps.GROUPS)
+and `all`, each the mean over its triplets (size-weighted over its categories): model,
+category, n, natural, certified_{eps}... (empty for metrics without a certificate). The
+markdown and LaTeX renderings put the categories in columns, one line per model and score
+(natural, certified at each eps).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lipsim.data.bapps import CATEGORIES, GROUPS
 from lipsim.reporting import ReportingError, fmt, metric_sort_key, read_table
 from lipsim.reporting.tables import _tex_row, tex_escape
 
@@ -27,8 +30,13 @@ def category_scores(df: pd.DataFrame, radii: list[float]) -> dict:
     from lipsim.certify import certified_scores
     from lipsim.scoring import split_scores
 
-    # Every row once more under the category "all": one pass gives categories and overall.
-    both = pd.concat([df, df.assign(split=ALL)], ignore_index=True)
+    # Every row once more under each aggregate it belongs to: one pass scores them all.
+    parts = [df]
+    for group, cats in GROUPS.items():
+        members = df[df["split"].isin(cats)]
+        if len(members):
+            parts.append(members.assign(split=group))
+    both = pd.concat([*parts, df.assign(split=ALL)], ignore_index=True)
     if "radius" in df.columns:
         return certified_scores(both, radii)
     return {"natural": split_scores(both, "score"), "certified": {}}
@@ -48,10 +56,16 @@ def bapps_table(inputs: dict[str, str | Path], eps: list[float]) -> pd.DataFrame
         has_radius = "radius" in df.columns
         radii = [e / 255 for e in eps] if has_radius else []
         s = category_scores(df, radii)
-        cats = list(dict.fromkeys(df["split"].astype(str)))
-        for cat in [*cats, ALL]:
+        cats = [c for c in CATEGORIES if c in set(df["split"])]
+        unknown = sorted(set(df["split"].astype(str)) - set(cats))
+        if unknown:
+            raise ReportingError(f"--inputs {model}: {path} has unknown categories {unknown}")
+        sizes = df["split"].value_counts()
+        groups = [g for g, members in GROUPS.items() if set(members) & set(cats)]
+        for cat in [*cats, *groups, ALL]:
+            members = GROUPS.get(cat, cats if cat == ALL else (cat,))
             row = {"model": model, "category": cat,
-                   "n": int(len(df) if cat == ALL else (df["split"] == cat).sum()),
+                   "n": int(sum(sizes.get(c, 0) for c in members)),
                    "natural": s["natural"][cat]}
             for col, r in zip(cert_cols, radii or [None] * len(eps), strict=True):
                 row[col] = s["certified"][r][cat] if r is not None else math.nan
@@ -60,8 +74,7 @@ def bapps_table(inputs: dict[str, str | Path], eps: list[float]) -> pd.DataFrame
 
 
 def _categories(table: pd.DataFrame) -> list[str]:
-    cats = [c for c in dict.fromkeys(table["category"]) if c != ALL]
-    return [*cats, ALL]
+    return list(dict.fromkeys(table["category"]))  # categories, then groups, then all
 
 
 def _score_columns(table: pd.DataFrame) -> list[str]:
@@ -87,8 +100,10 @@ def bapps_markdown(table: pd.DataFrame, decimals: int = 1) -> str:
         lines.append("| " + " | ".join([model, label, *[fmt(values.get(c), decimals)
                                                         for c in cats]]) + " |")
     sizes = table[table["model"] == table["model"].iloc[0]].set_index("category")["n"]
-    note = ("\nScores: 2AFC on BAPPS (validation), %; `all` is the mean over every triplet "
-            "(" + ", ".join(f"{c} {int(sizes[c])}" for c in cats) + " triplets). "
+    note = ("\nScores: 2AFC on BAPPS (validation), %; `distortions` = traditional + cnn, "
+            "`real_algorithms` = superres + deblur + color + frameinterp (the LPIPS paper's "
+            "groups), `all` = every triplet, each size-weighted ("
+            + ", ".join(f"{c} {int(sizes[c])}" for c in cats) + " triplets). "
             "Certified: l2 radius of the reference image, LipSim models only.\n")
     return "\n".join(lines) + "\n" + note
 
