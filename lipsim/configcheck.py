@@ -117,7 +117,7 @@ def _as_float(text):
 def _cross_checks(config: dict[str, Any]) -> None:
     """Rules a JSON schema cannot say clearly; each message names the keys involved."""
     problems = []
-    for section in ("night", "imagenet", "natural_images"):
+    for section in ("night", "imagenet", "natural_images", "bapps"):
         sec = config.get(section, {})
         if sec.get("source") == "path" and not sec.get("path"):
             problems.append(f"  {section}.path: required when {section}.source is 'path'")

@@ -144,6 +144,9 @@ def test_download_fetches_extracts_and_checks(bapps, tmp_path):
         assert any(r is not None for _, r, _ in srv.requests), "the dropped transfer resumed"
         assert _files(out) == _files(bapps)
         assert not (tmp_path / "data" / ".bapps.download").exists()  # archive removed
+        before = srv.count("/twoafc_val.zip")
+        download_bapps(out, url=srv.url + "/twoafc_val.zip", progress=False)
+        assert srv.count("/twoafc_val.zip") == before  # complete: nothing fetched again
         with pytest.raises(DownloadError, match="twoafc_val.zip: sha256"):
             download_bapps(tmp_path / "data" / "b2", url=srv.url + "/twoafc_val.zip",
                            sha256="0" * 64, progress=False)

@@ -215,12 +215,15 @@ def download_bapps(out: str | os.PathLike, *, url: str = BAPPS_VAL_URL,
     The archive is fetched resumably (lipsim.data.download.fetch, verified against `sha256`
     when given) into `workdir` (default `.{out name}.download` beside `out`), extracted with
     lipsim.data.extract.safe_extract into a temporary folder that replaces `out` only when
-    complete, then checked (`check_bapps`, without decoding). Returns `out`.
+    complete, then checked (`check_bapps`, without decoding). Returns `out`; an `out` that
+    already passes the check is kept as it is.
     """
     from lipsim.data.download import fetch
     from lipsim.data.extract import safe_extract
 
     out = Path(out).expanduser().resolve()
+    if out.is_dir() and any(out.iterdir()) and not check_bapps(out, decode=False)[0]:
+        return out  # a complete folder (this layout is only ever renamed into place whole)
     workdir = Path(workdir).resolve() if workdir else out.parent / f".{out.name}.download"
     archive = workdir / Path(url.split("?", 1)[0]).name
     fetch(url, archive, sha256=sha256, retries=retries, timeout=timeout, progress=progress)
