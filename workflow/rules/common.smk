@@ -299,7 +299,8 @@ def missing_user_data():
             for step in ("distances", "retrieval")
             for m in DISTANCE_METRICS
         ),
-        "bapps": config["bapps"]["enabled"],
+        "bapps": BAPPS["enabled"]
+        and not all(os.path.exists(f"{R}/bapps/{m}.parquet") for m in BAPPS_METRICS),
     }
     out = []
     for key in ("night", "imagenet", "natural_images", "bapps"):
