@@ -107,10 +107,17 @@ def _message(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
+def _as_float(text):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _cross_checks(config: dict[str, Any]) -> None:
     """Rules a JSON schema cannot say clearly; each message names the keys involved."""
     problems = []
-    for section in ("night", "imagenet", "natural_images"):
+    for section in ("night", "imagenet", "natural_images", "bapps"):
         sec = config.get(section, {})
         if sec.get("source") == "path" and not sec.get("path"):
             problems.append(f"  {section}.path: required when {section}.source is 'path'")
@@ -129,6 +136,16 @@ def _cross_checks(config: dict[str, Any]) -> None:
             continue
         if m not in margins:
             problems.append(f"  finetuned_checkpoints.{key}: margin {m} is not in margins {margins}")
+    released = [("pretrained_checkpoint", "pretrained")] * (
+        config.get("pretrained_checkpoint") == "released")
+    released += [(f"finetuned_checkpoints.{k}", k) for k, v in
+                 config.get("finetuned_checkpoints", {}).items() if v == "released"]
+    ids = config.get("released", {}).get("ids", {})
+    known = {"pretrained" if k == "pretrained" else _as_float(k) for k in ids}
+    for key, name in released:
+        if ("pretrained" if name == "pretrained" else _as_float(name)) not in known:
+            problems.append(f"  {key}: 'released' but released.ids has no {name!r} "
+                            f"(has {', '.join(ids) or 'none'})")
     if config.get("distill", {}).get("launcher") == "none":
         res = config["distill"].get("resources", {})
         if res.get("nodes", 1) * res.get("tasks_per_node", 1) > 1:

@@ -28,7 +28,7 @@ def test_empty_config_gets_every_default():
 
 
 def test_shipped_configs_are_valid():
-    for name in ("config.yaml", "paper.yaml", "test.yaml"):
+    for name in ("config.yaml", "paper.yaml", "test.yaml", "released.yaml"):
         _validate(yaml.safe_load((ROOT / "config" / name).read_text()))
 
 

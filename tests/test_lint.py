@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("configfile", [None, "config/paper.yaml"])
+@pytest.mark.parametrize("configfile", [None, "config/paper.yaml", "config/released.yaml"])
 def test_snakemake_lint_is_clean(configfile):
     cmd = [sys.executable, "-m", "snakemake", "--lint"]
     if configfile:

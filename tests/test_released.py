@@ -1,215 +1,220 @@
-"""Released checkpoints as the authors' code saves them: DDP / DataParallel wrappers,
-NormalizedModel, the duplicated base.* names, an Adam state with numpy scalars (numpy 1 and 2
-spellings), epoch / global_step / scheduler entries. They import, give the same embeddings as
-the model they came from, and bring their Adam state; a pickle that would run code does not."""
+"""The authors' released checkpoints in one command: the Google Drive fetch (confirmation page,
+resume, wrong size / hash) against a Drive-like loopback server, the fetch_released rule, its
+record in the manifest, and a released.yaml DAG without any training job."""
 
 from __future__ import annotations
 
-import io
+import hashlib
+import json
 import os
-import pickle
-import zipfile
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
+import pandas as pd
 import pytest
-import torch
-import torch.distributed as dist
-from torch import nn
+from loopback_server import LoopbackServer
 
-from lipsim.__main__ import main as lipsim_main
-from lipsim.models import CheckpointError, import_released, load_checkpoint
+from lipsim.data.download import DownloadError
+from lipsim.data.gdrive import confirmed_url, drive_url, fetch_drive
 
-CFG = dict(preset="tiny", image_size=32, emb_dim=64)
-TINY = dict(conv_depth=3, channels=32, conv_inner=16, linear_depth=2, features=128,
-            linear_inner=128)
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(backoff=0.001, progress=False, timeout=10, retries=2)
+UUID = "u-7f3a"
 
-
-class _Params(nn.Module):
-    """A layer of the authors' network reduced to its parameters, in their order."""
-
-    def __init__(self, **shapes):
-        super().__init__()
-        for name, shape in shapes.items():
-            setattr(self, name, nn.Parameter(0.2 * torch.randn(*shape)))
+pytestmark = pytest.mark.network
 
 
-class _AuthorsLayout(nn.Module):
-    """The module tree of their L2LipschitzNetwork: conv1, convs, linear, then `base`, a
-    Sequential that registers the same modules again, and `last`."""
+class DriveServer(LoopbackServer):
+    """Drive's two steps on 127.0.0.1: /download?id=ID&export=download answers an HTML page;
+    the URL its form (or link) builds, with confirm= and the page's uuid=, serves the file
+    (served as /ID by LoopbackServer: Ranges, drops and lies as configured with behave)."""
 
-    def __init__(self, conv_depth, channels, conv_inner, linear_depth, features, linear_inner):
-        super().__init__()
-        self.conv1 = nn.Identity()  # channel padding: no parameters
-        self.convs = nn.Sequential(
-            *[_Params(kernel=(conv_inner, channels, 3, 3), bias=(1, conv_inner, 1, 1),
-                      q=(conv_inner,)) for _ in range(conv_depth)],
-            nn.AvgPool2d(4, divisor_override=4), nn.AvgPool2d(4, divisor_override=4))
-        self.linear = nn.Sequential(
-            nn.Flatten(),
-            *[_Params(weight=(linear_inner, features), bias=(1, linear_inner),
-                      q=(linear_inner,)) for _ in range(linear_depth)])
-        self.base = nn.Sequential(self.conv1, self.convs, self.linear)
-        self.last = nn.Identity()  # truncation: no parameters
+    PAGES = {
+        # drive.usercontent.google.com today: a form whose hidden inputs make the URL.
+        "form": ('<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>'
+                 '</head><body><form id="download-form" action="{base}" method="get">'
+                 '<input type="submit" value="Download anyway"/>'
+                 '<input type="hidden" name="id" value="{id}">'
+                 '<input type="hidden" name="export" value="download">'
+                 '<input type="hidden" name="confirm" value="t">'
+                 '<input type="hidden" name="uuid" value="{uuid}"></form></body></html>'),
+        # Older pages: a link carrying confirm=.
+        "link": ('<html><head><title>Google Drive</title></head><body>'
+                 '<a id="uc-download-link" href="/download?id={id}&amp;export=download&amp;'
+                 'confirm=t&amp;uuid={uuid}">Download anyway</a></body></html>'),
+        "quota": ('<html><head><title>Google Drive - Quota exceeded</title></head><body>'
+                  'Too many users have viewed or downloaded this file recently.</body></html>'),
+    }
 
+    def __init__(self, files: dict[str, bytes], page: str = "form", uuid: str = UUID):
+        super().__init__({f"/{fid}": data for fid, data in files.items()})
+        self.page, self.uuid, self.pages_sent = page, uuid, 0
 
-class _Normalized(nn.Module):
-    """Their NormalizedModel with mean 0 / std 1: a `model.` level and nothing else."""
+    def _handler_class(self):
+        server, base = self, super()._handler_class()
 
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
+        class Handler(base):
+            def do_GET(self):
+                url = urlsplit(self.path)
+                q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                fid = q.get("id", "")
+                if url.path == "/download" and (server.page == "direct"
+                                                or (q.get("confirm") and q.get("uuid") == UUID)):
+                    self.path = f"/{fid}"
+                    return super().do_GET()
+                body = server.PAGES[server.page if server.page != "direct" else "form"].format(
+                    base=f"{server.url}/download", id=fid, uuid=server.uuid).encode()
+                server.pages_sent += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-
-def _adam_step(module, lr):
-    opt = torch.optim.Adam(module.parameters(), lr=lr, betas=(0.5, 0.9))
-    loss = sum((p * p).sum() for p in module.parameters())
-    loss.backward()
-    opt.step()
-    return opt
-
-
-def _save_finetuner_style(path, seed=0):
-    """nn.DataParallel, Adam whose lr was set by np.interp (a numpy.float64), no scheduler."""
-    torch.manual_seed(seed)
-    model = nn.DataParallel(_Normalized(_AuthorsLayout(**TINY)))
-    opt = _adam_step(model, 0.01)
-    for group in opt.param_groups:
-        group["lr"] = np.interp(5, [0, 10, 20], [0.0, 0.01, 0.0005])
-    assert type(opt.param_groups[0]["lr"]) is np.float64
-    torch.save({"epoch": 1, "global_step": 7, "model_state_dict": model.state_dict(),
-                "optimizer_state_dict": opt.state_dict()}, path)
-    return model.module.model, opt
-
-
-def _save_trainer_style(path, tmp_path, seed=1):
-    """DistributedDataParallel (gloo, one process), Adam + a scheduler entry."""
-    torch.manual_seed(seed)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
-    try:
-        model = nn.parallel.DistributedDataParallel(_Normalized(_AuthorsLayout(**TINY)))
-        opt = _adam_step(model, 0.01)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
-        torch.save({"epoch": 40, "global_step": 1000, "model_state_dict": model.state_dict(),
-                    "optimizer_state_dict": opt.state_dict(), "scheduler": sched.state_dict()},
-                   path)
-    finally:
-        dist.destroy_process_group()
-    return model.module.model, opt
+        return Handler
 
 
-def _numpy1_spelling(path):
-    """The same file as numpy 1 pickles it (numpy.core.multiarray.scalar)."""
-    with zipfile.ZipFile(path) as zin:
-        entries = [(info, zin.read(info.filename)) for info in zin.infolist()]
-    out = path.with_name(path.stem + "-np1.pth")
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zout:
-        for info, data in entries:
-            if info.filename.endswith("data.pkl"):
-                data = data.replace(b"numpy._core.multiarray\nscalar",
-                                    b"numpy.core.multiarray\nscalar")
-                assert b"numpy.core.multiarray\nscalar" in data
-            zout.writestr(info, data)
-    return out
+@pytest.fixture(scope="module")
+def payload() -> bytes:
+    # A torch.save file starts with a zip header; what follows does not matter here.
+    return b"PK\x03\x04" + os.urandom(700_000)
 
 
-def _reference_embedding(layout, x, emb_dim=64):
-    """The authors' forward written from their formulas on the layout's parameters."""
-    import torch.nn.functional as F
-
-    out = torch.zeros(x.shape[0], TINY["channels"], *x.shape[-2:])
-    out[:, :3] = x
-    for layer in list(layout.convs)[:-2]:
-        k, b = layer.kernel, layer.bias
-        t = 1.0 / F.conv2d(k, k, padding=2).abs().sum((1, 2, 3))  # their q factors cancel
-        out = out - 2 * F.conv_transpose2d(t.view(1, -1, 1, 1) * F.relu(
-            F.conv2d(out, k, padding=1) + b), k, padding=1)
-    out = F.avg_pool2d(F.avg_pool2d(out, 4, divisor_override=4), 4, divisor_override=4)
-    out = out.flatten(1)
-    for layer in list(layout.linear)[1:]:
-        w, b, q = layer.weight, layer.bias, layer.q
-        t = 1.0 / torch.einsum("i,ik,kj,j->ij", torch.exp(-q), w, w.T, torch.exp(q)).abs().sum(1)
-        out = out - 2 * F.linear(t * F.relu(F.linear(out, w) + b), w.T)
-    return out[:, :emb_dim]
+@pytest.mark.parametrize("page", ["form", "link", "direct"])
+def test_fetch_through_the_confirmation_page(page, payload, tmp_path):
+    with DriveServer({"abc": payload}, page=page) as srv:
+        base = f"{srv.url}/download"
+        target = confirmed_url(drive_url("abc", base), retries=0)
+        if page == "direct":
+            assert target == drive_url("abc", base) and srv.pages_sent == 0
+        else:
+            assert "confirm=t" in target and f"uuid={UUID}" in target and srv.pages_sent == 1
+        res = fetch_drive("abc", tmp_path / "ckpt.pth", base=base,
+                          sha256=hashlib.sha256(payload).hexdigest(), **FAST)
+    assert (tmp_path / "ckpt.pth").read_bytes() == payload
+    assert res.sha256 == hashlib.sha256(payload).hexdigest() and res.size == len(payload)
 
 
-@pytest.mark.parametrize("style", ["finetuner", "trainer"])
-def test_authors_files_import_with_their_embeddings_and_adam_state(style, tmp_path):
-    path = tmp_path / f"{style}.pth"
-    if style == "finetuner":
-        layout, opt = _save_finetuner_style(path)
-    else:
-        layout, opt = _save_trainer_style(path, tmp_path)
-    if style == "finetuner":  # plain weights_only refuses its numpy scalar
-        with pytest.raises(pickle.UnpicklingError):
-            torch.load(path, weights_only=True)
-    files = [path] + ([_numpy1_spelling(path)] if style == "finetuner" else [])
-    for f in files:
-        imp = import_released(f, **CFG)
-        x = torch.rand(3, 3, 32, 32)
-        with torch.no_grad():
-            torch.testing.assert_close(imp.net(x), _reference_embedding(layout, x),
-                                       rtol=1e-4, atol=1e-5)
-        ignored = dict(imp.ignored)
-        assert "epoch" in ignored and "global_step" in ignored
-        assert ("scheduler" in ignored) == (style == "trainer")
-        assert "convs.*.q" in ignored and "base.1.* / base.2.*" in ignored
-        # Their Adam moments, moved to our parameter order (conv q dropped).
-        their = opt.state_dict()
-        names = [n for n, _ in layout.named_parameters()]
-        ours = dict(imp.net.named_parameters())
-        assert imp.optimizer_state is not None
-        assert len(imp.optimizer_state["state"]) == len(ours)
-        for k, name in enumerate(ours):
-            want = their["state"][names.index(name)]["exp_avg"]
-            assert torch.equal(imp.optimizer_state["state"][k]["exp_avg"], want)
-        group = imp.optimizer_state["param_groups"][0]
-        assert type(group["lr"]) is float and group["betas"] == (0.5, 0.9)
+def test_resume_after_a_dropped_connection(payload, tmp_path):
+    with DriveServer({"abc": payload}) as srv:
+        srv.behave("/abc", drop_after=[200_000])
+        res = fetch_drive("abc", tmp_path / "ckpt.pth", base=f"{srv.url}/download", **FAST)
+        ranges = [r for p, r, _ in srv.requests if p == "/abc"]
+    assert (tmp_path / "ckpt.pth").read_bytes() == payload
+    assert ranges[0] is None and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"
+    assert res.received < 2 * len(payload)  # resumed, not restarted
+    # An interrupted run leaves a .part; the next run resumes it through a new confirmation.
+    part = tmp_path / "again.pth.part"
+    part.write_bytes(payload[:300_000])
+    with DriveServer({"abc": payload}) as srv:
+        res = fetch_drive("abc", tmp_path / "again.pth", base=f"{srv.url}/download", **FAST)
+        assert srv.pages_sent == 1
+    assert res.resumed_from == 300_000 and res.received == len(payload) - 300_000
+    assert (tmp_path / "again.pth").read_bytes() == payload
 
 
-def test_cli_imports_a_finetuner_file_and_names_what_it_ignores(tmp_path, capsys):
-    src = tmp_path / "margin0.5.pth"
-    layout, _ = _save_finetuner_style(src)
-    out = tmp_path / "margin0.5.pt"
-    rc = lipsim_main(["import-checkpoint", "--src", str(src), "--preset", "tiny",
-                      "--image-size", "32", "--emb-dim", "64", "--stage", "finetuned",
-                      "--margin", "0.5", "--metric", "cosine", "--teacher", "dreamsim_ensemble",
-                      "--out", str(out)])
-    assert rc == 0
-    printed = capsys.readouterr().out
-    for key in ("epoch", "global_step", "convs.*.q", "optimizer_state_dict"):
-        assert key in printed
-    net, ckpt = load_checkpoint(out)  # our format: plain weights_only, no numpy globals
-    assert ckpt["metric"] == "cosine" and ckpt["margin"] == 0.5
-    assert "optimizer_state_dict" in ckpt and ckpt["meta"]["global_step"] == 7
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(net(x), _reference_embedding(layout, x), rtol=1e-4,
-                                   atol=1e-5)
+def test_wrong_size_hash_or_page_fails_clearly(payload, tmp_path):
+    with DriveServer({"abc": payload}) as srv:
+        base = f"{srv.url}/download"
+        srv.behave("/abc", extra_length=1000)  # announces more bytes than it sends
+        with pytest.raises(DownloadError, match=r"download failed: http://127.0.0.1:\d+/download"
+                           r"\?id=abc.* but announced 701004"):
+            fetch_drive("abc", tmp_path / "short.pth", base=base, **FAST)
+        assert not (tmp_path / "short.pth").exists()
+        srv.behave("/abc")
+        with pytest.raises(DownloadError, match="sha256 .* != expected 0000"):
+            fetch_drive("abc", tmp_path / "bad.pth", base=base, sha256="0" * 64, **FAST)
+        assert not (tmp_path / "bad.pth").exists()
+        srv.page = "quota"
+        with pytest.raises(DownloadError, match=r"id=xyz.*'Google Drive - Quota exceeded'.*no "
+                           "download"):
+            fetch_drive("xyz", tmp_path / "quota.pth", base=base, **FAST)
+        srv.page, srv.uuid = "form", "u-stale"  # the confirmed URL answers the page again
+        with pytest.raises(DownloadError, match="sent an HTML page instead of the file"):
+            fetch_drive("abc", tmp_path / "html.pth", base=base, **FAST)
+        assert not (tmp_path / "html.pth").exists()
+        # The command: one `error:` line naming the URL, exit 1, no traceback.
+        srv.uuid = UUID
+        proc = subprocess.run(
+            [sys.executable, "-m", "lipsim", "fetch-released", "--id", "abc", "--url", base,
+             "--out", str(tmp_path / "cli.pth"), "--sha256", "1" * 64, "--retries", "0",
+             "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"lipsim fetch-released: error: download failed: {base}?id=abc"), proc.stderr
+    assert not (tmp_path / "cli.pth").exists() and not (tmp_path / "cli.json").exists()
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ("echo pwned > /dev/null",))
+def _snakemake(workdir: Path, *args: str, overlay: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    configs = [str(ROOT / "config" / "released.yaml"), *([str(overlay)] if overlay else [])]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"),
+           "-d", str(workdir), *args, "--configfile", *configs]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
 
 
-def test_a_pickle_that_would_run_code_is_refused(tmp_path, capsys):
-    buf = io.BytesIO()
-    torch.save({"model_state_dict": {}, "evil": _RunsCode()}, buf)
-    bad = tmp_path / "evil.pth"
-    bad.write_bytes(buf.getvalue())
-    with pytest.raises(CheckpointError, match="evil.pth: refused"):
-        import_released(bad, **CFG)
-    rc = lipsim_main(["import-checkpoint", "--src", str(bad), "--preset", "tiny",
-                      "--image-size", "32", "--emb-dim", "64", "--stage", "pretrained",
-                      "--teacher", "demo", "--out", str(tmp_path / "x.pt")])
-    err = capsys.readouterr().err
-    assert rc == 1 and "evil.pth" in err and "Traceback" not in err
-    assert not (tmp_path / "x.pt").exists()
+def test_released_config_plans_no_training(tmp_path):
+    proc = _snakemake(tmp_path, "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rules = re.findall(r"^(?:local)?rule (\w+):", proc.stdout, flags=re.M)
+    assert not {"distill", "finetune", "cache_list", "cache_fill", "cache_index",
+                "check_imagenet", "make_demo_imagenet"} & set(rules), sorted(set(rules))
+    assert rules.count("fetch_released") == 3 and rules.count("import_pretrained") == 1
+    assert rules.count("import_finetuned") == 2
+    for want in ("table1", "table2", "fig3a", "fig3b", "table_retrieval", "table_bapps",
+                 "download_night", "download_bapps", "fetch_weights"):
+        assert want in rules, want
 
 
-def test_truncated_file_is_one_error_naming_it(tmp_path):
-    src = tmp_path / "cut.pth"
-    _save_finetuner_style(src)
-    src.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="cut.pth: not a readable torch checkpoint"):
-        import_released(src, **CFG)
+@pytest.mark.slow
+def test_fetch_rule_against_loopback_and_manifest(payload, tmp_path):
+    fid = "11JoY5jrm4qmk0QmncQ5eVqXQpXQNLG1X"  # margin 0.5 in config/released.yaml
+    sha = hashlib.sha256(payload).hexdigest()
+    target = "results/released/released-checkpoints/margin0.5.pth"
+    with DriveServer({fid: payload}) as srv:
+        srv.behave(f"/{fid}", drop_after=[100_000])
+        overlay = tmp_path / "overlay.yaml"
+        overlay.write_text(json.dumps({
+            "released": {"url": f"{srv.url}/download", "sha256": {"0.5": sha}},
+            # Only the fetch runs: the natural-image folder is not needed (nor checked).
+            "natural_images": {"source": "generate"},
+        }))
+        proc = _snakemake(tmp_path, "--cores", "1", target, overlay=overlay)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert srv.pages_sent == 1 and srv.count(f"/{fid}") == 2  # dropped once, resumed
+    assert (tmp_path / target).read_bytes() == payload
+    record = json.loads((tmp_path / target).with_suffix(".json").read_text())
+    assert record["sha256"] == sha and record["drive_id"] == fid and record["bytes"] == len(payload)
+    manifest = tmp_path / "manifest.parquet"
+    proc = subprocess.run([sys.executable, "-m", "lipsim", "manifest", "--root",
+                           "results/released", "--snakemake-dir", ".snakemake", "--out",
+                           str(manifest)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_parquet(manifest)
+    row = rows[rows["path"].astype(str).str.endswith("released-checkpoints/margin0.5.pth")]
+    assert len(row) == 1 and row["sha256"].iloc[0] == sha
+    assert row["rule"].iloc[0] == "fetch_released"
+    shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
+
+
+def test_released_value_needs_a_drive_id():
+    import yaml
+
+    from lipsim.configcheck import ConfigError, validate_config
+
+    schema = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+    cfg = validate_config(yaml.safe_load((ROOT / "config" / "released.yaml").read_text()), schema)
+    assert set(cfg["released"]["ids"]) == {"pretrained", "0.2", "0.5"}
+    with pytest.raises(ConfigError, match=r"finetuned_checkpoints.0.3: 'released' but "
+                       r"released.ids has no '0.3'"):
+        validate_config({"margins": [0.3, 0.5], "finetuned_checkpoints": {"0.3": "released"}},
+                        schema)
+    with pytest.raises(ConfigError, match="pretrained_checkpoint: 'released' but released.ids"):
+        validate_config({"pretrained_checkpoint": "released", "released": {"ids": {}}}, schema)

@@ -62,7 +62,7 @@ def demo_run(tmp_path_factory):
 
 def test_results_layout_is_complete(demo_run):
     r = demo_run / RUN
-    for t in ("table1", "table2", "retrieval"):
+    for t in ("table1", "table2", "retrieval", "bapps"):
         for ext in ("csv", "md", "tex", "parquet"):
             assert (r / "tables" / f"{t}.{ext}").stat().st_size > 0, f"{t}.{ext}"
     for f in ("fig3a", "fig3b", "margins"):

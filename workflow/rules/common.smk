@@ -19,7 +19,12 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
 R = f"{config['results_dir']}/{config['run']}"
 # The final tables and figures: folder -> (formats, report category, label, names).
 REPORT_FILES = {
-    "tables": (("csv", "md", "tex", "parquet"), "Tables", "table", ("table1", "table2", "retrieval")),
+    "tables": (
+        ("csv", "md", "tex", "parquet"),
+        "Tables",
+        "table",
+        ("table1", "table2", "retrieval") + (("bapps",) if config["bapps"]["enabled"] else ()),
+    ),
     "figures": (("pdf", "png"), "Figures", "figure", ("fig3a", "fig3b", "margins")),
 }
 # The hash `lipsim manifest` and `lipsim provenance` compute for the same config.
@@ -35,7 +40,46 @@ MARGINS = [fmt(m) for m in config["margins"]]
 PRIMARY = f"margin{fmt(config['primary_margin'])}"
 MODELS = ["pretrained"] + [f"margin{m}" for m in MARGINS]
 TEACHER = config["teacher"]["name"]
-IMPORTED = {fmt(k): v for k, v in config["finetuned_checkpoints"].items()}
+
+
+# ---- released checkpoints (rules/released.smk fetches them) -------------------------------
+def released_path(name):
+    """Where the fetch_released rule puts the authors' checkpoint `name` (pretrained, 0.5)."""
+    model = name if name == "pretrained" else f"margin{fmt(name)}"
+    return f"{R}/released-checkpoints/{model}.pth"
+
+
+def checkpoint_source(name, value):
+    """A pretrained_checkpoint / finetuned_checkpoints value: a path, or 'released'."""
+    return released_path(name) if value == "released" else value
+
+
+RELEASED = config["released"]
+
+
+def released_key(model):
+    """Key of `released.ids` / `released.sha256` for a model name (pretrained, margin0.5)."""
+    if model == "pretrained":
+        return "pretrained"
+    margin = float(model[len("margin"):])
+    for key in RELEASED["ids"]:
+        if key != "pretrained" and float(key) == margin:
+            return key
+    raise WorkflowError(f"released.ids has no Drive id for margin {margin:g} ({model})")
+
+
+def released_option(section, option):
+    return lambda wc: (
+        f"--{option} {RELEASED[section][released_key(wc.model)]}"
+        if released_key(wc.model) in RELEASED[section]
+        else ""
+    )
+
+
+PRETRAINED_SRC = config["pretrained_checkpoint"] and checkpoint_source(
+    "pretrained", config["pretrained_checkpoint"]
+)
+IMPORTED = {fmt(k): checkpoint_source(k, v) for k, v in config["finetuned_checkpoints"].items()}
 
 
 # ---- data locations -------------------------------------------------------------------
@@ -60,6 +104,10 @@ def natural_dir():
     if config["natural_images"]["source"] == "path":
         return config["natural_images"]["path"]
     return f"{R}/data/natural"
+
+
+def bapps_dir():
+    return BAPPS["path"] if BAPPS["source"] == "path" else f"{R}/data/bapps"
 
 
 def generated(path):
@@ -107,6 +155,8 @@ def weights_marker(name):
 LIPSIM_METRICS = [f"lipsim-{m}" for m in MODELS]
 TABLE2_METRICS = LIPSIM_METRICS + [TEACHER]
 FIG3A_METRICS = list(dict.fromkeys(config["baselines"]["metrics"] + [TEACHER, f"lipsim-{PRIMARY}"]))
+BAPPS = config["bapps"]
+BAPPS_METRICS = list(dict.fromkeys(LIPSIM_METRICS + [TEACHER] + config["baselines"]["metrics"]))
 
 
 def attack_grid():
@@ -239,19 +289,22 @@ def missing_user_data():
         "imagenet": "ImageNet-1k train (image-net.org, licence): the folder holding train/<wnid>/",
         "natural_images": "a flat folder of natural images, e.g. COCO val2017 (cocodataset.org)",
         "night": "a NIGHT folder holding data.csv (or set night.source: download)",
+        "bapps": "a BAPPS 2AFC folder holding val/ (or set bapps.source: download)",
     }
     needed = {
         "night": True,
-        "imagenet": not config["pretrained_checkpoint"]
+        "imagenet": not PRETRAINED_SRC
         and not os.path.exists(ckpt_path("pretrained")),
         "natural_images": not all(
             os.path.exists(f"{R}/{step}/{m}.parquet")
             for step in ("distances", "retrieval")
             for m in DISTANCE_METRICS
         ),
+        "bapps": BAPPS["enabled"]
+        and not all(os.path.exists(f"{R}/bapps/{m}.parquet") for m in BAPPS_METRICS),
     }
     out = []
-    for key in ("night", "imagenet", "natural_images"):
+    for key in ("night", "imagenet", "natural_images", "bapps"):
         sec = config[key]
         if needed[key] and sec["source"] == "path" and not os.path.exists(sec["path"]):
             out.append((f"{key}.path", sec["path"], how[key]))

@@ -84,11 +84,11 @@ rule cache_index:
         "--list {input.images} --out {output} > {log} 2>&1"
 
 
-if config["pretrained_checkpoint"]:
+if PRETRAINED_SRC:
 
     rule import_pretrained:
         input:
-            config["pretrained_checkpoint"],
+            PRETRAINED_SRC,
         output:
             ckpt_path("pretrained"),
         params:
