@@ -10,7 +10,7 @@ CORES ?= all
 # The venv's bin first, so that the rules' `python -m lipsim` is the pinned interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test lint report venv clean-demo help
+.PHONY: demo test test-fast lint report venv conda-env clean-demo help
 
 help:
 	@echo "make demo    run the whole pipeline on the demo config (results/demo/)"
@@ -40,6 +40,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check lipsim tests benchmarks
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/paper.yaml
+
+# The conda env file snakemake copies alone: pins inline, regenerated from the lock.
+conda-env: envs/lipsim.yaml
+envs/lipsim.yaml: envs/requirements.lock envs/make_conda_env.py
+	$(PYTHON) envs/make_conda_env.py
 
 clean-demo:
 	rm -rf results/demo

@@ -16,6 +16,10 @@ _BIN = os.path.dirname(sys.executable)
 if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
     os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
+# `--sdm conda`: envs/lipsim.post-deploy.sh installs the package from this checkout (snakemake
+# copies the env file alone, so the env file cannot point at the repository itself).
+os.environ["LIPSIM_SOURCE"] = os.path.dirname(os.path.abspath(workflow.basedir))
+
 R = f"{config['results_dir']}/{config['run']}"
 # The final tables and figures: folder -> (formats, report category, label, names).
 REPORT_FILES = {
