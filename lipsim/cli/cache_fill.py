@@ -1,4 +1,6 @@
-"""`python -m lipsim cache-fill --teacher NAME --images DIR --list images.parquet --part K
+"""Fill one part of the teacher-embedding cache (shards of teacher embeddings).
+
+`python -m lipsim cache-fill --teacher NAME --images DIR --list images.parquet --part K
 --parts N --out-dir DIR [...]`
 
 Embeds the images of part K (a contiguous range of the ceil(n / shard-size) shards split

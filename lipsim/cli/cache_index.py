@@ -1,4 +1,6 @@
-"""`python -m lipsim cache-index --cache-dir DIR --parts N [--list F] [--out DIR/index.parquet]`
+"""Verify every shard of the teacher-embedding cache and write its index.
+
+`python -m lipsim cache-index --cache-dir DIR --parts N [--list F] [--out DIR/index.parquet]`
 
 Verifies every part manifest and every shard (size and sha256) of an embedding cache and
 writes the index (path, label, shard, row, ok). Fails, naming each bad file, if anything

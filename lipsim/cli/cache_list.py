@@ -1,4 +1,6 @@
-"""`python -m lipsim cache-list --images DIR --out images.parquet`
+"""List an ImageNet-layout folder: the image order of the cache.
+
+`python -m lipsim cache-list --images DIR --out images.parquet`
 
 Lists an ImageNet-layout folder (DIR/train/<class>/<img> or DIR/<class>/<img>) as a sorted
 table (path relative to DIR, label = sorted class index): row i is image i of the cache.

@@ -1,5 +1,6 @@
-"""`python -m lipsim check-folder`: check an ImageNet train folder or a flat image folder
-(counts, unreadable files) and say how to obtain the data when it is missing."""
+"""`python -m lipsim check-folder`: check an ImageNet train folder or a flat image folder.
+
+Counts images and unreadable files, and says how to obtain the data when it is missing."""
 
 from __future__ import annotations
 

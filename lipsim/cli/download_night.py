@@ -1,6 +1,7 @@
-"""`python -m lipsim download-night`: download NIGHT (one zip or 2 x N chunk zips + data.csv),
-resumable and verified, extracted safely into OUT (data.csv, ref/, distort/) with a manifest
-OUT/.night-complete.json; a rerun verifies instead of downloading."""
+"""`python -m lipsim download-night`: download NIGHT, resumable and verified.
+
+One zip or 2 x N chunk zips + data.csv, extracted safely into OUT (data.csv, ref/, distort/)
+with a manifest OUT/.night-complete.json; a rerun verifies instead of downloading."""
 
 from __future__ import annotations
 

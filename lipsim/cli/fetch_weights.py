@@ -1,4 +1,6 @@
-"""`python -m lipsim fetch-weights --teacher NAME --weights-dir DIR [--marker FILE]`
+"""Download the pretrained weights of a teacher or baseline (needs network).
+
+`python -m lipsim fetch-weights --teacher NAME --weights-dir DIR [--marker FILE]`
 
 Downloads a teacher's pretrained weights (needs network) into DIR/NAME/ and writes a marker
 json (files with sizes and sha256) once everything is in place: the marker is the rule's

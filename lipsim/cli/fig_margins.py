@@ -1,4 +1,4 @@
-"""Margin trade-off figure: natural and certified 2AFC scores against the hinge margin.
+"""Margin trade-off figure: natural and certified 2AFC against the margin.
 
     python -m lipsim fig-margins --table1 R/tables/table1.parquet --out-prefix R/figures/margins
 

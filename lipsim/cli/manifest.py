@@ -1,5 +1,6 @@
-r"""Manifest of every artifact under a results folder: path, sha256, bytes, producing rule,
-config hash, code version, git commit/dirty, inputs, time (+ params, shellcmd).
+r"""Write the manifest of every artifact under a results folder.
+
+One row per file: path, sha256, bytes, producing rule, config hash, code version, git commit/dirty, inputs, time (+ params, shellcmd).
 
     python -m lipsim manifest --root R --config-json R/config.json [--config-hash HASH] \
         --snakemake-dir .snakemake --out R/manifest.parquet

@@ -1,4 +1,6 @@
-r"""Table 2: 2AFC scores under attack, long form (csv/parquet) and the paper's wide layout (md/tex).
+r"""Table 2: 2AFC scores under attack.
+
+Long form (csv/parquet) and the paper's wide layout (md/tex).
 
     python -m lipsim table2 --attacks R/attacks/lipsim-margin0.5/autoattack-l2-1.0.parquet ... \
         --teacher dreamsim_ensemble --out-prefix R/tables/table2

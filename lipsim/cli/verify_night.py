@@ -1,5 +1,7 @@
-"""`python -m lipsim verify-night`: check a NIGHT folder (data.csv columns and values, every
-image present and decodable, all four splits non-empty); lists every problem, exits 1 if any."""
+"""`python -m lipsim verify-night`: check a NIGHT folder; exits 1 listing every problem.
+
+Checks data.csv columns and values, every image present and decodable, all four splits
+non-empty; lists every problem, exits 1 if any."""
 
 from __future__ import annotations
 
