@@ -7,8 +7,6 @@ Defaults from the schema are filled in, as snakemake's validate does.
 
 from __future__ import annotations
 
-from lipsim.errors import LipSimError
-
 import copy
 import functools
 from pathlib import Path
@@ -17,6 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 from jsonschema import Draft202012Validator, validators
+
+from lipsim.errors import LipSimError
 
 
 class ConfigError(LipSimError, ValueError):

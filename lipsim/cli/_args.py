@@ -22,8 +22,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or action.required or default in (None, False, [])
-                or default is argparse.SUPPRESS or not action.option_strings):
+        if ("%(default)" in text or action.required or default is None or default is False
+                or default == [] or default is argparse.SUPPRESS or not action.option_strings):
             return text
         if isinstance(default, (list, tuple)):
             return f"{text} (default: {' '.join(map(str, default))})"

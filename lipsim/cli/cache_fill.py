@@ -11,39 +11,48 @@ run of the same configuration are kept; truncated or corrupted ones are rebuilt.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 from lipsim.device import resolve_device
 from lipsim.embcache import BadImageError, fill_part
 from lipsim.teachers import get_teacher, teacher_names
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim cache-fill", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", required=True, choices=teacher_names())
-    ap.add_argument("--weights-dir", type=Path, default=None)
+    ap = parser(__name__, __doc__)
+    ap.add_argument("--teacher", required=True, choices=teacher_names(),
+                    help="teacher to embed with")
+    ap.add_argument("--weights-dir", type=Path, default=None,
+                    help="folder of fetched teacher weights (fetch-weights)")
     ap.add_argument("--random-weights", action="store_true",
                     help="seeded random teacher weights (tests / demo only)")
     ap.add_argument("--images", required=True, type=Path, help="the folder given to cache-list")
     ap.add_argument("--list", required=True, type=Path, help="images.parquet from cache-list")
-    ap.add_argument("--part", required=True, type=int)
-    ap.add_argument("--parts", required=True, type=int)
-    ap.add_argument("--shard-size", type=int, default=1000)
-    ap.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    ap.add_argument("--part", required=True, type=int, help="this job's part, 0..PARTS-1")
+    ap.add_argument("--parts", required=True, type=int, help="parts the shards are split over")
+    ap.add_argument("--shard-size", type=int, default=schema_default("cache.shard_size"),
+                    help="images per shard")
+    ap.add_argument("--dtype", choices=("float16", "float32"),
+                    default=schema_default("cache.dtype"),
+                    help="storage type of the embeddings")
     ap.add_argument("--image-size", type=int, default=None,
                     help="resize+centre-crop size fed to the teacher (default: its own size)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    ap.add_argument("--out-dir", required=True, type=Path)
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=schema_default("cache.batch_size"),
+                    help="teacher batch size")
+    ap.add_argument("--workers", type=int, default=schema_default("cache.workers"),
+                    help="image-decoding worker processes")
+    ap.add_argument("--on-bad-image", choices=("skip", "fail"),
+                    default=schema_default("cache.on_bad_image"),
+                    help="skip (and report) an undecodable image, or fail")
+    ap.add_argument("--device", default=schema_default("device"), help="auto, cpu, cuda, cuda:N")
+    ap.add_argument("--out-dir", required=True, type=Path, help="the cache folder")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

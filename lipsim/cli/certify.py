@@ -8,20 +8,21 @@ with --eps-scale 255 are the paper's radii); radii in the parquet are in [0, 1]-
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim certify", description=__doc__)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--checkpoint", required=True, help="lipsim-repro checkpoint (.pt)")
     ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
-    ap.add_argument("--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"])
-    ap.add_argument("--eps", nargs="+", type=float, default=[36.0, 72.0, 108.0])
+    ap.add_argument("--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"],
+                    help="NIGHT splits")
+    ap.add_argument("--eps", nargs="+", type=float, default=[36.0, 72.0, 108.0], help="radii, 1/--eps-scale units")
     ap.add_argument("--eps-scale", type=float, default=255.0,
                     help="eps are divided by this (255: eps in pixel levels)")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64, help="triplets per batch")
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    ap.add_argument("--min-votes", type=int, default=6)
+    ap.add_argument("--min-votes", type=int, default=6, help="keep triplets with this many votes")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
     args = ap.parse_args(argv)

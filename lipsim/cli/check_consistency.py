@@ -25,12 +25,13 @@ with status 1, so the snakemake job fails and nothing downstream uses it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from lipsim.cli._args import parser
 
 # Clean distances of the certify and attack files must agree to this (same model, same data;
 # both computed in float64 from float32 embeddings, possibly in different batches).
@@ -101,8 +102,7 @@ def check_pair(model: str, cert: pd.DataFrame, att: pd.DataFrame, *, tolerance: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim check-consistency",
-                                 description=__doc__.split("\n")[0])
+    ap = parser(__name__, __doc__)
     ap.add_argument("--certify", nargs="+", required=True, help="MODEL=certify.parquet ...")
     ap.add_argument("--attacks", nargs="+", required=True, help="MODEL=attack.parquet ...")
     ap.add_argument("--eps-scale", type=float, default=255.0,

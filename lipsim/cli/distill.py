@@ -9,12 +9,12 @@ lipsim.train.distributed for the environment variables read.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
 from pathlib import Path
 
+from lipsim.cli._args import parser
 from lipsim.embcache import CacheError, EmbeddingCache
 from lipsim.models import build_model, save_checkpoint
 from lipsim.train.checkpointing import clear_resume
@@ -39,13 +39,12 @@ def _cache_digest(cache_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim distill", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--cache-dir", required=True, type=Path, help="embedding cache (with index.parquet)")
     ap.add_argument("--images", required=True, type=Path, help="the image folder given to cache-list")
     ap.add_argument("--teacher", required=True, help="teacher name; must match the cache's")
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--preset", default="small", help="student architecture preset")
+    ap.add_argument("--image-size", type=int, default=224, help="student input size")
     ap.add_argument("--out", required=True, type=Path, help="final checkpoint (stage pretrained)")
     ap.add_argument("--no-augment", action="store_true",
                     help="both views = the plain image (tests, debugging)")

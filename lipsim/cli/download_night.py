@@ -5,24 +5,30 @@ with a manifest OUT/.night-complete.json; a rerun verifies instead of downloadin
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
     from lipsim.data.download import NIGHT_CHUNKED_URL, NIGHT_ZIP_URL
 
-    ap = argparse.ArgumentParser(prog="lipsim download-night", description=__doc__)
-    ap.add_argument("--mode", choices=("zip", "chunked"), default="zip")
+    ap = parser(__name__, __doc__)
+    ap.add_argument("--mode", choices=("zip", "chunked"),
+                    default=schema_default("night.download.mode"),
+                    help="one zip, or the chunked variant")
     ap.add_argument("--url", help=f"zip: the archive URL (default {NIGHT_ZIP_URL}); chunked: the "
                     f"base URL holding ref/NNN.zip, distort/NNN.zip, data.csv (default {NIGHT_CHUNKED_URL})")
     ap.add_argument("--out", required=True, help="folder to create (holds data.csv, ref/, distort/)")
     ap.add_argument("--sha256", help="zip mode: expected sha256 of the archive")
-    ap.add_argument("--chunks", type=int, default=100, help="chunked mode: number of chunks per folder")
+    ap.add_argument("--chunks", type=int, default=schema_default("night.download.chunks"),
+                    help="chunked mode: number of chunks per folder")
     ap.add_argument("--csv-url", help="chunked mode: where data.csv is (default URL/data.csv)")
-    ap.add_argument("--retries", type=int, default=8,
+    ap.add_argument("--retries", type=int, default=schema_default("night.download.retries"),
                     help="consecutive attempts without progress before giving up, per file")
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
+    ap.add_argument("--timeout", type=float, default=schema_default("night.download.timeout"),
+                    help="seconds without data before a retry")
     ap.add_argument("--workdir", help="where archives (*.part) are downloaded (default: .OUT.download beside OUT)")
     ap.add_argument("--keep-archives", action="store_true", help="keep the zips after extraction")
     ap.add_argument("--quick-verify", action="store_true",

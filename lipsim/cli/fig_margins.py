@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 
+from lipsim.cli._args import parser
 from lipsim.reporting import report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lipsim fig-margins",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser(__name__, __doc__)
     p.add_argument("--table1", required=True, help="table1.parquet (or .csv) from `lipsim table1`")
     p.add_argument("--out-prefix", required=True, help="e.g. R/figures/margins")
     return p

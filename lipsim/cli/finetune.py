@@ -8,10 +8,10 @@ the margin recorded. Use one --workdir per margin. Distributed like `distill`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from lipsim.cli._args import parser
 from lipsim.data.night import NightTriplets, find_night_root, read_night
 from lipsim.embcache import sha256_file
 from lipsim.models import load_checkpoint, save_checkpoint
@@ -29,13 +29,12 @@ from lipsim.train.trainer import (
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim finetune", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--init", required=True, type=Path, help="distilled checkpoint (pretrained)")
     ap.add_argument("--night", required=True, type=Path, help="NIGHT folder (holding data.csv)")
-    ap.add_argument("--margin", required=True, type=float)
-    ap.add_argument("--min-votes", type=int, default=6)
-    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--margin", required=True, type=float, help="hinge-loss margin")
+    ap.add_argument("--min-votes", type=int, default=6, help="keep triplets with this many votes")
+    ap.add_argument("--out", required=True, type=Path, help="checkpoint to write (stage finetuned)")
     add_training_options(ap, lr=0.01, epochs=1, batch_size=32)
     args = ap.parse_args(argv)
     default_threads()

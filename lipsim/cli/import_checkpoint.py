@@ -8,16 +8,17 @@ checkpoint atomically.
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim import-checkpoint", description=__doc__)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--src", required=True, help="released checkpoint (.pth/.pt)")
     ap.add_argument("--preset", required=True, help="architecture preset, e.g. small")
     ap.add_argument("--image-size", type=int, required=True, help="e.g. 224")
     ap.add_argument("--emb-dim", type=int, required=True, help="e.g. 1792 (DreamSim ensemble)")
-    ap.add_argument("--stage", required=True, choices=["pretrained", "finetuned"])
+    ap.add_argument("--stage", required=True, choices=["pretrained", "finetuned"],
+                    help="training stage the checkpoint comes from")
     ap.add_argument("--margin", type=float, default=None,
                     help="hinge margin of a finetuned checkpoint")
     ap.add_argument("--teacher", required=True, help="e.g. dreamsim_ensemble")

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 
+from lipsim.cli._args import parser
 from lipsim.reporting import report_errors
 from lipsim.reporting.reference import add_reference_options, reference_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lipsim table2",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser(__name__, __doc__)
     p.add_argument(
         "--attacks",
         nargs="+",
