@@ -15,7 +15,7 @@ from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipsim.baselines import add_metric_args
+    from lipsim.cli._metric import add_metric_args
 
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_parquet
-    from lipsim.baselines import metric_from_args
+    from lipsim.cli._metric import metric_from_args
     from lipsim.retrieval import retrieval_recall
 
     if min(args.k) < 1:

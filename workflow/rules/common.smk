@@ -77,7 +77,7 @@ def ckpt_path(model):
 
 
 def metric_spec(metric):
-    """Metric name in file names -> spec understood by lipsim.baselines.build_metric."""
+    """Metric name in file names -> spec understood by lipsim.registry.build_metric."""
     if metric.startswith("lipsim-"):
         return f"lipsim:{ckpt_path(metric[len('lipsim-'):])}"
     return metric
