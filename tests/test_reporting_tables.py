@@ -12,7 +12,7 @@ import pytest
 from lipsim.cli import table1 as table1_cli
 from lipsim.cli import table2 as table2_cli
 from lipsim.cli import table_retrieval as retrieval_cli
-from lipsim.reporting import parse_attack_path
+from lipsim.reporting import parse_attack_path, tables
 
 REF_HEADER = "table,model,teacher,column,attack,norm,eps,value,source,note\n"
 
@@ -282,7 +282,7 @@ def test_table2_long_wide_and_reference(tmp_path, ref_csv):
     assert t.loc[t["model"] == "dreamsim_ensemble", "score_paper"].isna().all()
     md = Path(f"{prefix}.md").read_text()
     assert "AutoAttack ℓ2 ε=2" in md and "APGD ℓ∞ ε=4/255" in md
-    assert "| lipsim-margin0.5 | 66.7 | 0.0 | 50.0 (30.0) |" in md
+    assert ["lipsim-margin0.5", "66.7", "0.0", "50.0 (30.0)"] in _md_rows(md)
     tex = Path(f"{prefix}.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\cmidrule" in tex
     assert r"$\epsilon=4/255$" in tex
@@ -293,6 +293,30 @@ def test_table2_rejects_unparseable_path(tmp_path, capsys):
     f = _attack(tmp_path / "x/weird.parquet", [1], [1])
     assert table2_cli.main(["--attacks", f, "--out-prefix", str(tmp_path / "t2")]) == 2
     assert "weird.parquet" in capsys.readouterr().err
+
+
+def _md_rows(md: str) -> list[list[str]]:
+    """The cells of each row of a pipe table (columns are padded to a common width)."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in md.splitlines() if line.startswith("|")]
+
+
+def test_generic_writers_markdown_and_booktabs():
+    cols = pd.MultiIndex.from_tuples([("Model", ""), ("Natural", ""), ("PGD", "a"), ("PGD", "b")])
+    display = pd.DataFrame([["x\\_y", "1.0", "2.0", "3.0"], ["z", "4.0", "–", "6.0"]],
+                           columns=cols)
+    tex = tables.latex_table(display, "a comment").splitlines()
+    assert tex[0] == "% a comment" and tex[1] == r"\begin{tabular}{lrrr}"
+    assert tex[2] == r"\toprule" and r"\multicolumn{2}{c}{PGD}" in tex[3]
+    assert tex[4] == r"\cmidrule(lr){3-4}"
+    assert tex[-2:] == [r"\bottomrule", r"\end{tabular}"]
+    assert r"x\_y & 1.0 & 2.0 & 3.0 \\" in tex
+    flat = pd.DataFrame([["a", "1.0"], ["b", "–"]], columns=["Metric", "R@1"])
+    md = tables.markdown_table(flat, "A note.")
+    rows = _md_rows(md)
+    assert rows[0] == ["Metric", "R@1"] and rows[2:] == [["a", "1.0"], ["b", "–"]]
+    assert rows[1][0].startswith(":-") and rows[1][1].endswith("-:")  # left, right aligned
+    assert md.endswith("\nA note.\n")
 
 
 def test_retrieval_table(tmp_path):
@@ -307,7 +331,7 @@ def test_retrieval_table(tmp_path):
     assert list(t.columns) == ["metric", "eps", "k", "recall"]
     assert list(t["metric"]) == ["dreamsim_ensemble"] * 2 + ["lipsim-margin0.5"] * 2
     md = Path(f"{prefix}.md").read_text()
-    assert "| dreamsim_ensemble | 0.950 | 0.300 |" in md
+    assert ["dreamsim_ensemble", "0.950", "0.300"] in _md_rows(md)
     assert r"\toprule" in Path(f"{prefix}.tex").read_text()
 
 
