@@ -113,6 +113,7 @@ def test_table1_values_order_and_formats(tmp_path, table1_inputs, ref_csv):
     # atomic writes leave no temporary files behind
     assert sorted(p.name for p in prefix.parent.iterdir()) == [
         "table1.csv",
+        "table1.html",
         "table1.md",
         "table1.parquet",
         "table1.tex",
@@ -332,6 +333,10 @@ def test_retrieval_table(tmp_path):
     assert list(t["metric"]) == ["dreamsim_ensemble"] * 2 + ["lipsim-margin0.5"] * 2
     md = Path(f"{prefix}.md").read_text()
     assert ["dreamsim_ensemble", "0.950", "0.300"] in _md_rows(md)
+    # the report shows the html inline: the whole table, one row per table row
+    html = Path(f"{prefix}.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.count("<tr>") == 1 + len(t)
+    assert "dreamsim_ensemble" in html and "lipsim-margin0.5" in html
     assert r"\toprule" in Path(f"{prefix}.tex").read_text()
 
 

@@ -494,12 +494,28 @@ def latex_table(display: pd.DataFrame, comment: str = "") -> str:
 # ----------------------------------------------------------------------------- output
 
 
+def html_table(table: pd.DataFrame, decimals: int = 1) -> str:
+    """A standalone HTML page of the full table (pandas' Styler.to_html), the form the
+    snakemake report shows inline (csv / md / tex are downloads there)."""
+    # a fixed uuid: the same table gives the same bytes (manifest checksums)
+    styler = table.style.set_uuid("table").hide(axis="index")
+    styler = styler.format(precision=decimals, na_rep="")
+    styler = styler.set_table_styles([
+        {"selector": "", "props": "border-collapse: collapse; font-family: sans-serif;"},
+        {"selector": "th, td", "props": "padding: 2px 8px; border-bottom: 1px solid #ddd;"},
+        {"selector": "td", "props": "text-align: right;"},
+    ])
+    return styler.to_html(doctype_html=True)
+
+
 def write_table(prefix: str | Path, table: pd.DataFrame, markdown: str, latex: str) -> list[Path]:
-    """prefix.{csv,md,tex,parquet}, each atomically. Returns the paths."""
+    """prefix.{csv,md,tex,parquet,html}, each atomically. Returns the paths."""
     prefix = Path(prefix)
-    paths = [prefix.with_name(prefix.name + ext) for ext in (".csv", ".md", ".tex", ".parquet")]
+    paths = [prefix.with_name(prefix.name + ext)
+             for ext in (".csv", ".md", ".tex", ".parquet", ".html")]
     atomic.write_csv(paths[0], table)
     atomic.write_text(paths[1], markdown)
     atomic.write_text(paths[2], latex)
     atomic.write_parquet(paths[3], table)
+    atomic.write_text(paths[4], html_table(table))
     return paths

@@ -22,9 +22,10 @@ os.environ["LIPSIM_SOURCE"] = os.path.dirname(os.path.abspath(workflow.basedir))
 
 R = f"{config['results_dir']}/{config['run']}"
 # The final tables and figures: folder -> (formats, report category, label, names).
+# The report shows html and png inline, so they come first; the other formats are downloads.
 REPORT_FILES = {
-    "tables": (("csv", "md", "tex", "parquet"), "Tables", "table", ("table1", "table2", "retrieval")),
-    "figures": (("pdf", "png"), "Figures", "figure", ("fig3a", "fig3b", "margins")),
+    "tables": (("html", "csv", "md", "tex", "parquet"), "Tables", "table", ("table1", "table2", "retrieval")),
+    "figures": (("png", "pdf"), "Figures", "figure", ("fig3a", "fig3b", "margins")),
 }
 # The hash `lipsim manifest` and `lipsim provenance` compute for the same config.
 CONFIG_HASH = config_hash(config)
