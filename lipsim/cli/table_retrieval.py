@@ -3,7 +3,7 @@ r"""Retrieval table: recall@k per metric and attack size.
     python -m lipsim table-retrieval --inputs R/retrieval/lipsim-margin0.5.parquet ... \
         --out-prefix R/tables/retrieval
 
-Inputs have columns metric, eps, k, recall; writes {prefix}.csv, .md, .tex, .parquet.
+Inputs have columns metric, eps, k, recall; writes {prefix}.csv, .md, .tex, .parquet, .html.
 """
 
 from __future__ import annotations
