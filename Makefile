@@ -15,7 +15,8 @@ export PATH := $(BIN):$(PATH)
 help:
 	@echo "make demo    run the whole pipeline on the demo config (results/demo/)"
 	@echo "make test    run the test suite"
-	@echo "make lint    ruff + snakemake --lint"
+	@echo "make test-fast  the tests not marked slow (under 2 minutes; for every change)"
+	@echo "make lint    ruff check, ruff format --check, snakemake --lint"
 	@echo "make report  HTML report of the demo run (results/demo/report.html)"
 
 $(STAMP): envs/requirements.lock pyproject.toml
@@ -36,8 +37,13 @@ report: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Slow tests (the demo DAG, SLURM, real report builds, big models) are marked `slow`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check lipsim tests benchmarks
+	$(BIN)/ruff format --check lipsim tests benchmarks
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/paper.yaml
 

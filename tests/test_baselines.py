@@ -148,12 +148,10 @@ def test_dists_fetches_only_the_vgg16_trunk():
         ("https://download.pytorch.org/models/vgg16-397923af.pth", "vgg16-397923af.pth"),)
 
 
-def test_evaluate_cli(tmp_path):
+def test_evaluate_cli(tmp_path, night):
     from lipsim.cli import evaluate
-    from lipsim.data.synthetic import make_night
     from lipsim.scoring import twoafc
 
-    night = make_night(tmp_path / "night", seed=0, n_train=0, n_val=0, n_test=10, image_size=32)
     out = tmp_path / "eval.parquet"
     assert evaluate.main(["--metric", "l2", "--night", str(night), "--image-size", "32",
                           "--batch-size", "4", "--device", "cpu", "--out", str(out)]) == 0

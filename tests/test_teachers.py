@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from lipsim.data.night import NightTriplets, read_night
-from lipsim.data.synthetic import make_night
 from lipsim.scoring import twoafc
 from lipsim.teachers import TEACHERS, get_teacher
 
@@ -23,8 +22,8 @@ def test_registry_entries_and_dims():
         get_teacher("nope")
 
 
-def test_demo_teacher_deterministic_and_above_chance(tmp_path):
-    root = make_night(tmp_path / "night", seed=3, n_train=0, n_val=0, n_test=160, image_size=32)
+def test_demo_teacher_deterministic_and_above_chance(make_night_dir):
+    root = make_night_dir(seed=3, n_test=160)
     df = read_night(root)
     ds = NightTriplets(df, 32)
     ref, x0, x1, p, _ = (torch.stack(t) if isinstance(t[0], torch.Tensor) else t
