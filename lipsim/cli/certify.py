@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
     ap.add_argument("--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"],
                     help="NIGHT splits")
-    ap.add_argument("--eps", nargs="+", type=float, default=[36.0, 72.0, 108.0], help="radii, 1/--eps-scale units")
+    ap.add_argument("--eps", nargs="+", type=float, default=[36.0, 72.0, 108.0],
+                    help="radii, 1/--eps-scale units")
     ap.add_argument("--eps-scale", type=float, default=255.0,
                     help="eps are divided by this (255: eps in pixel levels)")
     ap.add_argument("--batch-size", type=int, default=64, help="triplets per batch")
