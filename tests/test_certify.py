@@ -103,6 +103,7 @@ def _clean(metric, ref, x0, x1):
     return e0, e1, d0, d1, radius
 
 
+@pytest.mark.slow
 def test_pgd_on_reference_never_flips_a_certified_triplet():
     metric = _metric()
     ref, x0, x1, p = _triplets()
@@ -121,6 +122,7 @@ def test_pgd_on_reference_never_flips_a_certified_triplet():
     assert (low[certified] < 0).float().mean() > 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eps", [0.05, 0.2])
 def test_certified_score_lower_bounds_attacked_score(eps):
     metric = _metric(seed=2)

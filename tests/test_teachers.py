@@ -42,6 +42,7 @@ def test_missing_weights_names_fetch_command(tmp_path):
         get_teacher("clip_vitb32", weights_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_dreamsim_ensemble_matches_dreamsim_perceptual_model(monkeypatch, tmp_path):
     """Our adapter vs dreamsim.PerceptualModel built around the very same random backbones:
     only the weights are injected (offline); normalisation, features and concat are theirs."""

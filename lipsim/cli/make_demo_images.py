@@ -1,6 +1,7 @@
 """`python -m lipsim make-demo-images`: write a seeded demo image folder.
 
-ImageNet train layout, or a flat folder standing in for COCO; see lipsim.data.synthetic.make_image_folder."""
+ImageNet train layout, or a flat folder standing in for COCO; see
+lipsim.data.synthetic.make_image_folder."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 r"""Write the manifest of every artifact under a results folder.
 
-One row per file: path, sha256, bytes, producing rule, config hash, code version, git commit/dirty, inputs, time (+ params, shellcmd).
+One row per file: path, sha256, bytes, producing rule, config hash, code version, git
+commit/dirty, inputs, time (+ params, shellcmd).
 
     python -m lipsim manifest --root R --config-json R/config.json [--config-hash HASH] \
         --snakemake-dir .snakemake --out R/manifest.parquet

@@ -14,7 +14,8 @@ from lipsim.configcheck import schema_default
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     ap.add_argument("--root", required=True, help="folder holding data.csv (or its parent)")
-    ap.add_argument("--min-votes", type=int, default=schema_default("night.min_votes"), help="rows with fewer votes are ignored")
+    ap.add_argument("--min-votes", type=int, default=schema_default("night.min_votes"),
+                    help="rows with fewer votes are ignored")
     ap.add_argument("--no-decode", action="store_true", help="check that images exist, do not decode them")
     ap.add_argument("--report", help="write {ok, n_problems, problems: [...]} as JSON (atomically)")
     args = ap.parse_args(argv)
