@@ -113,10 +113,14 @@ def test_tables_are_html_and_figures_png_first(report_html):
     assert any("lipsim-margin0.5" in t and "<table" in t for t in html_tables)
     for name in ("fig3a", "fig3b", "margins"):
         assert f"figures/{name}.png" in report_html, name
-
-
-def test_report_formats_put_the_inline_ones_first():
-    # html / png are what the report displays; the order of REPORT_FILES is the report's
-    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
-    assert '(("html", "csv", "md", "tex", "parquet"), "Tables"' in common
-    assert '(("png", "pdf"), "Figures"' in common
+    # the report sorts each label's values and opens the first: the inline formats must win
+    formats = {m[0]: m[1] for m in re.findall(
+        r'"(results/[^"]+)": \{"name": "[^"]+", "filename": "[^"]+", "labels": '
+        r'\{"(?:table|figure)": "[^"]+", "format": "([^"]+)"\}', report_html)}
+    assert formats, "no labelled results found in the report"
+    for name in ("fig3a", "fig3b", "margins"):
+        shown = sorted(v for k, v in formats.items() if f"/figures/{name}." in k)
+        assert shown == ["PNG", "pdf"], shown
+    for name in ("table1", "table2", "retrieval"):
+        shown = sorted(v for k, v in formats.items() if f"/tables/{name}." in k)
+        assert shown[0] == "HTML", shown

@@ -227,8 +227,10 @@ def report_outputs(folder, name):
     exts, category, label, _ = REPORT_FILES[folder]
     caption = f"../report/{name}.rst"
     outs = []
-    for ext in exts:
-        labels = {label: name, "format": ext}
+    for i, ext in enumerate(exts):
+        # The report sorts label values and opens the first: upper case sorts before lower, so
+        # the format it can show inline (HTML, PNG) is the one it opens.
+        labels = {label: name, "format": ext.upper() if i == 0 else ext}
         outs.append(report(f"{R}/{folder}/{name}.{ext}", caption, category=category, labels=labels))
     return outs
 
