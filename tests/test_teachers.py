@@ -164,8 +164,10 @@ def test_fetch_weights_rejects_an_archive_escaping_the_weights_folder(tmp_path, 
         monkeypatch.setattr(cli, "_baseline_downloads",
                             lambda: {"lpips": (Download(f"{srv.url}/w.zip", "zip", "w.zip"),)})
         marker = tmp_path / "w" / "lpips.json"
-        rc = cli.main(["--teacher", "lpips", "--weights-dir", str(tmp_path / "w"),
-                       "--marker", str(marker)])
+        from lipsim.__main__ import main  # an expected error: one `error:` line, exit 1
+
+        rc = main(["fetch-weights", "--teacher", "lpips", "--weights-dir", str(tmp_path / "w"),
+                   "--marker", str(marker)])
     assert rc == 1
     assert "escaped.txt" in capsys.readouterr().err
     assert not (tmp_path / "w" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()

@@ -5,10 +5,9 @@ with a manifest OUT/.night-complete.json; a rerun verifies instead of downloadin
 
 from __future__ import annotations
 
-import sys
-
 from lipsim.cli._args import parser
 from lipsim.configcheck import schema_default
+from lipsim.errors import LipSimError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,16 +34,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="on a rerun, verify file sizes only (no sha256 of every file)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    from lipsim.data.download import DownloadError, download_night
-    from lipsim.data.extract import ExtractError
+    from lipsim.data.download import download_night
 
-    try:
+    try:  # DownloadError / ExtractError are LipSimErrors: the dispatcher prints them
         download_night(args.out, mode=args.mode, url=args.url, sha256=args.sha256,
                        chunks=args.chunks, retries=args.retries, timeout=args.timeout,
                        workdir=args.workdir, csv_url=args.csv_url,
                        keep_archives=args.keep_archives, check_sha256=not args.quick_verify,
                        progress=not args.no_progress)
-    except (DownloadError, ExtractError, ValueError) as exc:
-        print(f"download-night: ERROR: {exc}", file=sys.stderr)
-        return 1
+    except ValueError as exc:  # a bad option value (URL, mode...)
+        raise LipSimError(str(exc)) from exc
     return 0
