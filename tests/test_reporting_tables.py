@@ -207,14 +207,14 @@ def test_table1_error_names_file_and_keeps_old_outputs(tmp_path, table1_inputs, 
             ref_csv,
         ]
     )
-    assert rc == 2
+    assert rc == 1
     err = capsys.readouterr().err
     assert "bad.parquet" in err and "radius" in err
     assert (out / "table1.csv").read_text() == "old\n"
     assert sorted(p.name for p in out.iterdir()) == ["table1.csv"]
     assert (
         table1_cli.main(["--certify", "nofile", "--teacher", "t", "--out-prefix", str(out / "t")])
-        == 2
+        == 1
     )
     assert "NAME=FILE" in capsys.readouterr().err
 
@@ -292,7 +292,7 @@ def test_table2_long_wide_and_reference(tmp_path, ref_csv):
 
 def test_table2_rejects_unparseable_path(tmp_path, capsys):
     f = _attack(tmp_path / "x/weird.parquet", [1], [1])
-    assert table2_cli.main(["--attacks", f, "--out-prefix", str(tmp_path / "t2")]) == 2
+    assert table2_cli.main(["--attacks", f, "--out-prefix", str(tmp_path / "t2")]) == 1
     assert "weird.parquet" in capsys.readouterr().err
 
 
