@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                       device=device, random_weights=args.random_weights,
                       progress=not args.no_progress)
     except BadImageError as exc:
-        print(f"cache-fill: {exc}", file=sys.stderr)
+        print(f"lipsim cache-fill: error: {exc}", file=sys.stderr)
         return 1
     for b in m["bad_images"]:
         print(f"cache-fill: skipped undecodable image {b['path']}: {b['error']}", file=sys.stderr)

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         df = write_index(args.cache_dir, args.parts, args.out, args.list)
     except CacheError as exc:
-        print(f"cache-index: {exc}", file=sys.stderr)
+        print(f"lipsim cache-index: error: {exc}", file=sys.stderr)
         return 1
     print(f"cache-index: {len(df)} images, {int((~df['ok']).sum())} not decodable -> "
           f"{args.out or args.cache_dir / 'index.parquet'}")
