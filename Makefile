@@ -10,12 +10,13 @@ CORES ?= all
 # The venv's bin first, so that the rules' `python -m lipsim` is the pinned interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test lint report venv clean-demo help
+.PHONY: demo test test-fast lint report venv conda-env clean-demo help
 
 help:
 	@echo "make demo    run the whole pipeline on the demo config (results/demo/)"
 	@echo "make test    run the test suite"
-	@echo "make lint    ruff + snakemake --lint"
+	@echo "make test-fast  the tests not marked slow (under 2 minutes; for every change)"
+	@echo "make lint    ruff check, ruff format --check, snakemake --lint"
 	@echo "make report  HTML report of the demo run (results/demo/report.html)"
 
 $(STAMP): envs/requirements.lock pyproject.toml
@@ -36,10 +37,20 @@ report: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Slow tests (the demo DAG, SLURM, real report builds, big models) are marked `slow`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check lipsim tests benchmarks
+	$(BIN)/ruff format --check lipsim tests benchmarks
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/paper.yaml
+
+# The conda env file snakemake copies alone: pins inline, regenerated from the lock.
+conda-env: envs/lipsim.yaml
+envs/lipsim.yaml: envs/requirements.lock envs/make_conda_env.py
+	$(PYTHON) envs/make_conda_env.py
 
 clean-demo:
 	rm -rf results/demo

@@ -1,17 +1,36 @@
 """`python -m lipsim <command> [options]` (also installed as `lipsim`).
 
-Each command is the module lipsim/cli/<command with - as _>.py exposing main(argv) -> int,
-so adding a pipeline step never touches this file.
+Each command is the module lipsim/cli/<command with - as _>.py exposing main(argv) -> int;
+its one-line description in `lipsim --help` is read from that module's docstring, so adding a
+step never needs more here than naming its stage in STAGES (unnamed ones are listed as "other").
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
+from pathlib import Path
 
+import lipsim
 import lipsim.cli
+from lipsim.cli._args import module_doc, summary
 from lipsim.errors import LipSimError
+
+# `lipsim --help` groups commands by pipeline stage, in pipeline order.
+STAGES: dict[str, tuple[str, ...]] = {
+    "data": ("download-night", "verify-night", "make-demo-night", "make-demo-images",
+             "check-folder", "fetch-weights"),
+    "teacher-embedding cache": ("cache-list", "cache-fill", "cache-index"),
+    "training": ("distill", "finetune", "import-checkpoint"),
+    "evaluation": ("evaluate", "certify", "attack", "check-consistency", "distances",
+                   "retrieval"),
+    "tables and figures": ("table1", "table2", "table-retrieval", "fig3a", "fig3b",
+                           "fig-margins"),
+    "provenance": ("manifest", "provenance"),
+    "maintenance": ("config-doc",),
+}
 
 
 def _commands() -> list[str]:
@@ -22,11 +41,34 @@ def _commands() -> list[str]:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _module_file(name: str) -> Path:
+    return Path(lipsim.cli.__path__[0]) / f"{name.replace('-', '_')}.py"
+
+
+def usage() -> str:
+    """The text of `lipsim --help`: commands by stage, each with its one-line description."""
+    commands = _commands()
+    width = max(map(len, commands)) + 2
+    groups = {stage: [c for c in names if c in commands] for stage, names in STAGES.items()}
+    grouped = {c for names in groups.values() for c in names}
+    groups["other"] = [c for c in commands if c not in grouped]
+    lines = ["usage: lipsim <command> [options]   (lipsim <command> --help for its options)",
+             "", "options:", "  -h, --help     show this help and exit",
+             "  --version      show the version and exit"]
+    for stage, names in groups.items():
+        if names:
+            lines += ["", f"{stage}:"]
+            lines += [f"  {c:<{width}}{summary(module_doc(_module_file(c)))}" for c in names]
+    return "\n".join(lines)
+
+
+def _run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: lipsim <command> [options]\n\ncommands:\n  " + "\n  ".join(_commands()))
+        print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"lipsim {lipsim.__version__}")
+        return 0
     name = argv[0]
     if name not in _commands():
         print(f"lipsim: unknown command {name!r}; commands: {', '.join(_commands())}",
@@ -37,6 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(argv[1:]) or 0)
     except LipSimError as exc:  # expected: one line, no traceback
         print(f"lipsim {name}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _run(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `lipsim ... | head`: the reader is gone; stop quietly (Python's documented recipe:
+        # point stdout at devnull so the interpreter's final flush cannot raise again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 

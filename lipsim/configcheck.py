@@ -8,6 +8,7 @@ Defaults from the schema are filled in, as snakemake's validate does.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,48 @@ from lipsim.errors import LipSimError
 
 class ConfigError(LipSimError, ValueError):
     """The configuration is invalid; the message lists every problem by key path."""
+
+
+# The schema lives with the workflow; the package is installed from the checkout (editable:
+# `make venv`, and the conda env's post-deploy script), so it is found relative to it.
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@functools.cache
+def _schema(path: str) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise ConfigError(f"config schema not found: {path} (lipsim must run from its checkout)")
+    return yaml.safe_load(Path(path).read_text())
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The parsed config schema (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_schema(str(path)))
+
+
+def schema_node(key: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The schema of a dotted config key ("finetune.lr"), with $ref resolved."""
+    root = schema if schema is not None else _schema(str(SCHEMA_PATH))
+    node = root
+    for part in key.split("."):
+        props = node.get("properties", {})
+        if part not in props:
+            raise ConfigError(f"config key {key!r} is not in the schema "
+                              f"({part!r} not among {', '.join(props) or 'no keys'})")
+        node = props[part]
+        if "$ref" in node:
+            node = {**_resolve(root, node["$ref"]),
+                    **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def schema_default(key: str, schema: dict[str, Any] | None = None) -> Any:
+    """The pipeline's default of a dotted config key, read from the schema: the one source of
+    defaults for CLIs (`default=schema_default("finetune.lr")`) and tests."""
+    node = schema_node(key, schema)
+    if "default" not in node:
+        raise ConfigError(f"config key {key!r} has no default in the schema")
+    return copy.deepcopy(node["default"])
 
 
 def _with_defaults(cls):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,33 +106,52 @@ def test_lpips_loads_torchvision_alexnet_from_weights_dir(tmp_path, monkeypatch)
     torch.testing.assert_close(m.net.lin0.model[1].weight, ref.lin0.model[1].weight)
 
 
-def test_dists_loads_vgg_and_alpha_beta(tmp_path, monkeypatch):
+def test_dists_is_the_dists_pytorch_model_with_its_shipped_alpha_beta(tmp_path, monkeypatch):
+    import DISTS_pytorch
     from torchvision.models import vgg16
 
     torch.manual_seed(4)
-    feats = {f"features.{k}": v for k, v in vgg16(weights=None).features.state_dict().items()}
+    sd = vgg16(weights=None).state_dict()  # a seeded stand-in for torchvision's checkpoint
     folder = tmp_path / "dists"
     folder.mkdir()
-    (folder / baselines._VGG16[1]).write_bytes(b"")  # content served by the stub below
-    monkeypatch.setattr(baselines, "_load_torchvision_checkpoint", lambda p: feats)
-    alpha, beta = torch.rand(1, 1475, 1, 1), torch.rand(1, 1475, 1, 1)
-    torch.save({"alpha": alpha, "beta": beta}, folder / "weights.pt")
+    torch.save({k: v for k, v in sd.items() if k.startswith("features.")},
+               folder / baselines._VGG16[1])
+    # a file we wrote cannot match torchvision's sha256 prefix: the check must refuse it...
+    with pytest.raises(ValueError, match="sha256"):
+        build_metric("dists", weights_dir=tmp_path)
+    # ...and with the check out of the way, the trunk is exactly the file's features
+    monkeypatch.setattr(baselines, "_check_hash_prefix", lambda p: None)
     m = build_metric("dists", weights_dir=tmp_path)
-    assert isinstance(m, DISTS)
-    torch.testing.assert_close(m.alpha.data, alpha)
-    torch.testing.assert_close(m.beta.data, beta)
-    torch.testing.assert_close(m.stages[0][0].weight, feats["features.0.weight"])
-    torch.testing.assert_close(m.stages[4][-2].weight, feats["features.28.weight"])
-    # l2 pooling replaced each max pooling
-    assert all(isinstance(s[0], baselines._L2Pooling) for s in m.stages[1:])
+    assert isinstance(m, DISTS) and isinstance(m.net, DISTS_pytorch.DISTS)
+    torch.testing.assert_close(m.net.stage1[0].weight, sd["features.0.weight"])
+    torch.testing.assert_close(m.net.stage5._modules["28"].weight, sd["features.28.weight"])
+    # alpha / beta are the ones shipped in the DISTS_pytorch wheel
+    shipped = torch.load(Path(DISTS_pytorch.__file__).parent / "weights.pt", weights_only=True)
+    torch.testing.assert_close(m.net.alpha.data, shipped["alpha"])
+    torch.testing.assert_close(m.net.beta.data, shipped["beta"])
+    # the distance is DISTS_pytorch's own forward, one value per pair, differentiable
+    a, b = _images()
+    a.requires_grad_(True)
+    d = m(a, b)
+    assert d.shape == (B,)
+    torch.testing.assert_close(d.detach(), m.net(a.detach(), b).reshape(B))
+    d.sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    # building never left DISTS_pytorch without torchvision (no lasting patch)
+    import torchvision.models
+
+    assert DISTS_pytorch.DISTS_pt.models is torchvision.models
 
 
-def test_evaluate_cli(tmp_path):
+def test_dists_fetches_only_the_vgg16_trunk():
+    assert baselines.BASELINE_DOWNLOADS["dists"] == (
+        ("https://download.pytorch.org/models/vgg16-397923af.pth", "vgg16-397923af.pth"),)
+
+
+def test_evaluate_cli(tmp_path, night):
     from lipsim.cli import evaluate
-    from lipsim.data.synthetic import make_night
     from lipsim.scoring import twoafc
 
-    night = make_night(tmp_path / "night", seed=0, n_train=0, n_val=0, n_test=10, image_size=32)
     out = tmp_path / "eval.parquet"
     assert evaluate.main(["--metric", "l2", "--night", str(night), "--image-size", "32",
                           "--batch-size", "4", "--device", "cpu", "--out", str(out)]) == 0

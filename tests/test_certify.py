@@ -111,6 +111,7 @@ def _clean(metric, ref, x0, x1, column="radius"):
     return e0, e1, r["d0"], r["d1"], r[column]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["ball", "cosine"])
 def test_pgd_on_reference_never_flips_a_certified_triplet(which):
     metric = _metric()
@@ -131,6 +132,7 @@ def test_pgd_on_reference_never_flips_a_certified_triplet(which):
     assert (low[certified] < 0).float().mean() > 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eps", [0.05, 0.2])
 def test_certified_score_lower_bounds_attacked_score(eps):
     metric = _metric(seed=2)

@@ -93,10 +93,64 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
 def test_cli_dispatcher_lists_and_rejects():
     out = subprocess.run([sys.executable, "-m", "lipsim", "--help"], capture_output=True,
                          text=True, timeout=60)
-    assert out.returncode == 0 and "commands:" in out.stdout
+    assert out.returncode == 0 and "evaluation:" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "lipsim", "no-such-step"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "unknown command 'no-such-step'" in bad.stderr
+
+
+# The JSON Schema keywords the schema uses; any other key in a schema node is a mistake (e.g.
+# the tail of a description cut at a comma inside a YAML flow mapping).
+KEYWORDS = {"$schema", "$defs", "$ref", "type", "description", "default", "enum", "items",
+            "properties", "additionalProperties", "pattern", "minimum", "maximum",
+            "exclusiveMinimum", "minItems"}
+
+
+def _schema_nodes(node, path="(top)"):
+    yield path, node
+    for key, sub in node.get("properties", {}).items():
+        yield from _schema_nodes(sub, f"{path}.{key}" if path != "(top)" else key)
+    for key, sub in node.get("$defs", {}).items():
+        yield from _schema_nodes(sub, f"$defs.{key}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from _schema_nodes(node[key], f"{path}[{key}]")
+
+
+def test_schema_has_no_stray_keys_and_whole_descriptions():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    stray, cut = [], []
+    for path, node in _schema_nodes(schema):
+        stray += [f"{path}: {k!r}" for k in node if k not in KEYWORDS]
+        desc = node.get("description")
+        if desc is not None and not (isinstance(desc, str) and desc.rstrip().endswith((".", ")"))):
+            cut.append(f"{path}: {desc!r}")
+    assert not stray, f"keys the schema does not define (quote descriptions with commas): {stray}"
+    assert not cut, f"descriptions that do not end in a full stop (cut short?): {cut}"
+
+
+def test_stray_key_check_catches_a_comma_in_a_flow_mapping():
+    node = yaml.safe_load("n: {type: integer, description: Half True, half False.}")["n"]
+    assert set(node) - KEYWORDS == {"half False."}
+
+
+def test_config_readme_is_generated_from_the_schema():
+    from lipsim.configcheck import load_schema
+    from lipsim.configdoc import render
+
+    committed = (ROOT / "config" / "README.md").read_text()
+    assert committed == render(load_schema(SCHEMA)), (
+        "config/README.md is out of date: run `python -m lipsim config-doc`")
+
+
+def test_schema_default_reads_nested_and_referenced_keys():
+    from lipsim.configcheck import schema_default
+
+    assert schema_default("finetune.lr") == 0.001
+    assert schema_default("distill.resources.mem_mb") == 4000  # through $ref
+    assert schema_default("attacks.autoattack_l2_eps") == [0.5, 2.0]
+    with pytest.raises(ConfigError, match="'finetune.nope' is not in the schema"):
+        schema_default("finetune.nope")
 
 
 def test_config_readme_documents_every_key():

@@ -10,6 +10,7 @@ import torch
 from lipsim.attacks import AttackSpec, attack_triplets
 from lipsim.certify import certify_triplets
 from lipsim.cli import check_consistency
+from lipsim.errors import LipSimError
 from lipsim.metric import load
 
 N = 16
@@ -94,7 +95,7 @@ def test_files_of_different_models_are_refused(files, tmp_path):
 
 
 def test_missing_certify_model(files, tmp_path):
-    with pytest.raises(SystemExit, match="no --certify file"):
+    with pytest.raises(LipSimError, match="no --certify file"):
         check_consistency.main(["--certify", f"m={files['cert']}", "--attacks",
                                 f"x={files['small']}", "--out", str(tmp_path / "c.csv")])
 

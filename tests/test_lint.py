@@ -30,3 +30,13 @@ def test_ruff_is_clean():
     proc = subprocess.run([ruff, "check", "lipsim", "tests", "benchmarks"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+# FORMAT CHECK: `ruff format` is applied to the whole tree in one commit (so that parallel
+# branches merge first); until then this test fails and lists the files it would reformat.
+def test_ruff_format_is_clean():
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    assert ruff, "ruff is pinned in envs/requirements.lock and installed by `make`"
+    proc = subprocess.run([ruff, "format", "--check", "lipsim", "tests", "benchmarks"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"run `ruff format lipsim tests benchmarks`:\n{proc.stdout[-3000:]}"

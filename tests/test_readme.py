@@ -9,20 +9,19 @@ from pathlib import Path
 
 import torch
 
-from lipsim.data.synthetic import make_night
 from lipsim.models import build_model, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_metric_example_runs(tmp_path):
+def test_readme_metric_example_runs(tmp_path, make_night_dir):
     code = re.search(r"## Using the metric.*?```python\n(.*?)```", (ROOT / "README.md").read_text(),
                      re.S).group(1)
     torch.manual_seed(0)
     net = build_model("tiny", image_size=32, emb_dim=64)
     save_checkpoint(tmp_path / "results/demo/checkpoints/margin0.5.pt", net, stage="finetuned",
                     margin=0.5, teacher="demo")
-    night = make_night(tmp_path / "night", seed=0, n_train=1, n_val=1, n_test=2, image_size=32)
+    night = make_night_dir(n_train=1, n_val=1, n_test=2)
     ref = next((night / "ref").rglob("*.png"))
     stem, folder = ref.stem, ref.parent.name
     for name, src in (("ref.png", ref), ("a.png", night / "distort" / folder / f"{stem}_0.png"),

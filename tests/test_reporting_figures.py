@@ -130,6 +130,6 @@ def test_fig_margins(tmp_path):
 def test_figure_input_errors(tmp_path, capsys):
     bad = tmp_path / "d.parquet"
     pd.DataFrame({"image": ["a"], "distance": [0.1]}).to_parquet(bad)  # no eps column
-    assert fig3b_cli.main(["--distances", f"x={bad}", "--out-prefix", str(tmp_path / "f")]) == 2
+    assert fig3b_cli.main(["--distances", f"x={bad}", "--out-prefix", str(tmp_path / "f")]) == 1
     assert "d.parquet" in capsys.readouterr().err
     assert not list(tmp_path.glob("f.*"))

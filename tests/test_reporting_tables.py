@@ -12,7 +12,7 @@ import pytest
 from lipsim.cli import table1 as table1_cli
 from lipsim.cli import table2 as table2_cli
 from lipsim.cli import table_retrieval as retrieval_cli
-from lipsim.reporting import parse_attack_path
+from lipsim.reporting import parse_attack_path, tables
 
 REF_HEADER = "table,model,teacher,column,attack,norm,eps,value,source,note\n"
 
@@ -120,6 +120,7 @@ def test_table1_values_order_and_formats(tmp_path, table1_inputs, ref_csv):
     # atomic writes leave no temporary files behind
     assert sorted(p.name for p in prefix.parent.iterdir()) == [
         "table1.csv",
+        "table1.html",
         "table1.md",
         "table1.parquet",
         "table1.tex",
@@ -224,14 +225,14 @@ def test_table1_error_names_file_and_keeps_old_outputs(tmp_path, table1_inputs, 
             ref_csv,
         ]
     )
-    assert rc == 2
+    assert rc == 1
     err = capsys.readouterr().err
     assert "bad.parquet" in err and "radius" in err
     assert (out / "table1.csv").read_text() == "old\n"
     assert sorted(p.name for p in out.iterdir()) == ["table1.csv"]
     assert (
         table1_cli.main(["--certify", "nofile", "--teacher", "t", "--out-prefix", str(out / "t")])
-        == 2
+        == 1
     )
     assert "NAME=FILE" in capsys.readouterr().err
 
@@ -300,7 +301,7 @@ def test_table2_long_wide_and_reference(tmp_path, ref_csv):
     assert t.loc[t["model"] == "dreamsim_ensemble", "score_paper"].isna().all()
     md = Path(f"{prefix}.md").read_text()
     assert "AutoAttack ℓ2 ε=2" in md and "APGD ℓ∞ ε=4/255" in md
-    assert "| lipsim-margin0.5 | 66.7 | 0.0 | 50.0 (30.0) |" in md
+    assert ["lipsim-margin0.5", "66.7", "0.0", "50.0 (30.0)"] in _md_rows(md)
     tex = Path(f"{prefix}.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\cmidrule" in tex
     assert r"$\epsilon=4/255$" in tex
@@ -309,8 +310,32 @@ def test_table2_long_wide_and_reference(tmp_path, ref_csv):
 
 def test_table2_rejects_unparseable_path(tmp_path, capsys):
     f = _attack(tmp_path / "x/weird.parquet", [1], [1])
-    assert table2_cli.main(["--attacks", f, "--out-prefix", str(tmp_path / "t2")]) == 2
+    assert table2_cli.main(["--attacks", f, "--out-prefix", str(tmp_path / "t2")]) == 1
     assert "weird.parquet" in capsys.readouterr().err
+
+
+def _md_rows(md: str) -> list[list[str]]:
+    """The cells of each row of a pipe table (columns are padded to a common width)."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in md.splitlines() if line.startswith("|")]
+
+
+def test_generic_writers_markdown_and_booktabs():
+    cols = pd.MultiIndex.from_tuples([("Model", ""), ("Natural", ""), ("PGD", "a"), ("PGD", "b")])
+    display = pd.DataFrame([["x\\_y", "1.0", "2.0", "3.0"], ["z", "4.0", "–", "6.0"]],
+                           columns=cols)
+    tex = tables.latex_table(display, "a comment").splitlines()
+    assert tex[0] == "% a comment" and tex[1] == r"\begin{tabular}{lrrr}"
+    assert tex[2] == r"\toprule" and r"\multicolumn{2}{c}{PGD}" in tex[3]
+    assert tex[4] == r"\cmidrule(lr){3-4}"
+    assert tex[-2:] == [r"\bottomrule", r"\end{tabular}"]
+    assert r"x\_y & 1.0 & 2.0 & 3.0 \\" in tex
+    flat = pd.DataFrame([["a", "1.0"], ["b", "–"]], columns=["Metric", "R@1"])
+    md = tables.markdown_table(flat, "A note.")
+    rows = _md_rows(md)
+    assert rows[0] == ["Metric", "R@1"] and rows[2:] == [["a", "1.0"], ["b", "–"]]
+    assert rows[1][0].startswith(":-") and rows[1][1].endswith("-:")  # left, right aligned
+    assert md.endswith("\nA note.\n")
 
 
 def test_retrieval_table(tmp_path):
@@ -325,7 +350,11 @@ def test_retrieval_table(tmp_path):
     assert list(t.columns) == ["metric", "eps", "k", "recall"]
     assert list(t["metric"]) == ["dreamsim_ensemble"] * 2 + ["lipsim-margin0.5"] * 2
     md = Path(f"{prefix}.md").read_text()
-    assert "| dreamsim_ensemble | 0.950 | 0.300 |" in md
+    assert ["dreamsim_ensemble", "0.950", "0.300"] in _md_rows(md)
+    # the report shows the html inline: the whole table, one row per table row
+    html = Path(f"{prefix}.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.count("<tr>") == 1 + len(t)
+    assert "dreamsim_ensemble" in html and "lipsim-margin0.5" in html
     assert r"\toprule" in Path(f"{prefix}.tex").read_text()
 
 

@@ -34,7 +34,8 @@ EXIT_BUSY = 3  # cluster.sh start: another test cluster is running on this machi
 BUSY_WAIT_S = 1800
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
-pytestmark = pytest.mark.slurm
+# a local SLURM cluster (.ci/provision_slurm.sh) and minutes per test: never in test-fast
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # "Job 12 has been submitted with SLURM jobid 34 (log: /x/.snakemake/slurm_logs/rule_r/w/34.log)."
 SUBMITTED = re.compile(

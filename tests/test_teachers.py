@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from lipsim.data.night import NightTriplets, read_night
-from lipsim.data.synthetic import make_night
 from lipsim.scoring import twoafc
 from lipsim.teachers import TEACHERS, get_teacher
 
@@ -23,8 +22,8 @@ def test_registry_entries_and_dims():
         get_teacher("nope")
 
 
-def test_demo_teacher_deterministic_and_above_chance(tmp_path):
-    root = make_night(tmp_path / "night", seed=3, n_train=0, n_val=0, n_test=160, image_size=32)
+def test_demo_teacher_deterministic_and_above_chance(make_night_dir):
+    root = make_night_dir(seed=3, n_test=160)
     df = read_night(root)
     ds = NightTriplets(df, 32)
     ref, x0, x1, p, _ = (torch.stack(t) if isinstance(t[0], torch.Tensor) else t
@@ -43,6 +42,7 @@ def test_missing_weights_names_fetch_command(tmp_path):
         get_teacher("clip_vitb32", weights_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_dreamsim_ensemble_matches_dreamsim_perceptual_model(monkeypatch, tmp_path):
     """Our adapter vs dreamsim.PerceptualModel built around the very same random backbones:
     only the weights are injected (offline); normalisation, features and concat are theirs."""
@@ -164,8 +164,10 @@ def test_fetch_weights_rejects_an_archive_escaping_the_weights_folder(tmp_path, 
         monkeypatch.setattr(cli, "_baseline_downloads",
                             lambda: {"lpips": (Download(f"{srv.url}/w.zip", "zip", "w.zip"),)})
         marker = tmp_path / "w" / "lpips.json"
-        rc = cli.main(["--teacher", "lpips", "--weights-dir", str(tmp_path / "w"),
-                       "--marker", str(marker)])
+        from lipsim.__main__ import main  # an expected error: one `error:` line, exit 1
+
+        rc = main(["fetch-weights", "--teacher", "lpips", "--weights-dir", str(tmp_path / "w"),
+                   "--marker", str(marker)])
     assert rc == 1
     assert "escaped.txt" in capsys.readouterr().err
     assert not (tmp_path / "w" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from lipsim.data.synthetic import make_image_folder
@@ -61,6 +62,7 @@ def distill_args(images, cache, workdir, out, batch, *extra):
             "--workdir", str(workdir), "--out", str(out), "--no-progress", *extra]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process_double_batch(tmp_path):
     images, cache = make_cache(tmp_path)
     b = 4  # 32 images: 2 x 4 per step -> 4 steps; 1 x 8 per step -> 4 steps

@@ -21,6 +21,7 @@ from lipsim.train.finetune import hinge_loss
 from lipsim.train.schedule import SCHEDULES
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
     images, cache = make_cache(tmp_path)  # 32 images, batch 4: 8 steps/epoch, 3 epochs
     def run(workdir, out, *extra):

@@ -157,6 +157,7 @@ def test_html_report_builds(demo_run):
     proc = snakemake(demo_run, "--report", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.stat().st_size > 10_000
+    assert "System Message" not in out.read_text()  # every caption is clean reStructuredText
 
 
 def test_released_checkpoints_replace_training(tmp_path):

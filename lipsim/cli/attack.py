@@ -20,7 +20,7 @@ id, so results do not depend on --batch-size or on which other triplets are atta
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
 
 PGD_STEPS = {"standard": 100, "demo": 10}
 
@@ -38,29 +38,31 @@ def select_triplets(df, max_triplets: int, seed: int):
 def main(argv: list[str] | None = None) -> int:
     from lipsim.baselines import add_metric_args
 
-    ap = argparse.ArgumentParser(prog="lipsim attack", description=__doc__.split("\n")[0])
+    ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
-    ap.add_argument("--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"])
-    ap.add_argument("--min-votes", type=int, default=6)
-    ap.add_argument("--attack", required=True, choices=["autoattack", "pgd"])
-    ap.add_argument("--norm", required=True, choices=["L2", "Linf"])
+    ap.add_argument("--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"],
+                    help="NIGHT splits")
+    ap.add_argument("--min-votes", type=int, default=6, help="keep triplets with this many votes")
+    ap.add_argument("--attack", required=True, choices=["autoattack", "pgd"], help="attack")
+    ap.add_argument("--norm", required=True, choices=["L2", "Linf"], help="threat model")
     ap.add_argument("--eps", required=True, type=float, help="radius, in 1/--eps-scale units")
     ap.add_argument("--eps-scale", type=float, default=1.0,
                     help="eps (and --step-size) are divided by this (255: pixel levels)")
-    ap.add_argument("--budget", choices=["standard", "demo"], default="standard")
+    ap.add_argument("--budget", choices=["standard", "demo"], default="standard",
+                    help="AutoAttack budget")
     ap.add_argument("--attacks", nargs="+", default=None,
                     help="AutoAttack attacks (subset of apgd-ce fab-t square)")
-    ap.add_argument("--apgd-iters", type=int, default=None)
-    ap.add_argument("--apgd-restarts", type=int, default=None)
-    ap.add_argument("--fab-iters", type=int, default=None)
-    ap.add_argument("--square-queries", type=int, default=None)
+    ap.add_argument("--apgd-iters", type=int, default=None, help="APGD iterations (budget's)")
+    ap.add_argument("--apgd-restarts", type=int, default=None, help="APGD restarts (budget's)")
+    ap.add_argument("--fab-iters", type=int, default=None, help="FAB iterations (budget's)")
+    ap.add_argument("--square-queries", type=int, default=None, help="Square queries (budget's)")
     ap.add_argument("--steps", type=int, default=None, help="PGD steps")
     ap.add_argument("--restarts", type=int, default=1, help="PGD restarts")
     ap.add_argument("--step-size", type=float, default=None, help="PGD step, eps units")
     ap.add_argument("--max-triplets", type=int, default=0, help="0 = all")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=32, help="triplets per attack batch")
+    ap.add_argument("--seed", type=int, default=0, help="attack seed")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
     args = ap.parse_args(argv)

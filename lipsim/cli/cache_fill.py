@@ -1,4 +1,6 @@
-"""`python -m lipsim cache-fill --teacher NAME --images DIR --list images.parquet --part K
+"""Fill one part of the teacher-embedding cache (shards of teacher embeddings).
+
+`python -m lipsim cache-fill --teacher NAME --images DIR --list images.parquet --part K
 --parts N --out-dir DIR [--crop C] [--mirror] [...]`
 
 Embeds the images of part K (a contiguous range of the ceil(n / shard-size) shards split
@@ -14,40 +16,49 @@ import logging
 import sys
 from pathlib import Path
 
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 from lipsim.device import resolve_device
 from lipsim.embcache import CROPS, fill_part, read_image_list
 from lipsim.teachers import get_teacher, teacher_names
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lipsim cache-fill", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", required=True, choices=teacher_names())
-    ap.add_argument("--weights-dir", type=Path, default=None)
+    ap = parser(__name__, __doc__)
+    ap.add_argument("--teacher", required=True, choices=teacher_names(),
+                    help="teacher to embed with")
+    ap.add_argument("--weights-dir", type=Path, default=None,
+                    help="folder of fetched teacher weights (fetch-weights)")
     ap.add_argument("--random-weights", action="store_true",
                     help="seeded random teacher weights (tests / demo only)")
     ap.add_argument("--images", required=True, type=Path, help="the folder given to cache-list")
     ap.add_argument("--list", required=True, type=Path, help="images.parquet from cache-list")
-    ap.add_argument("--part", required=True, type=int)
-    ap.add_argument("--parts", required=True, type=int)
-    # Settings with a config key (cache.*, distill.crop, device) are required or default to
-    # the schema's value (tests/test_recipe.py checks it): the schema is their one source.
-    ap.add_argument("--shard-size", type=int, required=True)
-    ap.add_argument("--dtype", choices=("float16", "float32"), required=True)
+    ap.add_argument("--part", required=True, type=int, help="this job's part, 0..PARTS-1")
+    ap.add_argument("--parts", required=True, type=int, help="parts the shards are split over")
+    # Settings with a config key default to the schema's value: the schema is their one source.
+    ap.add_argument("--shard-size", type=int, default=schema_default("cache.shard_size"),
+                    help="images per shard")
+    ap.add_argument("--dtype", choices=("float16", "float32"),
+                    default=schema_default("cache.dtype"),
+                    help="storage type of the embeddings")
     ap.add_argument("--image-size", type=int, default=None,
                     help="crop size fed to the teacher (default: its own size)")
-    ap.add_argument("--crop", choices=CROPS, default="resize_center",
+    ap.add_argument("--crop", choices=CROPS, default=schema_default("distill.crop"),
                     help="resize_center: shorter side resized, then centre crop; center: the "
                     "authors' centre crop of the full-resolution image (as distill --crop)")
     ap.add_argument("--mirror", action="store_true",
                     help="embed the horizontally mirrored crops (the cache distill "
                     "--teacher-view flipped reads for flipped views; use its own --out-dir)")
-    ap.add_argument("--batch-size", type=int, required=True)
-    ap.add_argument("--workers", type=int, required=True)
-    ap.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    ap.add_argument("--out-dir", required=True, type=Path)
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=schema_default("cache.batch_size"),
+                    help="teacher batch size")
+    ap.add_argument("--workers", type=int, default=schema_default("cache.workers"),
+                    help="image-decoding worker processes")
+    ap.add_argument("--on-bad-image", choices=("skip", "fail"),
+                    default=schema_default("cache.on_bad_image"),
+                    help="skip (and report) an undecodable image, or fail")
+    ap.add_argument("--device", default=schema_default("device"), help="auto, cpu, cuda, cuda:N")
+    ap.add_argument("--out-dir", required=True, type=Path, help="the cache folder")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
 
 

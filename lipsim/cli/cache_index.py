@@ -1,4 +1,6 @@
-"""`python -m lipsim cache-index --cache-dir DIR --parts N [--list F] [--out DIR/index.parquet]`
+"""Verify every shard of the teacher-embedding cache and write its index.
+
+`python -m lipsim cache-index --cache-dir DIR --parts N [--list F] [--out DIR/index.parquet]`
 
 Verifies every part manifest and every shard (size and sha256) of an embedding cache and
 writes the index (path, label, shard, row, ok). Fails, naming each bad file, if anything
@@ -7,17 +9,16 @@ is missing, truncated, corrupted, or filled from another image list or configura
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from lipsim.cli._args import parser
 from lipsim.embcache import write_index
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim cache-index", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache-dir", required=True, type=Path)
-    ap.add_argument("--parts", required=True, type=int)
+    ap = parser(__name__, __doc__)
+    ap.add_argument("--cache-dir", required=True, type=Path, help="the cache folder")
+    ap.add_argument("--parts", required=True, type=int, help="parts the cache was filled in")
     ap.add_argument("--list", type=Path, default=None,
                     help="images.parquet from cache-list (default CACHE_DIR/images.parquet)")
     ap.add_argument("--out", type=Path, default=None, help="default CACHE_DIR/index.parquet")

@@ -1,4 +1,6 @@
-"""`python -m lipsim cache-list --images DIR --out images.parquet`
+"""List an ImageNet-layout folder: the image order of the cache.
+
+`python -m lipsim cache-list --images DIR --out images.parquet`
 
 Lists an ImageNet-layout folder (DIR/train/<class>/<img> or DIR/<class>/<img>) as a sorted
 table (path relative to DIR, label = sorted class index): row i is image i of the cache.
@@ -6,16 +8,15 @@ table (path relative to DIR, label = sorted class index): row i is image i of th
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from lipsim.atomic import write_parquet
+from lipsim.cli._args import parser
 from lipsim.embcache import list_images
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim cache-list", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--images", required=True, type=Path, help="ImageNet root or its train/ folder")
     ap.add_argument("--out", required=True, type=Path, help="images.parquet to write")
     args = ap.parse_args(argv)

@@ -11,15 +11,13 @@ stored in the parquet as columns of the same names.
 
 from __future__ import annotations
 
-import argparse
-
 from lipsim.certify import HALF_VOTES, TIE_RADIUS
+from lipsim.cli._args import parser
 from lipsim.models.net import METRICS
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim certify", description=__doc__,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--checkpoint", required=True, help="lipsim-repro checkpoint (.pt)")
     ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
     ap.add_argument("--splits", nargs="+", required=True,

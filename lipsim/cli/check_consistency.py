@@ -27,12 +27,14 @@ with status 1, so the snakemake job fails and nothing downstream uses it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from lipsim.cli._args import parser
+from lipsim.errors import LipSimError
 
 # Clean distances of the certify and attack files must agree to this (same model, same data;
 # both computed in float64 from float32 embeddings, possibly in different batches).
@@ -43,7 +45,7 @@ def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
     out = []
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"check-consistency: {what} entries are MODEL=FILE, got {item!r}")
+            raise LipSimError(f"{what} entries are MODEL=FILE, got {item!r}")
         model, path = item.split("=", 1)
         out.append((model, path))
     return out
@@ -127,8 +129,7 @@ def check_pair(model: str, cert: pd.DataFrame, att: pd.DataFrame, *, tolerance: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim check-consistency",
-                                 description=__doc__.split("\n")[0])
+    ap = parser(__name__, __doc__)
     ap.add_argument("--certify", nargs="+", required=True, help="MODEL=certify.parquet ...")
     ap.add_argument("--attacks", nargs="+", required=True, help="MODEL=attack.parquet ...")
     ap.add_argument("--eps-scale", type=float, default=255.0,
@@ -146,13 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     certs = {}
     for model, path in _pairs(args.certify, "--certify"):
         if model in certs:
-            raise SystemExit(f"check-consistency: model {model!r} given twice in --certify")
+            raise LipSimError(f"model {model!r} given twice in --certify")
         certs[model] = pd.read_parquet(path)
     rows, failures = [], []
     for model, path in _pairs(args.attacks, "--attacks"):
         if model not in certs:
-            raise SystemExit(f"check-consistency: no --certify file for model {model!r} "
-                             f"(attack file {path}); certify files: {', '.join(certs)}")
+            raise LipSimError(f"no --certify file for model {model!r} "
+                              f"(attack file {path}); certify files: {', '.join(certs)}")
         row, problems = check_pair(model, certs[model], pd.read_parquet(path),
                                    tolerance=args.tolerance, eps_scale=args.eps_scale,
                                    image_size=args.image_size)

@@ -1,17 +1,21 @@
-"""`python -m lipsim check-folder`: check an ImageNet train folder or a flat image folder
-(counts, unreadable files) and say how to obtain the data when it is missing."""
+"""`python -m lipsim check-folder`: check an ImageNet train folder or a flat image folder.
+
+Counts images and unreadable files, and says how to obtain the data when it is missing."""
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim check-folder", description=__doc__)
-    ap.add_argument("--layout", choices=("imagenet", "flat"), required=True)
+    ap = parser(__name__, __doc__)
+    ap.add_argument("--layout", choices=("imagenet", "flat"), required=True,
+                    help="imagenet: class folders under train/; flat: one folder of images")
     ap.add_argument("--root", required=True, help="imagenet: the folder holding train/; flat: the image folder")
-    ap.add_argument("--expect-classes", type=int, default=1000,
+    ap.add_argument("--expect-classes", type=int, default=schema_default("imagenet.expect_classes"),
                     help="imagenet: number of class folders expected (0 = do not check)")
     ap.add_argument("--min-images", type=int, default=1, help="flat: fewest images accepted")
     ap.add_argument("--no-decode", action="store_true",

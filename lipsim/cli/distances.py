@@ -8,27 +8,31 @@ image (path relative to --images), eps, distance, delta_norm.
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipsim.baselines import add_metric_args
+    from lipsim.cli._metric import add_metric_args
 
-    ap = argparse.ArgumentParser(prog="lipsim distances", description=__doc__.split("\n")[0])
+    ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--images", required=True, help="image folder (searched recursively)")
-    ap.add_argument("--eps", type=float, default=1.0, help="l2 radius in 1/--eps-scale units")
-    ap.add_argument("--eps-scale", type=float, default=1.0)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--restarts", type=int, default=1)
-    ap.add_argument("--n-images", type=int, default=0, help="0 = all")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eps", type=float, default=schema_default("distances.eps"),
+                    help="l2 radius in 1/--eps-scale units")
+    ap.add_argument("--eps-scale", type=float, default=1.0, help="units of --eps (255: /255)")
+    ap.add_argument("--steps", type=int, default=schema_default("distances.steps"),
+                    help="PGD steps")
+    ap.add_argument("--restarts", type=int, default=1, help="PGD restarts")
+    ap.add_argument("--n-images", type=int, default=schema_default("distances.n_images"),
+                    help="images drawn from --images (0 = all)")
+    ap.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the image draw and the attack")
     ap.add_argument("--out", required=True, help="parquet to write")
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_parquet
-    from lipsim.baselines import metric_from_args
+    from lipsim.cli._metric import metric_from_args
     from lipsim.retrieval import attacked_distances, list_images, pick
 
     metric, device, size = metric_from_args(args)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from lipsim.cli._args import parser
 from lipsim.embcache import CROPS, CacheError, EmbeddingCache
 from lipsim.models import build_model, save_checkpoint
 from lipsim.train.checkpointing import clear_resume
@@ -77,13 +78,12 @@ def _to_cpu(obj):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lipsim distill", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--cache-dir", required=True, type=Path, help="embedding cache (with index.parquet)")
     ap.add_argument("--images", required=True, type=Path, help="the image folder given to cache-list")
     ap.add_argument("--teacher", required=True, help="teacher name; must match the cache's")
-    ap.add_argument("--preset", required=True)
-    ap.add_argument("--image-size", type=int, required=True)
+    ap.add_argument("--preset", required=True, help="student architecture preset")
+    ap.add_argument("--image-size", type=int, required=True, help="student input size")
     ap.add_argument("--out", required=True, type=Path, help="final checkpoint (stage pretrained)")
     ap.add_argument("--no-augment", action="store_true",
                     help="both views = the plain image (tests, debugging)")

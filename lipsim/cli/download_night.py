@@ -1,27 +1,33 @@
-"""`python -m lipsim download-night`: download NIGHT (one zip or 2 x N chunk zips + data.csv),
-resumable and verified, extracted safely into OUT (data.csv, ref/, distort/) with a manifest
-OUT/.night-complete.json; a rerun verifies instead of downloading."""
+"""`python -m lipsim download-night`: download NIGHT, resumable and verified.
+
+One zip or 2 x N chunk zips + data.csv, extracted safely into OUT (data.csv, ref/, distort/)
+with a manifest OUT/.night-complete.json; a rerun verifies instead of downloading."""
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
     from lipsim.data.download import MIN_RATE, NIGHT_CHUNKED_URL, NIGHT_ZIP_URL, STALL_TIME
     from lipsim.data.extract import MAX_RATIO
 
-    ap = argparse.ArgumentParser(prog="lipsim download-night", description=__doc__)
-    ap.add_argument("--mode", choices=("zip", "chunked"), default="zip")
+    ap = parser(__name__, __doc__)
+    ap.add_argument("--mode", choices=("zip", "chunked"),
+                    default=schema_default("night.download.mode"),
+                    help="one zip, or the chunked variant")
     ap.add_argument("--url", help=f"zip: the archive URL (default {NIGHT_ZIP_URL}); chunked: the "
                     f"base URL holding ref/NNN.zip, distort/NNN.zip, data.csv (default {NIGHT_CHUNKED_URL})")
     ap.add_argument("--out", required=True, help="folder to create (holds data.csv, ref/, distort/)")
     ap.add_argument("--sha256", help="zip mode: expected sha256 of the archive")
-    ap.add_argument("--chunks", type=int, default=100, help="chunked mode: number of chunks per folder")
+    ap.add_argument("--chunks", type=int, default=schema_default("night.download.chunks"),
+                    help="chunked mode: number of chunks per folder")
     ap.add_argument("--csv-url", help="chunked mode: where data.csv is (default URL/data.csv)")
-    ap.add_argument("--retries", type=int, default=8,
+    ap.add_argument("--retries", type=int, default=schema_default("night.download.retries"),
                     help="consecutive attempts without progress before giving up, per file")
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
+    ap.add_argument("--timeout", type=float, default=schema_default("night.download.timeout"),
+                    help="seconds without data before a retry")
     ap.add_argument("--min-rate", type=float, default=MIN_RATE,
                     help="bytes/s: an attempt averaging less over --stall-time seconds is "
                     "abandoned and counts as a failed attempt (0 = no stall rule; "

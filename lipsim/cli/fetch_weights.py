@@ -1,4 +1,6 @@
-"""`python -m lipsim fetch-weights --teacher NAME --weights-dir DIR [--marker FILE]`
+"""Download the pretrained weights of a teacher or baseline (needs network).
+
+`python -m lipsim fetch-weights --teacher NAME --weights-dir DIR [--marker FILE]`
 
 Downloads a teacher's pretrained weights (needs network) into DIR/NAME/ and writes a marker
 json (files with sizes and sha256) once everything is in place: the marker is the rule's
@@ -9,11 +11,11 @@ Teachers without weights (demo) write the marker only. Baselines with pretrained
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from lipsim.atomic import write_json
+from lipsim.cli._args import parser
 from lipsim.errors import LipSimError
 from lipsim.teachers import Download, fetch_weights, teacher_names
 
@@ -26,12 +28,12 @@ def _baseline_downloads() -> dict[str, tuple[Download, ...]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim fetch-weights", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__name__, __doc__)
     baselines = _baseline_downloads()
     ap.add_argument("--teacher", required=True, choices=teacher_names() + sorted(baselines),
                     help="teacher or baseline name")
-    ap.add_argument("--weights-dir", required=True, type=Path)
+    ap.add_argument("--weights-dir", required=True, type=Path,
+                    help="folder of weights; files go to WEIGHTS_DIR/NAME/")
     ap.add_argument("--marker", type=Path, default=None,
                     help="marker json to write (default WEIGHTS_DIR/NAME.fetched.json)")
     args = ap.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Margin trade-off figure: natural and certified 2AFC scores against the hinge margin.
+"""Margin trade-off figure: natural and certified 2AFC against the margin.
 
     python -m lipsim fig-margins --table1 R/tables/table1.parquet --out-prefix R/figures/margins
 
@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 
+from lipsim.cli._args import parser
 from lipsim.reporting import report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lipsim fig-margins",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser(__name__, __doc__)
     p.add_argument("--table1", required=True, help="table1.parquet (or .csv) from `lipsim table1`")
     p.add_argument("--metric", default=None, choices=("cosine", "ball"),
                    help="LipSim metric whose rows are drawn (default: all rows)")

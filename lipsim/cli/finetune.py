@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lipsim.cli._args import parser
 from lipsim.data.night import NightTriplets, find_night_root, read_night
 from lipsim.embcache import sha256_file
 from lipsim.errors import LipSimError
@@ -49,13 +50,13 @@ def init_optimizer_state(init: dict, path: Path, how: str) -> dict | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lipsim finetune", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--init", required=True, type=Path, help="distilled checkpoint (pretrained)")
     ap.add_argument("--night", required=True, type=Path, help="NIGHT folder (holding data.csv)")
-    ap.add_argument("--margin", required=True, type=float)
-    ap.add_argument("--min-votes", type=int, required=True)
-    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--margin", required=True, type=float, help="hinge-loss margin")
+    ap.add_argument("--min-votes", type=int, required=True,
+                    help="keep triplets with at least this many votes")
+    ap.add_argument("--out", required=True, type=Path, help="checkpoint to write (stage finetuned)")
     g = ap.add_argument_group("recipe (lipsim.train.finetune)")
     g.add_argument("--metric", choices=METRICS, required=True,
                    help="cosine: 1 - cos (the authors'); ball: the unit-ball projection")

@@ -10,14 +10,12 @@ it does not import and why, and writes a lipsim-repro/1 checkpoint atomically.
 
 from __future__ import annotations
 
-import argparse
-
+from lipsim.cli._args import parser
 from lipsim.models.net import METRICS
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim import-checkpoint", description=__doc__,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--src", required=True, help="released checkpoint (.pth/.pt)")
     ap.add_argument("--preset", required=True, help="architecture preset, e.g. small")
     ap.add_argument("--image-size", type=int, required=True, help="e.g. 224")

@@ -1,21 +1,30 @@
-"""`python -m lipsim make-demo-images`: write a seeded demo image folder (ImageNet train layout
-or a flat folder standing in for COCO); see lipsim.data.synthetic.make_image_folder."""
+"""`python -m lipsim make-demo-images`: write a seeded demo image folder.
+
+ImageNet train layout, or a flat folder standing in for COCO; see
+lipsim.data.synthetic.make_image_folder."""
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim make-demo-images", description=__doc__)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--out", required=True, help="folder to write; replaced atomically")
     ap.add_argument("--layout", choices=("imagenet", "flat"), required=True,
                     help="imagenet: OUT/train/<class>/<img>.png; flat: OUT/<img>.png")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--classes", type=int, default=8, help="imagenet layout: number of classes")
-    ap.add_argument("--per-class", type=int, default=40, help="imagenet layout: images per class")
-    ap.add_argument("--n", type=int, default=64, help="flat layout: number of images")
-    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=schema_default("imagenet.generate.seed"),
+                    help="seed of the generator (the pipeline's flat folder uses "
+                         "natural_images.generate.seed)")
+    ap.add_argument("--classes", type=int, default=schema_default("imagenet.generate.classes"),
+                    help="imagenet layout: number of classes")
+    ap.add_argument("--per-class", type=int, default=schema_default("imagenet.generate.per_class"),
+                    help="imagenet layout: images per class")
+    ap.add_argument("--n", type=int, default=schema_default("natural_images.generate.n"),
+                    help="flat layout: number of images")
+    ap.add_argument("--image-size", type=int, default=schema_default("image_size"),
+                    help="side of the square images")
     args = ap.parse_args(argv)
     from lipsim.data.synthetic import make_image_folder
 

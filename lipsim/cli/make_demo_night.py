@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim make-demo-night", description=__doc__)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--out", required=True, help="folder to write (data.csv, ref/, distort/); replaced atomically")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=256)
-    ap.add_argument("--n-val", type=int, default=32)
-    ap.add_argument("--n-test", type=int, default=128)
-    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=schema_default("night.generate.seed"),
+                    help="seed of the generator")
+    ap.add_argument("--n-train", type=int, default=schema_default("night.generate.n_train"),
+                    help="training triplets")
+    ap.add_argument("--n-val", type=int, default=schema_default("night.generate.n_val"),
+                    help="validation triplets")
+    ap.add_argument("--n-test", type=int, default=schema_default("night.generate.n_test"),
+                    help="test triplets (half is_imagenet True, half False)")
+    ap.add_argument("--image-size", type=int, default=schema_default("image_size"),
+                    help="side of the square images")
     args = ap.parse_args(argv)
     from lipsim.data.synthetic import make_night
 

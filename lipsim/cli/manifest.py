@@ -1,5 +1,7 @@
-r"""Manifest of every artifact under a results folder: path, sha256, bytes, producing rule,
-config hash, code version, git commit/dirty, inputs, time (+ params, shellcmd).
+r"""Write the manifest of every artifact under a results folder.
+
+One row per file: path, sha256, bytes, producing rule, config hash, code version, git
+commit/dirty, inputs, time (+ params, shellcmd).
 
     python -m lipsim manifest --root R --config-json R/config.json [--config-hash HASH] \
         --snakemake-dir .snakemake --out R/manifest.parquet
@@ -22,13 +24,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from lipsim.cli._args import parser
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lipsim manifest",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser(__name__, __doc__)
     p.add_argument("--root", required=True, help="results folder, e.g. results/demo")
     cfg = p.add_mutually_exclusive_group()
     cfg.add_argument(
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snakemake-dir",
         default=".snakemake",
-        help="snakemake's state folder (default .snakemake)",
+        help="snakemake's state folder",
     )
     p.add_argument("--out", required=True, help="e.g. R/manifest.parquet")
     p.add_argument("--include-logs", action="store_true", help="list log/benchmark files too")

@@ -17,13 +17,11 @@ import json
 import sys
 from pathlib import Path
 
+from lipsim.cli._args import parser
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lipsim provenance",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser(__name__, __doc__)
     p.add_argument("path", help="a result file")
     p.add_argument(
         "--manifest",
@@ -33,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snakemake-dir",
         default=".snakemake",
-        help="snakemake's state folder (default .snakemake)",
+        help="snakemake's state folder",
     )
     p.add_argument("--json", action="store_true", help="print the chain as JSON")
     p.add_argument("--max-depth", type=int, default=None, help="stop after N levels of inputs")

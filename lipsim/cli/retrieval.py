@@ -10,30 +10,34 @@ recall, neighbour_overlap, n_queries, gallery_size.
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipsim.baselines import add_metric_args
+    from lipsim.cli._metric import add_metric_args
 
-    ap = argparse.ArgumentParser(prog="lipsim retrieval", description=__doc__.split("\n")[0])
+    ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--images", required=True, help="image folder (searched recursively)")
-    ap.add_argument("--n-queries", type=int, default=100, help="0 = every gallery image")
-    ap.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.5, 1.0],
+    ap.add_argument("--n-queries", type=int, default=schema_default("retrieval.n_queries"),
+                    help="attacked queries (0 = every gallery image)")
+    ap.add_argument("--eps", type=float, nargs="+", default=schema_default("retrieval.eps"),
                     help="l2 radii in 1/--eps-scale units")
-    ap.add_argument("--eps-scale", type=float, default=1.0)
-    ap.add_argument("--k", type=int, nargs="+", default=[1, 5, 10])
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eps-scale", type=float, default=1.0, help="units of --eps (255: /255)")
+    ap.add_argument("--k", type=int, nargs="+", default=schema_default("retrieval.k"),
+                    help="recall@k values")
+    ap.add_argument("--steps", type=int, default=schema_default("retrieval.steps"),
+                    help="PGD steps of the query attack")
+    ap.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the query draw and the attack")
     ap.add_argument("--name", default=None,
                     help="value of the metric column (default: the metric's name)")
     ap.add_argument("--out", required=True, help="parquet to write")
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_parquet
-    from lipsim.baselines import metric_from_args
+    from lipsim.cli._metric import metric_from_args
     from lipsim.retrieval import retrieval_recall
 
     if min(args.k) < 1:

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import argparse
 
+from lipsim.cli._args import parser
 from lipsim.reporting import parse_assignments, report_errors
 from lipsim.reporting.reference import add_reference_options, reference_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lipsim table1",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser(__name__, __doc__)
     p.add_argument(
         "--certify",
         nargs="+",

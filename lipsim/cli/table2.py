@@ -1,4 +1,6 @@
-r"""Table 2: 2AFC scores under attack, long form (csv/parquet) and the paper's wide layout (md/tex).
+r"""Table 2: 2AFC scores under attack.
+
+Long form (csv/parquet) and the paper's wide layout (md/tex).
 
     python -m lipsim table2 --attacks R/attacks/lipsim-margin0.5/autoattack-l2-1.0.parquet ... \
         --teacher dreamsim_ensemble --out-prefix R/tables/table2
@@ -12,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 
+from lipsim.cli._args import parser
 from lipsim.reporting import report_errors
 from lipsim.reporting.reference import add_reference_options, reference_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lipsim table2",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser(__name__, __doc__)
     p.add_argument(
         "--attacks",
         nargs="+",

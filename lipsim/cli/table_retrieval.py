@@ -3,22 +3,19 @@ r"""Retrieval table: recall@k per metric and attack size.
     python -m lipsim table-retrieval --inputs R/retrieval/lipsim-margin0.5.parquet ... \
         --out-prefix R/tables/retrieval
 
-Inputs have columns metric, eps, k, recall; writes {prefix}.csv, .md, .tex, .parquet.
+Inputs have columns metric, eps, k, recall; writes {prefix}.csv, .md, .tex, .parquet, .html.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from lipsim.cli._args import parser
 from lipsim.reporting import report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lipsim table-retrieval",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser(__name__, __doc__)
     p.add_argument(
         "--inputs",
         nargs="+",

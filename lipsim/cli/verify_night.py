@@ -1,16 +1,21 @@
-"""`python -m lipsim verify-night`: check a NIGHT folder (data.csv columns and values, every
-image present and decodable, all four splits non-empty); lists every problem, exits 1 if any."""
+"""`python -m lipsim verify-night`: check a NIGHT folder; exits 1 listing every problem.
+
+Checks data.csv columns and values, every image present and decodable, all four splits
+non-empty; lists every problem, exits 1 if any."""
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lipsim verify-night", description=__doc__)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--root", required=True, help="folder holding data.csv (or its parent)")
-    ap.add_argument("--min-votes", type=int, default=6, help="rows with fewer votes are ignored")
+    ap.add_argument("--min-votes", type=int, default=schema_default("night.min_votes"),
+                    help="rows with fewer votes are ignored")
     ap.add_argument("--no-decode", action="store_true", help="check that images exist, do not decode them")
     ap.add_argument("--report", help="write {ok, n_problems, problems: [...]} as JSON (atomically)")
     args = ap.parse_args(argv)

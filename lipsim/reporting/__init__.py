@@ -211,14 +211,13 @@ def fmt(value, decimals: int = 1, empty: str = "–") -> str:
 
 
 def report_errors(prog: str, func, *args) -> int:
-    """Run a command body; print input errors as one line naming the file, exit status 2."""
+    """Run a command body; print an expected error (LipSimError: ReportingError,
+    ReferenceError...) as the dispatcher does, one line naming the file, exit status 1."""
     import sys
-
-    from lipsim.reporting.reference import ReferenceError
 
     try:
         func(*args)
-    except (ReportingError, ReferenceError) as exc:
+    except LipSimError as exc:
         print(f"lipsim {prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     return 0

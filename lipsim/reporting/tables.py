@@ -7,6 +7,7 @@ All four files are written atomically, so a half-written table never sits at a f
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -418,52 +419,38 @@ def table2_markdown(table: pd.DataFrame, clean: dict[str, float], decimals: int 
     header = ["Model", "Natural"] + [
         f"{attack_label(a)} {norm_label(n)} ε={eps_label(e, n)}" for a, n, e in cols
     ]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for model in table["model"].drop_duplicates():
-        cells = [str(model), fmt(clean.get(model), decimals)] + [
-            _cell(table, model, a, n, e, decimals, "–") for a, n, e in cols
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    note = "\nScores: 2AFC on NIGHT test under attack on the reference image, %."
+    rows = [
+        [str(model), fmt(clean.get(model), decimals)]
+        + [_cell(table, model, a, n, e, decimals, "–") for a, n, e in cols]
+        for model in table["model"].drop_duplicates()
+    ]
+    note = "Scores: 2AFC on NIGHT test under attack on the reference image, %."
     if table["score_paper"].notna().any():
         sources = sorted(set(table["paper_source"].dropna()))
         note += " In parentheses: reference values (" + "; ".join(sources) + ")."
-    return "\n".join(lines) + "\n" + note + "\n"
+    return markdown_table(pd.DataFrame(rows, columns=header), note)
 
 
 def table2_latex(table: pd.DataFrame, clean: dict[str, float], decimals: int = 1) -> str:
     cols = _table2_columns(table)
-    groups: list[tuple[str, str, int]] = []
-    for a, n, _ in cols:
-        if groups and groups[-1][:2] == (a, n):
-            groups[-1] = (a, n, groups[-1][2] + 1)
-        else:
-            groups.append((a, n, 1))
-    top, rules, col = ["Model", "Natural"], [], 3
-    for a, n, k in groups:
-        top.append(
-            rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(attack_label(a))} {norm_label(n, True)}}}"
-        )
-        rules.append(rf"\cmidrule(lr){{{col}-{col + k - 1}}}")
-        col += k
-    sub = ["", ""] + [rf"$\epsilon={eps_label(e, n)}$" for _, n, e in cols]
-    lines = [
-        "% Table 2: 2AFC scores (%) on NIGHT test under attack; lipsim table2;"
-        " reference values in parentheses",
-        rf"\begin{{tabular}}{{l{'r' * (1 + len(cols))}}}",
-        r"\toprule",
-        _tex_row(top),
-        " ".join(rules),
-        _tex_row(sub),
-        r"\midrule",
-    ]
-    for model in table["model"].drop_duplicates():
-        cells = [tex_escape(model), fmt(clean.get(model), decimals, "--")] + [
-            _cell(table, model, a, n, e, decimals, "--") for a, n, e in cols
+    header = pd.MultiIndex.from_tuples(
+        [("Model", ""), ("Natural", "")]
+        + [
+            (f"{tex_escape(attack_label(a))} {norm_label(n, True)}",
+             rf"$\epsilon={eps_label(e, n)}$")
+            for a, n, e in cols
         ]
-        lines.append(_tex_row(cells))
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    )
+    rows = [
+        [tex_escape(model), fmt(clean.get(model), decimals, "--")]
+        + [_cell(table, model, a, n, e, decimals, "--") for a, n, e in cols]
+        for model in table["model"].drop_duplicates()
+    ]
+    return latex_table(
+        pd.DataFrame(rows, columns=header),
+        "Table 2: 2AFC scores (%) on NIGHT test under attack; lipsim table2;"
+        " reference values in parentheses",
+    )
 
 
 # ----------------------------------------------------------------------------- retrieval
@@ -497,47 +484,89 @@ def _retrieval_columns(table: pd.DataFrame):
     ]
 
 
-def retrieval_markdown(table: pd.DataFrame) -> str:
+def _retrieval_display(table: pd.DataFrame, empty: str, metric_text=str) -> list[list[str]]:
     cols, d = _retrieval_columns(table), _recall_decimals(table)
-    header = ["Metric"] + [f"ε={e:g} R@{int(k)}" for e, k in cols]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(cols)]
+    rows = []
     for metric, g in table.groupby("metric", sort=False):
-        cells = [str(metric)]
+        cells = [metric_text(metric)]
         for e, k in cols:
             r = g[(g["eps"] == e) & (g["k"] == k)]
-            cells.append(fmt(r["recall"].iloc[0], d) if len(r) else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            cells.append(fmt(r["recall"].iloc[0], d, empty) if len(r) else empty)
+        rows.append(cells)
+    return rows
+
+
+def retrieval_markdown(table: pd.DataFrame) -> str:
+    header = ["Metric"] + [f"ε={e:g} R@{int(k)}" for e, k in _retrieval_columns(table)]
+    return markdown_table(pd.DataFrame(_retrieval_display(table, "–"), columns=header))
 
 
 def retrieval_latex(table: pd.DataFrame) -> str:
-    cols, d = _retrieval_columns(table), _recall_decimals(table)
-    lines = [
-        "% Retrieval: recall@k under attack of size eps; lipsim table-retrieval",
-        rf"\begin{{tabular}}{{l{'r' * len(cols)}}}",
-        r"\toprule",
-        _tex_row(["Metric"] + [rf"$\epsilon={e:g}$, R@{int(k)}" for e, k in cols]),
-        r"\midrule",
-    ]
-    for metric, g in table.groupby("metric", sort=False):
-        cells = [tex_escape(metric)]
-        for e, k in cols:
-            r = g[(g["eps"] == e) & (g["k"] == k)]
-            cells.append(fmt(r["recall"].iloc[0], d, "--") if len(r) else "--")
-        lines.append(_tex_row(cells))
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    header = ["Metric"] + [rf"$\epsilon={e:g}$, R@{int(k)}" for e, k in _retrieval_columns(table)]
+    return latex_table(
+        pd.DataFrame(_retrieval_display(table, "--", tex_escape), columns=header),
+        "Retrieval: recall@k under attack of size eps; lipsim table-retrieval",
+    )
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+def markdown_table(display: pd.DataFrame, note: str = "") -> str:
+    """A GitHub pipe table (pandas' DataFrame.to_markdown, i.e. tabulate) of a frame whose
+    cells are display strings; the first column left-aligned, the others (scores) right."""
+    align = ("left",) + ("right",) * (display.shape[1] - 1)
+    text = display.to_markdown(index=False, tablefmt="pipe", colalign=align,
+                               disable_numparse=True)
+    return text + "\n" + (f"\n{note}\n" if note else "")
+
+
+def latex_table(display: pd.DataFrame, comment: str = "") -> str:
+    """A booktabs tabular (pandas' Styler.to_latex) of display strings already escaped for
+    LaTeX (tex_escape). Two-level columns become \\multicolumn groups with a \\cmidrule
+    under each group that has sub-headers, as in the paper's tables."""
+    n = display.shape[1]
+    tex = display.style.hide(axis="index").to_latex(
+        hrules=True, column_format="l" + "r" * (n - 1), multicol_align="c")
+    if isinstance(display.columns, pd.MultiIndex):
+        rules, start = [], 1
+        for _, run in itertools.groupby(display.columns, key=lambda c: c[0]):
+            run = list(run)
+            if any(sub for _, sub in run):  # a group with sub-headers, even of one column
+                rules.append(rf"\cmidrule(lr){{{start}-{start + len(run) - 1}}}")
+            start += len(run)
+        if rules:  # after the group headers, before the sub-headers
+            head_end = tex.index("\\toprule\n") + len("\\toprule\n")
+            first = tex.index("\n", head_end) + 1
+            tex = tex[:first] + " ".join(rules) + "\n" + tex[first:]
+    return (f"% {comment}\n" if comment else "") + tex
 
 
 # ----------------------------------------------------------------------------- output
 
 
+def html_table(table: pd.DataFrame, decimals: int = 1) -> str:
+    """A standalone HTML page of the full table (pandas' Styler.to_html), the form the
+    snakemake report shows inline (csv / md / tex are downloads there)."""
+    # a fixed uuid: the same table gives the same bytes (manifest checksums)
+    styler = table.style.set_uuid("table").hide(axis="index")
+    styler = styler.format(precision=decimals, na_rep="")
+    styler = styler.set_table_styles([
+        {"selector": "", "props": "border-collapse: collapse; font-family: sans-serif;"},
+        {"selector": "th, td", "props": "padding: 2px 8px; border-bottom: 1px solid #ddd;"},
+        {"selector": "td", "props": "text-align: right;"},
+    ])
+    return styler.to_html(doctype_html=True)
+
+
 def write_table(prefix: str | Path, table: pd.DataFrame, markdown: str, latex: str) -> list[Path]:
-    """prefix.{csv,md,tex,parquet}, each atomically. Returns the paths."""
+    """prefix.{csv,md,tex,parquet,html}, each atomically. Returns the paths."""
     prefix = Path(prefix)
-    paths = [prefix.with_name(prefix.name + ext) for ext in (".csv", ".md", ".tex", ".parquet")]
+    paths = [prefix.with_name(prefix.name + ext)
+             for ext in (".csv", ".md", ".tex", ".parquet", ".html")]
     atomic.write_csv(paths[0], table)
     atomic.write_text(paths[1], markdown)
     atomic.write_text(paths[2], latex)
     atomic.write_parquet(paths[3], table)
+    atomic.write_text(paths[4], html_table(table))
     return paths

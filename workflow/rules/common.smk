@@ -16,16 +16,22 @@ _BIN = os.path.dirname(sys.executable)
 if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
     os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
+# `--sdm conda`: envs/lipsim.post-deploy.sh installs the package from this checkout (snakemake
+# copies the env file alone, so the env file cannot point at the repository itself).
+# (set, not read: update() keeps `snakemake --lint` from asking for an envvars: declaration)
+os.environ.update(LIPSIM_SOURCE=os.path.dirname(os.path.abspath(workflow.basedir)))
+
 R = f"{config['results_dir']}/{config['run']}"
 # The final tables and figures: folder -> (formats, report category, label, names).
+# The report shows html and png inline, so they come first; the other formats are downloads.
 REPORT_FILES = {
     "tables": (
-        ("csv", "md", "tex", "parquet"),
+        ("html", "csv", "md", "tex", "parquet"),
         "Tables",
         "table",
         ("table1", "table2", "retrieval") + (("bapps",) if config["bapps"]["enabled"] else ()),
     ),
-    "figures": (("pdf", "png"), "Figures", "figure", ("fig3a", "fig3b", "margins")),
+    "figures": (("png", "pdf"), "Figures", "figure", ("fig3a", "fig3b", "margins")),
 }
 # The hash `lipsim manifest` and `lipsim provenance` compute for the same config.
 CONFIG_HASH = config_hash(config)
@@ -121,7 +127,7 @@ def ckpt_path(model):
 
 
 def metric_spec(metric):
-    """Metric name in file names -> spec understood by lipsim.baselines.build_metric."""
+    """Metric name in file names -> spec understood by lipsim.registry.build_metric."""
     if metric.startswith("lipsim-"):
         # LipSim models are attacked / retrieved / drawn under the configured metric.
         return f"lipsim-{config['metric']}:{ckpt_path(metric[len('lipsim-'):])}"
@@ -272,8 +278,10 @@ def report_outputs(folder, name):
     exts, category, label, _ = REPORT_FILES[folder]
     caption = f"../report/{name}.rst"
     outs = []
-    for ext in exts:
-        labels = {label: name, "format": ext}
+    for i, ext in enumerate(exts):
+        # The report sorts label values and opens the first: upper case sorts before lower, so
+        # the format it can show inline (HTML, PNG) is the one it opens.
+        labels = {label: name, "format": ext.upper() if i == 0 else ext}
         outs.append(report(f"{R}/{folder}/{name}.{ext}", caption, category=category, labels=labels))
     return outs
 
