@@ -21,13 +21,14 @@ from lipsim.errors import LipSimError
 # `lipsim --help` groups commands by pipeline stage, in pipeline order.
 STAGES: dict[str, tuple[str, ...]] = {
     "data": ("download-night", "verify-night", "make-demo-night", "make-demo-images",
-             "check-folder", "fetch-weights"),
+             "download-bapps", "make-demo-bapps", "check-bapps", "check-folder",
+             "fetch-weights", "fetch-released"),
     "teacher-embedding cache": ("cache-list", "cache-fill", "cache-index"),
     "training": ("distill", "finetune", "import-checkpoint"),
     "evaluation": ("evaluate", "certify", "attack", "check-consistency", "distances",
-                   "retrieval"),
-    "tables and figures": ("table1", "table2", "table-retrieval", "fig3a", "fig3b",
-                           "fig-margins"),
+                   "retrieval", "evaluate-bapps"),
+    "tables and figures": ("table1", "table2", "table-retrieval", "table-bapps", "fig3a",
+                           "fig3b", "fig-margins"),
     "provenance": ("manifest", "provenance"),
     "maintenance": ("config-doc",),
 }

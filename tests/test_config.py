@@ -103,7 +103,7 @@ def test_cli_dispatcher_lists_and_rejects():
 # the tail of a description cut at a comma inside a YAML flow mapping).
 KEYWORDS = {"$schema", "$defs", "$ref", "type", "description", "default", "enum", "items",
             "properties", "additionalProperties", "pattern", "minimum", "maximum",
-            "exclusiveMinimum", "minItems"}
+            "exclusiveMinimum", "minItems", "uniqueItems"}
 
 
 def _schema_nodes(node, path="(top)"):

@@ -279,8 +279,11 @@ def test_cli_defaults_are_the_schemas_and_training_options_are_required():
     assert fill.on_bad_image == SCHEMA["cache"]["properties"]["on_bad_image"]["default"]
     assert fill.device == SCHEMA["device"]["default"]
     for action in cache_fill_cli.build_parser()._actions:
-        if action.dest in SCHEMA["cache"]["properties"] and action.dest != "on_bad_image":
-            assert action.required, f"cache-fill --{action.dest} has a default"
+        if action.dest in SCHEMA["cache"]["properties"]:
+            want = SCHEMA["cache"]["properties"][action.dest]["default"]
+            assert action.required or action.default == want, (
+                f"cache-fill --{action.dest} defaults to {action.default!r}, the schema to "
+                f"{want!r}")
     for cli in (distill_cli, finetune_cli):
         for action in cli.build_parser()._actions:
             dest = action.dest

@@ -4,16 +4,18 @@ exits 1 if any."""
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from lipsim.cli._args import parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from lipsim.data.bapps import CATEGORIES
 
-    ap = argparse.ArgumentParser(prog="lipsim check-bapps", description=__doc__)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--root", required=True, help="BAPPS folder (holding the categories or val/)")
-    ap.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES)
+    ap.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES,
+                    help="BAPPS categories to check")
     ap.add_argument("--no-decode", action="store_true", help="check that images exist, do not decode them")
     ap.add_argument("--report", help="write {ok, counts, n_problems, problems} as JSON (atomically)")
     args = ap.parse_args(argv)

@@ -3,13 +3,13 @@ sha256-verified), extract it safely and check its layout; OUT is replaced only w
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from lipsim.data.bapps import BAPPS_VAL_SHA256, BAPPS_VAL_URL
 
-    ap = argparse.ArgumentParser(prog="lipsim download-bapps", description=__doc__)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--url", default=BAPPS_VAL_URL, help=f"archive URL (default {BAPPS_VAL_URL})")
     ap.add_argument("--sha256", default=BAPPS_VAL_SHA256,
                     help="expected sha256 of the archive ('' = do not check)")

@@ -4,13 +4,13 @@ record where it came from (Drive id, URL, size, sha256) in a JSON file beside it
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from lipsim.data.gdrive import DRIVE_DOWNLOAD_URL
 
-    ap = argparse.ArgumentParser(prog="lipsim fetch-released", description=__doc__)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--id", required=True, help="Google Drive file id")
     ap.add_argument("--url", default=DRIVE_DOWNLOAD_URL,
                     help=f"Drive download endpoint (default {DRIVE_DOWNLOAD_URL})")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
+from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
     from lipsim.data.bapps import BAPPS_SIZE, CATEGORIES
 
-    ap = argparse.ArgumentParser(prog="lipsim make-demo-bapps", description=__doc__)
+    ap = parser(__name__, __doc__)
     ap.add_argument("--out", required=True, help="folder to write (val/<category>/...); replaced atomically")
-    ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--n-per-category", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=schema_default("bapps.generate.seed"),
+                    help="generator seed")
+    ap.add_argument("--n-per-category", type=int,
+                    default=schema_default("bapps.generate.n_per_category"),
+                    help="triplets per category")
     ap.add_argument("--image-size", type=int, default=BAPPS_SIZE, help="side of the PNGs")
     args = ap.parse_args(argv)
     from lipsim.data.bapps import make_bapps

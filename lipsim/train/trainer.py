@@ -100,16 +100,17 @@ def add_training_options(ap: argparse.ArgumentParser) -> None:
     """The options distill and finetune share. The hyperparameters are required: their
     defaults are the config schema's, and the rule passes every one (one source per fact)."""
     g = ap.add_argument_group("training")
-    g.add_argument("--epochs", type=int, required=True)
+    g.add_argument("--epochs", type=int, required=True, help="passes over the data")
     g.add_argument("--batch-size", type=int, required=True, help="per process")
     g.add_argument("--lr", type=float, required=True, help="Adam learning rate (peak of the schedule)")
-    g.add_argument("--beta1", type=float, required=True)
-    g.add_argument("--beta2", type=float, required=True)
-    g.add_argument("--weight-decay", type=float, required=True)
+    g.add_argument("--beta1", type=float, required=True, help="Adam beta1")
+    g.add_argument("--beta2", type=float, required=True, help="Adam beta2")
+    g.add_argument("--weight-decay", type=float, required=True, help="Adam weight decay")
     g.add_argument("--schedule", choices=tuple(SCHEDULES), required=True,
                    help="lr schedule (lipsim.train.schedule)")
-    g.add_argument("--warmup-steps", type=int, required=True)
-    g.add_argument("--seed", type=int, required=True)
+    g.add_argument("--warmup-steps", type=int, required=True,
+                   help="linear warmup steps of the schedule")
+    g.add_argument("--seed", type=int, required=True, help="training seed")
     g.add_argument("--workers", type=int, required=True, help="DataLoader workers per process")
     g.add_argument("--amp", choices=("bf16", "none"), required=True,
                    help="bf16 autocast on GPU (ignored on CPU)")
@@ -118,7 +119,7 @@ def add_training_options(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--device", required=True, help="auto, cpu, cuda")
     g.add_argument("--workdir", required=True, type=Path, help="resume checkpoints live here")
     g.add_argument("--metrics", type=Path, default=None, help="metrics.csv (default WORKDIR/metrics.csv)")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--throttle-s", type=float, default=0.0, help=argparse.SUPPRESS)
 
 
