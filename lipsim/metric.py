@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from lipsim.certify import radii
 from lipsim.device import resolve_device
+from lipsim.errors import LipSimError
 from lipsim.models import (
     METRICS,
     PRESETS,
@@ -116,6 +117,10 @@ class LipSim(SimilarityMetric):
         return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
 
 
+class MissingCheckpoint(LipSimError, FileNotFoundError):
+    """lipsim.load was given a path that does not exist (one error line in the CLIs)."""
+
+
 def check_images(x, name: str = "x") -> torch.Tensor:
     """The metric's input contract: a float (B, 3, H, W) tensor in [0, 1].
 
@@ -187,7 +192,7 @@ def load(path_or_preset, device="cpu", image_size: int | None = None,
         name = "lipsim-" + Path(key).stem
         stored = ckpt.get("metric")
     else:
-        raise FileNotFoundError(f"lipsim.load: {key!r} is neither a checkpoint file nor a "
+        raise MissingCheckpoint(f"lipsim.load: {key!r} is neither a checkpoint file nor a "
                                 f"preset ({', '.join(PRESETS)})")
     net.requires_grad_(False)
     return LipSim(net.to(dev), name=name, info=info,

@@ -138,7 +138,8 @@ def fetch_weights(name: str, weights_dir: str | os.PathLike,
         urls.append(dl.url)
         target = folder / dl.name
         if not target.exists():
-            fetch(dl.url, target)
+            # An archive is only accepted when it opens as one (an HTML error page is not).
+            fetch(dl.url, target, expect="zip" if dl.kind == "zip" else None)
         if dl.kind == "zip":
             safe_extract(target, folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
