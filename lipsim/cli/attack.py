@@ -8,19 +8,25 @@ eps, seed (see lipsim.attacks.run).
 
 AutoAttack = pyautoattack's APGD-CE + FAB-T (1 target) + Square (the ensemble meaningful for
 2 classes; lipsim.attacks.autoattack). --budget standard: APGD 100 it., FAB-T 100 it., Square
-5000 queries; demo: APGD-CE 10 it. + Square 200 queries. --attacks / --apgd-iters /
---apgd-restarts / --fab-iters / --square-queries override the budget.
+5000 queries; demo: APGD-CE 10 it., FAB-T 10 it., Square 200 queries. --attacks /
+--apgd-iters / --apgd-restarts / --fab-iters / --square-queries override the budget.
 PGD: --steps (default 100, demo 10), --restarts, --step-size (in --eps-scale units; default
 2.5 eps / steps). --steps / --restarts / --step-size do not apply to AutoAttack (ignored).
 
 --max-triplets N attacks a subset of N triplets drawn with --seed (the same subset for every
-metric and attack with that seed); each triplet's random draws are seeded from --seed and its
-id, so results do not depend on --batch-size or on which other triplets are attacked.
+metric and attack with that seed). PGD seeds each triplet from --seed and its id, so its
+results do not depend on --batch-size. AutoAttack attacks each batch of --batch-size
+triplets in one call (seeded from --seed and the batch's ids), so its results depend on the
+batch size and the triplet order, both recorded in the file (columns batch_size, group, and
+the row order): a rerun with the same options writes the same file; --batch-size 1 attacks
+one triplet per call, each seeded from its own id.
+A progress bar (done/total triplets, ETA) goes to stderr unless --no-progress.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 PGD_STEPS = {"standard": 100, "demo": 10}
 
@@ -62,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
     args = ap.parse_args(argv)
 
@@ -70,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.attacks import AttackSpec, AutoAttackConfig, attack_triplets
     from lipsim.baselines import metric_from_args
     from lipsim.cli._night import read_triplets, triplet_loader
+    from lipsim.errors import LipSimError
     from lipsim.scoring import split_scores
 
+    if args.batch_size < 1:
+        raise LipSimError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.eps_scale <= 0:
         raise SystemExit(f"attack: --eps-scale must be > 0, got {args.eps_scale}")
     eps = args.eps / args.eps_scale
@@ -95,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
           f"eps={eps:.6g}; {what}", flush=True)
     loader = triplet_loader(df, size, args.batch_size, args.workers)
     rows = attack_triplets(metric, loader, spec, device=device, ids=df["id"].to_numpy(),
-                           splits=df["split"].to_numpy())
+                           splits=df["split"].to_numpy(),
+                           log=None if args.no_progress else sys.stderr,
+                           batch_size=args.batch_size)
     write_parquet(args.out, rows)
     clean, adv = split_scores(rows, "score_clean"), split_scores(rows, "score_adv")
     print(f"attack: -> {args.out}")
