@@ -451,3 +451,31 @@ def test_every_row_is_attacked_against_its_own_pair(norm):
     flipped = int((out["score_adv"] < out["score_clean"]).sum())
     assert 0 < flipped < n  # later attacks ran on subsets
     assert metric.checked > 50 * n and metric.wrong == 0
+
+
+class Flaky(LinearCosine):
+    """A metric whose distances change from call to call (a non-deterministic forward)."""
+
+    def __init__(self):
+        super().__init__(dim=4)
+        self.noise = torch.Generator().manual_seed(0)
+
+    def distance_from_embeddings(self, ea, eb):
+        return cosine_distance(ea, eb) + 0.5 * torch.rand(ea.shape[0], generator=self.noise)
+
+
+def test_fab_falls_back_to_one_row_at_a_time_when_the_forward_is_not_deterministic(caplog):
+    metric = Flaky()
+    n, eps = 8, 0.1
+    refs, _ = _close_references(n, eps)
+    g = torch.Generator().manual_seed(6)
+    x0, x1 = torch.rand(n, 3, S, S, generator=g), torch.rand(n, 3, S, S, generator=g)
+    adapter = TwoAFCAdapter(metric)
+    adapter.set_pairs(x0, x1, refs=refs, norm="L2", eps=eps)
+    aa = make_autoattack(adapter, AutoAttackConfig(norm="L2", eps=eps, attacks=("fab-t",),
+                                                   fab_iters=3), "cpu")
+    y = torch.zeros(n, dtype=torch.long)
+    with caplog.at_level("WARNING"):
+        adv = aa.fab.perturb(refs.clone(), y)
+    assert "FAB-T reruns row by row" in caplog.text
+    assert (lp_norm(adv - refs, "L2") <= eps + 1e-5).all()

@@ -66,6 +66,10 @@ def min_separation(refs: torch.Tensor, norm: str) -> float:
     return best
 
 
+class PinnedRowsError(RuntimeError):
+    """A call to a pinned adapter did not carry the pinned rows (see TwoAFCAdapter.pinned)."""
+
+
 @contextlib.contextmanager
 def frozen(metric: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no weight gradients for the duration of an attack.
@@ -160,8 +164,8 @@ class TwoAFCAdapter(nn.Module):
         n, m = ref.shape[0], self.n_pairs
         if self._pinned is not None:
             if n != self._pinned.numel():
-                raise RuntimeError(f"TwoAFCAdapter pinned to {self._pinned.numel()} rows got a "
-                                   f"call with {n}: the attack subset its batch")
+                raise PinnedRowsError(f"TwoAFCAdapter pinned to {self._pinned.numel()} rows got "
+                                      f"a call with {n}: the attack subset its batch")
             return self._pinned
         if self._refs is not None:
             return self._lookup(ref)
@@ -229,4 +233,4 @@ def margin(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return logits[idx, 1 - label] - logits[idx, label]
 
 
-__all__ = ["BALL_TOL", "TwoAFCAdapter", "ball_radius", "frozen", "margin", "min_separation"]
+__all__ = ["BALL_TOL", "PinnedRowsError", "TwoAFCAdapter", "ball_radius", "frozen", "margin", "min_separation"]

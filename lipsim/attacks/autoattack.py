@@ -23,7 +23,8 @@ position; the adapter finds it exactly (lipsim.attacks.adapter):
   would, the rows the model already gets wrong (repeating until the batch is stable), then
   runs on a batch that FAB never subsets (every row correctly classified, the same forward
   on the same batch giving the same answer; 1 restart, 1 target), with the adapter pinned
-  to those rows: any call of another size raises instead of mislabelling.
+  to those rows: a call of another size raises instead of mislabelling, and FAB-T is then
+  rerun one row at a time (exact whatever it subsets).
 Seeds and reproducibility: pyautoattack reseeds the global torch RNG per attack and draws
 noise and Square's square positions for the whole batch, so a row's result depends on its
 batch mates. The batch is fixed by the triplet order and --batch-size, and the seed of a
@@ -56,7 +57,7 @@ import logging
 import numpy as np
 import torch
 
-from lipsim.attacks.adapter import ball_radius
+from lipsim.attacks.adapter import PinnedRowsError, ball_radius
 from lipsim.attacks.pgd import check_norm, lp_norm, row_seed
 
 SUPPORTED = ("apgd-ce", "fab-t", "square")
@@ -150,8 +151,16 @@ def _pinned_fab(model, cfg: AutoAttackConfig, device, seed: int):
                     keep = keep[ok]
             adv = x.clone()
             if len(keep):
-                with adapter.pinned(rows[keep]):
-                    adv[keep] = super().perturb(x[keep], y[keep])
+                try:
+                    with adapter.pinned(rows[keep]):
+                        adv[keep] = super().perturb(x[keep], y[keep])
+                except PinnedRowsError as err:
+                    # A forward that answered differently on the same batch (non-deterministic
+                    # kernels): one row at a time is exact whatever FAB subsets.
+                    logging.getLogger(__name__).warning("%s; FAB-T reruns row by row", err)
+                    for i in keep.tolist():
+                        with adapter.pinned(rows[i:i + 1]):
+                            adv[i:i + 1] = super().perturb(x[i:i + 1], y[i:i + 1])
             return adv
 
     # Same arguments as AutoAttack.__init__ uses for its FAB, with our budget.
