@@ -20,7 +20,6 @@ keep their clean reference (delta 0).
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import numpy as np
 import pandas as pd
@@ -164,19 +163,21 @@ def _rows_or_none(t, idx):
 
 
 def attack_triplets(metric, loader, spec: AttackSpec, *, device, ids, splits,
-                    log=sys.stderr, batch_size: int | None = None) -> pd.DataFrame:
+                    log="stderr", batch_size: int | None = None) -> pd.DataFrame:
     """Run `spec` on every triplet of `loader` ((ref, x0, x1, p, index) batches).
 
-    log: where the progress bar goes (done/total triplets, ETA, running clean -> attacked
-    score); None for none. batch_size: the loader's triplets per batch, recorded per row
-    (default: the loader's batch_size attribute, else the first batch's size).
+    log: the stream the progress bar goes to (done/total triplets, ETA, running clean ->
+    attacked score), "stderr" for sys.stderr at call time, None for no bar.
+    batch_size: the loader's triplets per batch, recorded per row (default: the loader's
+    batch_size attribute, else the first batch's size).
     """
     ids = np.asarray(ids)
     aa_cache: dict = {}
     total = (len(loader.dataset) if hasattr(loader, "dataset") else
              sum(len(b[4]) for b in loader) if isinstance(loader, (list, tuple)) else None)
     bar = progress_bar(total=total, desc=f"attack {spec.kind}-{spec.norm} eps={spec.eps:.6g}",
-                       unit="triplet", file=log, enabled=log is not None)
+                       unit="triplet", file=None if log == "stderr" else log,
+                       enabled=log is not None)
     state = {"groups": 0, "batch_size": batch_size or getattr(loader, "batch_size", None),
              "clean": 0.0, "adv": 0.0, "done": 0}
 
