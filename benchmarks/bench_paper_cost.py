@@ -180,7 +180,8 @@ class Costs:
                 lo = b // 2
                 t_lo = self._measure(name, unit, lo, amp)
                 per = (t - t_lo) / (b - lo)
-                if per > 0:
+                # a per-call part below zero is measurement noise: no extrapolation then
+                if per > 0 and t_lo - per * lo > 0:
                     t = t_lo + per * (batch - lo)
                     b = batch
                     how = f"batch {batch} from {lo}, {self.batch(batch)}"
