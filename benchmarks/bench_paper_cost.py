@@ -13,10 +13,10 @@
    NIGHT folder when it exists, else `--night-train` / `--night-test`, estimates), the
    natural-image folder (COCO val2017; counted when present, else `--gallery-images`).
 3. Costs measured here, per model, at the batch size its jobs use (capped by --max-batch,
-   default 2 on a CPU, where a batch of 256 ViT-B/16 images takes minutes; above the cap the
-   cost of a call is extrapolated linearly from the cap and half the cap, which keeps a
-   per-call part such as LipSim's rescaling vectors in training), median of --iters timed
-   calls after one warm-up:
+   default 2 on a CPU, where a batch of 256 ViT-B/16 images takes minutes and the cost per
+   image hardly depends on the batch; a training step, whose rescaling vectors are computed
+   once per step, is extrapolated linearly from the cap and half the cap), median of
+   --iters timed calls after one warm-up:
    - img_fwd: an embedding forward per image (LipSim certify/evaluate, teacher cache fill);
    - train_fwdbwd: a training step's forward + backward per image (LipSim, weights trainable,
      bf16 autocast on a GPU when the job asks for it);
@@ -168,15 +168,16 @@ class Costs:
         return self.models[name]
 
     def get(self, name: str, unit: str, batch: int, amp: bool = False) -> float:
-        """Seconds per item at `batch`. Above the cap, a call is taken to cost a + c * batch
-        (a: per-call work such as LipSim's rescaling vectors in training, c: per item), with
-        a and c fitted on the cap and half the cap."""
+        """Seconds per item at `batch`. Above the cap: the cost per item at the cap, except
+        for a training step, whose per-step work (LipSim's rescaling vectors, computed from
+        the weights once per step) does not grow with the batch: there a step is taken to
+        cost a + c * batch, a and c fitted on the cap and half the cap."""
         key = (name, unit, batch, amp)
         if key not in self.memo:
             b = self.batch(batch)
             t = self._measure(name, unit, b, amp)
             how = f"batch {b}"
-            if b < batch and b > 1:
+            if b < batch and b > 1 and unit == "train_fwdbwd":
                 lo = b // 2
                 t_lo = self._measure(name, unit, lo, amp)
                 per = (t - t_lo) / (b - lo)
