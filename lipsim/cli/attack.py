@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--restarts", type=int, default=1, help="PGD restarts")
     ap.add_argument("--step-size", type=float, default=None, help="PGD step, eps units")
     ap.add_argument("--max-triplets", type=int, default=0, help="0 = all")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32,
+                    help="triplets per batch: per AutoAttack call (recorded in the file)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
