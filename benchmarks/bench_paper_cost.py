@@ -8,10 +8,11 @@
    the config as the workflow resolves it: epochs, batch sizes, the attack grid and budgets
    (lipsim.attacks.BUDGETS), PGD steps, triplet caps, metrics, image counts of figure 3b and
    retrieval, the DDP layout of distillation.
-2. Data sizes no config holds: ImageNet-1k train images (counted under imagenet.path when the
-   folder exists, else `--imagenet-images`), NIGHT train and test triplets (read from the
-   NIGHT folder when it exists, else `--night-train` / `--night-test`, estimates), the
-   natural-image folder (COCO val2017; counted when present, else `--gallery-images`).
+2. Data sizes: from the config for generated data (the demo); for real data, which no config
+   holds: ImageNet-1k train images (counted under imagenet.path when the folder exists, else
+   `--imagenet-images`), NIGHT train and test triplets (read from the NIGHT folder when it
+   exists, else `--night-train` / `--night-test`, estimates), the natural-image folder (COCO
+   val2017; counted when present, else `--gallery-images`).
 3. Costs measured here, per model, at the batch size its jobs use (capped by --max-batch,
    default 2 on a CPU, where a batch of 256 ViT-B/16 images takes minutes and the cost per
    image hardly depends on the batch; a training step, whose rescaling vectors are computed
@@ -100,7 +101,19 @@ def _one(opts, key, cast=str, default=None):
 def data_sizes(cfg: dict, args) -> dict:
     sizes = {"imagenet": args.imagenet_images, "night_train": args.night_train,
              "night_test": args.night_test, "gallery": args.gallery_images, "source": []}
-    im = cfg.get("imagenet", {}).get("path")
+    # Generated data (the demo): the config says how much.
+    if cfg["imagenet"]["source"] == "generate":
+        g = cfg["imagenet"]["generate"]
+        sizes["imagenet"] = g["classes"] * g["per_class"]
+    if cfg["night"]["source"] == "generate":
+        g = cfg["night"]["generate"]
+        sizes["night_train"], sizes["night_test"] = g["n_train"], g["n_test"]
+    if cfg["natural_images"]["source"] == "generate":
+        sizes["gallery"] = cfg["natural_images"]["generate"]["n"]
+    if "generate" in (cfg["imagenet"]["source"], cfg["night"]["source"],
+                      cfg["natural_images"]["source"]):
+        sizes["source"].append("generated data: sizes from the config")
+    im = cfg["imagenet"].get("path") if cfg["imagenet"]["source"] == "path" else None
     if im and (ROOT / im / "train").is_dir():
         from lipsim.data.folders import IMAGE_SUFFIXES
 
@@ -116,7 +129,8 @@ def data_sizes(cfg: dict, args) -> dict:
         sizes["night_test"] = len(read_night(night, min_votes=votes,
                                              splits=["test_imagenet", "test_no_imagenet"]))
         sizes["source"].append(f"NIGHT read from {night}")
-    nat = cfg.get("natural_images", {}).get("path")
+    nat = (cfg["natural_images"].get("path") if cfg["natural_images"]["source"] == "path"
+           else None)
     if nat and (ROOT / nat).is_dir():
         from lipsim.retrieval import list_images
 
@@ -308,6 +322,10 @@ def _processes(prefix: str) -> int:
     return 1
 
 
+def _h(hours: float) -> str:
+    return f"{hours:,.1f}" if hours >= 100 else f"{hours:.3g}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "config" / "paper.yaml")
@@ -333,7 +351,10 @@ def main(argv=None) -> int:
     from lipsim.teachers import TEACHERS
 
     device = resolve_device(args.device)
-    cfg = yaml.safe_load(args.config.read_text())
+    from lipsim.configcheck import validate_config
+
+    cfg = validate_config(yaml.safe_load(args.config.read_text()),
+                          ROOT / "workflow" / "schemas" / "config.schema.yaml")
     jobs = dag_jobs(args.config)
     distill = next((o for s, o, _ in jobs if s == "distill"), None)
     preset = _one(distill, "preset") if distill else cfg["model"]["preset"]
@@ -364,9 +385,9 @@ def main(argv=None) -> int:
         limit = cfg.get(sec[0], {}).get(sec[1], {}).get("runtime") if sec else None
         longest = max(hours) / procs[step]  # a DDP job's wall time is shared by its processes
         total += sum(hours)
-        print(f"{step:18s} {len(hours):5d} {sum(hours):12,.1f} {longest:14,.2f} "
+        print(f"{step:18s} {len(hours):5d} {_h(sum(hours)):>12s} {_h(longest):>14s} "
               f"{'' if limit is None else f'{limit / 60:8.1f}'}")
-    print(f"{'total':18s} {len(jobs):5d} {total:12,.1f}")
+    print(f"{'total':18s} {len(jobs):5d} {_h(total):>12s}")
     if args.robust_share == 1.0:
         print("AutoAttack counted at its upper bound: every attacked triplet survives APGD and "
               "runs FAB-T and Square in full (--robust-share to change)")
