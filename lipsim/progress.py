@@ -1,40 +1,50 @@
-"""Progress of long steps: done/total, rate and ETA, redrawn at most every few seconds.
+"""Progress bars for long steps (train, attack, certify) that cost the same at any step rate.
 
-A thin wrapper over tqdm whose redraw interval does not depend on the step rate (a bar on a
-log file at paper scale must not grow by a line per step), and that can be switched off with
-one flag (`--no-progress` on every long step).
+`progress_bar(total, desc, unit)` is a tqdm bar showing done/total, rate and ETA that redraws
+at most every TTY_INTERVAL_S seconds on a terminal and every LOG_INTERVAL_S seconds in a log
+file, however many updates it gets. Callers change the postfix with
+`set_postfix(..., refresh=False)` / `set_postfix_str(..., refresh=False)`: a refreshing
+postfix redraws on every call and defeats the interval.
+
+In a log file (snakemake's `log:`, SLURM output) tqdm's carriage-return redraws would pile
+up on one line that grows by every redraw; there each redraw is written as its own line.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
-MIN_INTERVAL_S = 5.0
+TTY_INTERVAL_S = 2.0
+LOG_INTERVAL_S = 30.0
 
 
-class Progress:
-    """with Progress(total, "certify", unit="triplet") as bar: bar.update(n)"""
+class _Lines:
+    """A log file as tqdm's output: every redraw becomes one complete line."""
 
-    def __init__(self, total: int, desc: str, *, unit: str = "it", enabled: bool = True,
-                 initial: int = 0, file=None) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
+    def __init__(self, fh: TextIO) -> None:
+        self.fh = fh
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit,
-                            mininterval=MIN_INTERVAL_S, maxinterval=max(MIN_INTERVAL_S, 60.0),
-                            file=file or sys.stderr, dynamic_ncols=False, ascii=True)
+    def write(self, s: str) -> None:
+        line = s.replace("\r", "").rstrip()
+        if line:
+            self.fh.write(line + "\n")
 
-    def update(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
+    def flush(self) -> None:
+        self.fh.flush()
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
-    def __enter__(self) -> Progress:
-        return self
+def progress_bar(total: int | None, desc: str, unit: str, *, file: TextIO | None = None,
+                 enabled: bool = True, initial: int = 0, interval_s: float | None = None):
+    """A tqdm bar (a no-op one when not enabled) on `file` (default: stderr at call time)."""
+    from tqdm import tqdm
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    file = sys.stderr if file is None else file
+    tty = bool(getattr(file, "isatty", lambda: False)())
+    interval = interval_s if interval_s is not None else TTY_INTERVAL_S if tty else LOG_INTERVAL_S
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
+                file=file if tty else _Lines(file), mininterval=interval,
+                maxinterval=max(interval, 10.0), dynamic_ncols=tty, ascii=not tty)
+
+
+__all__ = ["LOG_INTERVAL_S", "TTY_INTERVAL_S", "progress_bar"]

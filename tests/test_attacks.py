@@ -17,7 +17,8 @@ from lipsim.attacks import (
     pgd_2afc,
     row_seed,
 )
-from lipsim.attacks.autoattack import autoattack_one, make_autoattack
+from lipsim.attacks.adapter import ball_radius
+from lipsim.attacks.autoattack import autoattack_one, make_autoattack, separated_groups
 from lipsim.scoring import twoafc
 from lipsim.similarity import SimilarityMetric, cosine_distance
 
@@ -172,6 +173,8 @@ def _batches(ref, x0, x1, p, order, batch_size):
 @pytest.mark.parametrize("kind", ["autoattack", "pgd"])
 @pytest.mark.parametrize("norm", ["L2", "Linf"])
 def test_results_do_not_depend_on_batching(kind, norm):
+    # PGD rows are independent at any batch size; AutoAttack's at --batch-size 1 (one
+    # triplet per call, seeded by its id), whatever the other triplets of the run.
     metric = LinearCosine(dim=4)
     n = 8
     ref, x0, x1, p = triplets(n, seed=7)
@@ -180,12 +183,13 @@ def test_results_do_not_depend_on_batching(kind, norm):
     eps = 2.0 if norm == "L2" else 16 / 255  # big enough that some rows break
     spec = AttackSpec(kind, norm, eps, seed=4, autoattack=small_aa(norm, eps), steps=6,
                       restarts=2)
-    whole = attack_triplets(metric, _batches(ref, x0, x1, p, np.arange(n), n), spec,
+    bs = (n, 3, 2) if kind == "pgd" else (1, 1, 1)
+    whole = attack_triplets(metric, _batches(ref, x0, x1, p, np.arange(n), bs[0]), spec,
                             device="cpu", ids=ids, splits=splits, log=None)
-    split = attack_triplets(metric, _batches(ref, x0, x1, p, np.arange(n), 3), spec,
+    split = attack_triplets(metric, _batches(ref, x0, x1, p, np.arange(n), bs[1]), spec,
                             device="cpu", ids=ids, splits=splits, log=None)
     # a different subset and order: rows 5, 2, 6 alone
-    sub = attack_triplets(metric, _batches(ref, x0, x1, p, np.array([5, 2, 6]), 2), spec,
+    sub = attack_triplets(metric, _batches(ref, x0, x1, p, np.array([5, 2, 6]), bs[2]), spec,
                           device="cpu", ids=ids, splits=splits, log=None)
     assert (whole["score_adv"] < whole["score_clean"]).any()  # the check has teeth
     for other in (split, sub.set_index("id").loc[whole["id"].iloc[[5, 2, 6]]].reset_index()):
@@ -225,7 +229,7 @@ def test_autoattack_config():
     assert std.attacks == ("apgd-ce", "fab-t", "square") and std.square_queries == 5000
     assert std.apgd_iters == 100 and std.fab_iters == 100
     demo = AutoAttackConfig.from_budget("demo", "Linf", 4 / 255, square_queries=50)
-    assert demo.square_queries == 50 and "fab-t" not in demo.attacks
+    assert demo.square_queries == 50 and demo.attacks == std.attacks  # the full ensemble
     aa = make_autoattack(TwoAFCAdapter(LinearCosine()), std, "cpu")
     assert aa.fab.n_target_classes == 1 and aa.square.n_queries == 5000
     assert aa.apgd.n_iter == 100 and aa.apgd.n_restarts == 1 and not aa.square.rescale_schedule
@@ -272,3 +276,229 @@ def test_attack_cli_end_to_end(tmp_path):
                         "--attack", "pgd", "--norm", "L2", "--eps", "0.5", "--steps", "3",
                         "--max-triplets", "6", "--device", "cpu", "--out", str(out2)]) == 0
     assert list(pd.read_parquet(out2)["id"]) == list(df["id"])
+
+
+# ---- batched AutoAttack ----------------------------------------------------------------------
+def _close_references(n: int, eps: float, norm: str = "L2", seed: int = 3):
+    """n references on a line, neighbours just over 2 ball_radius(eps) apart in `norm` (the
+    closest a batch allows), and the direction of the line (unit length in `norm`)."""
+    g = torch.Generator().manual_seed(seed)
+    base = 0.4 + 0.2 * torch.rand(1, 3, S, S, generator=g)
+    step = torch.randn(1, 3, S, S, generator=g).sign()
+    step = step / float(lp_norm(step, norm)[0])
+    refs = torch.cat([base + 2.02 * ball_radius(eps) * (k - (n - 1) / 2) * step
+                      for k in range(n)])
+    assert refs.min() >= 0 and refs.max() <= 1
+    return refs, step
+
+
+def test_lookup_finds_each_rows_own_pair_among_close_references():
+    metric = LinearCosine()
+    eps = 0.5
+    refs, step = _close_references(6, eps)
+    g = torch.Generator().manual_seed(4)
+    x0, x1 = torch.rand(6, 3, S, S, generator=g), torch.rand(6, 3, S, S, generator=g)
+    adapter = TwoAFCAdapter(metric)
+    adapter.set_pairs(x0, x1, refs=refs, norm="L2", eps=eps)
+    # a shuffled subset of points on the edge of their balls, pushed towards the next
+    # reference: the rows a wrong (nearest-but-not-own, positional) lookup would misplace
+    for order in ([4, 0, 5, 2], [1, 0, 3, 2, 5, 4]):
+        pts = refs[order] + eps * step
+        expected = torch.stack((metric.distance(pts, x1[order]), metric.distance(pts, x0[order])), 1)
+        torch.testing.assert_close(adapter(pts), expected)
+        assert adapter.row_index(pts).tolist() == order
+    # a point outside every ball cannot be placed: an error, not a guess
+    side = torch.randn(1, 3, S, S, generator=g)
+    side = side - (side * step).sum() * step  # orthogonal to the line of references
+    with pytest.raises(RuntimeError, match="outside the eps-ball"):
+        adapter(refs[:1] + 1.5 * eps * side / side.norm())
+    # references closer than 2 radii are refused (their balls overlap)
+    with pytest.raises(ValueError, match="apart"):
+        adapter.set_pairs(x0[:2], x1[:2], refs=refs[:2], norm="L2", eps=1.02 * eps)
+    # pinned rows: the same count only
+    with adapter.pinned(torch.tensor([3, 1])):
+        torch.testing.assert_close(adapter(refs[[3, 1]] + 10 * step), torch.stack(
+            (metric.distance(refs[[3, 1]] + 10 * step, x1[[3, 1]]),
+             metric.distance(refs[[3, 1]] + 10 * step, x0[[3, 1]])), 1))
+        with pytest.raises(RuntimeError, match="pinned to 2 rows"):
+            adapter(refs[:3])
+
+
+def test_separated_groups():
+    eps = 0.5
+    refs, _ = _close_references(4, eps)
+    # rows 0-3 pairwise far enough; row 4 repeats row 1, row 5 is within 2 radii of row 2
+    ref = torch.cat([refs, refs[1:2], refs[2:3] + 0.01])
+    groups = [g.tolist() for g in separated_groups(ref, "L2", eps)]
+    assert groups == [[0, 1, 2, 3], [4, 5]]
+    assert [g.tolist() for g in separated_groups(ref, "Linf", 4 / 255)] == [[0, 1, 2, 3], [4, 5]]
+    assert [g.tolist() for g in separated_groups(ref, "L2", 1e-4)] == [[0, 1, 2, 3, 5], [4]]
+
+
+def _labelled(metric, ref, x0, x1):
+    """p = the metric's own decision on each triplet: every triplet attacked."""
+    with torch.no_grad():
+        return np.where(metric.distance(ref, x1).numpy() < metric.distance(ref, x0).numpy(), 1.0, 0.0)
+
+
+def _run(metric, ref, x0, x1, p, spec, batch_size):
+    n = ref.shape[0]
+    return attack_triplets(metric, _batches(ref, x0, x1, p, np.arange(n), batch_size), spec,
+                           device="cpu", ids=np.arange(n), splits=np.array(["test"] * n),
+                           log=None)
+
+
+@pytest.mark.parametrize("norm", ["L2", "Linf"])
+def test_batched_fab_equals_per_triplet_fab_on_close_references(norm):
+    # FAB-T is deterministic: batched, each row must end exactly where it ends alone. The
+    # references are as close as one batch allows, so a row attacked against a neighbour's
+    # pair (a wrong lookup) would take another path.
+    metric = LinearCosine(dim=4)
+    eps = 0.1 if norm == "L2" else 1 / 255
+    n = 8
+    refs, _ = _close_references(n, eps, norm)
+    g = torch.Generator().manual_seed(6)
+    x0, x1 = torch.rand(n, 3, S, S, generator=g), torch.rand(n, 3, S, S, generator=g)
+    p = _labelled(metric, refs, x0, x1)
+    cfg = AutoAttackConfig(norm=norm, eps=eps, attacks=("fab-t",), fab_iters=10)
+    spec = AttackSpec("autoattack", norm, eps, autoattack=cfg)
+    one, many = _run(metric, refs, x0, x1, p, spec, 1), _run(metric, refs, x0, x1, p, spec, n)
+    assert (many["group"] == 0).all() and (many["batch_size"] == n).all()  # one call
+    assert list(one["group"]) == list(range(n)) and (one["batch_size"] == 1).all()
+    flipped = one["score_adv"] < one["score_clean"]
+    assert 0 < flipped.sum() < n  # the comparison has teeth
+    np.testing.assert_array_equal(many["score_adv"], one["score_adv"])
+    np.testing.assert_allclose(many["delta_norm"], one["delta_norm"], atol=1e-4)
+
+
+def test_batched_ensemble_never_weaker_than_per_triplet_by_more_than_one_in_32():
+    metric = LinearCosine(dim=4)
+    n, eps = 32, 0.2
+    ref, x0, x1, _ = triplets(n, seed=11)
+    p = _labelled(metric, ref, x0, x1)
+    spec = AttackSpec("autoattack", "L2", eps, seed=2, autoattack=small_aa("L2", eps))
+    one, many = _run(metric, ref, x0, x1, p, spec, 1), _run(metric, ref, x0, x1, p, spec, n)
+    flips_one = int((one["score_adv"] < one["score_clean"]).sum())
+    flips_many = int((many["score_adv"] < many["score_clean"]).sum())
+    assert 0 < flips_one < n  # some triplets hold, some break
+    assert flips_many >= flips_one - 1
+    assert many["group"].max() == 0  # random images: one call for the batch
+
+
+def test_attack_rerun_gives_a_byte_identical_file(tmp_path):
+    from lipsim.cli import attack
+    from lipsim.data.synthetic import make_night
+
+    night = make_night(tmp_path / "night", seed=0, n_train=0, n_val=0, n_test=12, image_size=32)
+    args = ["--metric", "lipsim:tiny", "--night", str(night), "--splits", "test", "--attack",
+            "autoattack", "--norm", "L2", "--eps", "0.5", "--budget", "demo",
+            "--square-queries", "30", "--batch-size", "5", "--device", "cpu", "--no-progress"]
+    outs = [tmp_path / f"run{i}.parquet" for i in range(2)]
+    for out in outs:
+        assert attack.main([*args, "--out", str(out)]) == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    df = pd.read_parquet(outs[0])
+    assert (df["batch_size"] == 5).all()
+    attacked = df[df["group"] >= 0]
+    assert len(attacked) and attacked["group"].is_monotonic_increasing
+
+
+class OwnPairChecker(LinearCosine):
+    """LinearCosine whose embeddings carry a tag: for x0 / x1, the triplet they belong to;
+    for any other image, the reference whose eps-ball holds it (-1: none, e.g. FAB's far
+    iterates). Every distance between a tagged image and a pair image whose tags differ is
+    recorded: a row attacked against another triplet's pair."""
+
+    def __init__(self, refs, x0, x1, norm, eps):
+        super().__init__(dim=4)
+        self.refs, self.pairs, self.norm, self.r = refs, (x0, x1), norm, ball_radius(eps)
+        self.checked, self.wrong = 0, 0
+
+    def _tag(self, row):
+        for x in self.pairs:
+            hit = (x.flatten(1) == row.flatten()).all(1).nonzero().flatten()
+            if len(hit):
+                return float(hit[0])
+        d = lp_norm(self.refs - row, self.norm)
+        return float(d.argmin()) if float(d.min()) <= self.r else -1.0
+
+    def embed(self, x):
+        tags = torch.tensor([[self._tag(row.detach())] for row in x], dtype=x.dtype)
+        return torch.cat((super().embed(x), tags), 1)
+
+    def distance_from_embeddings(self, ea, eb):
+        ta, tb = ea[:, -1].detach(), eb[:, -1].detach()
+        seen = ta >= 0
+        self.checked += int(seen.sum())
+        self.wrong += int((ta[seen] != tb[seen]).sum())
+        return cosine_distance(ea[:, :-1], eb[:, :-1])
+
+
+@pytest.mark.parametrize("norm", ["L2", "Linf"])
+def test_every_row_is_attacked_against_its_own_pair(norm):
+    # The full ensemble on references as close as one batch allows; APGD flips some rows so
+    # FAB and Square get subsets of the batch, in which a positional lookup would go wrong.
+    n = 8
+    eps = 0.1 if norm == "L2" else 1 / 255
+    refs, _ = _close_references(n, eps, norm)
+    g = torch.Generator().manual_seed(6)
+    x0, x1 = torch.rand(n, 3, S, S, generator=g), torch.rand(n, 3, S, S, generator=g)
+    metric = OwnPairChecker(refs, x0, x1, norm, eps)
+    p = _labelled(LinearCosine(dim=4), refs, x0, x1)
+    spec = AttackSpec("autoattack", norm, eps, seed=1, autoattack=small_aa(norm, eps))
+    out = _run(metric, refs, x0, x1, p, spec, n)
+    assert (out["group"] == 0).all()  # one AutoAttack call for the 8 triplets
+    flipped = int((out["score_adv"] < out["score_clean"]).sum())
+    assert 0 < flipped < n  # later attacks ran on subsets
+    assert metric.checked > 50 * n and metric.wrong == 0
+
+
+class Flaky(LinearCosine):
+    """A metric whose distances change from call to call (a non-deterministic forward)."""
+
+    def __init__(self):
+        super().__init__(dim=4)
+        self.noise = torch.Generator().manual_seed(0)
+
+    def distance_from_embeddings(self, ea, eb):
+        return cosine_distance(ea, eb) + 0.5 * torch.rand(ea.shape[0], generator=self.noise)
+
+
+def test_fab_falls_back_to_one_row_at_a_time_when_the_forward_is_not_deterministic(caplog):
+    metric = Flaky()
+    n, eps = 8, 0.1
+    refs, _ = _close_references(n, eps)
+    g = torch.Generator().manual_seed(6)
+    x0, x1 = torch.rand(n, 3, S, S, generator=g), torch.rand(n, 3, S, S, generator=g)
+    adapter = TwoAFCAdapter(metric)
+    adapter.set_pairs(x0, x1, refs=refs, norm="L2", eps=eps)
+    aa = make_autoattack(adapter, AutoAttackConfig(norm="L2", eps=eps, attacks=("fab-t",),
+                                                   fab_iters=3), "cpu")
+    y = torch.zeros(n, dtype=torch.long)
+    with caplog.at_level("WARNING"):
+        adv = aa.fab.perturb(refs.clone(), y)
+    assert "FAB-T reruns row by row" in caplog.text
+    assert (lp_norm(adv - refs, "L2") <= eps + 1e-5).all()
+
+
+def test_batched_and_per_triplet_fab_agree_on_the_demo_model(tmp_path):
+    # The demo model (tiny LipSim, 32 px) on generated NIGHT triplets, FAB-T alone
+    # (deterministic): one AutoAttack call for the whole set flips exactly the triplets that
+    # one call per triplet flips.
+    from lipsim.cli._night import read_triplets, triplet_loader
+    from lipsim.data.synthetic import make_night
+    from lipsim.metric import load
+
+    metric = load("tiny", pretrained=False)
+    night = make_night(tmp_path / "night", seed=0, n_train=0, n_val=0, n_test=16, image_size=32)
+    df = read_triplets("test", night, splits=["test"], min_votes=0)
+    cfg = AutoAttackConfig(norm="L2", eps=0.5, attacks=("fab-t",), fab_iters=10)
+    spec = AttackSpec("autoattack", "L2", 0.5, autoattack=cfg)
+    out = {bs: attack_triplets(metric, triplet_loader(df, 32, bs, 0), spec, device="cpu",
+                               ids=df["id"].to_numpy(), splits=df["split"].to_numpy(), log=None)
+           for bs in (1, len(df))}
+    one, many = out[1], out[len(df)]
+    flipped = one["score_adv"] < one["score_clean"]
+    assert flipped.any() and (many["group"].max() == 0)
+    np.testing.assert_array_equal(many["score_adv"] < many["score_clean"], flipped)
+    np.testing.assert_allclose(many["delta_norm"], one["delta_norm"], atol=1e-4)

@@ -1,4 +1,4 @@
-"""AutoAttack (pyautoattack 0.2.0) on the 2AFC adapter, one triplet at a time.
+"""AutoAttack (pyautoattack 0.2.0) on the 2AFC adapter, many triplets per AutoAttack call.
 
 Which attacks: standard AutoAttack is APGD-CE, APGD-T (DLR), FAB-T and Square. With two
 classes the DLR loss is undefined (it needs the third-largest logit) and its targeted
@@ -10,19 +10,27 @@ are meaningless here, so we use `version="custom"` and set each attack's budget.
 Budgets (`BUDGETS`):
 - standard: APGD-CE 100 iterations x 1 restart, FAB-T 100 iterations x 1 target,
   Square 5000 queries (pyautoattack's standard settings for these three attacks);
-- demo: APGD-CE 10 iterations + Square 200 queries (seconds per triplet on a CPU).
+- demo: the same ensemble, APGD-CE 10 iterations, FAB-T 10, Square 200 queries.
 
-Why one triplet per pyautoattack run (and not batches):
-1. Identity: pyautoattack calls the model on subsets and copies of its input batch that it
-   selects itself (still-robust points, restarts, Square's remaining points), so a model
-   seeing a batch cannot know which x0/x1 belongs to which row. With one triplet per run,
-   every row of every call belongs to that triplet and the adapter broadcasts its pair.
-2. Reproducibility: pyautoattack reseeds the global torch RNG per attack and draws noise
-   and Square's square positions for the whole batch at once, so a batched row's result
-   depends on its batch mates. Per triplet, with the seed derived from the run seed and the
-   triplet id (`row_seed`), results do not depend on batching or on --max-triplets.
-The cost is GPU utilisation (batch 1); the embeddings of x0/x1 are still computed in
-batches and cached, so one attack step costs one forward/backward of the reference.
+Batches (`autoattack_rows`): one AutoAttack call attacks a batch of triplets whose
+references are more than 2 eps apart in the attack's norm (`separated_groups`: greedy, in
+batch order, so nearly always one group per batch). pyautoattack calls the model on subsets
+and copies of the batch that it selects itself, so the model cannot know a row's x0/x1 by
+position; the adapter finds it exactly (lipsim.attacks.adapter):
+- APGD, Square and AutoAttack's checks only evaluate points of the eps-balls around the
+  clean references: the one reference within eps of a row is its own;
+- FAB's iterates leave the eps-ball, so FAB (`_PinnedFAB`) first drops, as FAB itself
+  would, the rows the model already gets wrong (repeating until the batch is stable), then
+  runs on a batch that FAB never subsets (every row correctly classified, the same forward
+  on the same batch giving the same answer; 1 restart, 1 target), with the adapter pinned
+  to those rows: a call of another size raises instead of mislabelling, and FAB-T is then
+  rerun one row at a time (exact whatever it subsets).
+Seeds and reproducibility: pyautoattack reseeds the global torch RNG per attack and draws
+noise and Square's square positions for the whole batch, so a row's result depends on its
+batch mates. The batch is fixed by the triplet order and --batch-size, and the seed of a
+call is derived from the run seed and the ids of its triplets (`row_seed`), so a rerun with
+the same batch size gives the same file; with one triplet per batch the seed is the
+triplet's own (results independent of batching, as before batching existed).
 
 Details checked in pyautoattack 0.2.0's source:
 - APGD's checkpoint schedule (n_iter_2, n_iter_min, size_decr) is fixed in its constructor,
@@ -36,6 +44,9 @@ Details checked in pyautoattack 0.2.0's source:
   short run still goes through all square sizes.
 - Every attack keeps iterates in the eps-ball and [0, 1] (APGD, Square project; FAB only
   returns points with norm <= eps); the runner still checks the final norm.
+- FAB's perturb: predict(x) -> acc, attack_single_run(x[acc]) -> predict again -> attack the
+  correctly classified rows; on a batch where every row is correctly classified (and the
+  forward is deterministic) both subsets are the whole batch, in order.
 """
 
 from __future__ import annotations
@@ -43,9 +54,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import numpy as np
 import torch
 
-from lipsim.attacks.pgd import check_norm
+from lipsim.attacks.adapter import PinnedRowsError, ball_radius
+from lipsim.attacks.pgd import check_norm, lp_norm, row_seed
 
 SUPPORTED = ("apgd-ce", "fab-t", "square")
 _NOT_FOR_TWO_CLASSES = {
@@ -56,7 +69,7 @@ _NOT_FOR_TWO_CLASSES = {
 BUDGETS: dict[str, dict] = {
     "standard": dict(attacks=("apgd-ce", "fab-t", "square"), apgd_iters=100, apgd_restarts=1,
                      fab_iters=100, square_queries=5000),
-    "demo": dict(attacks=("apgd-ce", "square"), apgd_iters=10, apgd_restarts=1,
+    "demo": dict(attacks=("apgd-ce", "fab-t", "square"), apgd_iters=10, apgd_restarts=1,
                  fab_iters=10, square_queries=200),
 }
 
@@ -96,6 +109,67 @@ class AutoAttackConfig:
         return cls(norm=norm, eps=float(eps), **fields)
 
 
+def separated_groups(ref: torch.Tensor, norm: str, eps: float) -> list[np.ndarray]:
+    """Rows 0..n-1 of ref split into groups whose references are pairwise more than
+    2 ball_radius(eps) apart in `norm`: greedy in row order (deterministic), each row joins
+    the first group it is far enough from."""
+    flat = ref.detach().reshape(ref.shape[0], -1)
+    limit = 2 * ball_radius(eps)
+    groups: list[list[int]] = []
+    for i in range(flat.shape[0]):
+        for g in groups:
+            if float(lp_norm(flat[g] - flat[i], norm).min()) > limit:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return [np.asarray(g, dtype=np.int64) for g in groups]
+
+
+def group_seed(seed: int, keys) -> int:
+    """The seed of one AutoAttack call: from the run seed and its triplets' keys (for one
+    triplet, that triplet's own row_seed)."""
+    return row_seed(seed, ",".join(str(k) for k in keys))
+
+
+def _pinned_fab(model, cfg: AutoAttackConfig, device, seed: int):
+    from pyautoattack.fab_pt import FABAttack_PT
+
+    class _PinnedFAB(FABAttack_PT):
+        """FAB-T on a batch it never subsets, the adapter pinned to its rows (module doc)."""
+
+        def perturb(self, x, y):
+            adapter = self.predict
+            with torch.no_grad():
+                rows = adapter.row_index(x)  # clean references: found by nearness
+                keep = torch.arange(x.shape[0], device=x.device)
+                while len(keep):
+                    with adapter.pinned(rows[keep]):
+                        ok = adapter(x[keep]).argmax(1) == y[keep]
+                    if bool(ok.all()):
+                        break
+                    keep = keep[ok]
+            adv = x.clone()
+            if len(keep):
+                try:
+                    with adapter.pinned(rows[keep]):
+                        adv[keep] = super().perturb(x[keep], y[keep])
+                except PinnedRowsError as err:
+                    # A forward that answered differently on the same batch (non-deterministic
+                    # kernels): one row at a time is exact whatever FAB subsets.
+                    logging.getLogger(__name__).warning("%s; FAB-T reruns row by row", err)
+                    for i in keep.tolist():
+                        with adapter.pinned(rows[i:i + 1]):
+                            adv[i:i + 1] = super().perturb(x[i:i + 1], y[i:i + 1])
+            return adv
+
+    # Same arguments as AutoAttack.__init__ uses for its FAB, with our budget.
+    fab = _PinnedFAB(model, n_restarts=1, n_iter=cfg.fab_iters, eps=cfg.eps, seed=seed,
+                     norm=cfg.norm, verbose=False, device=device)
+    fab.n_target_classes = 1
+    return fab
+
+
 def make_autoattack(model, cfg: AutoAttackConfig, device, seed: int = 0):
     """A pyautoattack AutoAttack running cfg.attacks with cfg's budgets on `model`."""
     from pyautoattack import AutoAttack
@@ -108,24 +182,31 @@ def make_autoattack(model, cfg: AutoAttackConfig, device, seed: int = 0):
     aa.apgd = APGDAttack(model, n_restarts=cfg.apgd_restarts, n_iter=cfg.apgd_iters,
                          verbose=False, eps=cfg.eps, norm=cfg.norm, eot_iter=1, rho=.75,
                          seed=seed, device=device, logger=aa.logger)
-    aa.fab.n_iter = cfg.fab_iters
-    aa.fab.n_target_classes = 1
-    aa.fab.n_restarts = 1
+    aa.fab = _pinned_fab(model, cfg, device, seed)
     aa.square.n_queries = cfg.square_queries
     aa.square.rescale_schedule = cfg.square_queries != 5000
     return aa
+
+
+def autoattack_rows(aa, ref: torch.Tensor, label: torch.Tensor, seed: int) -> torch.Tensor:
+    """Attack the references (n, 3, H, W) whose pairs the model (adapter) holds, in one
+    AutoAttack call: one pair broadcast (n = 1), or n pairs with their references set
+    (set_pairs(refs=...), references from one `separated_groups` group)."""
+    aa.seed = int(seed)
+    # pyautoattack warns through this logger about points with zero gradient etc.; keep
+    # those, but its per-attack progress lines are debug-level noise.
+    logging.getLogger("auto-attack").setLevel(logging.INFO)
+    x_adv, _ = aa.run_standard_evaluation(ref, label.long().reshape(-1),
+                                          batch_size=ref.shape[0])
+    return x_adv.detach()
 
 
 def autoattack_one(aa, ref: torch.Tensor, label: torch.Tensor, seed: int) -> torch.Tensor:
     """Attack one reference (1, 3, H, W) whose pair the model (adapter) holds."""
     if ref.shape[0] != 1:
         raise ValueError(f"autoattack_one takes one reference, got {ref.shape[0]}")
-    aa.seed = int(seed)
-    # pyautoattack warns through this logger about points with zero gradient etc.; keep
-    # those, but its per-attack progress lines are debug-level noise at one triplet a run.
-    logging.getLogger("auto-attack").setLevel(logging.INFO)
-    x_adv, _ = aa.run_standard_evaluation(ref, label.long().reshape(1), batch_size=1)
-    return x_adv.detach()
+    return autoattack_rows(aa, ref, label, seed)
 
 
-__all__ = ["BUDGETS", "SUPPORTED", "AutoAttackConfig", "autoattack_one", "make_autoattack"]
+__all__ = ["BUDGETS", "SUPPORTED", "AutoAttackConfig", "autoattack_one", "autoattack_rows",
+           "group_seed", "make_autoattack", "separated_groups"]

@@ -2,11 +2,14 @@
 
 Output columns (one row per triplet, loader order):
     id, split, p, score_clean, score_adv, d0_adv, d1_adv, delta_norm
-    + d0, d1 (clean), delta_l2, attack, norm, eps, seed
+    + d0, d1 (clean), delta_l2, attack, norm, eps, seed, batch_size, group
 score_* are per-triplet 2AFC scores in [0, 1] (lipsim.scoring.twoafc); the attacked one is
 computed on the attacked reference with the unchanged x0/x1. delta_norm is ||ref_adv - ref||
 in the attack's norm, delta_l2 its l2 norm (the consistency check compares it with the
-certified l2 radius whatever the attack's norm), eps is in [0, 1]-pixel units.
+certified l2 radius whatever the attack's norm), eps is in [0, 1]-pixel units. seed is the
+seed the row was attacked with (AutoAttack: that of its call), batch_size the triplets per
+loader batch of the run and group the number of the attack call the row was part of
+(counting from 0 over the file): with the row order they say how to reproduce the file.
 
 Which triplets are attacked: those the metric does not get wrong (ties included) with
 p != 0.5. A wrong decision already scores min(p, 1 - p), the lowest a
@@ -17,22 +20,25 @@ keep their clean reference (delta 0).
 from __future__ import annotations
 
 import dataclasses
-import sys
-import time
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lipsim.attacks.adapter import TwoAFCAdapter, frozen
-from lipsim.attacks.autoattack import AutoAttackConfig, autoattack_one, make_autoattack
+from lipsim.attacks.adapter import TwoAFCAdapter, ball_radius, frozen
+from lipsim.attacks.autoattack import (
+    AutoAttackConfig,
+    autoattack_rows,
+    group_seed,
+    make_autoattack,
+    separated_groups,
+)
 from lipsim.attacks.pgd import check_norm, lp_norm, pgd_2afc, project, row_seed
+from lipsim.progress import progress_bar
 from lipsim.scoring import hard_label, triplet_table, twoafc
 
 COLUMNS = ("id", "split", "p", "score_clean", "score_adv", "d0_adv", "d1_adv", "delta_norm",
-           "d0", "d1", "delta_l2", "attack", "norm", "eps", "seed")
-# Float slack of the final ball check: the attacks project in float32.
-_BALL_TOL = 1e-5
+           "d0", "d1", "delta_l2", "attack", "norm", "eps", "seed", "batch_size", "group")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,18 +69,21 @@ def _precise_distances(adapter: TwoAFCAdapter, ref: torch.Tensor):
         if adapter.cache:
             m = adapter.metric
             e = m.embed(ref).double()
-            n = ref.shape[0]
-            d0 = m.distance_from_embeddings(e, adapter._rows(adapter._e0, n).double())
-            d1 = m.distance_from_embeddings(e, adapter._rows(adapter._e1, n).double())
+            rows = adapter.row_index(ref)
+            d0 = m.distance_from_embeddings(e, adapter._e0[rows].double())
+            d1 = m.distance_from_embeddings(e, adapter._e1[rows].double())
         else:
             d0, d1 = adapter.distances(ref)
     return d0.double().cpu().numpy(), d1.double().cpu().numpy()
 
 
 def attack_batch(metric, ref, x0, x1, p, keys, spec: AttackSpec, *, aa_cache: dict | None = None):
-    """Attack one batch; returns (x_adv, dict of per-row numpy columns). Rows independent.
+    """Attack one batch; returns (x_adv, dict of per-row numpy columns).
 
-    keys: one stable key per row (the triplet id) from which the row's seed is derived.
+    keys: one stable key per row (the triplet id) from which the seeds are derived. PGD rows
+    are independent; AutoAttack attacks the batch's rows together (lipsim.attacks.autoattack),
+    so their results depend on the batch. Column `group` numbers the attack calls from 0
+    within the batch.
     """
     with frozen(metric):
         return _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache)
@@ -96,6 +105,7 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
     active = (p != 0.5) & ~wrong
     x_adv = ref.detach().clone()
     idx = np.flatnonzero(active)
+    group = np.full(len(p), -1, dtype=np.int64)  # -1: not attacked
     if len(idx):
         if spec.kind == "pgd":
             sub = TwoAFCAdapter(metric)
@@ -104,6 +114,7 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
             x_adv[idx] = pgd_2afc(sub, ref[idx], label[idx], norm=spec.norm, eps=spec.eps,
                                   steps=spec.steps, step_size=spec.step_size,
                                   restarts=spec.restarts, seeds=[seeds[i] for i in idx])
+            group[idx] = 0
         else:
             # One AutoAttack (and its adapter) per run: reused for every triplet.
             aa = None if aa_cache is None else aa_cache.get("aa")
@@ -113,12 +124,19 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
                 if aa_cache is not None:
                     aa_cache["aa"] = aa
             one = aa.model
-            for i in idx:
-                one.set_pairs(x0[i:i + 1], x1[i:i + 1], e0=_rows_or_none(adapter._e0, [i]),
-                              e1=_rows_or_none(adapter._e1, [i]))
-                x_adv[i:i + 1] = autoattack_one(aa, ref[i:i + 1], label[i:i + 1], seeds[i])
+            seeds = np.asarray(seeds, dtype=np.int64)
+            for k, g in enumerate(separated_groups(ref[idx], spec.norm, spec.eps)):
+                rows = idx[g]
+                t = torch.as_tensor(rows, device=device)
+                one.set_pairs(x0[t], x1[t], e0=_rows_or_none(adapter._e0, rows),
+                              e1=_rows_or_none(adapter._e1, rows),
+                              refs=ref[t] if len(rows) > 1 else None, norm=spec.norm,
+                              eps=spec.eps)
+                seed = group_seed(spec.seed, [keys[i] for i in rows])
+                x_adv[t] = autoattack_rows(aa, ref[t], label[t], seed)
+                seeds[rows], group[rows] = seed, k
     norms = lp_norm(x_adv - ref, spec.norm)
-    limit = spec.eps * (1 + _BALL_TOL) + _BALL_TOL
+    limit = ball_radius(spec.eps)
     if (norms > limit).any():
         worst = float(norms.max())
         raise RuntimeError(f"{spec.kind}: a perturbation left the {spec.norm} ball "
@@ -133,7 +151,7 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
         "p": p, "score_clean": twoafc(d0, d1, p), "score_adv": twoafc(d0a, d1a, p),
         "d0_adv": d0a, "d1_adv": d1a, "delta_norm": lp_norm(x_adv - ref, spec.norm).cpu().numpy(),
         "d0": d0, "d1": d1, "delta_l2": lp_norm(x_adv - ref, "L2").cpu().numpy(),
-        "seed": np.asarray(seeds, dtype=np.int64),
+        "seed": np.asarray(seeds, dtype=np.int64), "group": group,
     }
     return x_adv, cols
 
@@ -145,28 +163,47 @@ def _rows_or_none(t, idx):
 
 
 def attack_triplets(metric, loader, spec: AttackSpec, *, device, ids, splits,
-                    log=sys.stdout) -> pd.DataFrame:
-    """Run `spec` on every triplet of `loader` ((ref, x0, x1, p, index) batches)."""
+                    log="stderr", batch_size: int | None = None) -> pd.DataFrame:
+    """Run `spec` on every triplet of `loader` ((ref, x0, x1, p, index) batches).
+
+    log: the stream the progress bar goes to (done/total triplets, ETA, running clean ->
+    attacked score), "stderr" for sys.stderr at call time, None for no bar.
+    batch_size: the loader's triplets per batch, recorded per row (default: the loader's
+    batch_size attribute, else the first batch's size).
+    """
     ids = np.asarray(ids)
     aa_cache: dict = {}
-    start, done = time.time(), 0
+    total = (len(loader.dataset) if hasattr(loader, "dataset") else
+             sum(len(b[4]) for b in loader) if isinstance(loader, (list, tuple)) else None)
+    bar = progress_bar(total=total, desc=f"attack {spec.kind}-{spec.norm} eps={spec.eps:.6g}",
+                       unit="triplet", file=None if log == "stderr" else log,
+                       enabled=log is not None)
+    state = {"groups": 0, "batch_size": batch_size or getattr(loader, "batch_size", None),
+             "clean": 0.0, "adv": 0.0, "done": 0}
 
     def batch_columns(ref, x0, x1, p, index):
         ref, x0, x1 = (t.to(device) for t in (ref, x0, x1))
         _, cols = attack_batch(metric, ref, x0, x1, p, [str(k) for k in ids[index]], spec,
                                aa_cache=aa_cache)
-        return {**cols, "attack": spec.kind, "norm": spec.norm, "eps": float(spec.eps)}
+        state["batch_size"] = state["batch_size"] or len(p)
+        attacked = cols["group"] >= 0
+        cols["group"][attacked] += state["groups"]
+        state["groups"] = max(state["groups"], int(cols["group"].max()) + 1)
+        return {**cols, "attack": spec.kind, "norm": spec.norm, "eps": float(spec.eps),
+                "batch_size": np.full(len(p), state["batch_size"], dtype=np.int64)}
 
     def progress(part):
-        nonlocal done
-        done += len(part)
-        if log is not None:
-            print(f"attack {spec.kind}-{spec.norm} eps={spec.eps:.6g}: {done} triplets, "
-                  f"clean {100 * part['score_clean'].mean():.1f}% -> attacked "
-                  f"{100 * part['score_adv'].mean():.1f}% (this batch), "
-                  f"{time.time() - start:.1f}s", file=log, flush=True)
+        state["done"] += len(part)
+        state["clean"] += float(part["score_clean"].sum())
+        state["adv"] += float(part["score_adv"].sum())
+        bar.set_postfix_str(f"clean {100 * state['clean'] / state['done']:.1f}% -> attacked "
+                            f"{100 * state['adv'] / state['done']:.1f}%", refresh=False)
+        bar.update(len(part))
 
-    return triplet_table(loader, ids, splits, COLUMNS, batch_columns, on_part=progress)
+    try:
+        return triplet_table(loader, ids, splits, COLUMNS, batch_columns, on_part=progress)
+    finally:
+        bar.close()
 
 
 __all__ = ["COLUMNS", "AttackSpec", "attack_batch", "attack_triplets"]

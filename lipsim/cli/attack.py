@@ -8,19 +8,27 @@ eps, seed (see lipsim.attacks.run).
 
 AutoAttack = pyautoattack's APGD-CE + FAB-T (1 target) + Square (the ensemble meaningful for
 2 classes; lipsim.attacks.autoattack). --budget standard: APGD 100 it., FAB-T 100 it., Square
-5000 queries; demo: APGD-CE 10 it. + Square 200 queries. --attacks / --apgd-iters /
---apgd-restarts / --fab-iters / --square-queries override the budget.
+5000 queries; demo: APGD-CE 10 it., FAB-T 10 it., Square 200 queries. --attacks /
+--apgd-iters / --apgd-restarts / --fab-iters / --square-queries override the budget.
 PGD: --steps (default 100, demo 10), --restarts, --step-size (in --eps-scale units; default
 2.5 eps / steps). --steps / --restarts / --step-size do not apply to AutoAttack (ignored).
 
 --max-triplets N attacks a subset of N triplets drawn with --seed (the same subset for every
-metric and attack with that seed); each triplet's random draws are seeded from --seed and its
-id, so results do not depend on --batch-size or on which other triplets are attacked.
+metric and attack with that seed). PGD seeds each triplet from --seed and its id, so its
+results do not depend on --batch-size. AutoAttack attacks each batch of --batch-size
+triplets in one call (seeded from --seed and the batch's ids), so its results depend on the
+batch size and the triplet order, both recorded in the file (columns batch_size, group, and
+the row order): a rerun with the same options writes the same file; --batch-size 1 attacks
+one triplet per call, each seeded from its own id.
+A progress bar (done/total triplets, ETA) goes to stderr unless --no-progress.
 """
 
 from __future__ import annotations
 
+import sys
+
 from lipsim.cli._args import parser
+from lipsim.configcheck import schema_default
 
 PGD_STEPS = {"standard": 100, "demo": 10}
 
@@ -49,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eps", required=True, type=float, help="radius, in 1/--eps-scale units")
     ap.add_argument("--eps-scale", type=float, default=1.0,
                     help="eps (and --step-size) are divided by this (255: pixel levels)")
-    ap.add_argument("--budget", choices=["standard", "demo"], default="standard",
+    ap.add_argument("--budget", choices=["standard", "demo"],
+                    default=schema_default("attacks.budget"),
                     help="AutoAttack budget")
     ap.add_argument("--attacks", nargs="+", default=None,
                     help="AutoAttack attacks (subset of apgd-ce fab-t square)")
@@ -58,12 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fab-iters", type=int, default=None, help="FAB iterations (budget's)")
     ap.add_argument("--square-queries", type=int, default=None, help="Square queries (budget's)")
     ap.add_argument("--steps", type=int, default=None, help="PGD steps")
-    ap.add_argument("--restarts", type=int, default=1, help="PGD restarts")
+    ap.add_argument("--restarts", type=int, default=schema_default("attacks.pgd_restarts"),
+                    help="PGD restarts")
     ap.add_argument("--step-size", type=float, default=None, help="PGD step, eps units")
-    ap.add_argument("--max-triplets", type=int, default=0, help="0 = all")
-    ap.add_argument("--batch-size", type=int, default=32, help="triplets per attack batch")
-    ap.add_argument("--seed", type=int, default=0, help="attack seed")
+    ap.add_argument("--max-triplets", type=int, default=schema_default("attacks.max_triplets"),
+                    help="0 = all")
+    ap.add_argument("--batch-size", type=int, default=schema_default("attacks.batch_size"),
+                    help="triplets per batch: per AutoAttack call (recorded in the file)")
+    ap.add_argument("--seed", type=int, default=schema_default("attacks.seed"),
+                    help="attack seed")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
     args = ap.parse_args(argv)
 
@@ -72,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.attacks import AttackSpec, AutoAttackConfig, attack_triplets
     from lipsim.baselines import metric_from_args
     from lipsim.cli._night import read_triplets, triplet_loader
+    from lipsim.errors import LipSimError
     from lipsim.scoring import split_scores
 
+    if args.batch_size < 1:
+        raise LipSimError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.eps_scale <= 0:
         raise SystemExit(f"attack: --eps-scale must be > 0, got {args.eps_scale}")
     eps = args.eps / args.eps_scale
@@ -97,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
           f"eps={eps:.6g}; {what}", flush=True)
     loader = triplet_loader(df, size, args.batch_size, args.workers)
     rows = attack_triplets(metric, loader, spec, device=device, ids=df["id"].to_numpy(),
-                           splits=df["split"].to_numpy())
+                           splits=df["split"].to_numpy(),
+                           log=None if args.no_progress else sys.stderr,
+                           batch_size=args.batch_size)
     if getattr(metric, "metric", None) in ("cosine", "ball"):  # a LipSim model: which metric
         rows = rows.assign(lipsim_metric=metric.metric)
     write_parquet(args.out, rows)

@@ -45,13 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.certify import apply_half_votes, certified_scores, certify_triplets
     from lipsim.cli._night import read_triplets, triplet_loader
     from lipsim.metric import load
-    from lipsim.progress import Progress
+    from lipsim.progress import progress_bar
 
     metric = load(args.checkpoint, device=args.device)
     df = read_triplets("certify", args.night, splits=args.splits, min_votes=args.min_votes)
     loader = triplet_loader(df, metric.image_size, args.batch_size, args.workers)
     device = next(metric.parameters()).device
-    with Progress(len(df), "certify", unit="triplet", enabled=not args.no_progress) as bar:
+    with progress_bar(len(df), "certify", "triplet", enabled=not args.no_progress) as bar:
         rows = certify_triplets(metric, loader, device, metrics=args.metrics,
                                 tie_radius=args.tie_radius,
                                 on_part=lambda part: bar.update(len(part)))

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from lipsim.atomic import write_csv
 from lipsim.errors import LipSimError
+from lipsim.progress import progress_bar
 from lipsim.train import checkpointing as ckpt
 from lipsim.train.distributed import (
     DistEnv,
@@ -251,10 +252,7 @@ class Trainer:
         metrics = _Metrics(cfg.metrics, global_step, env.is_main)
         bar = None
         if env.is_main and cfg.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total_steps, initial=global_step, desc="train", unit="step",
-                       mininterval=2.0)
+            bar = progress_bar(total_steps, "train", "step", initial=global_step)
 
         def save() -> None:
             rngs = all_gather_object(ckpt.rng_state())
@@ -304,7 +302,9 @@ class Trainer:
                                     "lr": step_lr, "images_per_s": rate,
                                     "time": now - start})
                     if bar is not None:
-                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
+                        # refresh=False: the bar's interval decides when to redraw
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}",
+                                        refresh=False)
                     window_loss, window_images, window_t = 0.0, 0, now
                 if bar is not None:
                     bar.update(1)
