@@ -58,7 +58,9 @@ class _Regression:
 
 
 def test_trainer_bar_of_a_1000_step_run_redraws_a_few_times(tmp_path, capsys):
-    cfg = TrainConfig(epochs=1, batch_size=1, lr=0.01, schedule="constant", ckpt_every=0,
+    cfg = TrainConfig(epochs=1, batch_size=1, lr=0.01, beta1=0.5, beta2=0.9, weight_decay=0.0,
+                      schedule="constant", warmup_steps=0, seed=0, workers=0, amp="none",
+                      ckpt_every=0,
                       workdir=str(tmp_path / "work"), metrics=str(tmp_path / "metrics.csv"),
                       log_every=1, progress=True, device="cpu")
     Trainer(cfg, DistEnv(), torch.device("cpu")).fit(torch.nn.Linear(2, 1), _Regression())
