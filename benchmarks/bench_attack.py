@@ -44,10 +44,10 @@ def run(metric, variant: str, ref, x0, x1, cfg) -> tuple[float, int, torch.Tenso
     aa = make_autoattack(adapter, cfg, "cpu")
     outs, calls, start = [], 0, time.perf_counter()
     for i in range(ref.shape[0]):
-        adapter.set_pairs(x0[i:i + 1], x1[i:i + 1])  # embedding x0/x1 is part of the cost
+        adapter.set_pairs(x0[i : i + 1], x1[i : i + 1])  # embedding x0/x1 is part of the cost
         with torch.no_grad():
-            label = adapter(ref[i:i + 1]).argmax(1)
-        outs.append(autoattack_one(aa, ref[i:i + 1], label, seed=i))
+            label = adapter(ref[i : i + 1]).argmax(1)
+        outs.append(autoattack_one(aa, ref[i : i + 1], label, seed=i))
         calls += adapter.calls
     return (time.perf_counter() - start) / ref.shape[0], calls // ref.shape[0], torch.cat(outs)
 
@@ -62,26 +62,46 @@ def batching(args) -> int:
     cfg = AutoAttackConfig.from_budget("demo", "L2", args.eps)
     spec = AttackSpec("autoattack", "L2", args.eps, seed=0, autoattack=cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        night = make_night(f"{tmp}/night", seed=0, n_train=0, n_val=0, n_test=args.triplets,
-                           image_size=size)
+        night = make_night(
+            f"{tmp}/night", seed=0, n_train=0, n_val=0, n_test=args.triplets, image_size=size
+        )
         df = read_triplets("bench_attack", night, splits=["test"], min_votes=0)
-        print(f"bench_attack: LipSim {args.checkpoint or 'tiny (random weights)'} ({size} px), "
-              f"{len(df)} triplets, l2 eps {args.eps}, {cfg}, {args.threads} thread(s)",
-              flush=True)
+        print(
+            f"bench_attack: LipSim {args.checkpoint or 'tiny (random weights)'} ({size} px), "
+            f"{len(df)} triplets, l2 eps {args.eps}, {cfg}, {args.threads} thread(s)",
+            flush=True,
+        )
         out = {}
         for bs in (1, args.batch_size):
             loader = triplet_loader(df, size, bs, 0)
             start = time.perf_counter()
-            rows = attack_triplets(metric, loader, spec, device="cpu", ids=df["id"].to_numpy(),
-                                   splits=df["split"].to_numpy(), log=None, batch_size=bs)
+            rows = attack_triplets(
+                metric,
+                loader,
+                spec,
+                device="cpu",
+                ids=df["id"].to_numpy(),
+                splits=df["split"].to_numpy(),
+                log=None,
+                batch_size=bs,
+            )
             sec = time.perf_counter() - start
-            out[bs] = (len(rows) / sec, 100 * rows["score_clean"].mean(),
-                       100 * rows["score_adv"].mean(), int(rows["group"].max()) + 1)
-            print(f"  batch {bs:3d}: {out[bs][0]:7.2f} triplets/s  clean {out[bs][1]:.2f}  "
-                  f"attacked {out[bs][2]:.2f}  ({out[bs][3]} AutoAttack calls)", flush=True)
+            out[bs] = (
+                len(rows) / sec,
+                100 * rows["score_clean"].mean(),
+                100 * rows["score_adv"].mean(),
+                int(rows["group"].max()) + 1,
+            )
+            print(
+                f"  batch {bs:3d}: {out[bs][0]:7.2f} triplets/s  clean {out[bs][1]:.2f}  "
+                f"attacked {out[bs][2]:.2f}  ({out[bs][3]} AutoAttack calls)",
+                flush=True,
+            )
     one, many = out[1], out[args.batch_size]
-    print(f"  speed-up batch {args.batch_size} vs 1: x{many[0] / one[0]:.2f}; attacked 2AFC "
-          f"differs by {many[2] - one[2]:+.2f} points")
+    print(
+        f"  speed-up batch {args.batch_size} vs 1: x{many[0] / one[0]:.2f}; attacked 2AFC "
+        f"differs by {many[2] - one[2]:+.2f} points"
+    )
     return 0
 
 
@@ -93,11 +113,12 @@ def cache(args) -> int:
     ref = torch.rand(args.triplets, 3, size, size, generator=g)
     x0 = (ref + 0.1 * torch.randn(ref.shape, generator=g)).clamp(0, 1)
     x1 = (ref + 0.2 * torch.randn(ref.shape, generator=g)).clamp(0, 1)
-    cfg = AutoAttackConfig(norm="L2", eps=args.eps, attacks=("apgd-ce",),
-                           apgd_iters=args.iters)
-    print(f"bench_attack: LipSim {args.preset} ({size} px, emb {metric.net.emb_dim}, "
-          f"{sum(p.numel() for p in metric.parameters()) / 1e6:.2f}M params), "
-          f"{args.triplets} triplets, APGD-CE {args.iters} it., {args.threads} thread(s)")
+    cfg = AutoAttackConfig(norm="L2", eps=args.eps, attacks=("apgd-ce",), apgd_iters=args.iters)
+    print(
+        f"bench_attack: LipSim {args.preset} ({size} px, emb {metric.net.emb_dim}, "
+        f"{sum(p.numel() for p in metric.parameters()) / 1e6:.2f}M params), "
+        f"{args.triplets} triplets, APGD-CE {args.iters} it., {args.threads} thread(s)"
+    )
     with torch.no_grad():
         metric.embed(ref[:1])  # warm-up (allocator, first t computation)
     results = {}
@@ -124,8 +145,7 @@ def cache(args) -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     mode = argv.pop(0) if argv and argv[0] in ("batching", "cache") else "batching"
-    ap = argparse.ArgumentParser(prog=f"bench_attack.py {mode}",
-                                 description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog=f"bench_attack.py {mode}", description=__doc__.split("\n")[0])
     ap.add_argument("--triplets", type=int, default=64 if mode == "batching" else 2)
     ap.add_argument("--threads", type=int, default=1)
     if mode == "batching":

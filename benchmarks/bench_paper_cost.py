@@ -60,24 +60,34 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # rule -> the config section holding its cluster resources (shown as the job's time limit)
-RESOURCES = {"cache-fill": ("resources", "cache"), "distill": ("distill", "resources"),
-             "finetune": ("finetune", "resources"), "certify": ("certify", "resources"),
-             "evaluate": ("resources", "eval"), "attack": ("attacks", "resources"),
-             "distances": ("resources", "eval"), "retrieval": ("resources", "eval")}
+RESOURCES = {
+    "cache-fill": ("resources", "cache"),
+    "distill": ("distill", "resources"),
+    "finetune": ("finetune", "resources"),
+    "certify": ("certify", "resources"),
+    "evaluate": ("resources", "eval"),
+    "attack": ("attacks", "resources"),
+    "distances": ("resources", "eval"),
+    "retrieval": ("resources", "eval"),
+}
 
 
 # ---- the DAG ------------------------------------------------------------------------------
 def dag_jobs(config: Path) -> list[tuple[str, dict, str]]:
     """(lipsim step, {option: [values]}, launcher prefix) of every job of the dry run."""
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "-c1", "--configfile",
-                          str(config)], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "-c1", "--configfile", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if out.returncode:
         raise SystemExit(f"bench_paper_cost: snakemake dry run failed:\n{out.stderr[-2000:]}")
     jobs = []
     for line in out.stdout.splitlines():
         if not line.startswith("Shell command:") or "-m lipsim " not in line:
             continue
-        cmd = line[len("Shell command:"):].split(" > ")[0]
+        cmd = line[len("Shell command:") :].split(" > ")[0]
         prefix, rest = cmd.split("python -m lipsim ", 1)
         words = shlex.split(rest)
         opts: dict[str, list[str]] = {}
@@ -99,8 +109,13 @@ def _one(opts, key, cast=str, default=None):
 
 # ---- data sizes ---------------------------------------------------------------------------
 def data_sizes(cfg: dict, args) -> dict:
-    sizes = {"imagenet": args.imagenet_images, "night_train": args.night_train,
-             "night_test": args.night_test, "gallery": args.gallery_images, "source": []}
+    sizes = {
+        "imagenet": args.imagenet_images,
+        "night_train": args.night_train,
+        "night_test": args.night_test,
+        "gallery": args.gallery_images,
+        "source": [],
+    }
     # Generated data (the demo): the config says how much.
     if cfg["imagenet"]["source"] == "generate":
         g = cfg["imagenet"]["generate"]
@@ -110,15 +125,19 @@ def data_sizes(cfg: dict, args) -> dict:
         sizes["night_train"], sizes["night_test"] = g["n_train"], g["n_test"]
     if cfg["natural_images"]["source"] == "generate":
         sizes["gallery"] = cfg["natural_images"]["generate"]["n"]
-    if "generate" in (cfg["imagenet"]["source"], cfg["night"]["source"],
-                      cfg["natural_images"]["source"]):
+    if "generate" in (
+        cfg["imagenet"]["source"],
+        cfg["night"]["source"],
+        cfg["natural_images"]["source"],
+    ):
         sizes["source"].append("generated data: sizes from the config")
     im = cfg["imagenet"].get("path") if cfg["imagenet"]["source"] == "path" else None
     if im and (ROOT / im / "train").is_dir():
         from lipsim.data.folders import IMAGE_SUFFIXES
 
-        sizes["imagenet"] = sum(1 for p in (ROOT / im / "train").rglob("*")
-                                if p.suffix.lower() in IMAGE_SUFFIXES)
+        sizes["imagenet"] = sum(
+            1 for p in (ROOT / im / "train").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+        )
         sizes["source"].append(f"ImageNet counted under {im}")
     night = ROOT / "results" / cfg["run"] / "data" / "night"
     if (night / "data.csv").exists():
@@ -126,11 +145,11 @@ def data_sizes(cfg: dict, args) -> dict:
 
         votes = cfg["night"]["min_votes"]
         sizes["night_train"] = len(read_night(night, min_votes=votes, splits=["train"]))
-        sizes["night_test"] = len(read_night(night, min_votes=votes,
-                                             splits=["test_imagenet", "test_no_imagenet"]))
+        sizes["night_test"] = len(
+            read_night(night, min_votes=votes, splits=["test_imagenet", "test_no_imagenet"])
+        )
         sizes["source"].append(f"NIGHT read from {night}")
-    nat = (cfg["natural_images"].get("path") if cfg["natural_images"]["source"] == "path"
-           else None)
+    nat = cfg["natural_images"].get("path") if cfg["natural_images"]["source"] == "path" else None
     if nat and (ROOT / nat).is_dir():
         from lipsim.retrieval import list_images
 
@@ -173,11 +192,16 @@ class Costs:
             from lipsim.metric import load
 
             if name == "lipsim":
-                m = load(self.arch["preset"], device=self.device, image_size=self.size,
-                         emb_dim=self.arch["emb_dim"])
+                m = load(
+                    self.arch["preset"],
+                    device=self.device,
+                    image_size=self.size,
+                    emb_dim=self.arch["emb_dim"],
+                )
             else:
-                m = build_metric(name, device=self.device, random_weights=True,
-                                 image_size=self.size)
+                m = build_metric(
+                    name, device=self.device, random_weights=True, image_size=self.size
+                )
             self.models[name] = m
         return self.models[name]
 
@@ -201,8 +225,11 @@ class Costs:
                     b = batch
                     how = f"batch {batch} from {lo}, {self.batch(batch)}"
             self.memo[key] = t / b
-            print(f"  measured {name:18s} {unit:13s} {how:20s} {1e3 * self.memo[key]:10.2f} "
-                  "ms per item", flush=True)
+            print(
+                f"  measured {name:18s} {unit:13s} {how:20s} {1e3 * self.memo[key]:10.2f} "
+                "ms per item",
+                flush=True,
+            )
         return self.memo[key]
 
     def _measure(self, name, unit, b, amp) -> float:
@@ -254,19 +281,24 @@ def job_seconds(step, o, prefix, costs: Costs, sizes: dict, args) -> float:
 
     c = costs.get
     if step == "cache-fill":
-        return sizes["imagenet"] / _one(o, "parts", int) * c(_one(o, "teacher"), "img_fwd",
-                                                                _one(o, "batch-size", int))
+        return (
+            sizes["imagenet"]
+            / _one(o, "parts", int)
+            * c(_one(o, "teacher"), "img_fwd", _one(o, "batch-size", int))
+        )
     if step == "distill":
         amp = _one(o, "amp") == "bf16" and costs.device.type == "cuda"
         views = 2
         b = _one(o, "batch-size", int) * views
-        return (_one(o, "epochs", int) * sizes["imagenet"] * views
-                * c("lipsim", "train_fwdbwd", b, amp))
+        return (
+            _one(o, "epochs", int) * sizes["imagenet"] * views * c("lipsim", "train_fwdbwd", b, amp)
+        )
     if step == "finetune":
         amp = _one(o, "amp") == "bf16" and costs.device.type == "cuda"
         b = _one(o, "batch-size", int) * 3
-        return (_one(o, "epochs", int) * sizes["night_train"] * 3
-                * c("lipsim", "train_fwdbwd", b, amp))
+        return (
+            _one(o, "epochs", int) * sizes["night_train"] * 3 * c("lipsim", "train_fwdbwd", b, amp)
+        )
     n_test = sizes["night_test"]
     if step == "certify":
         return n_test * 3 * c("lipsim", "img_fwd", _one(o, "batch-size", int))
@@ -281,13 +313,15 @@ def job_seconds(step, o, prefix, costs: Costs, sizes: dict, args) -> float:
         cap = _one(o, "max-triplets", int, 0)
         n = min(n_test, cap) if cap > 0 else n_test
         fwd, fwdbwd = c(name, "row_fwd", b), c(name, "row_fwdbwd", b)
-        pair = 2 * c(name, "img_fwd", b) if getattr(costs.model(name), "has_embedding",
-                                                    False) else 0.0
+        pair = (
+            2 * c(name, "img_fwd", b) if getattr(costs.model(name), "has_embedding", False) else 0.0
+        )
         per = pair + 2 * fwd
         if _one(o, "attack") == "autoattack":
             scale = _one(o, "eps-scale", float, 1.0)
-            aa = AutoAttackConfig.from_budget(_one(o, "budget"), _one(o, "norm"),
-                                              _one(o, "eps", float) / scale)
+            aa = AutoAttackConfig.from_budget(
+                _one(o, "budget"), _one(o, "norm"), _one(o, "eps", float) / scale
+            )
             per += aa.apgd_iters * aa.apgd_restarts * fwdbwd
             later = 0.0
             if "fab-t" in aa.attacks:
@@ -300,14 +334,15 @@ def job_seconds(step, o, prefix, costs: Costs, sizes: dict, args) -> float:
         return n * per
     if step == "distances":
         b = args.attack_batch
-        return _one(o, "n-images", int) * (_one(o, "steps", int) * c(name, "row_fwdbwd", b)
-                                           + 2 * c(name, "row_fwd", b))
+        return _one(o, "n-images", int) * (
+            _one(o, "steps", int) * c(name, "row_fwdbwd", b) + 2 * c(name, "row_fwd", b)
+        )
     if step == "retrieval":
         b = args.attack_batch
         eps = [float(e) for e in o.get("eps", [])]
-        return (sizes["gallery"] * c(name, "img_fwd", b) + _one(o, "n-queries", int)
-                * sum(e > 0 for e in eps) * (_one(o, "steps", int) * c(name, "row_fwdbwd", b)
-                                             + c(name, "row_fwd", b)))
+        return sizes["gallery"] * c(name, "img_fwd", b) + _one(o, "n-queries", int) * sum(
+            e > 0 for e in eps
+        ) * (_one(o, "steps", int) * c(name, "row_fwdbwd", b) + c(name, "row_fwd", b))
     return 0.0
 
 
@@ -331,19 +366,43 @@ def main(argv=None) -> int:
     ap.add_argument("--config", type=Path, default=ROOT / "config" / "paper.yaml")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--iters", type=int, default=3, help="timed calls per measurement")
-    ap.add_argument("--max-batch", type=int, default=None,
-                    help="cap on measured batch sizes (default: 2 on CPU, none on GPU)")
+    ap.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help="cap on measured batch sizes (default: 2 on CPU, none on GPU)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--robust-share", type=float, default=1.0,
-                    help="share of attacked triplets still unbroken when FAB and Square run")
-    ap.add_argument("--imagenet-images", type=int, default=1_281_167,
-                    help="ImageNet-1k train images, when imagenet.path is absent")
-    ap.add_argument("--night-train", type=int, default=16_000,
-                    help="NIGHT train triplets (>= min votes), when NIGHT is absent (estimate)")
-    ap.add_argument("--night-test", type=int, default=2_000,
-                    help="NIGHT test triplets (>= min votes), when NIGHT is absent (estimate)")
-    ap.add_argument("--gallery-images", type=int, default=5_000,
-                    help="natural-image folder size (COCO val2017), when absent")
+    ap.add_argument(
+        "--robust-share",
+        type=float,
+        default=1.0,
+        help="share of attacked triplets still unbroken when FAB and Square run",
+    )
+    ap.add_argument(
+        "--imagenet-images",
+        type=int,
+        default=1_281_167,
+        help="ImageNet-1k train images, when imagenet.path is absent",
+    )
+    ap.add_argument(
+        "--night-train",
+        type=int,
+        default=16_000,
+        help="NIGHT train triplets (>= min votes), when NIGHT is absent (estimate)",
+    )
+    ap.add_argument(
+        "--night-test",
+        type=int,
+        default=2_000,
+        help="NIGHT test triplets (>= min votes), when NIGHT is absent (estimate)",
+    )
+    ap.add_argument(
+        "--gallery-images",
+        type=int,
+        default=5_000,
+        help="natural-image folder size (COCO val2017), when absent",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -353,8 +412,10 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     from lipsim.configcheck import validate_config
 
-    cfg = validate_config(yaml.safe_load(args.config.read_text()),
-                          ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    cfg = validate_config(
+        yaml.safe_load(args.config.read_text()),
+        ROOT / "workflow" / "schemas" / "config.schema.yaml",
+    )
     jobs = dag_jobs(args.config)
     distill = next((o for s, o, _ in jobs if s == "distill"), None)
     preset = _one(distill, "preset") if distill else cfg["model"]["preset"]
@@ -363,34 +424,42 @@ def main(argv=None) -> int:
     args.attack_batch = next((_one(o, "batch-size", int) for s, o, _ in jobs if s == "attack"), 1)
     sizes = data_sizes(cfg, args)
     arch = {"preset": preset, "emb_dim": TEACHERS[teacher].emb_dim}
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"CPU, {torch.get_num_threads()} thread(s)")
-    print(f"bench_paper_cost: {args.config.name}: {len(jobs)} jobs; LipSim {preset} at {size} px "
-          f"(emb {arch['emb_dim']}); device {name}; ImageNet {sizes['imagenet']:,} images, "
-          f"NIGHT {sizes['night_train']:,} train / {sizes['night_test']:,} test triplets, "
-          f"{sizes['gallery']:,} natural images"
-          + (f" ({'; '.join(sizes['source'])})" if sizes["source"] else " (estimates)"),
-          flush=True)
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} thread(s)"
+    )
+    print(
+        f"bench_paper_cost: {args.config.name}: {len(jobs)} jobs; LipSim {preset} at {size} px "
+        f"(emb {arch['emb_dim']}); device {name}; ImageNet {sizes['imagenet']:,} images, "
+        f"NIGHT {sizes['night_train']:,} train / {sizes['night_test']:,} test triplets, "
+        f"{sizes['gallery']:,} natural images"
+        + (f" ({'; '.join(sizes['source'])})" if sizes["source"] else " (estimates)"),
+        flush=True,
+    )
     costs = Costs(args, device, arch, size)
     per_rule: dict[str, list[float]] = collections.defaultdict(list)
     procs: dict[str, int] = {}
     for step, o, prefix in jobs:
         per_rule[step].append(job_seconds(step, o, prefix, costs, sizes, args) / 3600)
         procs[step] = _processes(prefix)
-    print(f"\n{'rule':18s} {'jobs':>5s} {'device-h':>12s} {'longest job h':>14s} "
-          f"{'limit h':>8s}")
+    print(f"\n{'rule':18s} {'jobs':>5s} {'device-h':>12s} {'longest job h':>14s} {'limit h':>8s}")
     total = 0.0
     for step, hours in sorted(per_rule.items(), key=lambda kv: -sum(kv[1])):
         sec = RESOURCES.get(step)
         limit = cfg.get(sec[0], {}).get(sec[1], {}).get("runtime") if sec else None
         longest = max(hours) / procs[step]  # a DDP job's wall time is shared by its processes
         total += sum(hours)
-        print(f"{step:18s} {len(hours):5d} {_h(sum(hours)):>12s} {_h(longest):>14s} "
-              f"{'' if limit is None else f'{limit / 60:8.1f}'}")
+        print(
+            f"{step:18s} {len(hours):5d} {_h(sum(hours)):>12s} {_h(longest):>14s} "
+            f"{'' if limit is None else f'{limit / 60:8.1f}'}"
+        )
     print(f"{'total':18s} {len(jobs):5d} {_h(total):>12s}")
     if args.robust_share == 1.0:
-        print("AutoAttack counted at its upper bound: every attacked triplet survives APGD and "
-              "runs FAB-T and Square in full (--robust-share to change)")
+        print(
+            "AutoAttack counted at its upper bound: every attacked triplet survives APGD and "
+            "runs FAB-T and Square in full (--robust-share to change)"
+        )
     return 0
 
 

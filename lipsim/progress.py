@@ -34,17 +34,34 @@ class _Lines:
         self.fh.flush()
 
 
-def progress_bar(total: int | None, desc: str, unit: str, *, file: TextIO | None = None,
-                 enabled: bool = True, initial: int = 0, interval_s: float | None = None):
+def progress_bar(
+    total: int | None,
+    desc: str,
+    unit: str,
+    *,
+    file: TextIO | None = None,
+    enabled: bool = True,
+    initial: int = 0,
+    interval_s: float | None = None,
+):
     """A tqdm bar (a no-op one when not enabled) on `file` (default: stderr at call time)."""
     from tqdm import tqdm
 
     file = sys.stderr if file is None else file
     tty = bool(getattr(file, "isatty", lambda: False)())
     interval = interval_s if interval_s is not None else TTY_INTERVAL_S if tty else LOG_INTERVAL_S
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,
-                file=file if tty else _Lines(file), mininterval=interval,
-                maxinterval=max(interval, 10.0), dynamic_ncols=tty, ascii=not tty)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        disable=not enabled,
+        file=file if tty else _Lines(file),
+        mininterval=interval,
+        maxinterval=max(interval, 10.0),
+        dynamic_ncols=tty,
+        ascii=not tty,
+    )
 
 
 __all__ = ["LOG_INTERVAL_S", "TTY_INTERVAL_S", "progress_bar"]

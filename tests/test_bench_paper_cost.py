@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_paper_cost",
-                                                  ROOT / "benchmarks" / "bench_paper_cost.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_paper_cost", ROOT / "benchmarks" / "bench_paper_cost.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -29,8 +30,11 @@ def test_cost_table_of_the_demo_dag(capsys):
     assert attack["budget"] == ["demo"] and int(attack["batch-size"][0]) >= 1
     assert bench.main(["--config", str(ROOT / "config" / "config.yaml"), "--iters", "1"]) == 0
     out = capsys.readouterr().out
-    rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln and ln.split()[0] in
-            ("attack", "distill", "finetune", "certify", "total")}
+    rows = {
+        ln.split()[0]: ln.split()
+        for ln in out.splitlines()
+        if ln and ln.split()[0] in ("attack", "distill", "finetune", "certify", "total")
+    }
     assert int(rows["attack"][1]) == steps.count("attack")
     assert int(rows["total"][1]) == len(jobs)
     for rule in ("attack", "distill", "finetune", "certify", "total"):
@@ -51,12 +55,23 @@ def test_autoattack_work_follows_the_budget_and_the_robust_share():
         def model(self, name):
             return type("M", (), {"has_embedding": True})()
 
-    opts = {"metric": ["lipsim:x.pt"], "attack": ["autoattack"], "budget": ["standard"],
-            "norm": ["L2"], "eps": ["2"], "eps-scale": ["1"], "max-triplets": ["0"],
-            "batch-size": ["64"]}
+    opts = {
+        "metric": ["lipsim:x.pt"],
+        "attack": ["autoattack"],
+        "budget": ["standard"],
+        "norm": ["L2"],
+        "eps": ["2"],
+        "eps-scale": ["1"],
+        "max-triplets": ["0"],
+        "batch-size": ["64"],
+    }
     sizes = {"night_test": 10}
-    full = bench.job_seconds("attack", opts, "", Unit(), sizes, type("A", (), {"robust_share": 1.0}))
-    half = bench.job_seconds("attack", opts, "", Unit(), sizes, type("A", (), {"robust_share": 0.5}))
+    full = bench.job_seconds(
+        "attack", opts, "", Unit(), sizes, type("A", (), {"robust_share": 1.0})
+    )
+    half = bench.job_seconds(
+        "attack", opts, "", Unit(), sizes, type("A", (), {"robust_share": 0.5})
+    )
     # per triplet: 2 pair embeddings + 2 clean rows + APGD 100 + (FAB 100 x 2 + Square 5000)
     assert full == 10 * (2 + 2 + 100 + 200 + 5000)
     assert half == 10 * (2 + 2 + 100 + 0.5 * 5200)

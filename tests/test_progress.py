@@ -17,7 +17,10 @@ class _Tty(io.StringIO):
 
 
 def test_bar_redraws_on_its_interval_whatever_the_update_rate():
-    for out, redraws in ((io.StringIO(), lambda s: s.count("\n")), (_Tty(), lambda s: s.count("\r"))):
+    for out, redraws in (
+        (io.StringIO(), lambda s: s.count("\n")),
+        (_Tty(), lambda s: s.count("\r")),
+    ):
         bar = progress_bar(1000, "work", "item", file=out)
         for i in range(1000):
             bar.set_postfix(loss=f"{1 / (i + 1):.4f}", refresh=False)
@@ -58,11 +61,25 @@ class _Regression:
 
 
 def test_trainer_bar_of_a_1000_step_run_redraws_a_few_times(tmp_path, capsys):
-    cfg = TrainConfig(epochs=1, batch_size=1, lr=0.01, beta1=0.5, beta2=0.9, weight_decay=0.0,
-                      schedule="constant", warmup_steps=0, seed=0, workers=0, amp="none",
-                      ckpt_every=0,
-                      workdir=str(tmp_path / "work"), metrics=str(tmp_path / "metrics.csv"),
-                      log_every=1, progress=True, device="cpu")
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=1,
+        lr=0.01,
+        beta1=0.5,
+        beta2=0.9,
+        weight_decay=0.0,
+        schedule="constant",
+        warmup_steps=0,
+        seed=0,
+        workers=0,
+        amp="none",
+        ckpt_every=0,
+        workdir=str(tmp_path / "work"),
+        metrics=str(tmp_path / "metrics.csv"),
+        log_every=1,
+        progress=True,
+        device="cpu",
+    )
     Trainer(cfg, DistEnv(), torch.device("cpu")).fit(torch.nn.Linear(2, 1), _Regression())
     err = capsys.readouterr().err
     bar_lines = [ln for ln in err.splitlines() if ln.startswith("train")]

@@ -62,7 +62,7 @@ def min_separation(refs: torch.Tensor, norm: str) -> float:
     flat = refs.detach().reshape(refs.shape[0], -1)
     best = float("inf")
     for i in range(flat.shape[0] - 1):
-        best = min(best, float(lp_norm(flat[i + 1:] - flat[i], norm).min()))
+        best = min(best, float(lp_norm(flat[i + 1 :] - flat[i], norm).min()))
     return best
 
 
@@ -112,10 +112,17 @@ class TwoAFCAdapter(nn.Module):
         self.calls = 0  # forward calls since the last set_pairs (benchmarks, tests)
 
     # -- pairs ---------------------------------------------------------------------------
-    def set_pairs(self, x0: torch.Tensor, x1: torch.Tensor, *,
-                  e0: torch.Tensor | None = None, e1: torch.Tensor | None = None,
-                  refs: torch.Tensor | None = None, norm: str | None = None,
-                  eps: float | None = None) -> None:
+    def set_pairs(
+        self,
+        x0: torch.Tensor,
+        x1: torch.Tensor,
+        *,
+        e0: torch.Tensor | None = None,
+        e1: torch.Tensor | None = None,
+        refs: torch.Tensor | None = None,
+        norm: str | None = None,
+        eps: float | None = None,
+    ) -> None:
         """Hold (x0, x1) (m, 3, H, W); embed them now unless embeddings are given.
 
         With `refs` (the m clean references, more than 2 ball_radius(eps) apart in `norm`),
@@ -124,18 +131,24 @@ class TwoAFCAdapter(nn.Module):
         caller's x0/x1.
         """
         if x0.shape != x1.shape or x0.dim() != 4:
-            raise ValueError(f"x0 and x1 must be (m, 3, H, W) of equal shape, got "
-                             f"{tuple(x0.shape)} and {tuple(x1.shape)}")
+            raise ValueError(
+                f"x0 and x1 must be (m, 3, H, W) of equal shape, got "
+                f"{tuple(x0.shape)} and {tuple(x1.shape)}"
+            )
         self._refs, self._pinned = None, None
         if refs is not None:
             if refs.shape != x0.shape or norm is None or eps is None:
-                raise ValueError("set_pairs(refs=...) needs one reference per pair (same shape "
-                                 "as x0) and the attack's norm and eps")
+                raise ValueError(
+                    "set_pairs(refs=...) needs one reference per pair (same shape "
+                    "as x0) and the attack's norm and eps"
+                )
             self._norm, self._radius = check_norm(norm), ball_radius(eps)
             gap = min_separation(refs, norm)
             if not gap > 2 * self._radius:
-                raise ValueError(f"references {gap:.6g} apart in {norm}: rows could not be told "
-                                 f"apart within eps {eps:.6g} (need > {2 * self._radius:.6g})")
+                raise ValueError(
+                    f"references {gap:.6g} apart in {norm}: rows could not be told "
+                    f"apart within eps {eps:.6g} (need > {2 * self._radius:.6g})"
+                )
             self._refs = refs.detach().clone()
         self._x0, self._x1 = x0.detach().clone(), x1.detach().clone()
         self._e0 = self._e1 = None
@@ -164,8 +177,10 @@ class TwoAFCAdapter(nn.Module):
         n, m = ref.shape[0], self.n_pairs
         if self._pinned is not None:
             if n != self._pinned.numel():
-                raise PinnedRowsError(f"TwoAFCAdapter pinned to {self._pinned.numel()} rows got "
-                                      f"a call with {n}: the attack subset its batch")
+                raise PinnedRowsError(
+                    f"TwoAFCAdapter pinned to {self._pinned.numel()} rows got "
+                    f"a call with {n}: the attack subset its batch"
+                )
             return self._pinned
         if self._refs is not None:
             return self._lookup(ref)
@@ -173,8 +188,10 @@ class TwoAFCAdapter(nn.Module):
             return torch.arange(n, device=ref.device)
         if m == 1:
             return torch.zeros(n, dtype=torch.long, device=ref.device)
-        raise ValueError(f"TwoAFCAdapter holds {m} pairs but got {n} references; "
-                         "expected the same number, or 1 pair broadcast over the rows")
+        raise ValueError(
+            f"TwoAFCAdapter holds {m} pairs but got {n} references; "
+            "expected the same number, or 1 pair broadcast over the rows"
+        )
 
     def _lookup(self, ref: torch.Tensor) -> torch.Tensor:
         x = ref.detach().reshape(ref.shape[0], -1)
@@ -188,9 +205,11 @@ class TwoAFCAdapter(nn.Module):
             d = lp_norm(refs - x[i], self._norm)
             j = int(d.argmin())
             if float(d[j]) > self._radius:
-                raise RuntimeError(f"TwoAFCAdapter: a row is {float(d[j]):.6g} from the nearest "
-                                   f"reference in {self._norm}, outside the eps-ball "
-                                   f"(radius {self._radius:.6g}): cannot tell whose it is")
+                raise RuntimeError(
+                    f"TwoAFCAdapter: a row is {float(d[j]):.6g} from the nearest "
+                    f"reference in {self._norm}, outside the eps-ball "
+                    f"(radius {self._radius:.6g}): cannot tell whose it is"
+                )
             guess[i] = j
         return guess
 
@@ -233,4 +252,12 @@ def margin(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return logits[idx, 1 - label] - logits[idx, label]
 
 
-__all__ = ["BALL_TOL", "PinnedRowsError", "TwoAFCAdapter", "ball_radius", "frozen", "margin", "min_separation"]
+__all__ = [
+    "BALL_TOL",
+    "PinnedRowsError",
+    "TwoAFCAdapter",
+    "ball_radius",
+    "frozen",
+    "margin",
+    "min_separation",
+]

@@ -67,10 +67,20 @@ _NOT_FOR_TWO_CLASSES = {
 }
 
 BUDGETS: dict[str, dict] = {
-    "standard": dict(attacks=("apgd-ce", "fab-t", "square"), apgd_iters=100, apgd_restarts=1,
-                     fab_iters=100, square_queries=5000),
-    "demo": dict(attacks=("apgd-ce", "fab-t", "square"), apgd_iters=10, apgd_restarts=1,
-                 fab_iters=10, square_queries=200),
+    "standard": dict(
+        attacks=("apgd-ce", "fab-t", "square"),
+        apgd_iters=100,
+        apgd_restarts=1,
+        fab_iters=100,
+        square_queries=5000,
+    ),
+    "demo": dict(
+        attacks=("apgd-ce", "fab-t", "square"),
+        apgd_iters=10,
+        apgd_restarts=1,
+        fab_iters=10,
+        square_queries=200,
+    ),
 }
 
 
@@ -90,8 +100,10 @@ class AutoAttackConfig:
             raise ValueError(f"AutoAttack needs eps > 0, got {self.eps}")
         for a in self.attacks:
             if a in _NOT_FOR_TWO_CLASSES:
-                raise ValueError(f"attack {a!r} does not apply to 2AFC (2 classes): "
-                                 f"{_NOT_FOR_TWO_CLASSES[a]}; use {', '.join(SUPPORTED)}")
+                raise ValueError(
+                    f"attack {a!r} does not apply to 2AFC (2 classes): "
+                    f"{_NOT_FOR_TWO_CLASSES[a]}; use {', '.join(SUPPORTED)}"
+                )
             if a not in SUPPORTED:
                 raise ValueError(f"unknown attack {a!r}; supported: {', '.join(SUPPORTED)}")
         if not self.attacks:
@@ -159,13 +171,21 @@ def _pinned_fab(model, cfg: AutoAttackConfig, device, seed: int):
                     # kernels): one row at a time is exact whatever FAB subsets.
                     logging.getLogger(__name__).warning("%s; FAB-T reruns row by row", err)
                     for i in keep.tolist():
-                        with adapter.pinned(rows[i:i + 1]):
-                            adv[i:i + 1] = super().perturb(x[i:i + 1], y[i:i + 1])
+                        with adapter.pinned(rows[i : i + 1]):
+                            adv[i : i + 1] = super().perturb(x[i : i + 1], y[i : i + 1])
             return adv
 
     # Same arguments as AutoAttack.__init__ uses for its FAB, with our budget.
-    fab = _PinnedFAB(model, n_restarts=1, n_iter=cfg.fab_iters, eps=cfg.eps, seed=seed,
-                     norm=cfg.norm, verbose=False, device=device)
+    fab = _PinnedFAB(
+        model,
+        n_restarts=1,
+        n_iter=cfg.fab_iters,
+        eps=cfg.eps,
+        seed=seed,
+        norm=cfg.norm,
+        verbose=False,
+        device=device,
+    )
     fab.n_target_classes = 1
     return fab
 
@@ -175,13 +195,30 @@ def make_autoattack(model, cfg: AutoAttackConfig, device, seed: int = 0):
     from pyautoattack import AutoAttack
     from pyautoattack.autopgd_base import APGDAttack
 
-    aa = AutoAttack(model, attacks=list(cfg.attacks), device=device, eps=cfg.eps,
-                    norm=cfg.norm, seed=seed, version="custom")
+    aa = AutoAttack(
+        model,
+        attacks=list(cfg.attacks),
+        device=device,
+        eps=cfg.eps,
+        norm=cfg.norm,
+        seed=seed,
+        version="custom",
+    )
     aa.verbose = False
     # Same arguments as AutoAttack.__init__ uses, with our iteration / restart budget.
-    aa.apgd = APGDAttack(model, n_restarts=cfg.apgd_restarts, n_iter=cfg.apgd_iters,
-                         verbose=False, eps=cfg.eps, norm=cfg.norm, eot_iter=1, rho=.75,
-                         seed=seed, device=device, logger=aa.logger)
+    aa.apgd = APGDAttack(
+        model,
+        n_restarts=cfg.apgd_restarts,
+        n_iter=cfg.apgd_iters,
+        verbose=False,
+        eps=cfg.eps,
+        norm=cfg.norm,
+        eot_iter=1,
+        rho=0.75,
+        seed=seed,
+        device=device,
+        logger=aa.logger,
+    )
     aa.fab = _pinned_fab(model, cfg, device, seed)
     aa.square.n_queries = cfg.square_queries
     aa.square.rescale_schedule = cfg.square_queries != 5000
@@ -196,8 +233,7 @@ def autoattack_rows(aa, ref: torch.Tensor, label: torch.Tensor, seed: int) -> to
     # pyautoattack warns through this logger about points with zero gradient etc.; keep
     # those, but its per-attack progress lines are debug-level noise.
     logging.getLogger("auto-attack").setLevel(logging.INFO)
-    x_adv, _ = aa.run_standard_evaluation(ref, label.long().reshape(-1),
-                                          batch_size=ref.shape[0])
+    x_adv, _ = aa.run_standard_evaluation(ref, label.long().reshape(-1), batch_size=ref.shape[0])
     return x_adv.detach()
 
 
@@ -208,5 +244,13 @@ def autoattack_one(aa, ref: torch.Tensor, label: torch.Tensor, seed: int) -> tor
     return autoattack_rows(aa, ref, label, seed)
 
 
-__all__ = ["BUDGETS", "SUPPORTED", "AutoAttackConfig", "autoattack_one", "autoattack_rows",
-           "group_seed", "make_autoattack", "separated_groups"]
+__all__ = [
+    "BUDGETS",
+    "SUPPORTED",
+    "AutoAttackConfig",
+    "autoattack_one",
+    "autoattack_rows",
+    "group_seed",
+    "make_autoattack",
+    "separated_groups",
+]

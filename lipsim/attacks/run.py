@@ -37,8 +37,25 @@ from lipsim.attacks.pgd import check_norm, lp_norm, pgd_2afc, project, row_seed
 from lipsim.progress import progress_bar
 from lipsim.scoring import hard_label, triplet_table, twoafc
 
-COLUMNS = ("id", "split", "p", "score_clean", "score_adv", "d0_adv", "d1_adv", "delta_norm",
-           "d0", "d1", "delta_l2", "attack", "norm", "eps", "seed", "batch_size", "group")
+COLUMNS = (
+    "id",
+    "split",
+    "p",
+    "score_clean",
+    "score_adv",
+    "d0_adv",
+    "d1_adv",
+    "delta_norm",
+    "d0",
+    "d1",
+    "delta_l2",
+    "attack",
+    "norm",
+    "eps",
+    "seed",
+    "batch_size",
+    "group",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,18 +126,29 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
     if len(idx):
         if spec.kind == "pgd":
             sub = TwoAFCAdapter(metric)
-            sub.set_pairs(x0[idx], x1[idx], e0=_rows_or_none(adapter._e0, idx),
-                          e1=_rows_or_none(adapter._e1, idx))
-            x_adv[idx] = pgd_2afc(sub, ref[idx], label[idx], norm=spec.norm, eps=spec.eps,
-                                  steps=spec.steps, step_size=spec.step_size,
-                                  restarts=spec.restarts, seeds=[seeds[i] for i in idx])
+            sub.set_pairs(
+                x0[idx],
+                x1[idx],
+                e0=_rows_or_none(adapter._e0, idx),
+                e1=_rows_or_none(adapter._e1, idx),
+            )
+            x_adv[idx] = pgd_2afc(
+                sub,
+                ref[idx],
+                label[idx],
+                norm=spec.norm,
+                eps=spec.eps,
+                steps=spec.steps,
+                step_size=spec.step_size,
+                restarts=spec.restarts,
+                seeds=[seeds[i] for i in idx],
+            )
             group[idx] = 0
         else:
             # One AutoAttack (and its adapter) per run: reused for every triplet.
             aa = None if aa_cache is None else aa_cache.get("aa")
             if aa is None:
-                aa = make_autoattack(TwoAFCAdapter(metric), spec.autoattack, device,
-                                     seed=spec.seed)
+                aa = make_autoattack(TwoAFCAdapter(metric), spec.autoattack, device, seed=spec.seed)
                 if aa_cache is not None:
                     aa_cache["aa"] = aa
             one = aa.model
@@ -128,10 +156,15 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
             for k, g in enumerate(separated_groups(ref[idx], spec.norm, spec.eps)):
                 rows = idx[g]
                 t = torch.as_tensor(rows, device=device)
-                one.set_pairs(x0[t], x1[t], e0=_rows_or_none(adapter._e0, rows),
-                              e1=_rows_or_none(adapter._e1, rows),
-                              refs=ref[t] if len(rows) > 1 else None, norm=spec.norm,
-                              eps=spec.eps)
+                one.set_pairs(
+                    x0[t],
+                    x1[t],
+                    e0=_rows_or_none(adapter._e0, rows),
+                    e1=_rows_or_none(adapter._e1, rows),
+                    refs=ref[t] if len(rows) > 1 else None,
+                    norm=spec.norm,
+                    eps=spec.eps,
+                )
                 seed = group_seed(spec.seed, [keys[i] for i in rows])
                 x_adv[t] = autoattack_rows(aa, ref[t], label[t], seed)
                 seeds[rows], group[rows] = seed, k
@@ -139,8 +172,10 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
     limit = ball_radius(spec.eps)
     if (norms > limit).any():
         worst = float(norms.max())
-        raise RuntimeError(f"{spec.kind}: a perturbation left the {spec.norm} ball "
-                           f"(norm {worst:.6g} > eps {spec.eps:.6g}); refusing to report it")
+        raise RuntimeError(
+            f"{spec.kind}: a perturbation left the {spec.norm} ball "
+            f"(norm {worst:.6g} > eps {spec.eps:.6g}); refusing to report it"
+        )
     # Rounding can put a point a hair outside the ball; pull it in (scores use the result).
     over = norms > spec.eps
     if over.any():
@@ -148,10 +183,17 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
         x_adv[rows] = project(ref[rows], x_adv[rows], spec.norm, spec.eps)
     d0a, d1a = _precise_distances(adapter, x_adv)
     cols = {
-        "p": p, "score_clean": twoafc(d0, d1, p), "score_adv": twoafc(d0a, d1a, p),
-        "d0_adv": d0a, "d1_adv": d1a, "delta_norm": lp_norm(x_adv - ref, spec.norm).cpu().numpy(),
-        "d0": d0, "d1": d1, "delta_l2": lp_norm(x_adv - ref, "L2").cpu().numpy(),
-        "seed": np.asarray(seeds, dtype=np.int64), "group": group,
+        "p": p,
+        "score_clean": twoafc(d0, d1, p),
+        "score_adv": twoafc(d0a, d1a, p),
+        "d0_adv": d0a,
+        "d1_adv": d1a,
+        "delta_norm": lp_norm(x_adv - ref, spec.norm).cpu().numpy(),
+        "d0": d0,
+        "d1": d1,
+        "delta_l2": lp_norm(x_adv - ref, "L2").cpu().numpy(),
+        "seed": np.asarray(seeds, dtype=np.int64),
+        "group": group,
     }
     return x_adv, cols
 
@@ -162,8 +204,17 @@ def _rows_or_none(t, idx):
     return t[torch.as_tensor(np.asarray(idx), device=t.device, dtype=torch.long)]
 
 
-def attack_triplets(metric, loader, spec: AttackSpec, *, device, ids, splits,
-                    log="stderr", batch_size: int | None = None) -> pd.DataFrame:
+def attack_triplets(
+    metric,
+    loader,
+    spec: AttackSpec,
+    *,
+    device,
+    ids,
+    splits,
+    log="stderr",
+    batch_size: int | None = None,
+) -> pd.DataFrame:
     """Run `spec` on every triplet of `loader` ((ref, x0, x1, p, index) batches).
 
     log: the stream the progress bar goes to (done/total triplets, ETA, running clean ->
@@ -173,31 +224,54 @@ def attack_triplets(metric, loader, spec: AttackSpec, *, device, ids, splits,
     """
     ids = np.asarray(ids)
     aa_cache: dict = {}
-    total = (len(loader.dataset) if hasattr(loader, "dataset") else
-             sum(len(b[4]) for b in loader) if isinstance(loader, (list, tuple)) else None)
-    bar = progress_bar(total=total, desc=f"attack {spec.kind}-{spec.norm} eps={spec.eps:.6g}",
-                       unit="triplet", file=None if log == "stderr" else log,
-                       enabled=log is not None)
-    state = {"groups": 0, "batch_size": batch_size or getattr(loader, "batch_size", None),
-             "clean": 0.0, "adv": 0.0, "done": 0}
+    total = (
+        len(loader.dataset)
+        if hasattr(loader, "dataset")
+        else sum(len(b[4]) for b in loader)
+        if isinstance(loader, (list, tuple))
+        else None
+    )
+    bar = progress_bar(
+        total=total,
+        desc=f"attack {spec.kind}-{spec.norm} eps={spec.eps:.6g}",
+        unit="triplet",
+        file=None if log == "stderr" else log,
+        enabled=log is not None,
+    )
+    state = {
+        "groups": 0,
+        "batch_size": batch_size or getattr(loader, "batch_size", None),
+        "clean": 0.0,
+        "adv": 0.0,
+        "done": 0,
+    }
 
     def batch_columns(ref, x0, x1, p, index):
         ref, x0, x1 = (t.to(device) for t in (ref, x0, x1))
-        _, cols = attack_batch(metric, ref, x0, x1, p, [str(k) for k in ids[index]], spec,
-                               aa_cache=aa_cache)
+        _, cols = attack_batch(
+            metric, ref, x0, x1, p, [str(k) for k in ids[index]], spec, aa_cache=aa_cache
+        )
         state["batch_size"] = state["batch_size"] or len(p)
         attacked = cols["group"] >= 0
         cols["group"][attacked] += state["groups"]
         state["groups"] = max(state["groups"], int(cols["group"].max()) + 1)
-        return {**cols, "attack": spec.kind, "norm": spec.norm, "eps": float(spec.eps),
-                "batch_size": np.full(len(p), state["batch_size"], dtype=np.int64)}
+        return {
+            **cols,
+            "attack": spec.kind,
+            "norm": spec.norm,
+            "eps": float(spec.eps),
+            "batch_size": np.full(len(p), state["batch_size"], dtype=np.int64),
+        }
 
     def progress(part):
         state["done"] += len(part)
         state["clean"] += float(part["score_clean"].sum())
         state["adv"] += float(part["score_adv"].sum())
-        bar.set_postfix_str(f"clean {100 * state['clean'] / state['done']:.1f}% -> attacked "
-                            f"{100 * state['adv'] / state['done']:.1f}%", refresh=False)
+        bar.set_postfix_str(
+            f"clean {100 * state['clean'] / state['done']:.1f}% -> attacked "
+            f"{100 * state['adv'] / state['done']:.1f}%",
+            refresh=False,
+        )
         bar.update(len(part))
 
     try:
