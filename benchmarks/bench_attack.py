@@ -57,7 +57,7 @@ def batching(args) -> int:
     from lipsim.cli._night import read_triplets, triplet_loader
     from lipsim.data.synthetic import make_night
 
-    metric = load(args.checkpoint or "tiny", device="cpu")
+    metric = load(args.checkpoint or "tiny", device="cpu", pretrained=args.checkpoint is not None)
     size = metric.image_size
     cfg = AutoAttackConfig.from_budget("demo", "L2", args.eps)
     spec = AttackSpec("autoattack", "L2", args.eps, seed=0, autoattack=cfg)

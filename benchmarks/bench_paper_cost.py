@@ -197,6 +197,7 @@ class Costs:
                     device=self.device,
                     image_size=self.size,
                     emb_dim=self.arch["emb_dim"],
+                    pretrained=False,  # seeded random weights: timing only
                 )
             else:
                 m = build_metric(
@@ -272,7 +273,8 @@ class Costs:
 
 
 def _metric_name(spec: str) -> str:
-    return "lipsim" if spec.startswith("lipsim:") else spec
+    # lipsim:PATH, lipsim-cosine:PATH, lipsim-ball:PATH (lipsim.registry.build_metric)
+    return "lipsim" if spec.split(":", 1)[0] in ("lipsim", "lipsim-cosine", "lipsim-ball") else spec
 
 
 # ---- work per job -------------------------------------------------------------------------
