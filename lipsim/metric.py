@@ -181,6 +181,8 @@ def load(
 ) -> LipSim:
     """A LipSim metric from a lipsim-repro checkpoint file, or a preset with random weights.
 
+    `released:pretrained`, `released:margin0.2`, `released:margin0.5` are the authors'
+    released checkpoints, downloaded once into a cache folder (lipsim.hub).
     A checkpoint gives image_size / emb_dim (passing different ones is an error) and the
     metric it was finetuned with; `metric` ("cosine" | "ball") overrides it, and a checkpoint
     that records none (pretrained) uses "ball", the sound one.
@@ -195,6 +197,10 @@ def load(
         raise ValueError(f"lipsim.load: metric must be one of {METRICS}, got {metric!r}")
     dev = resolve_device(device)
     key = os.fspath(path_or_preset)
+    if key.startswith("released:") and not Path(key).is_file():
+        from lipsim.hub import released_checkpoint
+
+        key = os.fspath(released_checkpoint(key))
     if key in PRESETS and not Path(key).is_file():
         if pretrained:
             raise ValueError(

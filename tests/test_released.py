@@ -20,6 +20,7 @@ from loopback_server import LoopbackServer
 
 from lipsim.data.download import DownloadError
 from lipsim.data.gdrive import confirmed_url, drive_url, fetch_drive
+from lipsim.errors import LipSimError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(backoff=0.001, progress=False, timeout=10, retries=2)
@@ -308,3 +309,44 @@ def test_released_value_needs_a_drive_id():
         )
     with pytest.raises(ConfigError, match="pretrained_checkpoint: 'released' but released.ids"):
         validate_config({"pretrained_checkpoint": "released", "released": {"ids": {}}}, schema)
+
+
+def test_load_by_name_fetches_once_into_the_cache(tmp_path, monkeypatch):
+    """lipsim.load("released:margin0.5") goes through Drive's page once, converts the authors'
+    file once, and later calls read the cache (a tiny model in the authors' layout stands in
+    for the 250 MB original; the code path is the one users take)."""
+    import torch
+    from test_import_released import CFG, _reference_embedding, _save_finetuner_style
+
+    import lipsim
+    from lipsim.configcheck import schema_default
+    from lipsim.hub import released_checkpoint
+
+    fid = schema_default("released.ids")["0.5"]
+    layout, _ = _save_finetuner_style(tmp_path / "authors.pth")
+    with DriveServer({fid: (tmp_path / "authors.pth").read_bytes()}) as srv:
+        path = released_checkpoint(
+            "released:margin0.5",
+            folder=tmp_path / "cache",
+            base_url=f"{srv.url}/download",
+            arch=CFG,
+            progress=False,
+        )
+        assert srv.pages_sent == 1
+        again = released_checkpoint(
+            "released:margin0.5",
+            folder=tmp_path / "cache",
+            base_url=f"{srv.url}/download",
+            arch=CFG,
+            progress=False,
+        )
+        assert again == path and srv.pages_sent == 1  # nothing fetched the second time
+    m = lipsim.load(path)
+    assert (m.metric, m.info["margin"], m.info["teacher"]) == ("cosine", 0.5, "dreamsim_ensemble")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            m.raw_embed(x), _reference_embedding(layout, x), rtol=1e-4, atol=1e-5
+        )
+    with pytest.raises(LipSimError, match="unknown released model 'released:margin0.3'"):
+        released_checkpoint("released:margin0.3", folder=tmp_path / "cache")
