@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from lipsim.errors import LipSimError
+from lipsim.registry import METRICS_TABLE, names
 from lipsim.reporting.reference import canonical_model
 
 
@@ -49,27 +50,9 @@ def read_table(path: str | Path, required: tuple[str, ...], what: str) -> pd.Dat
     return df
 
 
-# The paper's order (Figure 3a): pixel, CNN, single ViTs, the ensemble, then LipSim.
-_METRIC_ORDER = [
-    "l2",
-    "lpips",
-    "dists",
-    "clip_vitb32",
-    "dino_vitb16",
-    "open_clip_vitb32",
-    "dreamsim_ensemble",
-    "demo",
-]
-_DISPLAY = {
-    "l2": "L2",
-    "lpips": "LPIPS",
-    "dists": "DISTS",
-    "clip_vitb32": "CLIP",
-    "dino_vitb16": "DINO",
-    "open_clip_vitb32": "OpenCLIP",
-    "dreamsim_ensemble": "DreamSim",
-    "demo": "Demo teacher",
-}
+# Labels and the paper's order (Figure 3a: pixel, CNN, single ViTs, the ensemble, then LipSim)
+# are the registry's (lipsim.registry.METRICS_TABLE).
+_METRIC_ORDER = [n for n in names() if METRICS_TABLE[n].family != "lipsim"]
 _MARGIN = re.compile(r"^margin(.+)$")
 
 
@@ -112,7 +95,8 @@ def display_name(metric: str, several_lipsim: bool = True) -> str:
             return "LipSim (pretrained)"
         margin = lipsim_margin(metric)
         return f"LipSim (margin {margin:g})" if not math.isnan(margin) else f"LipSim ({key})"
-    return _DISPLAY.get(metric, str(metric))
+    card = METRICS_TABLE.get(str(metric))
+    return card.display if card is not None else str(metric)
 
 
 def norm_label(norm: str, tex: bool = False) -> str:
