@@ -73,6 +73,33 @@ def lipsim_margin(metric: str) -> float:
         return math.nan
 
 
+def checkpoint_stage(model: str, df: pd.DataFrame | None = None,
+                     path: str | Path | None = None) -> tuple[str, float]:
+    """(stage, margin) of a LipSim model: pretrained | finetuned | other, margin NaN unless
+    finetuned. Read from the `stage` / `margin` columns `lipsim certify` copies from the
+    checkpoint; a file without them (written before they existed) falls back to the model's
+    name (`pretrained`, `margin0.5`)."""
+    if df is not None and "stage" in df.columns:
+        stages = sorted(map(str, df["stage"].dropna().unique()))
+        if len(stages) > 1:
+            raise ReportingError(f"{path or model}: several checkpoint stages in one file: "
+                                 f"{stages}")
+        stage = stages[0] if stages else "other"
+        if stage not in ("pretrained", "finetuned"):
+            return "other", math.nan
+        margins = df["margin"].dropna().unique() if "margin" in df.columns else []
+        if len(margins) > 1:
+            raise ReportingError(f"{path or model}: several margins in one file: "
+                                 f"{sorted(map(float, margins))}")
+        if stage == "finetuned" and len(margins) == 1:
+            return stage, float(margins[0])
+        return stage, math.nan
+    if canonical_model(model) == "pretrained":
+        return "pretrained", math.nan
+    margin = lipsim_margin(model)
+    return ("finetuned", margin) if not math.isnan(margin) else ("other", math.nan)
+
+
 def metric_sort_key(metric: str) -> tuple:
     """Sort key: known baselines/teachers in paper order, others by name, then LipSim models
     (pretrained first, then by margin)."""
