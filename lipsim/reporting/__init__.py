@@ -13,9 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from lipsim.eps import eps_from_file_token, eps_label
 from lipsim.errors import LipSimError
 from lipsim.registry import METRICS_TABLE, names
 from lipsim.reporting.reference import canonical_model
+
+__all__ = ["ReportingError", "attack_label", "attack_setting", "canonical_model",
+           "checkpoint_stage", "display_name", "eps_label", "fmt", "is_lipsim", "lipsim_margin",
+           "metric_sort_key", "norm_label", "parse_assignments", "parse_attack_path",
+           "read_table", "report_errors"]
 
 
 class ReportingError(LipSimError, ValueError):
@@ -134,17 +140,6 @@ def norm_label(norm: str, tex: bool = False) -> str:
     return str(norm)
 
 
-def eps_label(eps: float, norm: str) -> str:
-    """linf budgets read best as k/255 (the paper's convention); l2 ones as decimals."""
-    if str(norm).lower() == "linf" and float(eps) >= 1:  # already in /255 units (file names)
-        eps = float(eps) / 255
-    k = round(float(eps) * 255)
-    # Same tolerance as reference matching: 4/255 is often written 0.0157 in file names.
-    if str(norm).lower() == "linf" and k > 0 and abs(float(eps) - k / 255) < 5e-4:
-        return f"{k}/255"
-    return f"{float(eps):g}"
-
-
 _ATTACK_NAMES = {
     "autoattack": "AutoAttack",
     "aa": "AutoAttack",
@@ -167,9 +162,8 @@ def parse_attack_path(path: str | Path) -> dict:
     """`R/attacks/{metric}/{attack}-{norm}-{eps}.parquet` -> metric, attack, norm, eps.
 
     The norm (l2 | linf, any case) anchors the split, so attack names may contain '-'
-    (apgd-ce). eps is returned in image units: the workflow writes Linf radii in /255 units
-    in file names (`autoattack-Linf-4`), and a Linf radius >= 1 in image units would allow
-    any image, so a Linf eps >= 1 is read as k/255.
+    (apgd-ce). eps is returned in image units, read with the file-name convention of
+    lipsim.eps.eps_from_file_token (Linf in /255 units: `autoattack-Linf-4` is 4/255).
     """
     path = Path(path)
     m = _ATTACK_FILE.match(path.stem)
@@ -178,13 +172,11 @@ def parse_attack_path(path: str | Path) -> dict:
             f"cannot read metric/attack/norm/eps from {path}: expected "
             ".../attacks/{metric}/{attack}-{norm}-{eps}.parquet with norm l2 or linf"
         )
-    try:
-        eps = float(m.group("eps"))
-    except ValueError:
-        raise ReportingError(f"{path}: eps {m.group('eps')!r} is not a number") from None
     norm = m.group("norm").lower()
-    if norm == "linf" and eps >= 1:
-        eps /= 255
+    try:
+        eps = eps_from_file_token(m.group("eps"), norm)
+    except LipSimError as exc:
+        raise ReportingError(f"{path}: {exc}") from None
     return {
         "metric": path.parent.name,
         "attack": m.group("attack").lower(),
@@ -196,8 +188,9 @@ def parse_attack_path(path: str | Path) -> dict:
 def attack_setting(path: str | Path, df: pd.DataFrame) -> dict:
     """metric (from the folder name) and attack, norm, eps (image units) of an attack file.
 
-    The `attack`, `norm`, `eps` columns written by `lipsim attack` are authoritative (eps in
-    image units there); the file name is the fallback for files without them.
+    The `attack`, `norm`, `eps` columns written by `lipsim attack` are authoritative (the
+    file's own record, eps in image units); the file name is the fallback for files without
+    them.
     """
     cols = [c for c in ("attack", "norm", "eps") if c in df.columns]
     try:
