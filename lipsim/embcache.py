@@ -38,7 +38,7 @@ import pandas as pd
 
 from lipsim.atomic import atomic_path, write_json
 from lipsim.checksum import sha256_file
-from lipsim.configcheck import ConfigError
+from lipsim.configcheck import ConfigError, schema_default
 from lipsim.data.folders import IMAGE_SUFFIXES
 from lipsim.errors import LipSimError
 
@@ -242,11 +242,16 @@ def _load_state(cache_dir: Path, part: int, config: dict) -> dict:
 
 
 def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
-              out_dir: str | os.PathLike, part: int, parts: int, shard_size: int = 1000,
-              dtype: str = "float16", batch_size: int = 64, workers: int = 0,
-              on_bad_image: str = "skip", image_size: int | None = None, device="cpu",
+              out_dir: str | os.PathLike, part: int, parts: int,
+              shard_size: int = schema_default("cache.shard_size"),
+              dtype: str = schema_default("cache.dtype"),
+              batch_size: int = schema_default("cache.batch_size"),
+              workers: int = schema_default("cache.workers"),
+              on_bad_image: str = schema_default("cache.on_bad_image"),
+              image_size: int | None = None, device="cpu",
               random_weights: bool = False, teacher_name: str | None = None,
-              progress: bool = True, crop: str = "resize_center", mirror: bool = False) -> dict:
+              progress: bool = True, crop: str = schema_default("distill.crop"),
+              mirror: bool = False) -> dict:
     """Embed the images of part `part` of `parts` and write its shards, then part-K.json.
 
     Returns the part manifest. Shards already present and verified are kept (resume).

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lipsim.configcheck import schema_default
 from lipsim.errors import LipSimError
 
 __all__ = [
@@ -224,7 +225,7 @@ def _select(df: pd.DataFrame, min_votes: int, splits: Iterable[str] | str | None
     return df.reset_index(drop=True)
 
 
-def read_night(root: str | os.PathLike, min_votes: int = 6,
+def read_night(root: str | os.PathLike, min_votes: int = schema_default("night.min_votes"),
                splits: Iterable[str] | str | None = None) -> pd.DataFrame:
     """Read NIGHT's data.csv into a DataFrame of usable triplets.
 
@@ -305,7 +306,8 @@ class NightTriplets:
         return ref, x0, x1, torch.tensor(self._p[index]), index
 
 
-def verify_night(root: str | os.PathLike, min_votes: int = 6, *,
+def verify_night(root: str | os.PathLike,
+                 min_votes: int = schema_default("night.min_votes"), *,
                  decode: bool = True) -> list[Problem]:
     """Every problem in a NIGHT folder (empty list = fine).
 
