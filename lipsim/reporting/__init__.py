@@ -71,7 +71,8 @@ def is_lipsim(metric: str) -> bool:
 
 
 def lipsim_margin(metric: str) -> float:
-    """margin of a LipSim model name (`lipsim-margin0.5` -> 0.5); NaN for pretrained/other."""
+    """margin of a LipSim model name (`lipsim-margin0.5` -> 0.5); NaN for pretrained/other.
+    For labels and order only: a certify file's own margin is checkpoint_stage's."""
     m = _MARGIN.match(canonical_model(metric))
     try:
         return float(m.group(1)) if m else math.nan
