@@ -66,6 +66,11 @@ def test_teachers_and_baselines_read_the_registry():
         assert (spec.emb_dim, spec.image_size, spec.downloads) == (
             card.emb_dim, card.image_size, card.downloads)
     assert TEACHERS["dreamsim_ensemble"].emb_dim == 1792
+    from lipsim.teachers import get_teacher
+
+    demo = get_teacher("demo")  # the built teacher agrees with its card
+    assert (demo.emb_dim, demo.image_size) == (METRICS_TABLE["demo"].emb_dim,
+                                               METRICS_TABLE["demo"].image_size)
     assert tuple(baselines.BASELINES) == tuple(names("baseline"))
     assert set(baselines.BASELINE_DOWNLOADS) == {"lpips", "dists"}
     assert set(needs_weights()) == {"lpips", "dists", "dreamsim_ensemble", "dino_vitb16",
