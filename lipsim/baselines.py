@@ -41,7 +41,8 @@ BASELINES = BASELINE_NAMES  # the registry's (lipsim.registry.METRICS_TABLE)
 # trunk is fetched; torchvision's file names carry the first 8 hex digits of the sha256.
 BASELINE_DOWNLOADS: dict[str, tuple[tuple[str, str], ...]] = {
     name: tuple((d.url, d.name) for d in METRICS_TABLE[name].downloads)
-    for name in BASELINE_NAMES if METRICS_TABLE[name].downloads
+    for name in BASELINE_NAMES
+    if METRICS_TABLE[name].downloads
 }
 _ALEXNET = BASELINE_DOWNLOADS["lpips"][0]
 _VGG16 = BASELINE_DOWNLOADS["dists"][0]
@@ -51,13 +52,17 @@ _SEED = 0  # random_weights: the architecture's weights are drawn from this seed
 def _weights_file(name: str, file: str, weights_dir) -> Path:
     fetch = f"`python -m lipsim fetch-weights --teacher {name} --weights-dir DIR`"
     if weights_dir is None:
-        raise FileNotFoundError(f"{name}: pretrained weights needed but no weights_dir given "
-                                f"(--weights-dir); fetch them with {fetch}, or use "
-                                "--random-weights for a test build")
+        raise FileNotFoundError(
+            f"{name}: pretrained weights needed but no weights_dir given "
+            f"(--weights-dir); fetch them with {fetch}, or use "
+            "--random-weights for a test build"
+        )
     path = Path(weights_dir) / name / file
     if not path.is_file():
-        raise FileNotFoundError(f"{name}: missing weights file {path}; fetch it with "
-                                f"{fetch.replace('DIR', os.fspath(weights_dir))}")
+        raise FileNotFoundError(
+            f"{name}: missing weights file {path}; fetch it with "
+            f"{fetch.replace('DIR', os.fspath(weights_dir))}"
+        )
     return path
 
 
@@ -68,8 +73,10 @@ def _check_hash_prefix(path: Path) -> None:
         return
     digest = sha256_file(path)
     if not digest.startswith(stem):
-        raise ValueError(f"{path}: sha256 {digest[:8]}... does not match the prefix "
-                         f"{stem} in its name (corrupt or partial download); fetch it again")
+        raise ValueError(
+            f"{path}: sha256 {digest[:8]}... does not match the prefix "
+            f"{stem} in its name (corrupt or partial download); fetch it again"
+        )
 
 
 def _load_torchvision_checkpoint(path: Path) -> dict:
@@ -84,8 +91,9 @@ class _Resizing(SimilarityMetric):
         s = self.image_size
         if s is None or tuple(x.shape[-2:]) == (s, s):
             return x
-        return F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False,
-                             antialias=True).clamp(0.0, 1.0)
+        return F.interpolate(
+            x, size=(s, s), mode="bicubic", align_corners=False, antialias=True
+        ).clamp(0.0, 1.0)
 
 
 class PixelL2(_Resizing):
@@ -110,8 +118,9 @@ class LPIPSMetric(_Resizing):
 
     name = "lpips"
 
-    def __init__(self, *, weights_dir=None, random_weights: bool = False,
-                 image_size: int | None = None) -> None:
+    def __init__(
+        self, *, weights_dir=None, random_weights: bool = False, image_size: int | None = None
+    ) -> None:
         super().__init__()
         import lpips
 
@@ -173,8 +182,9 @@ class DISTS(_Resizing):
 
     name = "dists"
 
-    def __init__(self, *, weights_dir=None, random_weights: bool = False,
-                 image_size: int | None = None) -> None:
+    def __init__(
+        self, *, weights_dir=None, random_weights: bool = False, image_size: int | None = None
+    ) -> None:
         super().__init__()
         from DISTS_pytorch import DISTS as _DISTS
 
@@ -182,8 +192,9 @@ class DISTS(_Resizing):
         features = None
         if not random_weights:  # fail on missing weights before building anything
             sd = _load_torchvision_checkpoint(_weights_file("dists", _VGG16[1], weights_dir))
-            features = {k[len("features."):]: v for k, v in sd.items()
-                        if k.startswith("features.")}
+            features = {
+                k[len("features.") :]: v for k, v in sd.items() if k.startswith("features.")
+            }
         with torch.random.fork_rng(devices=[]), _vgg16_without_download(features):
             torch.manual_seed(_SEED)
             self.net = _DISTS(load_weights=False)  # its loader reads sys.prefix/weights.pt
@@ -199,26 +210,31 @@ class DISTS(_Resizing):
         return d.reshape(a.shape[0])
 
 
-def build_baseline(name: str, *, weights_dir=None, random_weights: bool = False,
-                   image_size: int | None = None) -> SimilarityMetric:
+def build_baseline(
+    name: str, *, weights_dir=None, random_weights: bool = False, image_size: int | None = None
+) -> SimilarityMetric:
     """Baseline `name` (one of BASELINES); see the module docstring."""
     if name == "l2":
         return PixelL2(image_size)
     if name == "lpips":
-        return LPIPSMetric(weights_dir=weights_dir, random_weights=random_weights,
-                           image_size=image_size)
+        return LPIPSMetric(
+            weights_dir=weights_dir, random_weights=random_weights, image_size=image_size
+        )
     if name == "dists":
-        return DISTS(weights_dir=weights_dir, random_weights=random_weights,
-                     image_size=image_size)
+        return DISTS(weights_dir=weights_dir, random_weights=random_weights, image_size=image_size)
     raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
 
 
 # Moved by job (see the module docstring); still importable from here for older callers.
 _MOVED = {
-    "TEACHER_NAMES": "lipsim.registry", "build_metric": "lipsim.registry",
-    "metric_names": "lipsim.registry", "resolve_device": "lipsim.device",
-    "triplet_distances": "lipsim.evaluation", "evaluate_triplets": "lipsim.evaluation",
-    "DEFAULT_IMAGE_SIZE": "lipsim.cli._metric", "add_metric_args": "lipsim.cli._metric",
+    "TEACHER_NAMES": "lipsim.registry",
+    "build_metric": "lipsim.registry",
+    "metric_names": "lipsim.registry",
+    "resolve_device": "lipsim.device",
+    "triplet_distances": "lipsim.evaluation",
+    "evaluate_triplets": "lipsim.evaluation",
+    "DEFAULT_IMAGE_SIZE": "lipsim.cli._metric",
+    "add_metric_args": "lipsim.cli._metric",
     "metric_from_args": "lipsim.cli._metric",
 }
 
@@ -229,4 +245,12 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BASELINES", "BASELINE_DOWNLOADS", "DISTS", "build_baseline", "LPIPSMetric", "PixelL2", *_MOVED]
+__all__ = [
+    "BASELINES",
+    "BASELINE_DOWNLOADS",
+    "DISTS",
+    "build_baseline",
+    "LPIPSMetric",
+    "PixelL2",
+    *_MOVED,
+]

@@ -47,12 +47,16 @@ def schema_node(key: str, schema: dict[str, Any] | None = None) -> dict[str, Any
     for part in key.split("."):
         props = node.get("properties", {})
         if part not in props:
-            raise ConfigError(f"config key {key!r} is not in the schema "
-                              f"({part!r} not among {', '.join(props) or 'no keys'})")
+            raise ConfigError(
+                f"config key {key!r} is not in the schema "
+                f"({part!r} not among {', '.join(props) or 'no keys'})"
+            )
         node = props[part]
         if "$ref" in node:
-            node = {**_resolve(root, node["$ref"]),
-                    **{k: v for k, v in node.items() if k != "$ref"}}
+            node = {
+                **_resolve(root, node["$ref"]),
+                **{k: v for k, v in node.items() if k != "$ref"},
+            }
     return node
 
 
@@ -178,17 +182,25 @@ def _cross_checks(config: dict[str, Any]) -> None:
             problems.append(f"  finetuned_checkpoints.{key}: keys must be margins (numbers)")
             continue
         if m not in margins:
-            problems.append(f"  finetuned_checkpoints.{key}: margin {m} is not in margins {margins}")
+            problems.append(
+                f"  finetuned_checkpoints.{key}: margin {m} is not in margins {margins}"
+            )
     released = [("pretrained_checkpoint", "pretrained")] * (
-        config.get("pretrained_checkpoint") == "released")
-    released += [(f"finetuned_checkpoints.{k}", k) for k, v in
-                 config.get("finetuned_checkpoints", {}).items() if v == "released"]
+        config.get("pretrained_checkpoint") == "released"
+    )
+    released += [
+        (f"finetuned_checkpoints.{k}", k)
+        for k, v in config.get("finetuned_checkpoints", {}).items()
+        if v == "released"
+    ]
     ids = config.get("released", {}).get("ids", {})
     known = {"pretrained" if k == "pretrained" else _as_float(k) for k in ids}
     for key, name in released:
         if ("pretrained" if name == "pretrained" else _as_float(name)) not in known:
-            problems.append(f"  {key}: 'released' but released.ids has no {name!r} "
-                            f"(has {', '.join(ids) or 'none'})")
+            problems.append(
+                f"  {key}: 'released' but released.ids has no {name!r} "
+                f"(has {', '.join(ids) or 'none'})"
+            )
     if config.get("distill", {}).get("launcher") == "none":
         res = config["distill"].get("resources", {})
         if res.get("nodes", 1) * res.get("tasks_per_node", 1) > 1:

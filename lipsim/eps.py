@@ -69,5 +69,12 @@ def eps_label(eps: float, norm: str) -> str:
     return f"{eps:g}"
 
 
-__all__ = ["LEVELS", "LEVEL_ATOL", "UNITS", "convert_eps", "eps_file_token",
-           "eps_from_file_token", "eps_label"]
+__all__ = [
+    "LEVELS",
+    "LEVEL_ATOL",
+    "UNITS",
+    "convert_eps",
+    "eps_file_token",
+    "eps_from_file_token",
+    "eps_label",
+]

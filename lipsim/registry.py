@@ -66,51 +66,129 @@ class MetricCard:
         return bool(self.downloads)
 
 
-_ALEXNET = Download("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "file",
-                    "alexnet-owt-7be5be79.pth", "7be5be79")
-_VGG16 = Download("https://download.pytorch.org/models/vgg16-397923af.pth", "file",
-                  "vgg16-397923af.pth", "397923af")
-_DINO = Download("https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/"
-                 "dino_vitbase16_pretrain.pth", "file", "dino_vitbase16_pretrain.pth")
+_ALEXNET = Download(
+    "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    "file",
+    "alexnet-owt-7be5be79.pth",
+    "7be5be79",
+)
+_VGG16 = Download(
+    "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "file",
+    "vgg16-397923af.pth",
+    "397923af",
+)
+_DINO = Download(
+    "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth",
+    "file",
+    "dino_vitbase16_pretrain.pth",
+)
 # The DreamSim ensemble LipSim distilled from (2023, dreamsim 0.1.x): DINO, CLIP and OpenCLIP
 # ViT-B/16 (strides 16,16,16 in every released dreamsim config; CLIP/OpenCLIP B/16 and B/32
 # both give 512-d embeddings, hence 768 + 512 + 512 = 1792). The zip holds the CLIP/OpenCLIP
 # backbones and `ensemble_lora/`; dreamsim 0.2.x ships a re-released ensemble checkpoint
 # (v0.2.0-checkpoints/dreamsim_ensemble_checkpoint.zip) with the same layout.
-_ENSEMBLE_V01 = Download("https://github.com/ssundaram21/dreamsim/releases/download/v0.1.0/"
-                         "dreamsim_checkpoint.zip", "zip", "dreamsim_ensemble_v0.1.zip")
+_ENSEMBLE_V01 = Download(
+    "https://github.com/ssundaram21/dreamsim/releases/download/v0.1.0/dreamsim_checkpoint.zip",
+    "zip",
+    "dreamsim_ensemble_v0.1.zip",
+)
 # The single-backbone DreamSim releases (the URLs of dreamsim.config.dreamsim_weights; a test
 # keeps them equal to the installed package's).
 _DREAMSIM_RELEASE = "https://github.com/ssundaram21/dreamsim/releases/download/v0.2.0-checkpoints"
 
 
 def _dreamsim_zip(key: str) -> Download:
-    return Download(f"{_DREAMSIM_RELEASE}/dreamsim_{key}_checkpoint.zip", "zip",
-                    f"dreamsim_{key}.zip")
+    return Download(
+        f"{_DREAMSIM_RELEASE}/dreamsim_{key}_checkpoint.zip", "zip", f"dreamsim_{key}.zip"
+    )
 
 
 _CARDS = (
-    MetricCard("l2", "baseline", "L2", None, None, (),
-               "Euclidean pixel distance ||a - b||_2 (images in [0, 1])"),
-    MetricCard("lpips", "baseline", "LPIPS", None, None, (_ALEXNET,),
-               "LPIPS v0.1, AlexNet trunk (torchvision's ImageNet checkpoint)"),
-    MetricCard("dists", "baseline", "DISTS", None, None, (_VGG16,),
-               "DISTS (DISTS_pytorch; alpha / beta ship in its wheel), VGG16 trunk"),
-    MetricCard("clip_vitb32", "teacher", "CLIP", 512, 224, (_dreamsim_zip("clip_vitb32"),),
-               "DreamSim single CLIP ViT-B/32"),
-    MetricCard("dino_vitb16", "teacher", "DINO", 768, 224,
-               (_dreamsim_zip("dino_vitb16"), _DINO), "DreamSim single DINO ViT-B/16"),
-    MetricCard("open_clip_vitb32", "teacher", "OpenCLIP", 512, 224,
-               (_dreamsim_zip("open_clip_vitb32"),), "DreamSim single OpenCLIP ViT-B/32"),
-    MetricCard("dreamsim_ensemble", "teacher", "DreamSim", 1792, 224, (_ENSEMBLE_V01, _DINO),
-               "DreamSim ensemble: DINO ViT-B/16 (768) + CLIP ViT-B/16 (512) + OpenCLIP "
-               "ViT-B/16 (512)"),
-    MetricCard("demo", "teacher", "Demo teacher", 64, 32, (),
-               "seeded random multi-scale conv features (demo; no weights)", in_paper=False),
+    MetricCard(
+        "l2",
+        "baseline",
+        "L2",
+        None,
+        None,
+        (),
+        "Euclidean pixel distance ||a - b||_2 (images in [0, 1])",
+    ),
+    MetricCard(
+        "lpips",
+        "baseline",
+        "LPIPS",
+        None,
+        None,
+        (_ALEXNET,),
+        "LPIPS v0.1, AlexNet trunk (torchvision's ImageNet checkpoint)",
+    ),
+    MetricCard(
+        "dists",
+        "baseline",
+        "DISTS",
+        None,
+        None,
+        (_VGG16,),
+        "DISTS (DISTS_pytorch; alpha / beta ship in its wheel), VGG16 trunk",
+    ),
+    MetricCard(
+        "clip_vitb32",
+        "teacher",
+        "CLIP",
+        512,
+        224,
+        (_dreamsim_zip("clip_vitb32"),),
+        "DreamSim single CLIP ViT-B/32",
+    ),
+    MetricCard(
+        "dino_vitb16",
+        "teacher",
+        "DINO",
+        768,
+        224,
+        (_dreamsim_zip("dino_vitb16"), _DINO),
+        "DreamSim single DINO ViT-B/16",
+    ),
+    MetricCard(
+        "open_clip_vitb32",
+        "teacher",
+        "OpenCLIP",
+        512,
+        224,
+        (_dreamsim_zip("open_clip_vitb32"),),
+        "DreamSim single OpenCLIP ViT-B/32",
+    ),
+    MetricCard(
+        "dreamsim_ensemble",
+        "teacher",
+        "DreamSim",
+        1792,
+        224,
+        (_ENSEMBLE_V01, _DINO),
+        "DreamSim ensemble: DINO ViT-B/16 (768) + CLIP ViT-B/16 (512) + OpenCLIP ViT-B/16 (512)",
+    ),
+    MetricCard(
+        "demo",
+        "teacher",
+        "Demo teacher",
+        64,
+        32,
+        (),
+        "seeded random multi-scale conv features (demo; no weights)",
+        in_paper=False,
+    ),
     # LipSim models are named by checkpoint (`lipsim:<path>`); their embedding size is their
     # teacher's and their input size the checkpoint's; released weights: fetch-released.
-    MetricCard("lipsim", "lipsim", "LipSim", None, None, (),
-               "1-Lipschitz student distilled from a teacher (lipsim:<checkpoint>)"),
+    MetricCard(
+        "lipsim",
+        "lipsim",
+        "LipSim",
+        None,
+        None,
+        (),
+        "1-Lipschitz student distilled from a teacher (lipsim:<checkpoint>)",
+    ),
 )
 METRICS_TABLE: dict[str, MetricCard] = {card.name: card for card in _CARDS}
 
@@ -127,8 +205,11 @@ def names(family: str | None = None, *, paper_only: bool = False) -> list[str]:
     """Registry names of one family (all when None), in the paper's order."""
     if family is not None and family not in FAMILIES:
         raise LipSimError(f"unknown metric family {family!r}; known: {', '.join(FAMILIES)}")
-    return [c.name for c in _CARDS
-            if (family is None or c.family == family) and (c.in_paper or not paper_only)]
+    return [
+        c.name
+        for c in _CARDS
+        if (family is None or c.family == family) and (c.in_paper or not paper_only)
+    ]
 
 
 def comparison_metrics() -> list[str]:
@@ -147,12 +228,23 @@ BASELINE_NAMES = tuple(names("baseline"))
 
 
 def metric_names() -> list[str]:
-    return [*BASELINE_NAMES, *TEACHER_NAMES, "lipsim:<checkpoint>", "lipsim-cosine:<checkpoint>",
-            "lipsim-ball:<checkpoint>"]
+    return [
+        *BASELINE_NAMES,
+        *TEACHER_NAMES,
+        "lipsim:<checkpoint>",
+        "lipsim-cosine:<checkpoint>",
+        "lipsim-ball:<checkpoint>",
+    ]
 
 
-def build_metric(spec: str, *, weights_dir: str | os.PathLike | None = None, device="cpu",
-                 random_weights: bool = False, image_size: int | None = None):
+def build_metric(
+    spec: str,
+    *,
+    weights_dir: str | os.PathLike | None = None,
+    device="cpu",
+    random_weights: bool = False,
+    image_size: int | None = None,
+):
     """The metric named by `spec` (see the module docstring), frozen, in eval mode, on device:
     a lipsim.similarity.SimilarityMetric."""
     from lipsim.device import resolve_device
@@ -163,26 +255,32 @@ def build_metric(spec: str, *, weights_dir: str | os.PathLike | None = None, dev
     lipsim_metric = None
     for name in METRICS:  # lipsim-cosine:PATH / lipsim-ball:PATH pick the LipSim metric
         if spec.startswith(f"lipsim-{name}:"):
-            lipsim_metric, spec = name, "lipsim:" + spec[len(f"lipsim-{name}:"):]
+            lipsim_metric, spec = name, "lipsim:" + spec[len(f"lipsim-{name}:") :]
     if spec.startswith("lipsim:"):
         from lipsim.metric import load
 
-        path = spec[len("lipsim:"):]
+        path = spec[len("lipsim:") :]
         if not path:
             raise ValueError("metric spec 'lipsim:' needs a checkpoint path (lipsim:PATH)")
         # `lipsim:<preset>` is the documented spelling of seeded random weights.
-        metric = load(path, device=dev, pretrained=not (random_weights or path in PRESETS),
-                      metric=lipsim_metric)
+        metric = load(
+            path,
+            device=dev,
+            pretrained=not (random_weights or path in PRESETS),
+            metric=lipsim_metric,
+        )
     elif spec in TEACHER_NAMES:
         from lipsim.teachers import get_teacher
 
-        metric = get_teacher(spec, weights_dir=weights_dir, device=str(dev),
-                             random_weights=random_weights)
+        metric = get_teacher(
+            spec, weights_dir=weights_dir, device=str(dev), random_weights=random_weights
+        )
     elif spec in BASELINE_NAMES:
         from lipsim.baselines import build_baseline
 
-        metric = build_baseline(spec, weights_dir=weights_dir, random_weights=random_weights,
-                                image_size=image_size)
+        metric = build_baseline(
+            spec, weights_dir=weights_dir, random_weights=random_weights, image_size=image_size
+        )
     else:
         raise ValueError(f"unknown metric {spec!r}; known: {', '.join(metric_names())}")
     metric = metric.to(dev).eval()
@@ -192,6 +290,17 @@ def build_metric(spec: str, *, weights_dir: str | os.PathLike | None = None, dev
     return metric
 
 
-__all__ = ["BASELINE_NAMES", "FAMILIES", "METRICS_TABLE", "TEACHER_NAMES", "Download",
-           "MetricCard", "build_metric", "comparison_metrics", "metric_card", "metric_names",
-           "names", "needs_weights"]
+__all__ = [
+    "BASELINE_NAMES",
+    "FAMILIES",
+    "METRICS_TABLE",
+    "TEACHER_NAMES",
+    "Download",
+    "MetricCard",
+    "build_metric",
+    "comparison_metrics",
+    "metric_card",
+    "metric_names",
+    "names",
+    "needs_weights",
+]

@@ -106,8 +106,7 @@ def _pgd(metric, ref, e0, e1, p, eps, sign, steps=50, restarts=2, seed=0):
 def _clean(metric, ref, x0, x1, column="radius"):
     with torch.no_grad():
         e0, e1 = metric.embed(x0), metric.embed(x1)
-        r = radii(metric.raw_embed(ref), metric.raw_embed(x0), metric.raw_embed(x1),
-                  metric.metric)
+        r = radii(metric.raw_embed(ref), metric.raw_embed(x0), metric.raw_embed(x1), metric.metric)
     return e0, e1, r["d0"], r["d1"], r[column]
 
 
@@ -262,8 +261,7 @@ def test_cli_certify_on_demo_night(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "cert@36" in printed and "test " in printed
     df = pd.read_parquet(out)
-    assert list(df.columns) == [*COLUMNS, "half_votes", "tie_radius", "stage", "margin",
-                                "teacher"]
+    assert list(df.columns) == [*COLUMNS, "half_votes", "tie_radius", "stage", "margin", "teacher"]
     assert set(df["half_votes"]) == {"drop"} and set(df["tie_radius"]) == {"infinite"}
     assert set(df["stage"]) == {"pretrained"} and df["margin"].isna().all()
     cos, ball = df[df["metric"] == "cosine"], df[df["metric"] == "ball"]
@@ -283,14 +281,46 @@ def test_certify_records_the_checkpoint_and_table1_reads_its_margin_not_the_name
 
     night = make_night(tmp_path / "night", seed=0, n_train=2, n_val=2, n_test=6, image_size=32)
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "student.pt", build_model("tiny", 32, 64, conv_depth=1),
-                    stage="finetuned", margin=0.3, teacher="demo", metric="ball")
+    save_checkpoint(
+        tmp_path / "student.pt",
+        build_model("tiny", 32, 64, conv_depth=1),
+        stage="finetuned",
+        margin=0.3,
+        teacher="demo",
+        metric="ball",
+    )
     out = tmp_path / "run-b.parquet"
-    assert certify.main(["--checkpoint", str(tmp_path / "student.pt"), "--night", str(night),
-                         "--splits", "test_imagenet", "test_no_imagenet", "--metrics", "ball",
-                         "--half-votes", "keep", "--tie-radius", "zero", "--eps", "36",
-                         "--batch-size", "8", "--device", "cpu", "--min-votes", "1",
-                         "--no-progress", "--out", str(out)]) == 0
+    assert (
+        certify.main(
+            [
+                "--checkpoint",
+                str(tmp_path / "student.pt"),
+                "--night",
+                str(night),
+                "--splits",
+                "test_imagenet",
+                "test_no_imagenet",
+                "--metrics",
+                "ball",
+                "--half-votes",
+                "keep",
+                "--tie-radius",
+                "zero",
+                "--eps",
+                "36",
+                "--batch-size",
+                "8",
+                "--device",
+                "cpu",
+                "--min-votes",
+                "1",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     df = pd.read_parquet(out)
     assert set(df["stage"]) == {"finetuned"} and set(df["teacher"]) == {"demo"}
     assert np.allclose(df["margin"], 0.3)
@@ -337,13 +367,17 @@ def test_radius_holds_for_embeddings_inside_the_ball():
                 assert torch.all(new == sign)
         if not must_hold:
             flipped_either = (
-                torch.sign(ball_distance(e_ref.double() + factor * radius[:, None] * u, e0.double())
-                           - ball_distance(e_ref.double() + factor * radius[:, None] * u,
-                                           e1.double())) != sign
+                torch.sign(
+                    ball_distance(e_ref.double() + factor * radius[:, None] * u, e0.double())
+                    - ball_distance(e_ref.double() + factor * radius[:, None] * u, e1.double())
+                )
+                != sign
             ) | (
-                torch.sign(ball_distance(e_ref.double() - factor * radius[:, None] * u, e0.double())
-                           - ball_distance(e_ref.double() - factor * radius[:, None] * u,
-                                           e1.double())) != sign
+                torch.sign(
+                    ball_distance(e_ref.double() - factor * radius[:, None] * u, e0.double())
+                    - ball_distance(e_ref.double() - factor * radius[:, None] * u, e1.double())
+                )
+                != sign
             )
             assert flipped_either.all(), "the radius should be tight along e1 - e0"
 
@@ -369,8 +403,11 @@ def test_cosine_sound_radius_is_tight_and_the_authors_radius_is_not_sound_inside
     g = torch.Generator().manual_seed(0)
     n, k = 128, 8
     f_ref = torch.randn(n, k, dtype=torch.float64, generator=g)
-    f_ref = f_ref * (0.1 + 0.8 * torch.rand(n, 1, dtype=torch.float64, generator=g)) / f_ref.norm(
-        dim=1, keepdim=True)  # ||f(ref)|| in (0.1, 0.9): inside the ball
+    f_ref = (
+        f_ref
+        * (0.1 + 0.8 * torch.rand(n, 1, dtype=torch.float64, generator=g))
+        / f_ref.norm(dim=1, keepdim=True)
+    )  # ||f(ref)|| in (0.1, 0.9): inside the ball
     f0, f1 = (torch.randn(n, k, dtype=torch.float64, generator=g) for _ in range(2))
     r = radii(f_ref, f0, f1, "cosine")
     assert torch.all(r["radius"] < r["radius_authors"])  # r m < m for r < 1
@@ -414,12 +451,14 @@ def test_pgd_finds_flips_inside_the_authors_radius_on_a_real_net():
 
 
 def test_unsound_share_counts_rows_certified_only_by_the_authors_radius():
-    df = pd.DataFrame({
-        "split": ["test_imagenet"] * 4 + ["test_no_imagenet"] * 4,
-        "score": [1.0] * 8,
-        "radius": [0.5, 0.1, 0.0, 0.3, 0.05, 0.5, 0.2, 0.0],
-        "radius_authors": [0.5, 0.3, 0.2, 0.3, 0.2, 0.5, 0.1, 0.0],
-    })
+    df = pd.DataFrame(
+        {
+            "split": ["test_imagenet"] * 4 + ["test_no_imagenet"] * 4,
+            "score": [1.0] * 8,
+            "radius": [0.5, 0.1, 0.0, 0.3, 0.05, 0.5, 0.2, 0.0],
+            "radius_authors": [0.5, 0.3, 0.2, 0.3, 0.2, 0.5, 0.1, 0.0],
+        }
+    )
     u = unsound_share(df, 0.15)
     # rows 1, 2 (imagenet) and 4 (no_imagenet) are certified at 0.15 by the authors only.
     assert u["test_imagenet"] == pytest.approx(50.0)

@@ -60,8 +60,12 @@ def test_attack_setting_prefers_the_files_recorded_eps(tmp_path):
 def test_no_unit_guess_or_hand_conversion_left_in_reporting():
     """The `eps >= 1 means /255` guess is gone and the reporting modules this change owns
     convert through lipsim.eps (tables.py's Table 1 radii: see the report)."""
-    for rel in ("lipsim/reporting/__init__.py", "lipsim/reporting/figures.py",
-                "lipsim/reporting/bapps.py", "lipsim/cli/evaluate_bapps.py"):
+    for rel in (
+        "lipsim/reporting/__init__.py",
+        "lipsim/reporting/figures.py",
+        "lipsim/reporting/bapps.py",
+        "lipsim/cli/evaluate_bapps.py",
+    ):
         text = (ROOT / rel).read_text()
         assert not re.search(r"eps\)?\s*>=\s*1", text), rel
         assert not re.search(r"[/*] 255\b", text), rel

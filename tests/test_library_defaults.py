@@ -36,8 +36,9 @@ PARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize(("func", "param", "key"), PARAMETERS,
-                         ids=[f"{f.__name__}.{p}" for f, p, _ in PARAMETERS])
+@pytest.mark.parametrize(
+    ("func", "param", "key"), PARAMETERS, ids=[f"{f.__name__}.{p}" for f, p, _ in PARAMETERS]
+)
 def test_library_default_is_the_schema_default(func, param, key):
     default = inspect.signature(func).parameters[param].default
     assert default is not inspect.Parameter.empty, f"{func.__name__}({param}) has no default"

@@ -64,17 +64,28 @@ def test_teachers_and_baselines_read_the_registry():
     for name, spec in TEACHERS.items():
         card = METRICS_TABLE[name]
         assert (spec.emb_dim, spec.image_size, spec.downloads) == (
-            card.emb_dim, card.image_size, card.downloads)
+            card.emb_dim,
+            card.image_size,
+            card.downloads,
+        )
     assert TEACHERS["dreamsim_ensemble"].emb_dim == 1792
     from lipsim.teachers import get_teacher
 
     demo = get_teacher("demo")  # the built teacher agrees with its card
-    assert (demo.emb_dim, demo.image_size) == (METRICS_TABLE["demo"].emb_dim,
-                                               METRICS_TABLE["demo"].image_size)
+    assert (demo.emb_dim, demo.image_size) == (
+        METRICS_TABLE["demo"].emb_dim,
+        METRICS_TABLE["demo"].image_size,
+    )
     assert tuple(baselines.BASELINES) == tuple(names("baseline"))
     assert set(baselines.BASELINE_DOWNLOADS) == {"lpips", "dists"}
-    assert set(needs_weights()) == {"lpips", "dists", "dreamsim_ensemble", "dino_vitb16",
-                                    "clip_vitb32", "open_clip_vitb32"}
+    assert set(needs_weights()) == {
+        "lpips",
+        "dists",
+        "dreamsim_ensemble",
+        "dino_vitb16",
+        "clip_vitb32",
+        "open_clip_vitb32",
+    }
 
 
 def test_weights_sources_match_the_upstream_packages():
@@ -82,8 +93,10 @@ def test_weights_sources_match_the_upstream_packages():
     from dreamsim.config import dreamsim_weights
     from torchvision.models import AlexNet_Weights, VGG16_Weights
 
-    for name, weights in (("lpips", AlexNet_Weights.IMAGENET1K_V1),
-                          ("dists", VGG16_Weights.IMAGENET1K_V1)):
+    for name, weights in (
+        ("lpips", AlexNet_Weights.IMAGENET1K_V1),
+        ("dists", VGG16_Weights.IMAGENET1K_V1),
+    ):
         (dl,) = METRICS_TABLE[name].downloads
         assert dl.url == weights.url and dl.name == weights.url.rsplit("/", 1)[-1]
         assert dl.name.rsplit("-", 1)[-1].startswith(dl.sha256)
@@ -97,8 +110,9 @@ def test_reporting_labels_and_order_are_the_registry_ones():
     for name in names():
         if METRICS_TABLE[name].family != "lipsim":
             assert display_name(name) == METRICS_TABLE[name].display
-    ordered = sorted(["demo", "dreamsim_ensemble", "lipsim-margin0.5", "l2", "lpips"],
-                     key=metric_sort_key)
+    ordered = sorted(
+        ["demo", "dreamsim_ensemble", "lipsim-margin0.5", "l2", "lpips"], key=metric_sort_key
+    )
     assert ordered == ["l2", "lpips", "dreamsim_ensemble", "demo", "lipsim-margin0.5"]
 
 

@@ -318,14 +318,16 @@ def test_table2_rejects_unparseable_path(tmp_path, capsys):
 
 def _md_rows(md: str) -> list[list[str]]:
     """The cells of each row of a pipe table (columns are padded to a common width)."""
-    return [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in md.splitlines() if line.startswith("|")]
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in md.splitlines()
+        if line.startswith("|")
+    ]
 
 
 def test_generic_writers_markdown_and_booktabs():
     cols = pd.MultiIndex.from_tuples([("Model", ""), ("Natural", ""), ("PGD", "a"), ("PGD", "b")])
-    display = pd.DataFrame([["x\\_y", "1.0", "2.0", "3.0"], ["z", "4.0", "–", "6.0"]],
-                           columns=cols)
+    display = pd.DataFrame([["x\\_y", "1.0", "2.0", "3.0"], ["z", "4.0", "–", "6.0"]], columns=cols)
     tex = tables.latex_table(display, "a comment").splitlines()
     assert tex[0] == "% a comment" and tex[1] == r"\begin{tabular}{lrrr}"
     assert tex[2] == r"\toprule" and r"\multicolumn{2}{c}{PGD}" in tex[3]
@@ -391,16 +393,31 @@ def test_table2_workflow_file_names_and_columns(tmp_path, ref_csv):
 
 
 def test_table1_one_row_per_model_and_metric(tmp_path, ref_csv):
-    cos = pd.read_parquet(_certify(tmp_path / "a.parquet", [1, 1], [0.5, 0.5],
-                                   radius_authors=[0.9, 0.9]))
+    cos = pd.read_parquet(
+        _certify(tmp_path / "a.parquet", [1, 1], [0.5, 0.5], radius_authors=[0.9, 0.9])
+    )
     ball = pd.read_parquet(_certify(tmp_path / "b.parquet", [1, 0], [0.2, 0.2], metric="ball"))
     path = tmp_path / "certify/margin0.5.parquet"
     path.parent.mkdir()
     pd.concat([cos, ball]).to_parquet(path)
     prefix = tmp_path / "out/table1"
-    assert table1_cli.main(["--certify", f"margin0.5={path}", "--teacher", "dreamsim_ensemble",
-                            "--eps", "108", "--reference", ref_csv,
-                            "--out-prefix", str(prefix)]) == 0
+    assert (
+        table1_cli.main(
+            [
+                "--certify",
+                f"margin0.5={path}",
+                "--teacher",
+                "dreamsim_ensemble",
+                "--eps",
+                "108",
+                "--reference",
+                ref_csv,
+                "--out-prefix",
+                str(prefix),
+            ]
+        )
+        == 0
+    )
     t = pd.read_parquet(f"{prefix}.parquet").set_index("metric")
     assert list(t.index) == ["ball", "cosine"] and set(t["model"]) == {"margin0.5"}
     assert t.loc["ball", "natural"] == pytest.approx(50.0)
@@ -416,8 +433,23 @@ def test_table1_accuracy_scoring_uses_the_authors_correct_column(tmp_path):
     pd.read_parquet(path).assign(correct=[1.0, 0.0]).to_parquet(path)
     prefix = tmp_path / "out/table1"
     for scoring, natural in (("twoafc", 70.0), ("accuracy", 50.0)):
-        assert table1_cli.main(["--certify", f"margin0.5={path}", "--teacher", "demo",
-                                "--eps", "36", "--no-reference", "--scoring", scoring,
-                                "--out-prefix", str(prefix)]) == 0
+        assert (
+            table1_cli.main(
+                [
+                    "--certify",
+                    f"margin0.5={path}",
+                    "--teacher",
+                    "demo",
+                    "--eps",
+                    "36",
+                    "--no-reference",
+                    "--scoring",
+                    scoring,
+                    "--out-prefix",
+                    str(prefix),
+                ]
+            )
+            == 0
+        )
         t = pd.read_parquet(f"{prefix}.parquet")
         assert t.loc[0, "natural"] == pytest.approx(natural) and t.loc[0, "scoring"] == scoring

@@ -25,16 +25,29 @@ from lipsim.teachers import fetch_weights
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     baselines = [n for n in BASELINE_NAMES if METRICS_TABLE[n].needs_weights]
-    ap.add_argument("--teacher", required=True, choices=[*TEACHER_NAMES, *baselines],
-                    help="teacher or baseline name")
-    ap.add_argument("--weights-dir", required=True, type=Path,
-                    help="folder of weights; files go to WEIGHTS_DIR/NAME/")
-    ap.add_argument("--marker", type=Path, default=None,
-                    help="marker json to write (default WEIGHTS_DIR/NAME.fetched.json)")
+    ap.add_argument(
+        "--teacher",
+        required=True,
+        choices=[*TEACHER_NAMES, *baselines],
+        help="teacher or baseline name",
+    )
+    ap.add_argument(
+        "--weights-dir",
+        required=True,
+        type=Path,
+        help="folder of weights; files go to WEIGHTS_DIR/NAME/",
+    )
+    ap.add_argument(
+        "--marker",
+        type=Path,
+        default=None,
+        help="marker json to write (default WEIGHTS_DIR/NAME.fetched.json)",
+    )
     args = ap.parse_args(argv)
     try:
-        record = fetch_weights(args.teacher, args.weights_dir,
-                               METRICS_TABLE[args.teacher].downloads)
+        record = fetch_weights(
+            args.teacher, args.weights_dir, METRICS_TABLE[args.teacher].downloads
+        )
     except LipSimError as exc:  # DownloadError, ExtractError: the URL or archive at fault
         # No marker: snakemake must not take the weights as present. The dispatcher's format,
         # with the teacher named.
@@ -42,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     marker = args.marker or args.weights_dir / f"{args.teacher}.fetched.json"
     write_json(marker, record)
-    print(f"fetch-weights: {args.teacher}: {len(record['files'])} file(s) in {record['folder']}; "
-          f"marker {marker}")
+    print(
+        f"fetch-weights: {args.teacher}: {len(record['files'])} file(s) in {record['folder']}; "
+        f"marker {marker}"
+    )
     return 0

@@ -18,10 +18,24 @@ from lipsim.errors import LipSimError
 from lipsim.registry import METRICS_TABLE, names
 from lipsim.reporting.reference import canonical_model
 
-__all__ = ["ReportingError", "attack_label", "attack_setting", "canonical_model",
-           "checkpoint_stage", "display_name", "eps_label", "fmt", "is_lipsim", "lipsim_margin",
-           "metric_sort_key", "norm_label", "parse_assignments", "parse_attack_path",
-           "read_table", "report_errors"]
+__all__ = [
+    "ReportingError",
+    "attack_label",
+    "attack_setting",
+    "canonical_model",
+    "checkpoint_stage",
+    "display_name",
+    "eps_label",
+    "fmt",
+    "is_lipsim",
+    "lipsim_margin",
+    "metric_sort_key",
+    "norm_label",
+    "parse_assignments",
+    "parse_attack_path",
+    "read_table",
+    "report_errors",
+]
 
 
 class ReportingError(LipSimError, ValueError):
@@ -80,8 +94,9 @@ def lipsim_margin(metric: str) -> float:
         return math.nan
 
 
-def checkpoint_stage(model: str, df: pd.DataFrame | None = None,
-                     path: str | Path | None = None) -> tuple[str, float]:
+def checkpoint_stage(
+    model: str, df: pd.DataFrame | None = None, path: str | Path | None = None
+) -> tuple[str, float]:
     """(stage, margin) of a LipSim model: pretrained | finetuned | other, margin NaN unless
     finetuned. Read from the `stage` / `margin` columns `lipsim certify` copies from the
     checkpoint; a file without them (written before they existed) falls back to the model's
@@ -89,15 +104,17 @@ def checkpoint_stage(model: str, df: pd.DataFrame | None = None,
     if df is not None and "stage" in df.columns:
         stages = sorted(map(str, df["stage"].dropna().unique()))
         if len(stages) > 1:
-            raise ReportingError(f"{path or model}: several checkpoint stages in one file: "
-                                 f"{stages}")
+            raise ReportingError(
+                f"{path or model}: several checkpoint stages in one file: {stages}"
+            )
         stage = stages[0] if stages else "other"
         if stage not in ("pretrained", "finetuned"):
             return "other", math.nan
         margins = df["margin"].dropna().unique() if "margin" in df.columns else []
         if len(margins) > 1:
-            raise ReportingError(f"{path or model}: several margins in one file: "
-                                 f"{sorted(map(float, margins))}")
+            raise ReportingError(
+                f"{path or model}: several margins in one file: {sorted(map(float, margins))}"
+            )
         if stage == "finetuned" and len(margins) == 1:
             return stage, float(margins[0])
         return stage, math.nan

@@ -214,8 +214,9 @@ def fig3b(distances: dict[str, str], out_prefix: str | Path, norm: str = "l2") -
 # ----------------------------------------------------------------------------- margins
 
 
-def fig_margins(table1: pd.DataFrame, out_prefix: str | Path,
-                metric: str | None = None) -> list[Path]:
+def fig_margins(
+    table1: pd.DataFrame, out_prefix: str | Path, metric: str | None = None
+) -> list[Path]:
     """Natural and certified scores (sound radius) against the hinge margin.
 
     `metric` selects the LipSim rows of that metric when Table 1 has several (the pipeline's

@@ -24,7 +24,15 @@ from lipsim.checksum import sha256_file as _sha256
 from lipsim.registry import METRICS_TABLE, TEACHER_NAMES, Download
 from lipsim.teachers.base import Teacher
 
-__all__ = ["TEACHERS", "Download", "Teacher", "TeacherSpec", "fetch_weights", "get_teacher", "teacher_names"]
+__all__ = [
+    "TEACHERS",
+    "Download",
+    "Teacher",
+    "TeacherSpec",
+    "fetch_weights",
+    "get_teacher",
+    "teacher_names",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +55,14 @@ def _dreamsim(name, backbones, lora):
     def build(*, weights_dir=None, device="cpu", random_weights=False) -> Teacher:
         from lipsim.teachers.dreamsim import build_dreamsim
 
-        return build_dreamsim(name, backbones=backbones, lora=lora, weights_dir=weights_dir,
-                              device=device, random_weights=random_weights)
+        return build_dreamsim(
+            name,
+            backbones=backbones,
+            lora=lora,
+            weights_dir=weights_dir,
+            device=device,
+            random_weights=random_weights,
+        )
 
     return build
 
@@ -57,15 +71,18 @@ def _dreamsim(name, backbones, lora):
 _BUILDERS: dict[str, Callable[..., Teacher]] = {
     "demo": _build_demo,
     "dreamsim_ensemble": _dreamsim(
-        "dreamsim_ensemble", ("dino_vitb16", "clip_vitb16", "open_clip_vitb16"), "ensemble_lora"),
+        "dreamsim_ensemble", ("dino_vitb16", "clip_vitb16", "open_clip_vitb16"), "ensemble_lora"
+    ),
     "dino_vitb16": _dreamsim("dino_vitb16", ("dino_vitb16",), "dino_vitb16_single_lora"),
     "clip_vitb32": _dreamsim("clip_vitb32", ("clip_vitb32",), "clip_vitb32_single_lora"),
-    "open_clip_vitb32": _dreamsim("open_clip_vitb32", ("open_clip_vitb32",),
-                                  "open_clip_vitb32_single_lora"),
+    "open_clip_vitb32": _dreamsim(
+        "open_clip_vitb32", ("open_clip_vitb32",), "open_clip_vitb32_single_lora"
+    ),
 }
 TEACHERS: dict[str, TeacherSpec] = {
-    name: TeacherSpec(_BUILDERS[name], card.emb_dim, card.image_size, card.downloads,
-                      card.description)
+    name: TeacherSpec(
+        _BUILDERS[name], card.emb_dim, card.image_size, card.downloads, card.description
+    )
     for name, card in ((n, METRICS_TABLE[n]) for n in TEACHER_NAMES)
 }
 
@@ -81,16 +98,23 @@ def _spec(name: str) -> TeacherSpec:
         raise KeyError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}") from None
 
 
-def get_teacher(name: str, *, weights_dir: str | os.PathLike | None = None, device="cpu",
-                random_weights: bool = False) -> Teacher:
+def get_teacher(
+    name: str,
+    *,
+    weights_dir: str | os.PathLike | None = None,
+    device="cpu",
+    random_weights: bool = False,
+) -> Teacher:
     """Build teacher `name` (frozen, eval mode) on `device`. See the module docstring."""
-    teacher = _spec(name).build(weights_dir=weights_dir, device=str(device),
-                                random_weights=random_weights)
+    teacher = _spec(name).build(
+        weights_dir=weights_dir, device=str(device), random_weights=random_weights
+    )
     return teacher
 
 
-def fetch_weights(name: str, weights_dir: str | os.PathLike,
-                  downloads: tuple | None = None) -> dict:
+def fetch_weights(
+    name: str, weights_dir: str | os.PathLike, downloads: tuple | None = None
+) -> dict:
     """Download `name`'s weights into weights_dir/<name>/ (network) and return a record
     {teacher, folder, files: [{path, bytes, sha256}], urls}. `downloads` defaults to the
     teacher's own (TEACHERS[name].downloads); baselines pass theirs. Already present
@@ -114,7 +138,11 @@ def fetch_weights(name: str, weights_dir: str | os.PathLike,
             safe_extract(target, folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     return {
-        "teacher": name, "folder": str(folder), "urls": urls,
-        "files": [{"path": str(p.relative_to(folder)), "bytes": p.stat().st_size,
-                   "sha256": _sha256(p)} for p in files],
+        "teacher": name,
+        "folder": str(folder),
+        "urls": urls,
+        "files": [
+            {"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in files
+        ],
     }
