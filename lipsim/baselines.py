@@ -30,28 +30,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision.models import AlexNet_Weights, VGG16_Weights
 
 from lipsim.checksum import sha256_file
+from lipsim.registry import BASELINE_NAMES, METRICS_TABLE
 from lipsim.similarity import SimilarityMetric
 
-BASELINES = ("l2", "lpips", "dists")
-
-
-def _torchvision_file(weights) -> tuple[str, str]:
-    """(url, file name) of a torchvision checkpoint, as torchvision's own cache names it."""
-    return weights.url, weights.url.rsplit("/", 1)[-1]
-
-
-# torchvision's file names carry the first 8 hex digits of the file's sha256.
-_ALEXNET = _torchvision_file(AlexNet_Weights.IMAGENET1K_V1)
-_VGG16 = _torchvision_file(VGG16_Weights.IMAGENET1K_V1)
-# name -> ((url, file name in weights_dir/<name>/), ...): what fetch-weights must download.
-# DISTS's alpha / beta ship in the DISTS_pytorch wheel: only its VGG16 trunk is fetched.
+BASELINES = BASELINE_NAMES  # the registry's (lipsim.registry.METRICS_TABLE)
+# name -> ((url, file name in weights_dir/<name>/), ...): what fetch-weights must download,
+# read from the registry. DISTS's alpha / beta ship in the DISTS_pytorch wheel: only its VGG16
+# trunk is fetched; torchvision's file names carry the first 8 hex digits of the sha256.
 BASELINE_DOWNLOADS: dict[str, tuple[tuple[str, str], ...]] = {
-    "lpips": (_ALEXNET,),
-    "dists": (_VGG16,),
+    name: tuple((d.url, d.name) for d in METRICS_TABLE[name].downloads)
+    for name in BASELINE_NAMES
+    if METRICS_TABLE[name].downloads
 }
+_ALEXNET = BASELINE_DOWNLOADS["lpips"][0]
+_VGG16 = BASELINE_DOWNLOADS["dists"][0]
 _SEED = 0  # random_weights: the architecture's weights are drawn from this seed
 
 
@@ -216,6 +210,21 @@ class DISTS(_Resizing):
         return d.reshape(a.shape[0])
 
 
+def build_baseline(
+    name: str, *, weights_dir=None, random_weights: bool = False, image_size: int | None = None
+) -> SimilarityMetric:
+    """Baseline `name` (one of BASELINES); see the module docstring."""
+    if name == "l2":
+        return PixelL2(image_size)
+    if name == "lpips":
+        return LPIPSMetric(
+            weights_dir=weights_dir, random_weights=random_weights, image_size=image_size
+        )
+    if name == "dists":
+        return DISTS(weights_dir=weights_dir, random_weights=random_weights, image_size=image_size)
+    raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+
+
 # Moved by job (see the module docstring); still importable from here for older callers.
 _MOVED = {
     "TEACHER_NAMES": "lipsim.registry",
@@ -236,4 +245,12 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BASELINES", "BASELINE_DOWNLOADS", "DISTS", "LPIPSMetric", "PixelL2", *_MOVED]
+__all__ = [
+    "BASELINES",
+    "BASELINE_DOWNLOADS",
+    "DISTS",
+    "build_baseline",
+    "LPIPSMetric",
+    "PixelL2",
+    *_MOVED,
+]

@@ -38,7 +38,7 @@ import pandas as pd
 
 from lipsim.atomic import atomic_path, write_json
 from lipsim.checksum import sha256_file
-from lipsim.configcheck import ConfigError
+from lipsim.configcheck import ConfigError, schema_default
 from lipsim.data.folders import IMAGE_SUFFIXES
 from lipsim.errors import LipSimError
 
@@ -262,17 +262,17 @@ def fill_part(
     out_dir: str | os.PathLike,
     part: int,
     parts: int,
-    shard_size: int = 1000,
-    dtype: str = "float16",
-    batch_size: int = 64,
-    workers: int = 0,
-    on_bad_image: str = "skip",
+    shard_size: int = schema_default("cache.shard_size"),
+    dtype: str = schema_default("cache.dtype"),
+    batch_size: int = schema_default("cache.batch_size"),
+    workers: int = schema_default("cache.workers"),
+    on_bad_image: str = schema_default("cache.on_bad_image"),
     image_size: int | None = None,
     device="cpu",
     random_weights: bool = False,
     teacher_name: str | None = None,
     progress: bool = True,
-    crop: str = "resize_center",
+    crop: str = schema_default("distill.crop"),
     mirror: bool = False,
 ) -> dict:
     """Embed the images of part `part` of `parts` and write its shards, then part-K.json.

@@ -261,13 +261,74 @@ def test_cli_certify_on_demo_night(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "cert@36" in printed and "test " in printed
     df = pd.read_parquet(out)
-    assert list(df.columns) == [*COLUMNS, "half_votes", "tie_radius"]
+    assert list(df.columns) == [*COLUMNS, "half_votes", "tie_radius", "stage", "margin", "teacher"]
     assert set(df["half_votes"]) == {"drop"} and set(df["tie_radius"]) == {"infinite"}
+    assert set(df["stage"]) == {"pretrained"} and df["margin"].isna().all()
     cos, ball = df[df["metric"] == "cosine"], df[df["metric"] == "ball"]
     assert len(cos) == len(ball) > 0 and list(cos["id"]) == list(ball["id"])
     assert (df["p"] != 0.5).all()  # the authors' convention drops evenly split votes
     assert set(df["split"]) <= {"test_imagenet", "test_no_imagenet"} and len(df) > 0
     np.testing.assert_allclose(df["score"], twoafc(df["d0"], df["d1"], df["p"]))
+
+
+def test_certify_records_the_checkpoint_and_table1_reads_its_margin_not_the_name(tmp_path):
+    """A finetuned checkpoint whose file name says nothing of its margin: certify copies
+    stage, margin and teacher from the checkpoint and Table 1 takes them from there."""
+    from lipsim.cli import certify
+    from lipsim.data.synthetic import make_night
+    from lipsim.models import save_checkpoint
+    from lipsim.reporting.tables import table1
+
+    night = make_night(tmp_path / "night", seed=0, n_train=2, n_val=2, n_test=6, image_size=32)
+    torch.manual_seed(0)
+    save_checkpoint(
+        tmp_path / "student.pt",
+        build_model("tiny", 32, 64, conv_depth=1),
+        stage="finetuned",
+        margin=0.3,
+        teacher="demo",
+        metric="ball",
+    )
+    out = tmp_path / "run-b.parquet"
+    assert (
+        certify.main(
+            [
+                "--checkpoint",
+                str(tmp_path / "student.pt"),
+                "--night",
+                str(night),
+                "--splits",
+                "test_imagenet",
+                "test_no_imagenet",
+                "--metrics",
+                "ball",
+                "--half-votes",
+                "keep",
+                "--tie-radius",
+                "zero",
+                "--eps",
+                "36",
+                "--batch-size",
+                "8",
+                "--device",
+                "cpu",
+                "--min-votes",
+                "1",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    df = pd.read_parquet(out)
+    assert set(df["stage"]) == {"finetuned"} and set(df["teacher"]) == {"demo"}
+    assert np.allclose(df["margin"], 0.3)
+    row = table1({"run-b": out}, {}, "demo", [36], None).iloc[0]
+    assert (row["model"], row["stage"], row["margin"]) == ("run-b", "finetuned", 0.3)
+    # the record wins over a name that says otherwise
+    renamed = table1({"lipsim-margin0.9": out}, {}, "demo", [36], None).iloc[0]
+    assert (renamed["stage"], renamed["margin"]) == ("finetuned", 0.3)
 
 
 def test_ball_distance_is_a_distance_and_the_public_cosine_outside_the_ball():

@@ -170,3 +170,48 @@ def test_the_gate_uses_the_sound_radius_of_the_attacked_metric(files, tmp_path):
         att = tmp_path / f"att-{metric}.parquet"
         large.assign(lipsim_metric=metric).to_parquet(att)
         assert _run(tmp_path, path, [att])[0] == rc
+
+
+def test_certified_score_is_lipsim_certify_s():
+    """check-consistency's certified score is lipsim.certify's on the same triplets."""
+    from lipsim.certify import certified_mask, certified_scores
+    from lipsim.cli.check_consistency import check_pair
+
+    ids = [f"t{i}" for i in range(6)]
+    split = ["test_imagenet"] * 3 + ["test_no_imagenet"] * 3
+    d0 = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    d1 = d0 + 0.05
+    score = np.array([1.0, 0.5, 0.0, 1.0, 1.0, 0.25])
+    radius = np.array([0.3, 0.9, 0.1, 0.5, 0.5 + 1e-9, 2.0])
+    cert = pd.DataFrame(
+        {
+            "id": ids,
+            "split": split,
+            "metric": "ball",
+            "d0": d0,
+            "d1": d1,
+            "score": score,
+            "radius": radius,
+        }
+    )
+    att = pd.DataFrame(
+        {
+            "id": ids,
+            "split": split,
+            "lipsim_metric": "ball",
+            "attack": "pgd",
+            "norm": "L2",
+            "eps": 0.5,
+            "d0": d0,
+            "d1": d1,
+            "score_clean": score,
+            "score_adv": score,
+            "delta_l2": 0.5,
+        }
+    )
+    row, problems = check_pair("m", cert, att, tolerance=1e-5)
+    assert problems == []
+    expected = certified_scores(cert, [0.5])["certified"][0.5]["test"]
+    # radius > eps strictly: 0.9 (score 0.5), 0.5 + 1e-9 (1.0) and 2.0 (0.25) count
+    assert row["certified"] == pytest.approx(expected) == pytest.approx(100 * 1.75 / 6)
+    assert row["n_certified"] == int(certified_mask(radius, 0.5).sum()) == 3

@@ -90,7 +90,7 @@ def test_fig3a(tmp_path, inputs):
     # the workflow's invocation names the attack setting explicitly
     assert fig3a_cli.main([*argv, "--norm", "L2", "--eps", "2"]) == 0
     _check(prefix)
-    _, label = fig3a_data({}, attacks, norm="linf", eps=4)
+    _, label = fig3a_data({}, attacks, norm="linf", eps=4 / 255)  # image units
     assert "4/255" in label and "infty" in label
 
 

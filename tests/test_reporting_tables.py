@@ -256,8 +256,10 @@ def _attack(path: Path, clean, adv, split=None) -> str:
 
 
 def test_parse_attack_path():
-    k = parse_attack_path("R/attacks/lipsim-margin0.5/apgd-ce-linf-0.0157.parquet")
-    assert k == {"metric": "lipsim-margin0.5", "attack": "apgd-ce", "norm": "linf", "eps": 0.0157}
+    # the workflow's file names: Linf eps in /255 units, l2 in image units (lipsim.eps)
+    k = parse_attack_path("R/attacks/lipsim-margin0.5/apgd-ce-linf-4.parquet")
+    assert k == {"metric": "lipsim-margin0.5", "attack": "apgd-ce", "norm": "linf", "eps": 4 / 255}
+    assert parse_attack_path("R/attacks/x/pgd-L2-0.5.parquet")["eps"] == 0.5
     with pytest.raises(ValueError, match="attack"):
         parse_attack_path("R/attacks/x/autoattack-l3-1.0.parquet")
 
@@ -267,7 +269,7 @@ def test_table2_long_wide_and_reference(tmp_path, ref_csv):
     files = [
         # train rows are ignored: score = mean(1, 0, .5) = 50, clean = mean(1, 1, 0) = 66.67
         _attack(
-            a / "lipsim-margin0.5/apgd-linf-0.0157.parquet",
+            a / "lipsim-margin0.5/apgd-linf-4.parquet",
             [1, 1, 0, 0],
             [1, 0, 0.5, 1],
             ["test_imagenet", "test_imagenet", "test_no_imagenet", "train"],
@@ -293,7 +295,7 @@ def test_table2_long_wide_and_reference(tmp_path, ref_csv):
     assert list(t.columns[:5]) == ["model", "attack", "norm", "eps", "score"]
     assert list(t["model"]) == ["dreamsim_ensemble", "lipsim-margin0.5", "lipsim-margin0.5"]
     row = t[(t["model"] == "lipsim-margin0.5") & (t["norm"] == "linf")].iloc[0]
-    assert row["attack"] == "apgd" and row["eps"] == pytest.approx(0.0157)
+    assert row["attack"] == "apgd" and row["eps"] == pytest.approx(4 / 255)
     assert row["score"] == pytest.approx(50.0)
     assert row["score_clean"] == pytest.approx(200 / 3)
     assert row["score_paper"] == 30.0 and row["score_diff"] == pytest.approx(20.0)

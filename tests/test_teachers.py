@@ -175,20 +175,19 @@ def test_fetch_weights_rejects_an_archive_escaping_the_weights_folder(
 
     from loopback_server import LoopbackServer
 
-    from lipsim.cli import fetch_weights as cli
-
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("ok.pth", b"weights")
         zf.writestr("../escaped.txt", b"owned")
     with LoopbackServer({"/w.zip": buf.getvalue()}) as srv:
-        from lipsim.teachers import Download
+        import dataclasses
 
-        monkeypatch.setattr(
-            cli,
-            "_baseline_downloads",
-            lambda: {"lpips": (Download(f"{srv.url}/w.zip", "zip", "w.zip"),)},
+        from lipsim.registry import METRICS_TABLE, Download
+
+        card = dataclasses.replace(
+            METRICS_TABLE["lpips"], downloads=(Download(f"{srv.url}/w.zip", "zip", "w.zip"),)
         )
+        monkeypatch.setitem(METRICS_TABLE, "lpips", card)
         marker = tmp_path / "w" / "lpips.json"
         from lipsim.__main__ import main  # an expected error: one `error:` line, exit 1
 

@@ -6,7 +6,9 @@ as parquet, atomically, and prints the natural and certified scores (percent) pe
 for 'test' (size-weighted test_imagenet + test_no_imagenet). eps values are given in
 1/--eps-scale units (36 72 108 with --eps-scale 255 are the paper's radii); radii in the
 parquet are in [0, 1]-pixel units. The conventions used (--half-votes, --tie-radius) are
-stored in the parquet as columns of the same names.
+stored in the parquet as columns of the same names, and the checkpoint's own record of what it
+is as columns stage (pretrained | finetuned), margin (NaN for a pretrained model) and teacher:
+reporting reads them, not the model's file name.
 """
 
 from __future__ import annotations
@@ -88,7 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             on_part=lambda part: bar.update(len(part)),
         )
     rows = apply_half_votes(rows, args.half_votes)
-    rows = rows.assign(half_votes=args.half_votes, tie_radius=args.tie_radius)
+    margin = metric.info.get("margin")
+    rows = rows.assign(
+        half_votes=args.half_votes,
+        tie_radius=args.tie_radius,
+        stage=str(metric.info["stage"]),
+        margin=float("nan") if margin is None else float(margin),
+        teacher=str(metric.info["teacher"]),
+    )
     write_parquet(args.out, rows)
 
     eps = [e / args.eps_scale for e in args.eps]

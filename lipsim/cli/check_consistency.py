@@ -7,6 +7,7 @@ For every attack file of a LipSim model (several per model allowed), joined on t
 with the model's certify rows of the metric the attack used (column lipsim_metric of the
 attack file; certify: id, split, metric, p, d0, d1, score, radius = the sound radius):
 - certified: the certified 2AFC score (%) at the attack's eps, mean of score * [radius > r]
+  (lipsim.certify.certified_scores, the score Table 1 reports)
   with r = eps for l2 attacks and r = eps sqrt(3 S^2) for linf ones (the linf ball of
   radius eps lies in that l2 ball; S = --image-size; NaN for linf without it);
 - attacked: the 2AFC score (%) under the attack on the same triplets;
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lipsim.certify import certified_mask, certified_scores
 from lipsim.cli._args import parser
 from lipsim.errors import LipSimError
 
@@ -138,9 +140,12 @@ def check_pair(
     )
     row["l2_reach"] = float("nan") if l2_reach is None else l2_reach
     if l2_reach is not None:
-        cert_mask = radius > l2_reach
+        # lipsim.certify's certified mask and score, over every attacked triplet (one group)
+        cert_mask = certified_mask(radius, l2_reach)
         certified = (
-            100.0 * float((merged["score"].to_numpy(np.float64) * cert_mask).mean())
+            certified_scores(merged[["score", "radius"]].assign(split="attacked"), [l2_reach])[
+                "certified"
+            ][float(l2_reach)]["attacked"]
             if len(merged)
             else float("nan")
         )

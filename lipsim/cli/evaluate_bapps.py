@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.baselines import evaluate_triplets, metric_from_args
     from lipsim.certify import certify_triplets
     from lipsim.data.bapps import GROUPS, BappsTriplets, read_bapps
+    from lipsim.eps import convert_eps
     from lipsim.reporting.bapps import ALL, category_scores
 
     metric, device, size = metric_from_args(args)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluate_triplets(metric, loader, device, ids, splits)
     write_parquet(args.out, rows)
 
-    eps = [e / 255 for e in args.eps] if lipsim else []
+    eps = [convert_eps(e, "image") for e in args.eps] if lipsim else []
     s = category_scores(rows, eps)
     print(f"evaluate-bapps: {args.metric} on {len(rows)} triplets at {size}px -> {args.out}")
     print(

@@ -6,7 +6,8 @@ Downloads a teacher's pretrained weights (needs network) into DIR/NAME/ and writ
 json (files with sizes and sha256) once everything is in place: the marker is the rule's
 output, so snakemake only considers the weights present when the download finished.
 Teachers without weights (demo) write the marker only. Baselines with pretrained weights
-(lpips, dists: lipsim.baselines.BASELINE_DOWNLOADS) are fetched the same way.
+(lpips, dists) are fetched the same way; what each downloads is the registry's
+(lipsim.registry.METRICS_TABLE).
 """
 
 from __future__ import annotations
@@ -17,25 +18,17 @@ from pathlib import Path
 from lipsim.atomic import write_json
 from lipsim.cli._args import parser
 from lipsim.errors import LipSimError
-from lipsim.teachers import Download, fetch_weights, teacher_names
-
-
-def _baseline_downloads() -> dict[str, tuple[Download, ...]]:
-    from lipsim.baselines import BASELINE_DOWNLOADS
-
-    return {
-        name: tuple(Download(url, "file", fname) for url, fname in files)
-        for name, files in BASELINE_DOWNLOADS.items()
-    }
+from lipsim.registry import BASELINE_NAMES, METRICS_TABLE, TEACHER_NAMES
+from lipsim.teachers import fetch_weights
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
-    baselines = _baseline_downloads()
+    baselines = [n for n in BASELINE_NAMES if METRICS_TABLE[n].needs_weights]
     ap.add_argument(
         "--teacher",
         required=True,
-        choices=teacher_names() + sorted(baselines),
+        choices=[*TEACHER_NAMES, *baselines],
         help="teacher or baseline name",
     )
     ap.add_argument(
@@ -52,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     try:
-        record = fetch_weights(args.teacher, args.weights_dir, baselines.get(args.teacher))
+        record = fetch_weights(
+            args.teacher, args.weights_dir, METRICS_TABLE[args.teacher].downloads
+        )
     except LipSimError as exc:  # DownloadError, ExtractError: the URL or archive at fault
         # No marker: snakemake must not take the weights as present. The dispatcher's format,
         # with the teacher named.

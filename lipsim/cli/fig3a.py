@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--eps",
         type=float,
         default=None,
-        help="attack radius for the label, as in file names: Linf in /255 units "
-        "(default: from the attack files)",
+        help="attack radius for the label, in image units (0.0157 reads as 4/255 for Linf; "
+        "default: from the attack files)",
     )
     p.add_argument("--out-prefix", required=True, help="e.g. R/figures/fig3a")
     return p

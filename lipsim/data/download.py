@@ -49,6 +49,7 @@ import urllib3
 
 from lipsim.atomic import write_json
 from lipsim.checksum import sha256_file
+from lipsim.configcheck import schema_default
 from lipsim.data import replace_dir
 from lipsim.data.extract import MAX_RATIO, ExtractClash, ExtractError, safe_extract
 from lipsim.errors import LipSimError
@@ -65,15 +66,19 @@ __all__ = [
     "verify_manifest",
 ]
 
-NIGHT_ZIP_URL = "https://data.csail.mit.edu/nights/nights.zip"
-NIGHT_CHUNKED_URL = "https://data.csail.mit.edu/nights/nights_chunked"
+# The pipeline's defaults (workflow/schemas/config.schema.yaml, night.download) are the library's.
+NIGHT_ZIP_URL = schema_default("night.download.url")
+NIGHT_CHUNKED_URL = schema_default("night.download.chunked_url")
+RETRIES = schema_default("night.download.retries")
+TIMEOUT = float(schema_default("night.download.timeout"))
+CHUNKS = schema_default("night.download.chunks")
 MANIFEST_NAME = ".night-complete.json"
 CHUNK = 1 << 20  # 1 MiB: streaming buffer for network, hashing and extraction
 # Transient answers (retried with backoff); any other 4xx is permanent and fails at once.
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 # Default stall rule: an attempt averaging under MIN_RATE bytes/s over STALL_TIME s is dropped.
-MIN_RATE = 1024.0
-STALL_TIME = 30.0
+MIN_RATE = float(schema_default("night.download.min_rate"))
+STALL_TIME = float(schema_default("night.download.stall_time"))
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -124,8 +129,8 @@ def fetch(
     dest: str | os.PathLike,
     *,
     sha256: str | None = None,
-    retries: int = 8,
-    timeout: float = 60.0,
+    retries: int = RETRIES,
+    timeout: float = TIMEOUT,
     backoff: float = 1.0,
     max_backoff: float = 60.0,
     min_rate: float = MIN_RATE,
@@ -618,9 +623,9 @@ def download_night(
     mode: str = "zip",
     url: str | None = None,
     sha256: str | None = None,
-    chunks: int = 100,
-    retries: int = 8,
-    timeout: float = 60.0,
+    chunks: int = CHUNKS,
+    retries: int = RETRIES,
+    timeout: float = TIMEOUT,
     workdir: str | os.PathLike | None = None,
     csv_url: str | None = None,
     keep_archives: bool = False,

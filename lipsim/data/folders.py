@@ -11,6 +11,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+from lipsim.configcheck import schema_default
+
 __all__ = ["IMAGE_SUFFIXES", "FolderReport", "check_image_folder", "check_imagenet", "HOW_TO_GET"]
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -76,7 +78,10 @@ def _decode_all(paths: list[Path], report: FolderReport, decode: bool) -> None:
 
 
 def check_imagenet(
-    root: str | os.PathLike, expect_classes: int | None = 1000, *, decode: bool = True
+    root: str | os.PathLike,
+    expect_classes: int | None = schema_default("imagenet.expect_classes"),
+    *,
+    decode: bool = True,
 ) -> FolderReport:
     """Check ROOT/train/<class>/<images>: class count vs expected, empty classes, unreadable
     files (`decode=False` only checks for empty files, which is fast on 1.28M images)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lipsim.configcheck import schema_default
 from lipsim.errors import LipSimError
 
 __all__ = [
@@ -287,7 +288,9 @@ def _select(df: pd.DataFrame, min_votes: int, splits: Iterable[str] | str | None
 
 
 def read_night(
-    root: str | os.PathLike, min_votes: int = 6, splits: Iterable[str] | str | None = None
+    root: str | os.PathLike,
+    min_votes: int = schema_default("night.min_votes"),
+    splits: Iterable[str] | str | None = None,
 ) -> pd.DataFrame:
     """Read NIGHT's data.csv into a DataFrame of usable triplets.
 
@@ -379,7 +382,10 @@ class NightTriplets:
 
 
 def verify_night(
-    root: str | os.PathLike, min_votes: int = 6, *, decode: bool = True
+    root: str | os.PathLike,
+    min_votes: int = schema_default("night.min_votes"),
+    *,
+    decode: bool = True,
 ) -> list[Problem]:
     """Every problem in a NIGHT folder (empty list = fine).
 

@@ -13,8 +13,29 @@ from pathlib import Path
 
 import pandas as pd
 
+from lipsim.eps import eps_from_file_token, eps_label
 from lipsim.errors import LipSimError
+from lipsim.registry import METRICS_TABLE, names
 from lipsim.reporting.reference import canonical_model
+
+__all__ = [
+    "ReportingError",
+    "attack_label",
+    "attack_setting",
+    "canonical_model",
+    "checkpoint_stage",
+    "display_name",
+    "eps_label",
+    "fmt",
+    "is_lipsim",
+    "lipsim_margin",
+    "metric_sort_key",
+    "norm_label",
+    "parse_assignments",
+    "parse_attack_path",
+    "read_table",
+    "report_errors",
+]
 
 
 class ReportingError(LipSimError, ValueError):
@@ -49,27 +70,9 @@ def read_table(path: str | Path, required: tuple[str, ...], what: str) -> pd.Dat
     return df
 
 
-# The paper's order (Figure 3a): pixel, CNN, single ViTs, the ensemble, then LipSim.
-_METRIC_ORDER = [
-    "l2",
-    "lpips",
-    "dists",
-    "clip_vitb32",
-    "dino_vitb16",
-    "open_clip_vitb32",
-    "dreamsim_ensemble",
-    "demo",
-]
-_DISPLAY = {
-    "l2": "L2",
-    "lpips": "LPIPS",
-    "dists": "DISTS",
-    "clip_vitb32": "CLIP",
-    "dino_vitb16": "DINO",
-    "open_clip_vitb32": "OpenCLIP",
-    "dreamsim_ensemble": "DreamSim",
-    "demo": "Demo teacher",
-}
+# Labels and the paper's order (Figure 3a: pixel, CNN, single ViTs, the ensemble, then LipSim)
+# are the registry's (lipsim.registry.METRICS_TABLE).
+_METRIC_ORDER = [n for n in names() if METRICS_TABLE[n].family != "lipsim"]
 _MARGIN = re.compile(r"^margin(.+)$")
 
 
@@ -82,12 +85,43 @@ def is_lipsim(metric: str) -> bool:
 
 
 def lipsim_margin(metric: str) -> float:
-    """margin of a LipSim model name (`lipsim-margin0.5` -> 0.5); NaN for pretrained/other."""
+    """margin of a LipSim model name (`lipsim-margin0.5` -> 0.5); NaN for pretrained/other.
+    For labels and order only: a certify file's own margin is checkpoint_stage's."""
     m = _MARGIN.match(canonical_model(metric))
     try:
         return float(m.group(1)) if m else math.nan
     except ValueError:
         return math.nan
+
+
+def checkpoint_stage(
+    model: str, df: pd.DataFrame | None = None, path: str | Path | None = None
+) -> tuple[str, float]:
+    """(stage, margin) of a LipSim model: pretrained | finetuned | other, margin NaN unless
+    finetuned. Read from the `stage` / `margin` columns `lipsim certify` copies from the
+    checkpoint; a file without them (written before they existed) falls back to the model's
+    name (`pretrained`, `margin0.5`)."""
+    if df is not None and "stage" in df.columns:
+        stages = sorted(map(str, df["stage"].dropna().unique()))
+        if len(stages) > 1:
+            raise ReportingError(
+                f"{path or model}: several checkpoint stages in one file: {stages}"
+            )
+        stage = stages[0] if stages else "other"
+        if stage not in ("pretrained", "finetuned"):
+            return "other", math.nan
+        margins = df["margin"].dropna().unique() if "margin" in df.columns else []
+        if len(margins) > 1:
+            raise ReportingError(
+                f"{path or model}: several margins in one file: {sorted(map(float, margins))}"
+            )
+        if stage == "finetuned" and len(margins) == 1:
+            return stage, float(margins[0])
+        return stage, math.nan
+    if canonical_model(model) == "pretrained":
+        return "pretrained", math.nan
+    margin = lipsim_margin(model)
+    return ("finetuned", margin) if not math.isnan(margin) else ("other", math.nan)
 
 
 def metric_sort_key(metric: str) -> tuple:
@@ -112,7 +146,8 @@ def display_name(metric: str, several_lipsim: bool = True) -> str:
             return "LipSim (pretrained)"
         margin = lipsim_margin(metric)
         return f"LipSim (margin {margin:g})" if not math.isnan(margin) else f"LipSim ({key})"
-    return _DISPLAY.get(metric, str(metric))
+    card = METRICS_TABLE.get(str(metric))
+    return card.display if card is not None else str(metric)
 
 
 def norm_label(norm: str, tex: bool = False) -> str:
@@ -121,17 +156,6 @@ def norm_label(norm: str, tex: bool = False) -> str:
         sub = "2" if n == "l2" else r"\infty"
         return f"$\\ell_{{{sub}}}$" if tex else ("ℓ2" if n == "l2" else "ℓ∞")
     return str(norm)
-
-
-def eps_label(eps: float, norm: str) -> str:
-    """linf budgets read best as k/255 (the paper's convention); l2 ones as decimals."""
-    if str(norm).lower() == "linf" and float(eps) >= 1:  # already in /255 units (file names)
-        eps = float(eps) / 255
-    k = round(float(eps) * 255)
-    # Same tolerance as reference matching: 4/255 is often written 0.0157 in file names.
-    if str(norm).lower() == "linf" and k > 0 and abs(float(eps) - k / 255) < 5e-4:
-        return f"{k}/255"
-    return f"{float(eps):g}"
 
 
 _ATTACK_NAMES = {
@@ -156,9 +180,8 @@ def parse_attack_path(path: str | Path) -> dict:
     """`R/attacks/{metric}/{attack}-{norm}-{eps}.parquet` -> metric, attack, norm, eps.
 
     The norm (l2 | linf, any case) anchors the split, so attack names may contain '-'
-    (apgd-ce). eps is returned in image units: the workflow writes Linf radii in /255 units
-    in file names (`autoattack-Linf-4`), and a Linf radius >= 1 in image units would allow
-    any image, so a Linf eps >= 1 is read as k/255.
+    (apgd-ce). eps is returned in image units, read with the file-name convention of
+    lipsim.eps.eps_from_file_token (Linf in /255 units: `autoattack-Linf-4` is 4/255).
     """
     path = Path(path)
     m = _ATTACK_FILE.match(path.stem)
@@ -167,13 +190,11 @@ def parse_attack_path(path: str | Path) -> dict:
             f"cannot read metric/attack/norm/eps from {path}: expected "
             ".../attacks/{metric}/{attack}-{norm}-{eps}.parquet with norm l2 or linf"
         )
-    try:
-        eps = float(m.group("eps"))
-    except ValueError:
-        raise ReportingError(f"{path}: eps {m.group('eps')!r} is not a number") from None
     norm = m.group("norm").lower()
-    if norm == "linf" and eps >= 1:
-        eps /= 255
+    try:
+        eps = eps_from_file_token(m.group("eps"), norm)
+    except LipSimError as exc:
+        raise ReportingError(f"{path}: {exc}") from None
     return {
         "metric": path.parent.name,
         "attack": m.group("attack").lower(),
@@ -185,8 +206,9 @@ def parse_attack_path(path: str | Path) -> dict:
 def attack_setting(path: str | Path, df: pd.DataFrame) -> dict:
     """metric (from the folder name) and attack, norm, eps (image units) of an attack file.
 
-    The `attack`, `norm`, `eps` columns written by `lipsim attack` are authoritative (eps in
-    image units there); the file name is the fallback for files without them.
+    The `attack`, `norm`, `eps` columns written by `lipsim attack` are authoritative (the
+    file's own record, eps in image units); the file name is the fallback for files without
+    them.
     """
     cols = [c for c in ("attack", "norm", "eps") if c in df.columns]
     try:

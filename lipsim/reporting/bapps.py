@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from lipsim.data.bapps import CATEGORIES, GROUPS
+from lipsim.eps import convert_eps
 from lipsim.reporting import ReportingError, fmt, metric_sort_key, read_table
 from lipsim.reporting.tables import _tex_row, tex_escape
 
@@ -54,7 +55,7 @@ def bapps_table(inputs: dict[str, str | Path], eps: list[float]) -> pd.DataFrame
         if df.empty:
             raise ReportingError(f"--inputs {model}: {path} has no rows")
         has_radius = "radius" in df.columns
-        radii = [e / 255 for e in eps] if has_radius else []
+        radii = [convert_eps(e, "image") for e in eps] if has_radius else []
         s = category_scores(df, radii)
         cats = [c for c in CATEGORIES if c in set(df["split"])]
         unknown = sorted(set(df["split"].astype(str)) - set(cats))

@@ -73,8 +73,8 @@ def fig3a_data(
     """Long data (metric, label, kind, score) and the attacked bars' legend label.
 
     The label is `attack_name` if given, else built from the attack files' settings (their
-    attack/norm/eps columns, or file names); `norm`/`eps` (eps as in file names: Linf in
-    /255 units) override those settings.
+    attack/norm/eps columns, or file names); `norm`/`eps` (eps in image units) override those
+    settings.
     """
     if not evals and not attacks:
         raise ReportingError("fig3a needs --eval and/or --attacks inputs")

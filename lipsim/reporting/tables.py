@@ -20,10 +20,9 @@ from lipsim.reporting import (
     ReportingError,
     attack_label,
     attack_setting,
-    canonical_model,
+    checkpoint_stage,
     eps_label,
     fmt,
-    lipsim_margin,
     metric_sort_key,
     norm_label,
     read_table,
@@ -58,14 +57,9 @@ def natural_score(df: pd.DataFrame, column: str = "score") -> float:
 # ----------------------------------------------------------------------------- table 1
 
 
-def _stage(model: str) -> tuple[str, float]:
-    key = canonical_model(model)
-    if key == "pretrained":
-        return "pretrained", math.nan
-    margin = lipsim_margin(model)
-    if not math.isnan(margin):
-        return "finetuned", margin
-    return "other", math.nan
+def _stage(model: str, df: pd.DataFrame, path) -> tuple[str, float]:
+    """The checkpoint's stage and margin, as certify recorded them (the name for old files)."""
+    return checkpoint_stage(model, df, path)
 
 
 def _convention(df: pd.DataFrame, column: str) -> str | None:
@@ -106,7 +100,7 @@ def table1(
     for model, path in certify.items():
         df = read_table(path, CERTIFY_COLUMNS, f"--certify {model}")
         _test_rows(df, path, f"--certify {model}")
-        stage, margin = _stage(model)
+        stage, margin = _stage(model, df, path)
         for metric, part in df.groupby("metric", sort=True):
             test = part[part["split"].isin(TEST_SPLITS)]
             if score_col not in part:

@@ -1,4 +1,5 @@
-"""Teacher registry: name -> how to build it and where its weights come from.
+"""Teachers: name -> how to build it (its embedding size, input size and weights are the
+registry's, lipsim.registry.METRICS_TABLE).
 
     from lipsim.teachers import get_teacher
     t = get_teacher("demo")                                   # no weights needed
@@ -15,12 +16,12 @@ building never downloads.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from lipsim.checksum import sha256_file as _sha256
+from lipsim.registry import METRICS_TABLE, TEACHER_NAMES, Download
 from lipsim.teachers.base import Teacher
 
 __all__ = [
@@ -35,19 +36,11 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class Download:
-    url: str
-    kind: str  # "zip": extracted into the teacher folder; "file": saved under `name`
-    name: str
-
-
-@dataclasses.dataclass(frozen=True)
 class TeacherSpec:
     build: Callable[..., Teacher]  # (weights_dir, device, random_weights) -> Teacher
     emb_dim: int
     image_size: int
-    # Download, or a callable returning one (resolved at fetch time: reads the dreamsim package)
-    downloads: tuple = ()
+    downloads: tuple[Download, ...] = ()
     description: str = ""
 
 
@@ -74,63 +67,23 @@ def _dreamsim(name, backbones, lora):
     return build
 
 
-def _dreamsim_zip(key: str) -> Download:
-    """The DreamSim release zip of the installed dreamsim package for `key`."""
-    from dreamsim.config import dreamsim_weights
-
-    return Download(dreamsim_weights[key], "zip", f"dreamsim_{key}.zip")
-
-
-_DINO = Download(
-    "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth",
-    "file",
-    "dino_vitbase16_pretrain.pth",
-)
-# The DreamSim ensemble LipSim distilled from (2023, dreamsim 0.1.x): DINO, CLIP and OpenCLIP
-# ViT-B/16 (strides 16,16,16 in every released dreamsim config; CLIP/OpenCLIP B/16 and B/32
-# both give 512-d embeddings, hence 768 + 512 + 512 = 1792). The zip holds the CLIP/OpenCLIP
-# backbones and `ensemble_lora/`; dreamsim 0.2.x ships a re-released ensemble checkpoint
-# (v0.2.0-checkpoints/dreamsim_ensemble_checkpoint.zip) with the same layout.
-_ENSEMBLE_V01 = Download(
-    "https://github.com/ssundaram21/dreamsim/releases/download/v0.1.0/dreamsim_checkpoint.zip",
-    "zip",
-    "dreamsim_ensemble_v0.1.zip",
-)
-
+# How to build each teacher; its facts (embedding size, input size, weights) are the registry's.
+_BUILDERS: dict[str, Callable[..., Teacher]] = {
+    "demo": _build_demo,
+    "dreamsim_ensemble": _dreamsim(
+        "dreamsim_ensemble", ("dino_vitb16", "clip_vitb16", "open_clip_vitb16"), "ensemble_lora"
+    ),
+    "dino_vitb16": _dreamsim("dino_vitb16", ("dino_vitb16",), "dino_vitb16_single_lora"),
+    "clip_vitb32": _dreamsim("clip_vitb32", ("clip_vitb32",), "clip_vitb32_single_lora"),
+    "open_clip_vitb32": _dreamsim(
+        "open_clip_vitb32", ("open_clip_vitb32",), "open_clip_vitb32_single_lora"
+    ),
+}
 TEACHERS: dict[str, TeacherSpec] = {
-    "demo": TeacherSpec(
-        _build_demo, 64, 32, (), "seeded random multi-scale conv features (demo; no weights)"
-    ),
-    "dreamsim_ensemble": TeacherSpec(
-        _dreamsim(
-            "dreamsim_ensemble", ("dino_vitb16", "clip_vitb16", "open_clip_vitb16"), "ensemble_lora"
-        ),
-        1792,
-        224,
-        (_ENSEMBLE_V01, _DINO),
-        "DreamSim ensemble: DINO ViT-B/16 (768) + CLIP ViT-B/16 (512) + OpenCLIP ViT-B/16 (512)",
-    ),
-    "dino_vitb16": TeacherSpec(
-        _dreamsim("dino_vitb16", ("dino_vitb16",), "dino_vitb16_single_lora"),
-        768,
-        224,
-        (functools.partial(_dreamsim_zip, "dino_vitb16"), _DINO),
-        "DreamSim single DINO ViT-B/16",
-    ),
-    "clip_vitb32": TeacherSpec(
-        _dreamsim("clip_vitb32", ("clip_vitb32",), "clip_vitb32_single_lora"),
-        512,
-        224,
-        (functools.partial(_dreamsim_zip, "clip_vitb32"),),
-        "DreamSim single CLIP ViT-B/32",
-    ),
-    "open_clip_vitb32": TeacherSpec(
-        _dreamsim("open_clip_vitb32", ("open_clip_vitb32",), "open_clip_vitb32_single_lora"),
-        512,
-        224,
-        (functools.partial(_dreamsim_zip, "open_clip_vitb32"),),
-        "DreamSim single OpenCLIP ViT-B/32",
-    ),
+    name: TeacherSpec(
+        _BUILDERS[name], card.emb_dim, card.image_size, card.downloads, card.description
+    )
+    for name, card in ((n, METRICS_TABLE[n]) for n in TEACHER_NAMES)
 }
 
 
@@ -177,7 +130,6 @@ def fetch_weights(
     folder.mkdir(parents=True, exist_ok=True)
     urls = []
     for dl in downloads:
-        dl = dl() if callable(dl) else dl
         urls.append(dl.url)
         target = folder / dl.name
         if not target.exists():

@@ -5,6 +5,7 @@ import re
 
 from lipsim.configcheck import validate_config
 from lipsim.provenance import config_hash
+from lipsim.registry import METRICS_TABLE, needs_weights
 
 
 # Our validator lists every invalid key at once (snakemake's stops at the first).
@@ -148,7 +149,7 @@ def random_weights_flag(metric):
     return "--random-weights" if config["baselines"]["random_weights"] else ""
 
 
-NEEDS_WEIGHTS = {"dreamsim_ensemble", "dino_vitb16", "clip_vitb32", "open_clip_vitb32", "lpips", "dists"}
+NEEDS_WEIGHTS = set(needs_weights())  # the registry's: metrics with downloaded weights
 
 
 def weights_marker(name):
@@ -222,9 +223,7 @@ def final_outputs():
 
 def teacher_emb_dim():
     """Embedding size of the teacher, i.e. of the student (needed to import checkpoints)."""
-    from lipsim.teachers import TEACHERS
-
-    return TEACHERS[TEACHER].emb_dim
+    return METRICS_TABLE[TEACHER].emb_dim
 
 
 # ---- helpers of the stage modules ----

@@ -1,0 +1,51 @@
+"""Library functions that a pipeline step calls take their defaults from the schema (the one
+place for pipeline defaults), so calling them by hand runs the pipeline's experiment."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from lipsim import embcache
+from lipsim.configcheck import schema_default
+from lipsim.data import download, folders, night
+from lipsim.data.extract import MAX_RATIO
+
+# (function, parameter, schema key)
+PARAMETERS = [
+    (night.read_night, "min_votes", "night.min_votes"),
+    (night.verify_night, "min_votes", "night.min_votes"),
+    (embcache.fill_part, "shard_size", "cache.shard_size"),
+    (embcache.fill_part, "dtype", "cache.dtype"),
+    (embcache.fill_part, "batch_size", "cache.batch_size"),
+    (embcache.fill_part, "workers", "cache.workers"),
+    (embcache.fill_part, "on_bad_image", "cache.on_bad_image"),
+    (embcache.fill_part, "crop", "distill.crop"),
+    (folders.check_imagenet, "expect_classes", "imagenet.expect_classes"),
+    (download.download_night, "chunks", "night.download.chunks"),
+    (download.download_night, "retries", "night.download.retries"),
+    (download.download_night, "timeout", "night.download.timeout"),
+    (download.download_night, "min_rate", "night.download.min_rate"),
+    (download.download_night, "stall_time", "night.download.stall_time"),
+    (download.download_night, "max_ratio", "night.download.max_ratio"),
+    (download.fetch, "retries", "night.download.retries"),
+    (download.fetch, "timeout", "night.download.timeout"),
+    (download.fetch, "min_rate", "night.download.min_rate"),
+    (download.fetch, "stall_time", "night.download.stall_time"),
+]
+
+
+@pytest.mark.parametrize(
+    ("func", "param", "key"), PARAMETERS, ids=[f"{f.__name__}.{p}" for f, p, _ in PARAMETERS]
+)
+def test_library_default_is_the_schema_default(func, param, key):
+    default = inspect.signature(func).parameters[param].default
+    assert default is not inspect.Parameter.empty, f"{func.__name__}({param}) has no default"
+    assert default == schema_default(key), (func.__name__, param, key)
+
+
+def test_module_constants_are_the_schema_defaults():
+    assert download.NIGHT_ZIP_URL == schema_default("night.download.url")
+    assert download.NIGHT_CHUNKED_URL == schema_default("night.download.chunked_url")
+    assert MAX_RATIO == schema_default("night.download.max_ratio")
