@@ -49,3 +49,12 @@ def test_module_constants_are_the_schema_defaults():
     assert download.NIGHT_ZIP_URL == schema_default("night.download.url")
     assert download.NIGHT_CHUNKED_URL == schema_default("night.download.chunked_url")
     assert MAX_RATIO == schema_default("night.download.max_ratio")
+
+
+def test_attack_spec_defaults_are_the_schemas():
+    from lipsim.attacks import AttackSpec
+
+    spec = AttackSpec("pgd", "L2", 0.5)
+    assert spec.steps == schema_default("attacks.pgd_steps")
+    assert spec.restarts == schema_default("attacks.pgd_restarts")
+    assert spec.seed == schema_default("attacks.seed")

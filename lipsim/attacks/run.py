@@ -34,6 +34,7 @@ from lipsim.attacks.autoattack import (
     separated_groups,
 )
 from lipsim.attacks.pgd import check_norm, lp_norm, pgd_2afc, project, row_seed
+from lipsim.configcheck import schema_default
 from lipsim.progress import progress_bar
 from lipsim.scoring import hard_label, triplet_table, twoafc
 
@@ -65,10 +66,13 @@ class AttackSpec:
     kind: str
     norm: str
     eps: float  # [0, 1]-pixel units
-    seed: int = 0
+    seed: int = dataclasses.field(default_factory=lambda: schema_default("attacks.seed"))
     autoattack: AutoAttackConfig | None = None
-    steps: int = 50
-    restarts: int = 1
+    # PGD budget: the schema's defaults (one source), not a second copy here.
+    steps: int = dataclasses.field(default_factory=lambda: schema_default("attacks.pgd_steps"))
+    restarts: int = dataclasses.field(
+        default_factory=lambda: schema_default("attacks.pgd_restarts")
+    )
     step_size: float | None = None  # pgd; None = 2.5 * eps / steps
 
     def __post_init__(self) -> None:
