@@ -25,7 +25,7 @@ from lipsim.models.net import METRICS
 from lipsim.models.presets import PRESETS
 from lipsim.similarity import SimilarityMetric
 
-TEACHER_NAMES = ("demo", "dreamsim_ensemble", "dino_vitb16", "clip_vitb32", "open_clip_vitb32")
+TEACHER_NAMES = ("demo", "demo2", "dreamsim_ensemble", "dino_vitb16", "clip_vitb32", "open_clip_vitb32")
 
 
 def metric_names() -> list[str]:

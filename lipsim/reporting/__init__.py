@@ -59,6 +59,7 @@ _METRIC_ORDER = [
     "open_clip_vitb32",
     "dreamsim_ensemble",
     "demo",
+    "demo2",
 ]
 _DISPLAY = {
     "l2": "L2",
@@ -69,6 +70,7 @@ _DISPLAY = {
     "open_clip_vitb32": "OpenCLIP",
     "dreamsim_ensemble": "DreamSim",
     "demo": "Demo teacher",
+    "demo2": "Demo teacher 2",
 }
 _MARGIN = re.compile(r"^margin(.+)$")
 

@@ -43,11 +43,14 @@ class TeacherSpec:
     description: str = ""
 
 
-def _build_demo(*, weights_dir=None, device="cpu", random_weights=False) -> Teacher:
+def _build_demo(*, weights_dir=None, device="cpu", random_weights=False, name="demo",
+                seed=0) -> Teacher:
     from lipsim.teachers.demo import DemoTeacher
 
     # Seeded by construction; weights_dir / random_weights do not apply.
-    return DemoTeacher().to(device)
+    teacher = DemoTeacher(seed=seed)
+    teacher.name = name
+    return teacher.to(device)
 
 
 def _dreamsim(name, backbones, lora):
@@ -80,6 +83,9 @@ _ENSEMBLE_V01 = Download("https://github.com/ssundaram21/dreamsim/releases/downl
 TEACHERS: dict[str, TeacherSpec] = {
     "demo": TeacherSpec(_build_demo, 64, 32, (),
                         "seeded random multi-scale conv features (demo; no weights)"),
+    # A second demo teacher (other filters and rotation) so the demo runs a teacher sweep.
+    "demo2": TeacherSpec(functools.partial(_build_demo, name="demo2", seed=1), 64, 32, (),
+                         "the demo teacher with another seed (demo teacher sweep; no weights)"),
     "dreamsim_ensemble": TeacherSpec(
         _dreamsim("dreamsim_ensemble", ("dino_vitb16", "clip_vitb16", "open_clip_vitb16"),
                   "ensemble_lora"),
