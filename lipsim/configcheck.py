@@ -224,7 +224,8 @@ def _cross_checks(config: dict[str, Any]) -> None:
         problems.append(f"  teachers: duplicated names in {teachers}")
     if teachers and primary not in teachers:
         problems.append(f"  teachers: must include teacher.name ({primary!r}, the primary "
-                        f"teacher), got {teachers}")
+                        f"teacher), got {teachers}; a config that sets teacher.name sets "
+                        f"teachers too (e.g. teachers: [{primary}])")
     for name in config.get("teacher_settings", {}):
         if name not in (teachers or [primary]):
             problems.append(f"  teacher_settings.{name}: not a teacher of the sweep "

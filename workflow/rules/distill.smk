@@ -1,33 +1,6 @@
 # Step 1: teacher-embedding cache (scattered over shard groups) and distillation (DDP).
 
 
-# Teacher caches under R/cache/, per teacher of the sweep: {teacher} (the training crops) and,
-# for distill.teacher_view flipped, {teacher}-mirror (the same crops mirrored: the teacher's
-# view of a flipped view 0). One image list per teacher, same shards and index format.
-CACHE_TEACHER = {}  # cache name -> (teacher, cache-fill flag)
-for _t in TRAINED_TEACHERS:
-    CACHE_TEACHER[_t] = (_t, "")
-    CACHE_TEACHER[f"{_t}-mirror"] = (_t, "--mirror")
-CACHE_RE = "|".join(re.escape(c) for c in CACHE_TEACHER) or "(?!)"
-
-
-def distill_caches(teacher):
-    """The caches distillation reads, by the distill option naming them."""
-    caches = {"cache_dir": cache_dir(teacher)}
-    if teacher_section(config, "distill", teacher)["teacher_view"] == "flipped":
-        caches["mirror_cache_dir"] = f"{cache_dir(teacher)}-mirror"
-    return caches
-
-
-def distill_inputs(wildcards):
-    teacher = model_teacher(wildcards.model)[0]
-    return {k: f"{d}/index.parquet" for k, d in distill_caches(teacher).items()}
-
-
-def cache_images(wildcards):
-    return f"{cache_dir(CACHE_TEACHER[wildcards.cache][0])}/images.parquet"
-
-
 rule cache_list:
     input:
         f"{R}/checks/imagenet.json",
