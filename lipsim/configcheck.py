@@ -119,6 +119,10 @@ def _check_teacher_settings(config: dict[str, Any], schema: dict, cls) -> None:
     problems = []
     for teacher, sections in config.get("teacher_settings", {}).items():
         for section in sections:
+            # How jobs are launched and sized is the cluster's, shared by every teacher.
+            for key in set(sections[section]) & {"resources", "launcher"}:
+                problems.append(f"  teacher_settings.{teacher}.{section}.{key}: shared by all "
+                                f"teachers; set {section}.{key} instead")
             node = {**schema["properties"][section], "$defs": schema.get("$defs", {})}
             merged = copy.deepcopy(teacher_section(config, section, teacher))
             for err in cls(node).iter_errors(merged):

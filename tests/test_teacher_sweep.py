@@ -158,6 +158,9 @@ def test_teachers_default_to_the_primary_teacher():
      "teacher_settings.demo2.distill.(top): unknown key"),
     ({"teachers": ["demo", "demo2"], "teacher_settings": {"demo2": {"attacks": {}}}},
      "teacher_settings.demo2"),
+    ({"teachers": ["demo", "demo2"],
+      "teacher_settings": {"demo2": {"distill": {"resources": {"gpu": 1}}}}},
+     "teacher_settings.demo2.distill.resources: shared by all teachers"),
 ])
 def test_bad_sweep_config_names_the_key(over, key):
     with pytest.raises(ConfigError) as err:
