@@ -190,7 +190,9 @@ def test_released_checkpoints_replace_training(tmp_path):
     )
     targets = [f"{RUN}/certify/pretrained.parquet", f"{RUN}/certify/margin0.5.parquet",
                f"{RUN}/certify/margin0.2.parquet"]
-    proc = snakemake(tmp_path, *targets, "-n", "--cores", "1", "--configfile",
+    # Targets after an option with one value: right after the helper's --configfile they
+    # would be read as config files (and dropped by the second --configfile).
+    proc = snakemake(tmp_path, "-n", "--cores", "1", *targets, "--configfile",
                      str(tmp_path / "config" / "test.yaml"), str(overlay))
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned_jobs(proc)
@@ -200,7 +202,7 @@ def test_released_checkpoints_replace_training(tmp_path):
     assert not rules & {"distill", "cache_fill", "cache_index", "make_demo_imagenet"}, rules
 
     ckpts = [f"{RUN}/checkpoints/pretrained.pt", f"{RUN}/checkpoints/margin0.5.pt"]
-    proc = snakemake(tmp_path, *ckpts, "--cores", "1", "--configfile",
+    proc = snakemake(tmp_path, "--cores", "1", *ckpts, "--configfile",
                      str(tmp_path / "config" / "test.yaml"), str(overlay))
     assert proc.returncode == 0, proc.stderr[-3000:]
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
