@@ -34,10 +34,10 @@ def run(metric, variant: str, ref, x0, x1, cfg) -> tuple[float, int, torch.Tenso
     aa = make_autoattack(adapter, cfg, "cpu")
     outs, calls, start = [], 0, time.perf_counter()
     for i in range(ref.shape[0]):
-        adapter.set_pairs(x0[i:i + 1], x1[i:i + 1])  # embedding x0/x1 is part of the cost
+        adapter.set_pairs(x0[i : i + 1], x1[i : i + 1])  # embedding x0/x1 is part of the cost
         with torch.no_grad():
-            label = adapter(ref[i:i + 1]).argmax(1)
-        outs.append(autoattack_one(aa, ref[i:i + 1], label, seed=i))
+            label = adapter(ref[i : i + 1]).argmax(1)
+        outs.append(autoattack_one(aa, ref[i : i + 1], label, seed=i))
         calls += adapter.calls
     return (time.perf_counter() - start) / ref.shape[0], calls // ref.shape[0], torch.cat(outs)
 
@@ -58,11 +58,12 @@ def main(argv=None) -> int:
     ref = torch.rand(args.triplets, 3, size, size, generator=g)
     x0 = (ref + 0.1 * torch.randn(ref.shape, generator=g)).clamp(0, 1)
     x1 = (ref + 0.2 * torch.randn(ref.shape, generator=g)).clamp(0, 1)
-    cfg = AutoAttackConfig(norm="L2", eps=args.eps, attacks=("apgd-ce",),
-                           apgd_iters=args.iters)
-    print(f"bench_attack: LipSim {args.preset} ({size} px, emb {metric.net.emb_dim}, "
-          f"{sum(p.numel() for p in metric.parameters()) / 1e6:.2f}M params), "
-          f"{args.triplets} triplets, APGD-CE {args.iters} it., {args.threads} thread(s)")
+    cfg = AutoAttackConfig(norm="L2", eps=args.eps, attacks=("apgd-ce",), apgd_iters=args.iters)
+    print(
+        f"bench_attack: LipSim {args.preset} ({size} px, emb {metric.net.emb_dim}, "
+        f"{sum(p.numel() for p in metric.parameters()) / 1e6:.2f}M params), "
+        f"{args.triplets} triplets, APGD-CE {args.iters} it., {args.threads} thread(s)"
+    )
     with torch.no_grad():
         metric.embed(ref[:1])  # warm-up (allocator, first t computation)
     results = {}

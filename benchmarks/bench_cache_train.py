@@ -41,16 +41,27 @@ IMAGENET_TRAIN = 1_281_167
 
 def bench_cache(n_images: int, workdir: Path, reads: int) -> dict:
     per_class = max(1, n_images // 8)
-    images = make_image_folder(workdir / "imagenet", seed=0, classes=8, per_class=per_class,
-                               image_size=32)
+    images = make_image_folder(
+        workdir / "imagenet", seed=0, classes=8, per_class=per_class, image_size=32
+    )
     lst = list_images(images)
     cache = workdir / "cache"
     cache.mkdir()
     lst.to_parquet(cache / "images.parquet", index=False)
     teacher = get_teacher("demo")
     t0 = time.perf_counter()
-    fill_part(teacher=teacher, images=images, image_list=lst, out_dir=cache, part=0, parts=1,
-              shard_size=100, batch_size=64, workers=0, progress=False)
+    fill_part(
+        teacher=teacher,
+        images=images,
+        image_list=lst,
+        out_dir=cache,
+        part=0,
+        parts=1,
+        shard_size=100,
+        batch_size=64,
+        workers=0,
+        progress=False,
+    )
     fill_s = time.perf_counter() - t0
     write_index(cache, 1)
 
@@ -70,17 +81,25 @@ def bench_cache(n_images: int, workdir: Path, reads: int) -> dict:
             teacher.embed(load_train_image(images / reader.paths[int(i)], 32)[None])
     embed_s = time.perf_counter() - t0
     read_rate, embed_rate = reads / read_s, n_embed / embed_s
-    return {"images": len(lst), "fill_images_per_s": len(lst) / fill_s,
-            "random_read_images_per_s": read_rate, "decode_embed_images_per_s": embed_rate,
-            "read_vs_decode_embed": read_rate / embed_rate}
+    return {
+        "images": len(lst),
+        "fill_images_per_s": len(lst) / fill_s,
+        "random_read_images_per_s": read_rate,
+        "decode_embed_images_per_s": embed_rate,
+        "read_vs_decode_embed": read_rate / embed_rate,
+    }
 
 
 def bench_files(shard_size: int = 1000, parts: int = 16) -> dict:
     shards = n_shards(IMAGENET_TRAIN, shard_size)
-    return {"imagenet_images": IMAGENET_TRAIN, "shard_size": shard_size, "shards": shards,
-            "files_total": shards + parts + 2,  # + part manifests, images.parquet, index
-            "parts_assumed": parts,
-            "shard_mib_float16_1792": 1000 * 1792 * 2 / 2**20}
+    return {
+        "imagenet_images": IMAGENET_TRAIN,
+        "shard_size": shard_size,
+        "shards": shards,
+        "files_total": shards + parts + 2,  # + part manifests, images.parquet, index
+        "parts_assumed": parts,
+        "shard_mib_float16_1792": 1000 * 1792 * 2 / 2**20,
+    }
 
 
 def bench_train(steps: int, batch: int, device: str) -> dict:
@@ -92,8 +111,9 @@ def bench_train(steps: int, batch: int, device: str) -> dict:
 
     def step():
         out = net(v)
-        loss = 0.5 * (rmse_per_image(out[:batch], target).mean()
-                      + rmse_per_image(out[batch:], target).mean())
+        loss = 0.5 * (
+            rmse_per_image(out[:batch], target).mean() + rmse_per_image(out[batch:], target).mean()
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -107,10 +127,19 @@ def bench_train(steps: int, batch: int, device: str) -> dict:
         times.append(time.perf_counter() - t0)
         print(f"train step {i}: {times[-1]:.1f} s", file=sys.stderr, flush=True)
     dt = float(np.mean(times[1:])) if steps else times[0]
-    return {"preset": "small", "image_size": 224, "batch": batch, "views": 2,
-            "params_m": sum(p.numel() for p in net.parameters()) / 1e6, "device": device,
-            "threads": torch.get_num_threads(), "warmup_s": times[0], "s_per_step": dt,
-            "images_per_s": batch / dt, "forward_images_per_s": 2 * batch / dt}
+    return {
+        "preset": "small",
+        "image_size": 224,
+        "batch": batch,
+        "views": 2,
+        "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "warmup_s": times[0],
+        "s_per_step": dt,
+        "images_per_s": batch / dt,
+        "forward_images_per_s": 2 * batch / dt,
+    }
 
 
 def main() -> None:

@@ -35,8 +35,11 @@ def build_zip(path: Path, size_mb: int, file_mb: float) -> int:
     n = max(1, int(size_mb / file_mb))
     block = int(file_mb * 2**20)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("nights/data.csv", "id,left_vote,right_vote,votes,ref_path,left_path,"
-                    "right_path,split,is_imagenet,prompt\n")
+        zf.writestr(
+            "nights/data.csv",
+            "id,left_vote,right_vote,votes,ref_path,left_path,"
+            "right_path,split,is_imagenet,prompt\n",
+        )
         for i in range(n):
             zf.writestr(f"nights/ref/{i // 100:03d}/{i % 100:03d}.png", os.urandom(block))
     return path.stat().st_size
@@ -89,12 +92,23 @@ def main() -> int:
             srv.files[f"/{archive.name}"] = archive  # streamed from disk in 64 KiB blocks
             work = Path(tmp) / f"work-{size}"
             work.mkdir()
-            proc = subprocess.run([sys.executable, __file__, "--client", f"{srv.url}/{archive.name}",
-                                   str(work)], capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--client", f"{srv.url}/{archive.name}", str(work)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             archive.unlink()
-    keys = ["archive_MiB", "download_MBps", "extract_MBps", "install_MBps", "verify_MBps",
-            "rss_growth_MiB", "tracemalloc_peak_MiB"]
+    keys = [
+        "archive_MiB",
+        "download_MBps",
+        "extract_MBps",
+        "install_MBps",
+        "verify_MBps",
+        "rss_growth_MiB",
+        "tracemalloc_peak_MiB",
+    ]
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
     for r in rows:

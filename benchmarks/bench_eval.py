@@ -30,8 +30,9 @@ def _images_per_s(net, x, iters: int, sync) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--preset", default="small")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--emb-dim", type=int, default=1792)
@@ -49,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     net = build_model(args.preset, args.image_size, args.emb_dim).to(device)
     n = sum(p.numel() for p in net.parameters())
-    print(f"preset {args.preset}, {args.image_size}px, emb {args.emb_dim}, {n / 1e6:.1f}M "
-          f"params, device {device}, {args.threads} thread(s), {args.iters} iters/point, "
-          f"torch {torch.__version__}")
+    print(
+        f"preset {args.preset}, {args.image_size}px, emb {args.emb_dim}, {n / 1e6:.1f}M "
+        f"params, device {device}, {args.threads} thread(s), {args.iters} iters/point, "
+        f"torch {torch.__version__}"
+    )
     print(f"{'batch':>5} {'uncached img/s':>15} {'cached img/s':>13} {'speed-up':>9}")
     for b in args.batches:
         x = torch.rand(b, 3, args.image_size, args.image_size, device=device)
@@ -61,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             ref = net.train()(x)
             out = net.eval()(x)
         err = ((out - ref).abs().max() / ref.abs().max()).item()
-        print(f"{b:>5} {uncached:>15.2f} {cached:>13.2f} {cached / uncached:>8.2f}x"
-              f"   (max rel. diff {err:.1e})")
+        print(
+            f"{b:>5} {uncached:>15.2f} {cached:>13.2f} {cached / uncached:>8.2f}x"
+            f"   (max rel. diff {err:.1e})"
+        )
     return 0
 
 

@@ -20,15 +20,38 @@ from lipsim.errors import LipSimError
 
 # `lipsim --help` groups commands by pipeline stage, in pipeline order.
 STAGES: dict[str, tuple[str, ...]] = {
-    "data": ("download-night", "verify-night", "make-demo-night", "make-demo-images",
-             "download-bapps", "make-demo-bapps", "check-bapps", "check-folder",
-             "fetch-weights", "fetch-released"),
+    "data": (
+        "download-night",
+        "verify-night",
+        "make-demo-night",
+        "make-demo-images",
+        "download-bapps",
+        "make-demo-bapps",
+        "check-bapps",
+        "check-folder",
+        "fetch-weights",
+        "fetch-released",
+    ),
     "teacher-embedding cache": ("cache-list", "cache-fill", "cache-index"),
     "training": ("distill", "finetune", "import-checkpoint"),
-    "evaluation": ("evaluate", "certify", "attack", "check-consistency", "distances",
-                   "retrieval", "evaluate-bapps"),
-    "tables and figures": ("table1", "table2", "table-retrieval", "table-bapps", "fig3a",
-                           "fig3b", "fig-margins"),
+    "evaluation": (
+        "evaluate",
+        "certify",
+        "attack",
+        "check-consistency",
+        "distances",
+        "retrieval",
+        "evaluate-bapps",
+    ),
+    "tables and figures": (
+        "table1",
+        "table2",
+        "table-retrieval",
+        "table-bapps",
+        "fig3a",
+        "fig3b",
+        "fig-margins",
+    ),
     "provenance": ("manifest", "provenance"),
     "maintenance": ("config-doc",),
 }
@@ -53,9 +76,13 @@ def usage() -> str:
     groups = {stage: [c for c in names if c in commands] for stage, names in STAGES.items()}
     grouped = {c for names in groups.values() for c in names}
     groups["other"] = [c for c in commands if c not in grouped]
-    lines = ["usage: lipsim <command> [options]   (lipsim <command> --help for its options)",
-             "", "options:", "  -h, --help     show this help and exit",
-             "  --version      show the version and exit"]
+    lines = [
+        "usage: lipsim <command> [options]   (lipsim <command> --help for its options)",
+        "",
+        "options:",
+        "  -h, --help     show this help and exit",
+        "  --version      show the version and exit",
+    ]
     for stage, names in groups.items():
         if names:
             lines += ["", f"{stage}:"]
@@ -72,8 +99,9 @@ def _run(argv: list[str]) -> int:
         return 0
     name = argv[0]
     if name not in _commands():
-        print(f"lipsim: unknown command {name!r}; commands: {', '.join(_commands())}",
-              file=sys.stderr)
+        print(
+            f"lipsim: unknown command {name!r}; commands: {', '.join(_commands())}", file=sys.stderr
+        )
         return 2
     module = importlib.import_module(f"lipsim.cli.{name.replace('-', '_')}")
     try:

@@ -58,13 +58,17 @@ _SEED = 0  # random_weights: the architecture's weights are drawn from this seed
 def _weights_file(name: str, file: str, weights_dir) -> Path:
     fetch = f"`python -m lipsim fetch-weights --teacher {name} --weights-dir DIR`"
     if weights_dir is None:
-        raise FileNotFoundError(f"{name}: pretrained weights needed but no weights_dir given "
-                                f"(--weights-dir); fetch them with {fetch}, or use "
-                                "--random-weights for a test build")
+        raise FileNotFoundError(
+            f"{name}: pretrained weights needed but no weights_dir given "
+            f"(--weights-dir); fetch them with {fetch}, or use "
+            "--random-weights for a test build"
+        )
     path = Path(weights_dir) / name / file
     if not path.is_file():
-        raise FileNotFoundError(f"{name}: missing weights file {path}; fetch it with "
-                                f"{fetch.replace('DIR', os.fspath(weights_dir))}")
+        raise FileNotFoundError(
+            f"{name}: missing weights file {path}; fetch it with "
+            f"{fetch.replace('DIR', os.fspath(weights_dir))}"
+        )
     return path
 
 
@@ -75,8 +79,10 @@ def _check_hash_prefix(path: Path) -> None:
         return
     digest = sha256_file(path)
     if not digest.startswith(stem):
-        raise ValueError(f"{path}: sha256 {digest[:8]}... does not match the prefix "
-                         f"{stem} in its name (corrupt or partial download); fetch it again")
+        raise ValueError(
+            f"{path}: sha256 {digest[:8]}... does not match the prefix "
+            f"{stem} in its name (corrupt or partial download); fetch it again"
+        )
 
 
 def _load_torchvision_checkpoint(path: Path) -> dict:
@@ -91,8 +97,9 @@ class _Resizing(SimilarityMetric):
         s = self.image_size
         if s is None or tuple(x.shape[-2:]) == (s, s):
             return x
-        return F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False,
-                             antialias=True).clamp(0.0, 1.0)
+        return F.interpolate(
+            x, size=(s, s), mode="bicubic", align_corners=False, antialias=True
+        ).clamp(0.0, 1.0)
 
 
 class PixelL2(_Resizing):
@@ -117,8 +124,9 @@ class LPIPSMetric(_Resizing):
 
     name = "lpips"
 
-    def __init__(self, *, weights_dir=None, random_weights: bool = False,
-                 image_size: int | None = None) -> None:
+    def __init__(
+        self, *, weights_dir=None, random_weights: bool = False, image_size: int | None = None
+    ) -> None:
         super().__init__()
         import lpips
 
@@ -180,8 +188,9 @@ class DISTS(_Resizing):
 
     name = "dists"
 
-    def __init__(self, *, weights_dir=None, random_weights: bool = False,
-                 image_size: int | None = None) -> None:
+    def __init__(
+        self, *, weights_dir=None, random_weights: bool = False, image_size: int | None = None
+    ) -> None:
         super().__init__()
         from DISTS_pytorch import DISTS as _DISTS
 
@@ -189,8 +198,9 @@ class DISTS(_Resizing):
         features = None
         if not random_weights:  # fail on missing weights before building anything
             sd = _load_torchvision_checkpoint(_weights_file("dists", _VGG16[1], weights_dir))
-            features = {k[len("features."):]: v for k, v in sd.items()
-                        if k.startswith("features.")}
+            features = {
+                k[len("features.") :]: v for k, v in sd.items() if k.startswith("features.")
+            }
         with torch.random.fork_rng(devices=[]), _vgg16_without_download(features):
             torch.manual_seed(_SEED)
             self.net = _DISTS(load_weights=False)  # its loader reads sys.prefix/weights.pt
@@ -208,10 +218,14 @@ class DISTS(_Resizing):
 
 # Moved by job (see the module docstring); still importable from here for older callers.
 _MOVED = {
-    "TEACHER_NAMES": "lipsim.registry", "build_metric": "lipsim.registry",
-    "metric_names": "lipsim.registry", "resolve_device": "lipsim.device",
-    "triplet_distances": "lipsim.evaluation", "evaluate_triplets": "lipsim.evaluation",
-    "DEFAULT_IMAGE_SIZE": "lipsim.cli._metric", "add_metric_args": "lipsim.cli._metric",
+    "TEACHER_NAMES": "lipsim.registry",
+    "build_metric": "lipsim.registry",
+    "metric_names": "lipsim.registry",
+    "resolve_device": "lipsim.device",
+    "triplet_distances": "lipsim.evaluation",
+    "evaluate_triplets": "lipsim.evaluation",
+    "DEFAULT_IMAGE_SIZE": "lipsim.cli._metric",
+    "add_metric_args": "lipsim.cli._metric",
     "metric_from_args": "lipsim.cli._metric",
 }
 

@@ -58,8 +58,19 @@ from lipsim.errors import LipSimError
 from lipsim.models.net import METRICS, ball_distance, project
 from lipsim.scoring import TEST_SPLITS, split_scores, triplet_table, twoafc
 
-COLUMNS = ("id", "split", "metric", "p", "d0", "d1", "score", "correct", "radius",
-           "radius_authors", "norm")
+COLUMNS = (
+    "id",
+    "split",
+    "metric",
+    "p",
+    "d0",
+    "d1",
+    "score",
+    "correct",
+    "radius",
+    "radius_authors",
+    "norm",
+)
 # How a triplet is scored: twoafc = DreamSim's 2AFC formula (lipsim.scoring.twoafc);
 # accuracy = the authors' evaluation, 1 when the decision matches round(p) (a tie decides x0).
 SCORING = ("twoafc", "accuracy")
@@ -67,8 +78,9 @@ TIE_RADIUS = ("zero", "infinite")
 HALF_VOTES = ("keep", "drop")
 
 
-def radii(f_ref: torch.Tensor, f0: torch.Tensor, f1: torch.Tensor, metric: str,
-          tie_radius: str = "zero") -> dict[str, torch.Tensor]:
+def radii(
+    f_ref: torch.Tensor, f0: torch.Tensor, f1: torch.Tensor, metric: str, tie_radius: str = "zero"
+) -> dict[str, torch.Tensor]:
     """d0, d1, the sound radius, the authors' radius and ||f(ref)|| from raw embeddings f.
 
     float64 throughout. d0 - d1 is formed as <e_ref, e1 - e0> + (||e0||^2 - ||e1||^2) / 2
@@ -92,8 +104,9 @@ def radii(f_ref: torch.Tensor, f0: torch.Tensor, f1: torch.Tensor, metric: str,
     return {"d0": d0, "d1": d1, "radius": sound, "radius_authors": authors, "norm": norm}
 
 
-def radius_from_embeddings(e_ref: torch.Tensor, e0: torch.Tensor,
-                           e1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def radius_from_embeddings(
+    e_ref: torch.Tensor, e0: torch.Tensor, e1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(d0, d1, R) for ball-projected embeddings phi (B, k): the ball metric's sound radius.
 
     Projected embeddings are their own projection, so this is radii(..., "ball").
@@ -103,9 +116,16 @@ def radius_from_embeddings(e_ref: torch.Tensor, e0: torch.Tensor,
 
 
 @torch.no_grad()
-def certify_triplets(metric, loader, device="cpu", ids=None, splits=None,
-                     metrics: Sequence[str] | None = None,
-                     tie_radius: str = "zero", on_part=None) -> pd.DataFrame:
+def certify_triplets(
+    metric,
+    loader,
+    device="cpu",
+    ids=None,
+    splits=None,
+    metrics: Sequence[str] | None = None,
+    tie_radius: str = "zero",
+    on_part=None,
+) -> pd.DataFrame:
     """Per-triplet distances, 2AFC score and radii over a triplet loader, per LipSim metric.
 
     `loader` yields (ref, x0, x1, p, index) batches (lipsim.data.night.NightTriplets); ids and
@@ -122,8 +142,10 @@ def certify_triplets(metric, loader, device="cpu", ids=None, splits=None,
     if ids is None or splits is None:
         df = getattr(getattr(loader, "dataset", None), "df", None)
         if df is None:
-            raise ValueError("certify_triplets: pass ids= and splits= for a loader whose "
-                             "dataset has no `df` table")
+            raise ValueError(
+                "certify_triplets: pass ids= and splits= for a loader whose "
+                "dataset has no `df` table"
+            )
         ids = df["id"].to_numpy() if ids is None else ids
         splits = df["split"].to_numpy() if splits is None else splits
     metric = metric.to(device).eval()
@@ -133,24 +155,34 @@ def certify_triplets(metric, loader, device="cpu", ids=None, splits=None,
         f_ref, f0, f1 = (metric.raw_embed(t.to(device)) for t in (ref, x0, x1))
         first = None
         for name in metrics:
-            cols = {k: v.cpu().numpy() for k, v in
-                    radii(f_ref, f0, f1, name, tie_radius).items()}
-            cols = {"metric": name, "p": p, "d0": cols["d0"], "d1": cols["d1"],
-                    "score": twoafc(cols["d0"], cols["d1"], p),
-                    "correct": authors_correct(cols["d0"], cols["d1"], p),
-                    "radius": cols["radius"],
-                    "radius_authors": cols["radius_authors"], "norm": cols["norm"]}
+            cols = {k: v.cpu().numpy() for k, v in radii(f_ref, f0, f1, name, tie_radius).items()}
+            cols = {
+                "metric": name,
+                "p": p,
+                "d0": cols["d0"],
+                "d1": cols["d1"],
+                "score": twoafc(cols["d0"], cols["d1"], p),
+                "correct": authors_correct(cols["d0"], cols["d1"], p),
+                "radius": cols["radius"],
+                "radius_authors": cols["radius_authors"],
+                "norm": cols["norm"],
+            }
             if first is None:
                 first = cols
             else:
-                per_metric[name].append(pd.DataFrame(
-                    {"id": np.asarray(ids)[index], "split": np.asarray(splits)[index],
-                     **cols}))
+                per_metric[name].append(
+                    pd.DataFrame(
+                        {"id": np.asarray(ids)[index], "split": np.asarray(splits)[index], **cols}
+                    )
+                )
         return first
 
     head = triplet_table(loader, ids, splits, COLUMNS, batch_columns, on_part=on_part)
-    parts = [head] + [pd.concat(per_metric[m], ignore_index=True)[list(COLUMNS)]
-                      for m in metrics[1:] if per_metric[m]]
+    parts = [head] + [
+        pd.concat(per_metric[m], ignore_index=True)[list(COLUMNS)]
+        for m in metrics[1:]
+        if per_metric[m]
+    ]
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else head
 
 
@@ -177,8 +209,9 @@ def certified_mask(radius, eps: float) -> np.ndarray:
     return np.asarray(radius, dtype=np.float64) > float(eps)
 
 
-def certified_scores(df: pd.DataFrame, eps_list: Iterable[float],
-                     radius: str = "radius", score: str = "score") -> dict:
+def certified_scores(
+    df: pd.DataFrame, eps_list: Iterable[float], radius: str = "radius", score: str = "score"
+) -> dict:
     """Natural and certified scores (percent) per split and for 'test'.
 
     Returns {"natural": {split: score, ..., "test": ...},
@@ -193,8 +226,7 @@ def certified_scores(df: pd.DataFrame, eps_list: Iterable[float],
         raise ValueError("certified_scores: rows of several metrics; select one first")
     out = {"natural": split_scores(df, score), "certified": {}}
     for eps in eps_list:
-        cert = df.assign(_cert=df[score].to_numpy(np.float64)
-                         * certified_mask(df[radius], eps))
+        cert = df.assign(_cert=df[score].to_numpy(np.float64) * certified_mask(df[radius], eps))
         out["certified"][float(eps)] = split_scores(cert, "_cert")
     return out
 
@@ -206,7 +238,18 @@ def unsound_share(df: pd.DataFrame, eps: float) -> dict[str, float]:
     return split_scores(df.assign(_unsound=flag.astype(np.float64)), "_unsound")
 
 
-__all__ = ["COLUMNS", "HALF_VOTES", "SCORING", "TEST_SPLITS", "TIE_RADIUS", "apply_half_votes",
-           "authors_correct",
-           "certified_mask", "certified_scores", "certify_triplets", "radii",
-           "radius_from_embeddings", "unsound_share"]
+__all__ = [
+    "COLUMNS",
+    "HALF_VOTES",
+    "SCORING",
+    "TEST_SPLITS",
+    "TIE_RADIUS",
+    "apply_half_votes",
+    "authors_correct",
+    "certified_mask",
+    "certified_scores",
+    "certify_triplets",
+    "radii",
+    "radius_from_embeddings",
+    "unsound_share",
+]

@@ -47,12 +47,16 @@ def schema_node(key: str, schema: dict[str, Any] | None = None) -> dict[str, Any
     for part in key.split("."):
         props = node.get("properties", {})
         if part not in props:
-            raise ConfigError(f"config key {key!r} is not in the schema "
-                              f"({part!r} not among {', '.join(props) or 'no keys'})")
+            raise ConfigError(
+                f"config key {key!r} is not in the schema "
+                f"({part!r} not among {', '.join(props) or 'no keys'})"
+            )
         node = props[part]
         if "$ref" in node:
-            node = {**_resolve(root, node["$ref"]),
-                    **{k: v for k, v in node.items() if k != "$ref"}}
+            node = {
+                **_resolve(root, node["$ref"]),
+                **{k: v for k, v in node.items() if k != "$ref"},
+            }
     return node
 
 
@@ -121,14 +125,17 @@ def _check_teacher_settings(config: dict[str, Any], schema: dict, cls) -> None:
         for section in sections:
             # How jobs are launched and sized is the cluster's, shared by every teacher.
             for key in set(sections[section]) & {"resources", "launcher"}:
-                problems.append(f"  teacher_settings.{teacher}.{section}.{key}: shared by all "
-                                f"teachers; set {section}.{key} instead")
+                problems.append(
+                    f"  teacher_settings.{teacher}.{section}.{key}: shared by all "
+                    f"teachers; set {section}.{key} instead"
+                )
             node = {**schema["properties"][section], "$defs": schema.get("$defs", {})}
             merged = copy.deepcopy(teacher_section(config, section, teacher))
             for err in cls(node).iter_errors(merged):
                 where = ".".join(map(str, err.absolute_path))
-                problems.append(f"  teacher_settings.{teacher}.{section}.{where or '(top)'}: "
-                                f"{_message(err)}")
+                problems.append(
+                    f"  teacher_settings.{teacher}.{section}.{where or '(top)'}: {_message(err)}"
+                )
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 
@@ -211,29 +218,41 @@ def _cross_checks(config: dict[str, Any]) -> None:
             problems.append(f"  finetuned_checkpoints.{key}: keys must be margins (numbers)")
             continue
         if m not in margins:
-            problems.append(f"  finetuned_checkpoints.{key}: margin {m} is not in margins {margins}")
+            problems.append(
+                f"  finetuned_checkpoints.{key}: margin {m} is not in margins {margins}"
+            )
     released = [("pretrained_checkpoint", "pretrained")] * (
-        config.get("pretrained_checkpoint") == "released")
-    released += [(f"finetuned_checkpoints.{k}", k) for k, v in
-                 config.get("finetuned_checkpoints", {}).items() if v == "released"]
+        config.get("pretrained_checkpoint") == "released"
+    )
+    released += [
+        (f"finetuned_checkpoints.{k}", k)
+        for k, v in config.get("finetuned_checkpoints", {}).items()
+        if v == "released"
+    ]
     ids = config.get("released", {}).get("ids", {})
     known = {"pretrained" if k == "pretrained" else _as_float(k) for k in ids}
     for key, name in released:
         if ("pretrained" if name == "pretrained" else _as_float(name)) not in known:
-            problems.append(f"  {key}: 'released' but released.ids has no {name!r} "
-                            f"(has {', '.join(ids) or 'none'})")
+            problems.append(
+                f"  {key}: 'released' but released.ids has no {name!r} "
+                f"(has {', '.join(ids) or 'none'})"
+            )
     teachers = config.get("teachers") or []
     primary = config.get("teacher", {}).get("name")
     if len(set(teachers)) != len(teachers):
         problems.append(f"  teachers: duplicated names in {teachers}")
     if teachers and primary not in teachers:
-        problems.append(f"  teachers: must include teacher.name ({primary!r}, the primary "
-                        f"teacher), got {teachers}; a config that sets teacher.name sets "
-                        f"teachers too (e.g. teachers: [{primary}])")
+        problems.append(
+            f"  teachers: must include teacher.name ({primary!r}, the primary "
+            f"teacher), got {teachers}; a config that sets teacher.name sets "
+            f"teachers too (e.g. teachers: [{primary}])"
+        )
     for name in config.get("teacher_settings", {}):
         if name not in (teachers or [primary]):
-            problems.append(f"  teacher_settings.{name}: not a teacher of the sweep "
-                            f"({', '.join(teachers or [primary])})")
+            problems.append(
+                f"  teacher_settings.{name}: not a teacher of the sweep "
+                f"({', '.join(teachers or [primary])})"
+            )
     if config.get("distill", {}).get("launcher") == "none":
         res = config["distill"].get("resources", {})
         if res.get("nodes", 1) * res.get("tasks_per_node", 1) > 1:

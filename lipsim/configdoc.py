@@ -84,7 +84,11 @@ def _resource_users(node: dict, prefix: str = "") -> list[str]:
 def render(schema: dict[str, Any]) -> str:
     """The whole of config/README.md for `schema` (the parsed config schema)."""
     res = schema["$defs"]["resources"]
-    out = [INTRO, HEAD + "\n".join(_rows(schema, schema)) + "\n",
-           f"## Resources ({', '.join(_resource_users(schema))})\n",
-           _cell(res.get("description", "")) + "\n", HEAD + "\n".join(_rows(res, schema)) + "\n"]
+    out = [
+        INTRO,
+        HEAD + "\n".join(_rows(schema, schema)) + "\n",
+        f"## Resources ({', '.join(_resource_users(schema))})\n",
+        _cell(res.get("description", "")) + "\n",
+        HEAD + "\n".join(_rows(res, schema)) + "\n",
+    ]
     return "\n".join(out)

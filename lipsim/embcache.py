@@ -43,8 +43,17 @@ from lipsim.data.folders import IMAGE_SUFFIXES
 from lipsim.errors import LipSimError
 
 __all__ = [
-    "CacheError", "EmbeddingCache", "BadImageError", "build_index", "fill_part", "list_images",
-    "load_train_image", "n_shards", "part_shards", "read_image_list", "shard_path",
+    "CacheError",
+    "EmbeddingCache",
+    "BadImageError",
+    "build_index",
+    "fill_part",
+    "list_images",
+    "load_train_image",
+    "n_shards",
+    "part_shards",
+    "read_image_list",
+    "shard_path",
     "verify_part",
 ]
 
@@ -76,8 +85,10 @@ def list_images(images: str | os.PathLike) -> pd.DataFrame:
     class_root = root / "train" if (root / "train").is_dir() else root
     classes = sorted(p.name for p in class_root.iterdir() if p.is_dir())
     if not classes:
-        raise CacheError(f"cache-list: no class folders in {class_root} (expected ImageNet "
-                         "layout: train/<class>/<image>)")
+        raise CacheError(
+            f"cache-list: no class folders in {class_root} (expected ImageNet "
+            "layout: train/<class>/<image>)"
+        )
     rows = []
     for label, cls in enumerate(classes):
         for dirpath, _dirs, files in os.walk(class_root / cls):
@@ -99,12 +110,14 @@ def read_image_list(path: str | os.PathLike) -> pd.DataFrame:
     except FileNotFoundError:
         raise CacheError(f"{path}: missing (the image list from cache-list)") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported as such
-        raise CacheError(f"{path}: not a readable image list ({type(exc).__name__}: "
-                         f"{exc})") from exc
+        raise CacheError(
+            f"{path}: not a readable image list ({type(exc).__name__}: {exc})"
+        ) from exc
     missing = [c for c in ("path", "label") if c not in df.columns]
     if missing:
-        raise CacheError(f"{path}: not an image list from cache-list (no column "
-                         f"{', '.join(missing)})")
+        raise CacheError(
+            f"{path}: not an image list from cache-list (no column {', '.join(missing)})"
+        )
     return df
 
 
@@ -241,12 +254,27 @@ def _load_state(cache_dir: Path, part: int, config: dict) -> dict:
     return {}
 
 
-def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
-              out_dir: str | os.PathLike, part: int, parts: int, shard_size: int = 1000,
-              dtype: str = "float16", batch_size: int = 64, workers: int = 0,
-              on_bad_image: str = "skip", image_size: int | None = None, device="cpu",
-              random_weights: bool = False, teacher_name: str | None = None,
-              progress: bool = True, crop: str = "resize_center", mirror: bool = False) -> dict:
+def fill_part(
+    *,
+    teacher,
+    images: str | os.PathLike,
+    image_list: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    part: int,
+    parts: int,
+    shard_size: int = 1000,
+    dtype: str = "float16",
+    batch_size: int = 64,
+    workers: int = 0,
+    on_bad_image: str = "skip",
+    image_size: int | None = None,
+    device="cpu",
+    random_weights: bool = False,
+    teacher_name: str | None = None,
+    progress: bool = True,
+    crop: str = "resize_center",
+    mirror: bool = False,
+) -> dict:
     """Embed the images of part `part` of `parts` and write its shards, then part-K.json.
 
     Returns the part manifest. Shards already present and verified are kept (resume).
@@ -269,11 +297,18 @@ def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
     image_size = int(image_size or teacher.image_size)
     n = len(image_list)
     total = n_shards(n, shard_size)
-    config = FillConfig(teacher=teacher_name or teacher.name, image_size=image_size,
-                        shard_size=shard_size, dtype=dtype, emb_dim=int(teacher.emb_dim),
-                        n_images=n, list_sha256=_list_digest(image_list),
-                        random_weights=bool(random_weights), crop=crop,
-                        mirror=bool(mirror)).as_dict()
+    config = FillConfig(
+        teacher=teacher_name or teacher.name,
+        image_size=image_size,
+        shard_size=shard_size,
+        dtype=dtype,
+        emb_dim=int(teacher.emb_dim),
+        n_images=n,
+        list_sha256=_list_digest(image_list),
+        random_weights=bool(random_weights),
+        crop=crop,
+        mirror=bool(mirror),
+    ).as_dict()
     known = _load_state(out_dir, part, config)
     paths = image_list["path"].tolist()
     entries: dict[int, dict] = {}
@@ -281,11 +316,17 @@ def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
     shards = part_shards(part, parts, total)
 
     def save_progress() -> None:
-        write_json(_progress_path(out_dir, part),
-                   {"config": config, "shards": [entries[s] for s in sorted(entries)]})
+        write_json(
+            _progress_path(out_dir, part),
+            {"config": config, "shards": [entries[s] for s in sorted(entries)]},
+        )
 
-    bar = tqdm(total=sum(min(n, (s + 1) * shard_size) - s * shard_size for s in shards),
-               desc=f"cache part {part}/{parts}", unit="img", disable=not progress)
+    bar = tqdm(
+        total=sum(min(n, (s + 1) * shard_size) - s * shard_size for s in shards),
+        desc=f"cache part {part}/{parts}",
+        unit="img",
+        disable=not progress,
+    )
     for s in shards:
         start, stop = s * shard_size, min(n, (s + 1) * shard_size)
         path = shard_path(out_dir, s)
@@ -299,16 +340,21 @@ def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
             log.warning("%s: %s; rebuilding it", path, why)
         out = np.empty((stop - start, config["emb_dim"]), dtype=np.float32)
         shard_bad: list[dict] = []
-        loader = DataLoader(_ImageRows(Path(images), paths[start:stop], start, image_size, crop),
-                            batch_size=batch_size, num_workers=workers, shuffle=False)
+        loader = DataLoader(
+            _ImageRows(Path(images), paths[start:stop], start, image_size, crop),
+            batch_size=batch_size,
+            num_workers=workers,
+            shuffle=False,
+        )
         for rows, batch, ok, errors in loader:
             ok = ok.bool()
             if not bool(ok.all()):
                 for r, good, err in zip(rows.tolist(), ok.tolist(), errors, strict=True):
                     if not good:
                         if on_bad_image == "fail":
-                            raise BadImageError(f"{err} (row {r} of the image list; "
-                                                "--on-bad-image fail)")
+                            raise BadImageError(
+                                f"{err} (row {r} of the image list; --on-bad-image fail)"
+                            )
                         log.warning("skipping undecodable image (row %d): %s", r, err)
                         shard_bad.append({"row": int(r), "path": paths[r], "error": err})
             with torch.no_grad():
@@ -320,18 +366,32 @@ def fill_part(*, teacher, images: str | os.PathLike, image_list: pd.DataFrame,
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, out.astype(dtype))
-        entries[s] = {"shard": s, "file": path.name, "start": start, "stop": stop,
-                      "rows": stop - start, "bytes": path.stat().st_size,
-                      "sha256": sha256_file(path), "bad_rows": [b["row"] for b in shard_bad],
-                      "bad_images": shard_bad}
+        entries[s] = {
+            "shard": s,
+            "file": path.name,
+            "start": start,
+            "stop": stop,
+            "rows": stop - start,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+            "bad_rows": [b["row"] for b in shard_bad],
+            "bad_images": shard_bad,
+        }
         bad_images.extend(shard_bad)
         save_progress()
     bar.close()
     manifest = {
-        "format": FORMAT, "config": config, "part": part, "parts": parts,
-        "n_shards_total": total, "shard_range": [shards.start, shards.stop],
-        "counts": {"shards": len(shards), "images": sum(e["rows"] for e in entries.values()),
-                   "bad": len(bad_images)},
+        "format": FORMAT,
+        "config": config,
+        "part": part,
+        "parts": parts,
+        "n_shards_total": total,
+        "shard_range": [shards.start, shards.stop],
+        "counts": {
+            "shards": len(shards),
+            "images": sum(e["rows"] for e in entries.values()),
+            "bad": len(bad_images),
+        },
         "bad_images": bad_images,
         "shards": [entries[s] for s in shards],
     }
@@ -355,16 +415,19 @@ def verify_part(cache_dir: str | os.PathLike, part: int) -> tuple[dict, list[str
     return manifest, problems
 
 
-def build_index(cache_dir: str | os.PathLike, parts: int,
-                image_list: pd.DataFrame | None = None) -> pd.DataFrame:
+def build_index(
+    cache_dir: str | os.PathLike, parts: int, image_list: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Verify every part and shard, check they cover the image list exactly, and return the
     index table (path, label, shard, row, ok). Raises CacheError listing every problem."""
     cache_dir = Path(cache_dir)
     if image_list is None:
         list_path = cache_dir / "images.parquet"
         if not list_path.exists():
-            raise CacheError(f"{list_path}: missing (the image list from cache-list); pass "
-                             "--list if it lives elsewhere")
+            raise CacheError(
+                f"{list_path}: missing (the image list from cache-list); pass "
+                "--list if it lives elsewhere"
+            )
         image_list = read_image_list(list_path)
     n = len(image_list)
     problems: list[str] = []
@@ -378,18 +441,24 @@ def build_index(cache_dir: str | os.PathLike, parts: int,
             continue
         problems += probs
         if manifest.get("parts") != parts:
-            problems.append(f"{part_manifest_path(cache_dir, k)}: written for --parts "
-                            f"{manifest.get('parts')}, not {parts}")
+            problems.append(
+                f"{part_manifest_path(cache_dir, k)}: written for --parts "
+                f"{manifest.get('parts')}, not {parts}"
+            )
         if config is None:
             config = manifest["config"]
         elif manifest["config"] != config:
-            problems.append(f"{part_manifest_path(cache_dir, k)}: configuration differs from part 0")
+            problems.append(
+                f"{part_manifest_path(cache_dir, k)}: configuration differs from part 0"
+            )
         for e in manifest["shards"]:
             covered[int(e["shard"])] = {**e, "part": k}
     if config is not None:
         if config["n_images"] != n or config["list_sha256"] != _list_digest(image_list):
-            problems.append(f"{cache_dir}: parts were filled from another image list than "
-                            f"{cache_dir / 'images.parquet'}")
+            problems.append(
+                f"{cache_dir}: parts were filled from another image list than "
+                f"{cache_dir / 'images.parquet'}"
+            )
         total = n_shards(n, config["shard_size"])
         missing = sorted(set(range(total)) - set(covered))
         if missing:
@@ -401,14 +470,25 @@ def build_index(cache_dir: str | os.PathLike, parts: int,
     ok = np.ones(n, dtype=bool)
     for e in covered.values():
         ok[np.asarray(e.get("bad_rows", []), dtype=np.int64)] = False
-    df = pd.DataFrame({"path": image_list["path"].to_numpy(),
-                       "label": image_list["label"].to_numpy(np.int64),
-                       "shard": (idx // size).astype(np.int64),
-                       "row": (idx % size).astype(np.int64), "ok": ok})
+    df = pd.DataFrame(
+        {
+            "path": image_list["path"].to_numpy(),
+            "label": image_list["label"].to_numpy(np.int64),
+            "shard": (idx // size).astype(np.int64),
+            "row": (idx % size).astype(np.int64),
+            "ok": ok,
+        }
+    )
     # What each shard was verified as: write_index stores it in the index for the reader.
-    df.attrs["shards"] = {str(s): {"file": e["file"], "bytes": int(e["bytes"]),
-                                   "sha256": e["sha256"], "part": int(e["part"])}
-                          for s, e in sorted(covered.items())}
+    df.attrs["shards"] = {
+        str(s): {
+            "file": e["file"],
+            "bytes": int(e["bytes"]),
+            "sha256": e["sha256"],
+            "part": int(e["part"]),
+        }
+        for s, e in sorted(covered.items())
+    }
     return df
 
 
@@ -440,26 +520,36 @@ class EmbeddingCache:
     per process on first access. Reading a row whose ok is False raises (skip them).
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, index: str | os.PathLike | None = None,
-                 max_open: int = 256):
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike,
+        index: str | os.PathLike | None = None,
+        max_open: int = 256,
+    ):
         import pyarrow.parquet as pq
 
         self.cache_dir = Path(cache_dir)
         index_path = Path(index) if index else self.cache_dir / "index.parquet"
         if not index_path.exists():
-            raise CacheError(f"{index_path}: missing; build it with `python -m lipsim "
-                             f"cache-index --cache-dir {self.cache_dir} --parts N`")
+            raise CacheError(
+                f"{index_path}: missing; build it with `python -m lipsim "
+                f"cache-index --cache-dir {self.cache_dir} --parts N`"
+            )
         self.index_path = index_path
         try:
             self.index = pd.read_parquet(index_path)
             shards = json.loads((pq.read_schema(index_path).metadata or {})[_SHARDS_KEY])
         except KeyError:
-            raise CacheError(f"{index_path}: records no shard checksums (an older index); "
-                             f"rebuild it with `python -m lipsim cache-index --cache-dir "
-                             f"{self.cache_dir} --parts N`") from None
+            raise CacheError(
+                f"{index_path}: records no shard checksums (an older index); "
+                f"rebuild it with `python -m lipsim cache-index --cache-dir "
+                f"{self.cache_dir} --parts N`"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - any unreadable index is reported as such
-            raise CacheError(f"{index_path}: unreadable index ({type(exc).__name__}: {exc}); "
-                             "rebuild it with `python -m lipsim cache-index`") from exc
+            raise CacheError(
+                f"{index_path}: unreadable index ({type(exc).__name__}: {exc}); "
+                "rebuild it with `python -m lipsim cache-index`"
+            ) from exc
         self._shards = {int(k): v for k, v in shards.items()}
         self.paths = self.index["path"].tolist()
         self.labels = self.index["label"].to_numpy(np.int64)
@@ -489,12 +579,19 @@ class EmbeddingCache:
             # next run reruns cache-fill for it, which keeps the part's verified shards
             # (the manifest becomes its progress record) and rebuilds this one.
             with contextlib.suppress(FileNotFoundError):  # another rank may have done it
-                os.replace(part_manifest_path(self.cache_dir, part),
-                           _progress_path(self.cache_dir, part))
+                os.replace(
+                    part_manifest_path(self.cache_dir, part), _progress_path(self.cache_dir, part)
+                )
             self.index_path.unlink(missing_ok=True)
-        raise CacheError(f"{path}: {why}; " + (
-            f"part {part} is marked for refilling: rerun the workflow (or cache-fill --part "
-            f"{part}, then cache-index)" if part is not None else "rebuild the cache"))
+        raise CacheError(
+            f"{path}: {why}; "
+            + (
+                f"part {part} is marked for refilling: rerun the workflow (or cache-fill --part "
+                f"{part}, then cache-index)"
+                if part is not None
+                else "rebuild the cache"
+            )
+        )
 
     def __len__(self) -> int:
         return len(self.index)
@@ -518,8 +615,10 @@ class EmbeddingCache:
 
     def __getitem__(self, i: int) -> np.ndarray:
         if not self.ok[i]:
-            raise CacheError(f"image {i} ({self.paths[i]}) was not decodable (ok=False); "
-                             "its embedding must not be used")
+            raise CacheError(
+                f"image {i} ({self.paths[i]}) was not decodable (ok=False); "
+                "its embedding must not be used"
+            )
         return np.asarray(self._map(int(self.shard[i]))[int(self.row[i])], dtype=np.float32)
 
     def get(self, indices: Iterable[int]) -> np.ndarray:

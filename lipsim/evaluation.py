@@ -30,5 +30,6 @@ def evaluate_triplets(metric: SimilarityMetric, loader, device, ids, splits):
         d0, d1 = triplet_distances(metric, *(t.to(device) for t in (ref, x0, x1)))
         return {"p": p, "d0": d0, "d1": d1, "score": twoafc(d0, d1, p)}
 
-    return triplet_table(loader, ids, splits, ["id", "split", "p", "d0", "d1", "score"],
-                         batch_columns)
+    return triplet_table(
+        loader, ids, splits, ["id", "split", "p", "d0", "d1", "score"], batch_columns
+    )

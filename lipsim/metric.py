@@ -56,8 +56,9 @@ class LipSim(SimilarityMetric):
 
     has_embedding = True
 
-    def __init__(self, net: LipSimNet, name: str = "lipsim", info: dict | None = None,
-                 metric: str = "ball") -> None:
+    def __init__(
+        self, net: LipSimNet, name: str = "lipsim", info: dict | None = None, metric: str = "ball"
+    ) -> None:
         super().__init__()
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -70,8 +71,13 @@ class LipSim(SimilarityMetric):
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) == (self.image_size, self.image_size):
             return x
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
-                          antialias=True, align_corners=False)
+        x = F.interpolate(
+            x,
+            size=(self.image_size, self.image_size),
+            mode="bicubic",
+            antialias=True,
+            align_corners=False,
+        )
         return x.clamp(0.0, 1.0)
 
     def raw_embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,20 +93,25 @@ class LipSim(SimilarityMetric):
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = check_images(a, "a"), check_images(b, "b")
         if a.shape[0] != b.shape[0]:
-            raise ValueError(f"distance: batches of {a.shape[0]} and {b.shape[0]} images; "
-                             "pass equal batch sizes (no silent broadcasting)")
+            raise ValueError(
+                f"distance: batches of {a.shape[0]} and {b.shape[0]} images; "
+                "pass equal batch sizes (no silent broadcasting)"
+            )
         return super().distance(a, b)
 
-    def certified_radius(self, ref: torch.Tensor, x0: torch.Tensor,
-                         x1: torch.Tensor) -> torch.Tensor:
+    def certified_radius(
+        self, ref: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor
+    ) -> torch.Tensor:
         """(B,) sound l2 radius around `ref` within which sign(d0 - d1) cannot change
         (float64; lipsim.certify.radii for this metric)."""
         for name, t in (("ref", ref), ("x0", x0), ("x1", x1)):
             t = check_images(t, name)
             if tuple(t.shape[-2:]) != (self.image_size, self.image_size):
-                raise ValueError(f"certified_radius: {name} is {tuple(t.shape[-2:])}, the net "
-                                 f"takes {self.image_size}x{self.image_size}; resize first "
-                                 "(preprocess) -- the radius holds in the net's input space")
+                raise ValueError(
+                    f"certified_radius: {name} is {tuple(t.shape[-2:])}, the net "
+                    f"takes {self.image_size}x{self.image_size}; resize first "
+                    "(preprocess) -- the radius holds in the net's input space"
+                )
         with torch.no_grad():
             f = [self.raw_embed(t) for t in (ref, x0, x1)]
             return radii(*f, self.metric)["radius"]
@@ -123,33 +134,46 @@ def check_images(x, name: str = "x") -> torch.Tensor:
     contract is an error with the fix in its message, rather than a wrong distance.
     """
     if isinstance(x, (str, os.PathLike)):
-        raise TypeError(f"{name}: got a path ({x!r}); open it with PIL and use "
-                        "metric.preprocess(image)")
+        raise TypeError(
+            f"{name}: got a path ({x!r}); open it with PIL and use metric.preprocess(image)"
+        )
     if isinstance(x, np.ndarray):
-        raise TypeError(f"{name}: got a numpy array; pass a torch tensor "
-                        "(torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255 for an "
-                        "HxWx3 uint8 image) or use metric.preprocess(PIL image)")
+        raise TypeError(
+            f"{name}: got a numpy array; pass a torch tensor "
+            "(torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255 for an "
+            "HxWx3 uint8 image) or use metric.preprocess(PIL image)"
+        )
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor (B, 3, H, W), got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"{name}: expected shape (B, 3, H, W), got {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise TypeError(f"{name}: {x.dtype} tensor; LipSim takes floats in [0, 1] "
-                        "(e.g. x.float() / 255 for uint8 images)")
+        raise TypeError(
+            f"{name}: {x.dtype} tensor; LipSim takes floats in [0, 1] "
+            "(e.g. x.float() / 255 for uint8 images)"
+        )
     if x.dtype == torch.float64:
         x = x.float()
     if x.numel():
         lo, hi = float(x.detach().min()), float(x.detach().max())
         if lo < -1e-4 or hi > 1.0 + 1e-4:
             hint = " (0..255 values? divide by 255)" if hi > 1.5 else ""
-            raise ValueError(f"{name}: values in [{lo:.3g}, {hi:.3g}]; LipSim takes images "
-                             f"in [0, 1]{hint}")
+            raise ValueError(
+                f"{name}: values in [{lo:.3g}, {hi:.3g}]; LipSim takes images in [0, 1]{hint}"
+            )
     return x
 
 
-def load(path_or_preset, device="cpu", image_size: int | None = None,
-         emb_dim: int | None = None, seed: int = 0, *, metric: str | None = None,
-         pretrained: bool = True) -> LipSim:
+def load(
+    path_or_preset,
+    device="cpu",
+    image_size: int | None = None,
+    emb_dim: int | None = None,
+    seed: int = 0,
+    *,
+    metric: str | None = None,
+    pretrained: bool = True,
+) -> LipSim:
     """A LipSim metric from a lipsim-repro checkpoint file, or a preset with random weights.
 
     A checkpoint gives image_size / emb_dim (passing different ones is an error) and the
@@ -168,8 +192,10 @@ def load(path_or_preset, device="cpu", image_size: int | None = None,
     key = os.fspath(path_or_preset)
     if key in PRESETS and not Path(key).is_file():
         if pretrained:
-            raise ValueError(f"lipsim.load({key!r}): a preset has no trained weights; pass "
-                             "pretrained=False for seeded random weights, or a checkpoint file")
+            raise ValueError(
+                f"lipsim.load({key!r}): a preset has no trained weights; pass "
+                "pretrained=False for seeded random weights, or a checkpoint file"
+            )
         size, dim = _PRESET_IO.get(key, _PAPER_IO)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -182,13 +208,18 @@ def load(path_or_preset, device="cpu", image_size: int | None = None,
         for opt, val in (("image_size", image_size), ("emb_dim", emb_dim)):
             if val is not None and val != net.config[opt]:
                 raise ValueError(f"{key}: checkpoint has {opt}={net.config[opt]}, asked {val}")
-        info = {"source": key, "stage": ckpt["stage"], "margin": ckpt.get("margin"),
-                "teacher": ckpt["teacher"], "model_config": dict(net.config)}
+        info = {
+            "source": key,
+            "stage": ckpt["stage"],
+            "margin": ckpt.get("margin"),
+            "teacher": ckpt["teacher"],
+            "model_config": dict(net.config),
+        }
         name = "lipsim-" + Path(key).stem
         stored = ckpt.get("metric")
     else:
-        raise FileNotFoundError(f"lipsim.load: {key!r} is neither a checkpoint file nor a "
-                                f"preset ({', '.join(PRESETS)})")
+        raise FileNotFoundError(
+            f"lipsim.load: {key!r} is neither a checkpoint file nor a preset ({', '.join(PRESETS)})"
+        )
     net.requires_grad_(False)
-    return LipSim(net.to(dev), name=name, info=info,
-                  metric=metric or stored or "ball").eval()
+    return LipSim(net.to(dev), name=name, info=info, metric=metric or stored or "ball").eval()

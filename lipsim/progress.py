@@ -15,15 +15,31 @@ MIN_INTERVAL_S = 5.0
 class Progress:
     """with Progress(total, "certify", unit="triplet") as bar: bar.update(n)"""
 
-    def __init__(self, total: int, desc: str, *, unit: str = "it", enabled: bool = True,
-                 initial: int = 0, file=None) -> None:
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        *,
+        unit: str = "it",
+        enabled: bool = True,
+        initial: int = 0,
+        file=None,
+    ) -> None:
         self.bar = None
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit,
-                            mininterval=MIN_INTERVAL_S, maxinterval=max(MIN_INTERVAL_S, 60.0),
-                            file=file or sys.stderr, dynamic_ncols=False, ascii=True)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit=unit,
+                mininterval=MIN_INTERVAL_S,
+                maxinterval=max(MIN_INTERVAL_S, 60.0),
+                file=file or sys.stderr,
+                dynamic_ncols=False,
+                ascii=True,
+            )
 
     def update(self, n: int = 1) -> None:
         if self.bar is not None:

@@ -25,44 +25,69 @@ from lipsim.models.net import METRICS
 from lipsim.models.presets import PRESETS
 from lipsim.similarity import SimilarityMetric
 
-TEACHER_NAMES = ("demo", "demo2", "dreamsim_ensemble", "dino_vitb16", "clip_vitb32", "open_clip_vitb32")
+TEACHER_NAMES = (
+    "demo",
+    "demo2",
+    "dreamsim_ensemble",
+    "dino_vitb16",
+    "clip_vitb32",
+    "open_clip_vitb32",
+)
 
 
 def metric_names() -> list[str]:
-    return [*BASELINES, *TEACHER_NAMES, "lipsim:<checkpoint>", "lipsim-cosine:<checkpoint>",
-            "lipsim-ball:<checkpoint>"]
+    return [
+        *BASELINES,
+        *TEACHER_NAMES,
+        "lipsim:<checkpoint>",
+        "lipsim-cosine:<checkpoint>",
+        "lipsim-ball:<checkpoint>",
+    ]
 
 
-def build_metric(spec: str, *, weights_dir: str | os.PathLike | None = None, device="cpu",
-                 random_weights: bool = False, image_size: int | None = None) -> SimilarityMetric:
+def build_metric(
+    spec: str,
+    *,
+    weights_dir: str | os.PathLike | None = None,
+    device="cpu",
+    random_weights: bool = False,
+    image_size: int | None = None,
+) -> SimilarityMetric:
     """The metric named by `spec` (see the module docstring), frozen, in eval mode, on device."""
     dev = resolve_device(device)
     lipsim_metric = None
     for name in METRICS:  # lipsim-cosine:PATH / lipsim-ball:PATH pick the LipSim metric
         if spec.startswith(f"lipsim-{name}:"):
-            lipsim_metric, spec = name, "lipsim:" + spec[len(f"lipsim-{name}:"):]
+            lipsim_metric, spec = name, "lipsim:" + spec[len(f"lipsim-{name}:") :]
     if spec.startswith("lipsim:"):
         from lipsim.metric import load
 
-        path = spec[len("lipsim:"):]
+        path = spec[len("lipsim:") :]
         if not path:
             raise ValueError("metric spec 'lipsim:' needs a checkpoint path (lipsim:PATH)")
         # `lipsim:<preset>` is the documented spelling of seeded random weights.
-        metric = load(path, device=dev, pretrained=not (random_weights or path in PRESETS),
-                      metric=lipsim_metric)
+        metric = load(
+            path,
+            device=dev,
+            pretrained=not (random_weights or path in PRESETS),
+            metric=lipsim_metric,
+        )
     elif spec in TEACHER_NAMES:
         from lipsim.teachers import get_teacher
 
-        metric = get_teacher(spec, weights_dir=weights_dir, device=str(dev),
-                             random_weights=random_weights)
+        metric = get_teacher(
+            spec, weights_dir=weights_dir, device=str(dev), random_weights=random_weights
+        )
     elif spec == "l2":
         metric = PixelL2(image_size)
     elif spec == "lpips":
-        metric = LPIPSMetric(weights_dir=weights_dir, random_weights=random_weights,
-                             image_size=image_size)
+        metric = LPIPSMetric(
+            weights_dir=weights_dir, random_weights=random_weights, image_size=image_size
+        )
     elif spec == "dists":
-        metric = DISTS(weights_dir=weights_dir, random_weights=random_weights,
-                       image_size=image_size)
+        metric = DISTS(
+            weights_dir=weights_dir, random_weights=random_weights, image_size=image_size
+        )
     else:
         raise ValueError(f"unknown metric {spec!r}; known: {', '.join(metric_names())}")
     metric = metric.to(dev).eval()

@@ -41,9 +41,11 @@ def list_images(root: str | os.PathLike) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith("."))
+    files = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     return files
@@ -68,8 +70,16 @@ def _batches(n: int, size: int):
         yield slice(lo, min(n, lo + size))
 
 
-def push_away(metric, x: torch.Tensor, *, eps: float, steps: int, seeds: Sequence[int],
-              step_size: float | None = None, restarts: int = 1) -> torch.Tensor:
+def push_away(
+    metric,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    steps: int,
+    seeds: Sequence[int],
+    step_size: float | None = None,
+    restarts: int = 1,
+) -> torch.Tensor:
     """x + delta maximising d(x, x + delta) over the l2 eps-ball (see the module docstring)."""
     if eps == 0:
         return x.detach().clone()
@@ -81,8 +91,17 @@ def push_away(metric, x: torch.Tensor, *, eps: float, steps: int, seeds: Sequenc
             return metric.distance_from_embeddings(e_clean, metric.embed(z)).reshape(-1)
         return metric(x, z).reshape(-1)
 
-    x_adv, _ = pgd_maximize(objective, x, norm="L2", eps=eps, steps=steps, step_size=step_size,
-                            restarts=restarts, seeds=seeds, random_start="always")
+    x_adv, _ = pgd_maximize(
+        objective,
+        x,
+        norm="L2",
+        eps=eps,
+        steps=steps,
+        step_size=step_size,
+        restarts=restarts,
+        seeds=seeds,
+        random_start="always",
+    )
     return x_adv
 
 
@@ -96,9 +115,20 @@ def _pair_distance(metric, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return d.reshape(-1).double().cpu().numpy()
 
 
-def attacked_distances(metric, root, rel_paths: Sequence[str], *, image_size: int, eps: float,
-                       steps: int, seed: int, batch_size: int, device,
-                       step_size: float | None = None, restarts: int = 1) -> pd.DataFrame:
+def attacked_distances(
+    metric,
+    root,
+    rel_paths: Sequence[str],
+    *,
+    image_size: int,
+    eps: float,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    device,
+    step_size: float | None = None,
+    restarts: int = 1,
+) -> pd.DataFrame:
     """Figure 3b: per image, d(x, x + delta) after push_away. Columns image, eps, distance,
     delta_norm (l2)."""
     from lipsim.attacks.adapter import frozen
@@ -108,35 +138,59 @@ def attacked_distances(metric, root, rel_paths: Sequence[str], *, image_size: in
         for sl in _batches(len(rel_paths), batch_size):
             names = list(rel_paths[sl])
             x = load_images(root, names, image_size).to(device)
-            x_adv = push_away(metric, x, eps=eps, steps=steps, step_size=step_size,
-                              restarts=restarts, seeds=[row_seed(seed, n) for n in names])
-            parts.append(pd.DataFrame({
-                "image": names, "eps": float(eps), "distance": _pair_distance(metric, x, x_adv),
-                "delta_norm": lp_norm(x_adv - x, "L2").cpu().numpy()}))
+            x_adv = push_away(
+                metric,
+                x,
+                eps=eps,
+                steps=steps,
+                step_size=step_size,
+                restarts=restarts,
+                seeds=[row_seed(seed, n) for n in names],
+            )
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "image": names,
+                        "eps": float(eps),
+                        "distance": _pair_distance(metric, x, x_adv),
+                        "delta_norm": lp_norm(x_adv - x, "L2").cpu().numpy(),
+                    }
+                )
+            )
     return pd.concat(parts, ignore_index=True)
 
 
 @torch.no_grad()
-def _gallery_distances(metric, queries: torch.Tensor, gallery: torch.Tensor,
-                       gallery_emb: torch.Tensor | None, batch_size: int) -> np.ndarray:
+def _gallery_distances(
+    metric,
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    gallery_emb: torch.Tensor | None,
+    batch_size: int,
+) -> np.ndarray:
     """(Q, G) matrix of d(query, gallery image)."""
     out = np.empty((queries.shape[0], gallery.shape[0]))
     if gallery_emb is not None:
         # distance_from_embeddings is row-wise over the last dim, so it broadcasts over a
         # (queries, gallery chunk, dim) grid; chunks keep that grid ~2^24 numbers.
-        eq = torch.cat([metric.embed(queries[sl]).double()
-                        for sl in _batches(queries.shape[0], batch_size)])
+        eq = torch.cat(
+            [metric.embed(queries[sl]).double() for sl in _batches(queries.shape[0], batch_size)]
+        )
         chunk = max(1, (1 << 24) // max(1, eq.shape[0] * eq.shape[1]))
         for sl in _batches(gallery_emb.shape[0], chunk):
             eg = gallery_emb[sl]
-            d = metric.distance_from_embeddings(eq[:, None, :].expand(-1, eg.shape[0], -1),
-                                                eg[None, :, :].expand(eq.shape[0], -1, -1))
+            d = metric.distance_from_embeddings(
+                eq[:, None, :].expand(-1, eg.shape[0], -1),
+                eg[None, :, :].expand(eq.shape[0], -1, -1),
+            )
             out[:, sl] = d.cpu().numpy()
         return out
     for i in range(queries.shape[0]):
         for sl in _batches(gallery.shape[0], batch_size):
             g = gallery[sl]
-            out[i, sl] = metric(queries[i:i + 1].expand(g.shape[0], *g.shape[1:]), g).cpu().numpy()
+            out[i, sl] = (
+                metric(queries[i : i + 1].expand(g.shape[0], *g.shape[1:]), g).cpu().numpy()
+            )
     return out
 
 
@@ -145,8 +199,19 @@ def _ranking(dist: np.ndarray) -> np.ndarray:
     return np.argsort(dist, axis=1, kind="stable")
 
 
-def retrieval_recall(metric, root, *, image_size: int, n_queries: int, eps_list: Sequence[float],
-                     ks: Sequence[int], steps: int, seed: int, batch_size: int, device) -> pd.DataFrame:
+def retrieval_recall(
+    metric,
+    root,
+    *,
+    image_size: int,
+    n_queries: int,
+    eps_list: Sequence[float],
+    ks: Sequence[int],
+    steps: int,
+    seed: int,
+    batch_size: int,
+    device,
+) -> pd.DataFrame:
     """Rows (eps, k, recall, neighbour_overlap, n_queries, gallery_size); see module doc."""
     from lipsim.attacks.adapter import frozen
 
@@ -154,24 +219,34 @@ def retrieval_recall(metric, root, *, image_size: int, n_queries: int, eps_list:
     query_names = pick(names, n_queries, seed)
     qidx = np.asarray([names.index(q) for q in query_names])
     if max(ks) >= len(names):
-        raise ValueError(f"k={max(ks)} needs a gallery of more than {max(ks)} images; "
-                         f"{root} has {len(names)}")
+        raise ValueError(
+            f"k={max(ks)} needs a gallery of more than {max(ks)} images; {root} has {len(names)}"
+        )
     rows = []
     with frozen(metric):
         gallery = load_images(root, names, image_size).to(device)
         gallery_emb = None
         if getattr(metric, "has_embedding", False):
-            gallery_emb = torch.cat([metric.embed(gallery[sl]).double()
-                                     for sl in _batches(len(names), batch_size)])
+            gallery_emb = torch.cat(
+                [metric.embed(gallery[sl]).double() for sl in _batches(len(names), batch_size)]
+            )
         clean = gallery[torch.as_tensor(qidx, device=gallery.device)]
         d_clean = _gallery_distances(metric, clean, gallery, gallery_emb, batch_size)
         d_clean[np.arange(len(qidx)), qidx] = np.inf  # neighbours other than the query itself
         clean_rank = _ranking(d_clean)
         for eps in eps_list:
-            attacked = torch.cat([
-                push_away(metric, clean[sl], eps=float(eps), steps=steps,
-                          seeds=[row_seed(seed, n) for n in query_names[sl]])
-                for sl in _batches(len(qidx), batch_size)])
+            attacked = torch.cat(
+                [
+                    push_away(
+                        metric,
+                        clean[sl],
+                        eps=float(eps),
+                        steps=steps,
+                        seeds=[row_seed(seed, n) for n in query_names[sl]],
+                    )
+                    for sl in _batches(len(qidx), batch_size)
+                ]
+            )
             d = _gallery_distances(metric, attacked, gallery, gallery_emb, batch_size)
             rank = _ranking(d)
             d_other = d.copy()
@@ -179,13 +254,28 @@ def retrieval_recall(metric, root, *, image_size: int, n_queries: int, eps_list:
             other_rank = _ranking(d_other)
             for k in ks:
                 hit = (rank[:, :k] == qidx[:, None]).any(axis=1)
-                overlap = [len(set(other_rank[i, :k]) & set(clean_rank[i, :k])) / k
-                           for i in range(len(qidx))]
-                rows.append({"eps": float(eps), "k": int(k), "recall": float(hit.mean()),
-                             "neighbour_overlap": float(np.mean(overlap)),
-                             "n_queries": len(qidx), "gallery_size": len(names)})
+                overlap = [
+                    len(set(other_rank[i, :k]) & set(clean_rank[i, :k])) / k
+                    for i in range(len(qidx))
+                ]
+                rows.append(
+                    {
+                        "eps": float(eps),
+                        "k": int(k),
+                        "recall": float(hit.mean()),
+                        "neighbour_overlap": float(np.mean(overlap)),
+                        "n_queries": len(qidx),
+                        "gallery_size": len(names),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-__all__ = ["attacked_distances", "list_images", "load_images", "pick",
-           "push_away", "retrieval_recall"]
+__all__ = [
+    "attacked_distances",
+    "list_images",
+    "load_images",
+    "pick",
+    "push_away",
+    "retrieval_recall",
+]

@@ -23,10 +23,23 @@ def make_night_dir(tmp_path):
     -> the folder of a generated NIGHT set under this test's tmp_path."""
     from lipsim.data.synthetic import make_night
 
-    def make(name: str = "night", *, seed: int = 0, n_train: int = 0, n_val: int = 0,
-             n_test: int = 10, image_size: int = 32):
-        return make_night(tmp_path / name, seed=seed, n_train=n_train, n_val=n_val,
-                          n_test=n_test, image_size=image_size)
+    def make(
+        name: str = "night",
+        *,
+        seed: int = 0,
+        n_train: int = 0,
+        n_val: int = 0,
+        n_test: int = 10,
+        image_size: int = 32,
+    ):
+        return make_night(
+            tmp_path / name,
+            seed=seed,
+            n_train=n_train,
+            n_val=n_val,
+            n_test=n_test,
+            image_size=image_size,
+        )
 
     return make
 

@@ -130,10 +130,12 @@ class LoopbackServer:
                 if beh.truncate_to is not None:
                     if rng:  # ranges as if the file had truncate_to bytes
                         size = beh.truncate_to
-                    data = data[:beh.truncate_to]
+                    data = data[: beh.truncate_to]
                 start, end, status = 0, size - 1, 200
                 if_range = self.headers.get("If-Range")
-                use_range = rng and not beh.ignore_range and (if_range in (None, server._etag(path)))
+                use_range = (
+                    rng and not beh.ignore_range and (if_range in (None, server._etag(path)))
+                )
                 if use_range:
                     m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
                     if m:
@@ -182,7 +184,7 @@ class LoopbackServer:
                         fh.seek(start)
                     while left > 0:
                         n = min(_BLOCK if trickle is None else trickle[0], left)
-                        block = data[pos:pos + n] if fh is None else fh.read(n)
+                        block = data[pos : pos + n] if fh is None else fh.read(n)
                         if not block:
                             break
                         try:

@@ -13,7 +13,11 @@ from lipsim.similarity import SimilarityMetric
 
 
 def test_load_preset_is_seeded_and_frozen():
-    a, b, c = lipsim.load("tiny", pretrained=False), lipsim.load("tiny", pretrained=False), lipsim.load("tiny", pretrained=False, seed=1)
+    a, b, c = (
+        lipsim.load("tiny", pretrained=False),
+        lipsim.load("tiny", pretrained=False),
+        lipsim.load("tiny", pretrained=False, seed=1),
+    )
     assert isinstance(a, SimilarityMetric) and a.has_embedding and a.image_size == 32
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():

@@ -61,8 +61,9 @@ def triplets(n: int, seed: int = 1, size: int = S):
 
 
 def small_aa(norm, eps, attacks=("apgd-ce", "fab-t", "square")):
-    return AutoAttackConfig(norm=norm, eps=eps, attacks=attacks, apgd_iters=10, fab_iters=5,
-                            square_queries=30)
+    return AutoAttackConfig(
+        norm=norm, eps=eps, attacks=attacks, apgd_iters=10, fab_iters=5, square_queries=30
+    )
 
 
 EPS = {"L2": 0.5, "Linf": 4 / 255}
@@ -79,7 +80,9 @@ def test_adapter_logits_are_d1_d0_and_cache_matches_naive():
     torch.testing.assert_close(logits, expected)
     torch.testing.assert_close(naive(ref), expected)
     # class 1 <=> x1 closer
-    assert torch.equal(logits.argmax(1), (metric.distance(ref, x1) < metric.distance(ref, x0)).long())
+    assert torch.equal(
+        logits.argmax(1), (metric.distance(ref, x1) < metric.distance(ref, x0)).long()
+    )
     # one pair broadcast over rows; other counts refused
     one = TwoAFCAdapter(metric)
     one.set_pairs(x0[:1], x1[:1])
@@ -115,8 +118,7 @@ def test_only_reference_moves_within_ball(kind, norm, metric_cls):
     ref, x0, x1, p = triplets(6)
     saved = [t.clone() for t in (ref, x0, x1)]
     eps = EPS[norm]
-    spec = AttackSpec(kind, norm, eps, seed=0, autoattack=small_aa(norm, eps), steps=5,
-                      restarts=2)
+    spec = AttackSpec(kind, norm, eps, seed=0, autoattack=small_aa(norm, eps), steps=5, restarts=2)
     x_adv, cols = attack_batch(metric, ref, x0, x1, p, [str(i) for i in range(6)], spec)
     for before, after in zip(saved, (ref, x0, x1), strict=True):
         assert torch.equal(before, after)  # bit for bit: inputs are never written
@@ -141,8 +143,9 @@ def test_attack_breaks_non_robust_metric(kind):
     p = np.array([0.0, 1.0] * 4)
     d0, d1 = metric.distance(ref, x0).detach().numpy(), metric.distance(ref, x1).detach().numpy()
     p = np.where(d1 < d0, 1.0, 0.0)  # every triplet correct: clean score 100 %
-    cfg = AutoAttackConfig(norm="L2", eps=4.0, attacks=("apgd-ce", "square"), apgd_iters=20,
-                           square_queries=50)
+    cfg = AutoAttackConfig(
+        norm="L2", eps=4.0, attacks=("apgd-ce", "square"), apgd_iters=20, square_queries=50
+    )
     spec = AttackSpec(kind, "L2", 4.0, seed=0, autoattack=cfg, steps=20)
     _, cols = attack_batch(metric, ref, x0, x1, p, [str(i) for i in range(8)], spec)
     assert cols["score_clean"].mean() == 1.0
@@ -164,7 +167,7 @@ class _Loader(list):
 def _batches(ref, x0, x1, p, order, batch_size):
     out = _Loader()
     for lo in range(0, len(order), batch_size):
-        idx = order[lo:lo + batch_size]
+        idx = order[lo : lo + batch_size]
         out.append((ref[idx], x0[idx], x1[idx], torch.tensor(p[idx]), torch.tensor(idx)))
     return out
 
@@ -178,25 +181,52 @@ def test_results_do_not_depend_on_batching(kind, norm):
     ids = np.arange(100, 100 + n)
     splits = np.array(["test_imagenet"] * n)
     eps = 2.0 if norm == "L2" else 16 / 255  # big enough that some rows break
-    spec = AttackSpec(kind, norm, eps, seed=4, autoattack=small_aa(norm, eps), steps=6,
-                      restarts=2)
-    whole = attack_triplets(metric, _batches(ref, x0, x1, p, np.arange(n), n), spec,
-                            device="cpu", ids=ids, splits=splits, log=None)
-    split = attack_triplets(metric, _batches(ref, x0, x1, p, np.arange(n), 3), spec,
-                            device="cpu", ids=ids, splits=splits, log=None)
+    spec = AttackSpec(kind, norm, eps, seed=4, autoattack=small_aa(norm, eps), steps=6, restarts=2)
+    whole = attack_triplets(
+        metric,
+        _batches(ref, x0, x1, p, np.arange(n), n),
+        spec,
+        device="cpu",
+        ids=ids,
+        splits=splits,
+        log=None,
+    )
+    split = attack_triplets(
+        metric,
+        _batches(ref, x0, x1, p, np.arange(n), 3),
+        spec,
+        device="cpu",
+        ids=ids,
+        splits=splits,
+        log=None,
+    )
     # a different subset and order: rows 5, 2, 6 alone
-    sub = attack_triplets(metric, _batches(ref, x0, x1, p, np.array([5, 2, 6]), 2), spec,
-                          device="cpu", ids=ids, splits=splits, log=None)
+    sub = attack_triplets(
+        metric,
+        _batches(ref, x0, x1, p, np.array([5, 2, 6]), 2),
+        spec,
+        device="cpu",
+        ids=ids,
+        splits=splits,
+        log=None,
+    )
     assert (whole["score_adv"] < whole["score_clean"]).any()  # the check has teeth
     for other in (split, sub.set_index("id").loc[whole["id"].iloc[[5, 2, 6]]].reset_index()):
         ref_rows = whole.set_index("id").loc[other["id"]].reset_index()
         for col in ("score_clean", "score_adv"):
             np.testing.assert_array_equal(other[col].to_numpy(), ref_rows[col].to_numpy())
         for col in ("d0_adv", "d1_adv", "delta_norm"):
-            np.testing.assert_allclose(other[col].to_numpy(), ref_rows[col].to_numpy(),
-                                       atol=1e-5)
-    assert list(whole.columns)[:8] == ["id", "split", "p", "score_clean", "score_adv", "d0_adv",
-                                       "d1_adv", "delta_norm"]
+            np.testing.assert_allclose(other[col].to_numpy(), ref_rows[col].to_numpy(), atol=1e-5)
+    assert list(whole.columns)[:8] == [
+        "id",
+        "split",
+        "p",
+        "score_clean",
+        "score_adv",
+        "d0_adv",
+        "d1_adv",
+        "delta_norm",
+    ]
 
 
 def test_pgd_respects_ball_and_box_from_the_edges():
@@ -209,8 +239,16 @@ def test_pgd_respects_ball_and_box_from_the_edges():
     adapter.set_pairs(x0, x1)
     label = adapter(ref).argmax(1)
     for norm, eps in (("L2", 3.0), ("Linf", 0.1)):
-        x_adv = pgd_2afc(adapter, ref, label, norm=norm, eps=eps, steps=7, restarts=3,
-                         seeds=[row_seed(0, i) for i in range(4)])
+        x_adv = pgd_2afc(
+            adapter,
+            ref,
+            label,
+            norm=norm,
+            eps=eps,
+            steps=7,
+            restarts=3,
+            seeds=[row_seed(0, i) for i in range(4)],
+        )
         assert x_adv.min() >= 0 and x_adv.max() <= 1
         assert (lp_norm(x_adv - ref, norm) <= eps + 1e-5).all()
         assert (x_adv != ref).any()
@@ -239,8 +277,9 @@ def test_fab_t_alone_breaks_non_robust_metric():
     with torch.no_grad():
         p = np.where(metric.distance(ref, x1).numpy() < metric.distance(ref, x0).numpy(), 1.0, 0.0)
     cfg = AutoAttackConfig(norm="L2", eps=4.0, attacks=("fab-t",), fab_iters=20)
-    _, cols = attack_batch(metric, ref, x0, x1, p, list("abcd"), AttackSpec("autoattack", "L2", 4.0,
-                           autoattack=cfg))
+    _, cols = attack_batch(
+        metric, ref, x0, x1, p, list("abcd"), AttackSpec("autoattack", "L2", 4.0, autoattack=cfg)
+    )
     assert cols["score_adv"].mean() < cols["score_clean"].mean()
 
 
@@ -250,10 +289,36 @@ def test_attack_cli_end_to_end(tmp_path):
 
     night = make_night(tmp_path / "night", seed=0, n_train=0, n_val=0, n_test=12, image_size=32)
     out = tmp_path / "aa.parquet"
-    rc = attack.main(["--metric", "lipsim:tiny", "--night", str(night), "--splits", "test",
-                      "--attack", "autoattack", "--norm", "Linf", "--eps", "8", "--eps-scale",
-                      "255", "--budget", "demo", "--square-queries", "20", "--max-triplets", "6",
-                      "--batch-size", "4", "--device", "cpu", "--out", str(out)])
+    rc = attack.main(
+        [
+            "--metric",
+            "lipsim:tiny",
+            "--night",
+            str(night),
+            "--splits",
+            "test",
+            "--attack",
+            "autoattack",
+            "--norm",
+            "Linf",
+            "--eps",
+            "8",
+            "--eps-scale",
+            "255",
+            "--budget",
+            "demo",
+            "--square-queries",
+            "20",
+            "--max-triplets",
+            "6",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     df = pd.read_parquet(out)
     assert len(df) == 6 and df["eps"].iloc[0] == pytest.approx(8 / 255)
@@ -261,14 +326,53 @@ def test_attack_cli_end_to_end(tmp_path):
     assert (df["delta_norm"] <= 8 / 255 + 1e-5).all()
     # clean scores agree with `evaluate` on the same triplets
     ev = tmp_path / "eval.parquet"
-    assert evaluate.main(["--metric", "lipsim:tiny", "--night", str(night), "--splits", "test",
-                          "--device", "cpu", "--out", str(ev)]) == 0
+    assert (
+        evaluate.main(
+            [
+                "--metric",
+                "lipsim:tiny",
+                "--night",
+                str(night),
+                "--splits",
+                "test",
+                "--device",
+                "cpu",
+                "--out",
+                str(ev),
+            ]
+        )
+        == 0
+    )
     merged = df.merge(pd.read_parquet(ev), on="id")
     np.testing.assert_allclose(merged["score_clean"], merged["score"])
     np.testing.assert_allclose(merged["d0_x"], merged["d0_y"], atol=1e-6)
     # PGD through the CLI, same subset (same seed)
     out2 = tmp_path / "pgd.parquet"
-    assert attack.main(["--metric", "lipsim:tiny", "--night", str(night), "--splits", "test",
-                        "--attack", "pgd", "--norm", "L2", "--eps", "0.5", "--steps", "3",
-                        "--max-triplets", "6", "--device", "cpu", "--out", str(out2)]) == 0
+    assert (
+        attack.main(
+            [
+                "--metric",
+                "lipsim:tiny",
+                "--night",
+                str(night),
+                "--splits",
+                "test",
+                "--attack",
+                "pgd",
+                "--norm",
+                "L2",
+                "--eps",
+                "0.5",
+                "--steps",
+                "3",
+                "--max-triplets",
+                "6",
+                "--device",
+                "cpu",
+                "--out",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     assert list(pd.read_parquet(out2)["id"]) == list(df["id"])

@@ -39,15 +39,19 @@ def bapps(tmp_path_factory) -> Path:
 
 
 def _files(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_generated_set_has_the_bapps_layout_and_is_seeded(bapps, tmp_path):
     for cat in CATEGORIES:
         for sub, ext in (("ref", "png"), ("p0", "png"), ("p1", "png"), ("judge", "npy")):
             assert sorted(p.name for p in (bapps / "val" / cat / sub).iterdir()) == [
-                f"{i:06d}.{ext}" for i in range(N)]
+                f"{i:06d}.{ext}" for i in range(N)
+            ]
     judge = np.load(bapps / "val" / "cnn" / "judge" / "000000.npy")
     assert judge.shape == (1,) and judge.dtype == np.float32  # BAPPS' judge format
     from PIL import Image
@@ -69,7 +73,9 @@ def test_loader_table_and_batches(bapps):
     # p is the judge value: the share of (5 demo) judges preferring p1 = x1 = right_path.
     for row in df.itertuples():
         cat, stem = row.id.split("/")
-        assert row.p == pytest.approx(float(np.load(bapps / "val" / cat / "judge" / f"{stem}.npy")[0]))
+        assert row.p == pytest.approx(
+            float(np.load(bapps / "val" / cat / "judge" / f"{stem}.npy")[0])
+        )
         assert row.right_path.endswith(f"{cat}/p1/{stem}.png")
         assert row.left_path.endswith(f"{cat}/p0/{stem}.png")
     assert set(np.round(df["p"] * 5, 6)) <= set(range(6))
@@ -108,15 +114,42 @@ def test_checker_and_loader_name_the_broken_file(bapps, tmp_path):
         read_bapps(bapps, ["night"])
     # The command: every problem listed, one line each, exit 1, no report, no traceback.
     report = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-m", "lipsim", "check-bapps", "--root", str(broken),
-                           "--report", str(report)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lipsim",
+            "check-bapps",
+            "--root",
+            str(broken),
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "4 problem(s)" in proc.stderr and not report.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "lipsim", "evaluate-bapps", "--metric", "l2",
-                           "--bapps", str(empty), "--out", str(tmp_path / "x.parquet")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lipsim",
+            "evaluate-bapps",
+            "--metric",
+            "l2",
+            "--bapps",
+            str(empty),
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("lipsim evaluate-bapps: error: BAPPS: no category folder")
 
@@ -139,8 +172,12 @@ def test_download_fetches_extracts_and_checks(bapps, tmp_path):
     bad = _zip_folder(tmp_path / "flat", tmp_path / "bad.zip")
     with LoopbackServer({"/twoafc_val.zip": good, "/bad.zip": bad}) as srv:
         srv.behave("/twoafc_val.zip", drop_after=[len(good) // 3])
-        out = download_bapps(tmp_path / "data" / "bapps", url=srv.url + "/twoafc_val.zip",
-                             sha256=hashlib.sha256(good).hexdigest(), progress=False)
+        out = download_bapps(
+            tmp_path / "data" / "bapps",
+            url=srv.url + "/twoafc_val.zip",
+            sha256=hashlib.sha256(good).hexdigest(),
+            progress=False,
+        )
         assert any(r is not None for _, r, _ in srv.requests), "the dropped transfer resumed"
         assert _files(out) == _files(bapps)
         assert not (tmp_path / "data" / ".bapps.download").exists()  # archive removed
@@ -148,12 +185,17 @@ def test_download_fetches_extracts_and_checks(bapps, tmp_path):
         download_bapps(out, url=srv.url + "/twoafc_val.zip", progress=False)
         assert srv.count("/twoafc_val.zip") == before  # complete: nothing fetched again
         with pytest.raises(DownloadError, match="twoafc_val.zip: sha256"):
-            download_bapps(tmp_path / "data" / "b2", url=srv.url + "/twoafc_val.zip",
-                           sha256="0" * 64, progress=False)
+            download_bapps(
+                tmp_path / "data" / "b2",
+                url=srv.url + "/twoafc_val.zip",
+                sha256="0" * 64,
+                progress=False,
+            )
         assert not (tmp_path / "data" / "b2").exists()
         with pytest.raises(BappsFormatError, match="bad.zip .*does not hold the BAPPS"):
-            download_bapps(tmp_path / "data" / "b3", url=srv.url + "/bad.zip", sha256=None,
-                           progress=False)
+            download_bapps(
+                tmp_path / "data" / "b3", url=srv.url + "/bad.zip", sha256=None, progress=False
+            )
         assert not (tmp_path / "data" / "b3").exists()
 
 
@@ -165,10 +207,27 @@ def test_scores_per_category_and_certified_never_above_natural(bapps, tmp_path):
     outs = {}
     for name, spec in (("lipsim-margin0.5", f"lipsim:{ckpt}"), ("l2", "l2")):
         outs[name] = tmp_path / f"{name}.parquet"
-        proc = subprocess.run([sys.executable, "-m", "lipsim", "evaluate-bapps", "--metric", spec,
-                               "--bapps", str(bapps), "--image-size", "32", "--device", "cpu",
-                               "--out", str(outs[name])], capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lipsim",
+                "evaluate-bapps",
+                "--metric",
+                spec,
+                "--bapps",
+                str(bapps),
+                "--image-size",
+                "32",
+                "--device",
+                "cpu",
+                "--out",
+                str(outs[name]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
     rows = pd.read_parquet(outs["lipsim-margin0.5"])
     assert {"id", "split", "p", "d0", "d1", "score", "radius"} <= set(rows.columns)
@@ -186,14 +245,16 @@ def test_scores_per_category_and_certified_never_above_natural(bapps, tmp_path):
     assert lip.loc[ALL, "natural"] == pytest.approx(lip.loc[list(CATEGORIES), "natural"].mean())
     assert lip.loc[ALL, "n"] == N * len(CATEGORIES) and lip.loc["distortions", "n"] == 2 * N
     assert lip.loc["distortions", "natural"] == pytest.approx(
-        lip.loc[["traditional", "cnn"], "natural"].mean())
+        lip.loc[["traditional", "cnn"], "natural"].mean()
+    )
     # A subset of the categories: each group is scored over the categories present.
     sub = pd.read_parquet(outs["l2"])
     sub[sub["split"].isin(["cnn", "color"])].to_parquet(tmp_path / "sub.parquet")
     only = bapps_table({"l2": tmp_path / "sub.parquet"}, [])
     assert list(only["category"]) == ["cnn", "color", "distortions", "real_algorithms", ALL]
     assert only.set_index("category").loc["distortions", "natural"] == pytest.approx(
-        only.set_index("category").loc["cnn", "natural"])
+        only.set_index("category").loc["cnn", "natural"]
+    )
     by_hand = 100 * rows.groupby("split")["score"].mean()
     for cat in CATEGORIES:
         assert lip.loc[cat, "natural"] == pytest.approx(by_hand[cat])
@@ -205,15 +266,24 @@ def test_scores_per_category_and_certified_never_above_natural(bapps, tmp_path):
 
 
 def test_demo_dag_has_the_bapps_jobs(tmp_path):
-    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "workflow" / "Snakefile"),
-           "-d", str(tmp_path), "--configfile", str(ROOT / "config" / "test.yaml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "-s",
+        str(ROOT / "workflow" / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(ROOT / "config" / "test.yaml"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rules = re.findall(r"^(?:local)?rule (\w+):", proc.stdout, flags=re.M)
     assert rules.count("make_demo_bapps") == 1 and rules.count("check_bapps") == 1
     assert rules.count("table_bapps") == 1
     evaluated = set(re.findall(r"bapps/([\w.-]+)\.parquet", proc.stdout))
-    assert evaluated == {"lipsim-pretrained", "lipsim-margin0.2", "lipsim-margin0.5", "demo",
-                         "l2"}
+    assert evaluated == {"lipsim-pretrained", "lipsim-margin0.2", "lipsim-margin0.5", "demo", "l2"}
     for ext in ("csv", "md", "tex", "parquet"):
         assert f"results/test/tables/bapps.{ext}" in proc.stdout

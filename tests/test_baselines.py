@@ -20,13 +20,20 @@ def _images(seed=0, size=32):
     return torch.rand(B, 3, size, size, generator=g), torch.rand(B, 3, size, size, generator=g)
 
 
-@pytest.mark.parametrize("spec", [
-    "l2", "lpips", "dists", "demo", "lipsim:tiny",
-    pytest.param("dino_vitb16", marks=pytest.mark.slow),
-    pytest.param("clip_vitb32", marks=pytest.mark.slow),
-    pytest.param("open_clip_vitb32", marks=pytest.mark.slow),
-    pytest.param("dreamsim_ensemble", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "l2",
+        "lpips",
+        "dists",
+        "demo",
+        "lipsim:tiny",
+        pytest.param("dino_vitb16", marks=pytest.mark.slow),
+        pytest.param("clip_vitb32", marks=pytest.mark.slow),
+        pytest.param("open_clip_vitb32", marks=pytest.mark.slow),
+        pytest.param("dreamsim_ensemble", marks=pytest.mark.slow),
+    ],
+)
 def test_builds_offline_with_random_weights(spec):
     metric = build_metric(spec, random_weights=True, device="cpu")
     a, b = _images()
@@ -114,8 +121,9 @@ def test_dists_is_the_dists_pytorch_model_with_its_shipped_alpha_beta(tmp_path, 
     sd = vgg16(weights=None).state_dict()  # a seeded stand-in for torchvision's checkpoint
     folder = tmp_path / "dists"
     folder.mkdir()
-    torch.save({k: v for k, v in sd.items() if k.startswith("features.")},
-               folder / baselines._VGG16[1])
+    torch.save(
+        {k: v for k, v in sd.items() if k.startswith("features.")}, folder / baselines._VGG16[1]
+    )
     # a file we wrote cannot match torchvision's sha256 prefix: the check must refuse it...
     with pytest.raises(ValueError, match="sha256"):
         build_metric("dists", weights_dir=tmp_path)
@@ -145,7 +153,8 @@ def test_dists_is_the_dists_pytorch_model_with_its_shipped_alpha_beta(tmp_path, 
 
 def test_dists_fetches_only_the_vgg16_trunk():
     assert baselines.BASELINE_DOWNLOADS["dists"] == (
-        ("https://download.pytorch.org/models/vgg16-397923af.pth", "vgg16-397923af.pth"),)
+        ("https://download.pytorch.org/models/vgg16-397923af.pth", "vgg16-397923af.pth"),
+    )
 
 
 def test_evaluate_cli(tmp_path, night):
@@ -153,8 +162,25 @@ def test_evaluate_cli(tmp_path, night):
     from lipsim.scoring import twoafc
 
     out = tmp_path / "eval.parquet"
-    assert evaluate.main(["--metric", "l2", "--night", str(night), "--image-size", "32",
-                          "--batch-size", "4", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        evaluate.main(
+            [
+                "--metric",
+                "l2",
+                "--night",
+                str(night),
+                "--image-size",
+                "32",
+                "--batch-size",
+                "4",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     df = pd.read_parquet(out)
     assert list(df.columns) == ["id", "split", "p", "d0", "d1", "score"]
     np.testing.assert_allclose(df["score"], twoafc(df["d0"], df["d1"], df["p"]))

@@ -106,8 +106,7 @@ def _pgd(metric, ref, e0, e1, p, eps, sign, steps=50, restarts=2, seed=0):
 def _clean(metric, ref, x0, x1, column="radius"):
     with torch.no_grad():
         e0, e1 = metric.embed(x0), metric.embed(x1)
-        r = radii(metric.raw_embed(ref), metric.raw_embed(x0), metric.raw_embed(x1),
-                  metric.metric)
+        r = radii(metric.raw_embed(ref), metric.raw_embed(x0), metric.raw_embed(x1), metric.metric)
     return e0, e1, r["d0"], r["d1"], r[column]
 
 
@@ -307,13 +306,17 @@ def test_radius_holds_for_embeddings_inside_the_ball():
                 assert torch.all(new == sign)
         if not must_hold:
             flipped_either = (
-                torch.sign(ball_distance(e_ref.double() + factor * radius[:, None] * u, e0.double())
-                           - ball_distance(e_ref.double() + factor * radius[:, None] * u,
-                                           e1.double())) != sign
+                torch.sign(
+                    ball_distance(e_ref.double() + factor * radius[:, None] * u, e0.double())
+                    - ball_distance(e_ref.double() + factor * radius[:, None] * u, e1.double())
+                )
+                != sign
             ) | (
-                torch.sign(ball_distance(e_ref.double() - factor * radius[:, None] * u, e0.double())
-                           - ball_distance(e_ref.double() - factor * radius[:, None] * u,
-                                           e1.double())) != sign
+                torch.sign(
+                    ball_distance(e_ref.double() - factor * radius[:, None] * u, e0.double())
+                    - ball_distance(e_ref.double() - factor * radius[:, None] * u, e1.double())
+                )
+                != sign
             )
             assert flipped_either.all(), "the radius should be tight along e1 - e0"
 
@@ -339,8 +342,11 @@ def test_cosine_sound_radius_is_tight_and_the_authors_radius_is_not_sound_inside
     g = torch.Generator().manual_seed(0)
     n, k = 128, 8
     f_ref = torch.randn(n, k, dtype=torch.float64, generator=g)
-    f_ref = f_ref * (0.1 + 0.8 * torch.rand(n, 1, dtype=torch.float64, generator=g)) / f_ref.norm(
-        dim=1, keepdim=True)  # ||f(ref)|| in (0.1, 0.9): inside the ball
+    f_ref = (
+        f_ref
+        * (0.1 + 0.8 * torch.rand(n, 1, dtype=torch.float64, generator=g))
+        / f_ref.norm(dim=1, keepdim=True)
+    )  # ||f(ref)|| in (0.1, 0.9): inside the ball
     f0, f1 = (torch.randn(n, k, dtype=torch.float64, generator=g) for _ in range(2))
     r = radii(f_ref, f0, f1, "cosine")
     assert torch.all(r["radius"] < r["radius_authors"])  # r m < m for r < 1
@@ -384,12 +390,14 @@ def test_pgd_finds_flips_inside_the_authors_radius_on_a_real_net():
 
 
 def test_unsound_share_counts_rows_certified_only_by_the_authors_radius():
-    df = pd.DataFrame({
-        "split": ["test_imagenet"] * 4 + ["test_no_imagenet"] * 4,
-        "score": [1.0] * 8,
-        "radius": [0.5, 0.1, 0.0, 0.3, 0.05, 0.5, 0.2, 0.0],
-        "radius_authors": [0.5, 0.3, 0.2, 0.3, 0.2, 0.5, 0.1, 0.0],
-    })
+    df = pd.DataFrame(
+        {
+            "split": ["test_imagenet"] * 4 + ["test_no_imagenet"] * 4,
+            "score": [1.0] * 8,
+            "radius": [0.5, 0.1, 0.0, 0.3, 0.05, 0.5, 0.2, 0.0],
+            "radius_authors": [0.5, 0.3, 0.2, 0.3, 0.2, 0.5, 0.1, 0.0],
+        }
+    )
     u = unsound_share(df, 0.15)
     # rows 1, 2 (imagenet) and 4 (no_imagenet) are certified at 0.15 by the authors only.
     assert u["test_imagenet"] == pytest.approx(50.0)

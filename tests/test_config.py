@@ -81,9 +81,22 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("distill:\n  epochs: many\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"),
-         "-d", str(tmp_path), "--configfile", str(bad), "--cores", "1"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "workflow" / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(bad),
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0
     assert "distill.epochs: 'many' is not of type 'integer'" in proc.stdout + proc.stderr
@@ -91,19 +104,36 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
 
 
 def test_cli_dispatcher_lists_and_rejects():
-    out = subprocess.run([sys.executable, "-m", "lipsim", "--help"], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "lipsim", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "evaluation:" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "lipsim", "no-such-step"], capture_output=True,
-                         text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "lipsim", "no-such-step"], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "unknown command 'no-such-step'" in bad.stderr
 
 
 # The JSON Schema keywords the schema uses; any other key in a schema node is a mistake (e.g.
 # the tail of a description cut at a comma inside a YAML flow mapping).
-KEYWORDS = {"$schema", "$defs", "$ref", "type", "description", "default", "enum", "items",
-            "properties", "additionalProperties", "pattern", "minimum", "maximum",
-            "exclusiveMinimum", "minItems", "uniqueItems"}
+KEYWORDS = {
+    "$schema",
+    "$defs",
+    "$ref",
+    "type",
+    "description",
+    "default",
+    "enum",
+    "items",
+    "properties",
+    "additionalProperties",
+    "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "minItems",
+    "uniqueItems",
+}
 
 
 def _schema_nodes(node, path="(top)"):
@@ -140,7 +170,8 @@ def test_config_readme_is_generated_from_the_schema():
 
     committed = (ROOT / "config" / "README.md").read_text()
     assert committed == render(load_schema(SCHEMA)), (
-        "config/README.md is out of date: run `python -m lipsim config-doc`")
+        "config/README.md is out of date: run `python -m lipsim config-doc`"
+    )
 
 
 def test_schema_default_reads_nested_and_referenced_keys():
@@ -171,8 +202,13 @@ def test_config_readme_documents_every_key():
 
 def test_command_line_strings_take_the_schema_types():
     # snakemake --config margins=[0.1,0.5] hands over ['0.1', '0.5'].
-    cfg = _validate({"margins": ["0.1", "0.5"], "distill": {"epochs": "4", "amp": "none"},
-                     "baselines": {"random_weights": "false"}})
+    cfg = _validate(
+        {
+            "margins": ["0.1", "0.5"],
+            "distill": {"epochs": "4", "amp": "none"},
+            "baselines": {"random_weights": "false"},
+        }
+    )
     assert cfg["margins"] == [0.1, 0.5]
     assert cfg["distill"]["epochs"] == 4
     assert cfg["baselines"]["random_weights"] is False

@@ -24,7 +24,10 @@ def _setup():
     x0 = (ref + 0.15 * torch.randn(N, 3, 32, 32, generator=g)).clamp(0, 1)
     x1 = (ref + 0.3 * torch.randn(N, 3, 32, 32, generator=g)).clamp(0, 1)
     p = np.where(np.arange(N) % 2 == 0, 0.0, 1.0)
-    ids, splits = np.arange(500, 500 + N), np.array(["test_imagenet", "test_no_imagenet"] * (N // 2))
+    ids, splits = (
+        np.arange(500, 500 + N),
+        np.array(["test_imagenet", "test_no_imagenet"] * (N // 2)),
+    )
     return metric, [(ref, x0, x1, torch.tensor(p), torch.arange(N))], ids, splits
 
 
@@ -39,8 +42,15 @@ def files(tmp_path_factory):
     out = {"cert": cert_path, "cert_df": cert}
     # eps small: some triplets certified; eps large: none certified, some broken
     for name, eps in (("small", float(np.median(cert["radius"]))), ("large", 0.3)):
-        df = attack_triplets(metric, loader, AttackSpec("pgd", "L2", eps, steps=15), device="cpu",
-                             ids=ids, splits=splits, log=None)
+        df = attack_triplets(
+            metric,
+            loader,
+            AttackSpec("pgd", "L2", eps, steps=15),
+            device="cpu",
+            ids=ids,
+            splits=splits,
+            log=None,
+        )
         path = tmp / f"pgd-{name}.parquet"
         df.to_parquet(path)
         out[name], out[name + "_df"] = path, df
@@ -49,8 +59,9 @@ def files(tmp_path_factory):
 
 def _run(tmp_path, cert, attacks):
     out = tmp_path / "consistency.csv"
-    rc = check_consistency.main(["--certify", f"m={cert}", "--attacks",
-                                 *[f"m={a}" for a in attacks], "--out", str(out)])
+    rc = check_consistency.main(
+        ["--certify", f"m={cert}", "--attacks", *[f"m={a}" for a in attacks], "--out", str(out)]
+    )
     return rc, out
 
 
@@ -96,8 +107,16 @@ def test_files_of_different_models_are_refused(files, tmp_path):
 
 def test_missing_certify_model(files, tmp_path):
     with pytest.raises(LipSimError, match="no --certify file"):
-        check_consistency.main(["--certify", f"m={files['cert']}", "--attacks",
-                                f"x={files['small']}", "--out", str(tmp_path / "c.csv")])
+        check_consistency.main(
+            [
+                "--certify",
+                f"m={files['cert']}",
+                "--attacks",
+                f"x={files['small']}",
+                "--out",
+                str(tmp_path / "c.csv"),
+            ]
+        )
 
 
 def test_linf_attacks_are_checked_through_their_l2_norm(files, tmp_path):
@@ -105,14 +124,29 @@ def test_linf_attacks_are_checked_through_their_l2_norm(files, tmp_path):
     and the certified score at eps sqrt(3 S^2))."""
     cert = files["cert_df"]
     metric, loader, ids, splits = _setup()
-    df = attack_triplets(metric, loader, AttackSpec("pgd", "Linf", 0.05, steps=15),
-                         device="cpu", ids=ids, splits=splits, log=None)
+    df = attack_triplets(
+        metric,
+        loader,
+        AttackSpec("pgd", "Linf", 0.05, steps=15),
+        device="cpu",
+        ids=ids,
+        splits=splits,
+        log=None,
+    )
     assert (df["score_adv"] < df["score_clean"]).sum() > 0  # it breaks some
     linf = tmp_path / "pgd-linf.parquet"
     df.to_parquet(linf)
     out = tmp_path / "c.csv"
-    args = ["--certify", f"m={files['cert']}", "--attacks", f"m={linf}", "--image-size", "32",
-            "--out", str(out)]
+    args = [
+        "--certify",
+        f"m={files['cert']}",
+        "--attacks",
+        f"m={linf}",
+        "--image-size",
+        "32",
+        "--out",
+        str(out),
+    ]
     assert check_consistency.main(args) == 0
     row = pd.read_csv(out).iloc[0]
     assert row["norm"] == "Linf" and row["l2_reach"] == pytest.approx(0.05 * np.sqrt(3 * 32 * 32))
@@ -126,8 +160,9 @@ def test_linf_attacks_are_checked_through_their_l2_norm(files, tmp_path):
 def test_the_gate_uses_the_sound_radius_of_the_attacked_metric(files, tmp_path):
     """A certify file with both metrics: the attack's lipsim_metric picks the rows."""
     cert = files["cert_df"]
-    both = pd.concat([cert.assign(metric="ball"),
-                      cert.assign(metric="cosine", radius=cert["radius"] * 100)])
+    both = pd.concat(
+        [cert.assign(metric="ball"), cert.assign(metric="cosine", radius=cert["radius"] * 100)]
+    )
     path = tmp_path / "both.parquet"
     both.to_parquet(path)
     large = files["large_df"]

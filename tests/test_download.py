@@ -102,8 +102,9 @@ def test_truncated_file_gives_a_clear_error_and_nothing_final(server, payload, t
         fetch(server.url + "/f.bin", tmp_path / "f.bin", retries=3, **FAST)
     msg = str(err.value)
     # A lying Content-Length ends in a 416 loop (the server contradicts itself): refused at once.
-    assert "/f.bin" in msg and ("attempt(s) in a row without progress" in msg
-                                or "contradicts itself" in msg)
+    assert "/f.bin" in msg and (
+        "attempt(s) in a row without progress" in msg or "contradicts itself" in msg
+    )
     assert not (tmp_path / "f.bin").exists()
     assert len(server.requests) <= 10
 

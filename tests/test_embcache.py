@@ -32,22 +32,49 @@ BAD = "train/n00000001/n00000001_bad.png"
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    root = make_image_folder(tmp_path_factory.mktemp("img") / "imagenet", seed=1, classes=3,
-                             per_class=9, image_size=32)
+    root = make_image_folder(
+        tmp_path_factory.mktemp("img") / "imagenet", seed=1, classes=3, per_class=9, image_size=32
+    )
     (root / BAD).write_bytes(b"\x89PNG\r\n\x1a\n but not really")  # sorts last in its class
     return root
 
 
 def _fill(images, out, *extra, parts=2):
     # Through the dispatcher, as snakemake runs them: expected errors are rc 1 + an error line.
-    assert lipsim_main(["cache-list", "--images", str(images), "--out",
-                        str(out / "images.parquet")]) == 0
+    assert (
+        lipsim_main(["cache-list", "--images", str(images), "--out", str(out / "images.parquet")])
+        == 0
+    )
     for k in range(parts):
-        rc = lipsim_main(["cache-fill", "--teacher", "demo", "--images", str(images), "--list",
-                              str(out / "images.parquet"), "--part", str(k), "--parts",
-                              str(parts), "--shard-size", "8", "--dtype", "float32",
-                              "--batch-size", "5", "--workers", "0", "--device", "cpu",
-                              "--out-dir", str(out), "--no-progress", *extra])
+        rc = lipsim_main(
+            [
+                "cache-fill",
+                "--teacher",
+                "demo",
+                "--images",
+                str(images),
+                "--list",
+                str(out / "images.parquet"),
+                "--part",
+                str(k),
+                "--parts",
+                str(parts),
+                "--shard-size",
+                "8",
+                "--dtype",
+                "float32",
+                "--batch-size",
+                "5",
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+                "--out-dir",
+                str(out),
+                "--no-progress",
+                *extra,
+            ]
+        )
         if rc:
             return rc
     return lipsim_main(["cache-index", "--cache-dir", str(out), "--parts", str(parts)])
@@ -73,10 +100,15 @@ def test_fill_index_read_and_bad_image_skipped(images, tmp_path, capsys):
     assert list(idx.columns) == ["path", "label", "shard", "row", "ok"]
     bad_row = int(np.flatnonzero(idx["path"] == BAD)[0])
     assert not idx["ok"][bad_row] and idx["ok"].sum() == 27
-    reported = [b["path"] for k in (0, 1)
-                for b in json.loads((out / f"part-{k}.json").read_text())["bad_images"]]
+    reported = [
+        b["path"]
+        for k in (0, 1)
+        for b in json.loads((out / f"part-{k}.json").read_text())["bad_images"]
+    ]
     assert reported == [BAD]
-    assert sorted(p.name for p in out.glob("shard-*.npy")) == [f"shard-0000{i}.npy" for i in range(4)]
+    assert sorted(p.name for p in out.glob("shard-*.npy")) == [
+        f"shard-0000{i}.npy" for i in range(4)
+    ]
 
     cache = EmbeddingCache(out)
     assert cache.emb_dim == 64 and len(cache) == 28
@@ -125,16 +157,24 @@ def test_damaged_shard_detected_and_rebuilt(images, tmp_path, caplog, damage):
 def test_interrupted_part_resumes_at_shard_granularity(tmp_path):
     """A part that dies mid-way (here: a bad image under --on-bad-image fail in its third
     shard) keeps its finished shards; the rerun only computes the rest."""
-    root = make_image_folder(tmp_path / "imagenet", seed=4, classes=2, per_class=12,
-                             image_size=32)
+    root = make_image_folder(tmp_path / "imagenet", seed=4, classes=2, per_class=12, image_size=32)
     lst = list_images(root)
     broken = root / lst["path"][17]  # row 17 -> shard 2 at shard size 8
     good = broken.read_bytes()
     broken.write_bytes(b"garbage")
     out = tmp_path / "cache"
     teacher = get_teacher("demo")
-    kw = dict(teacher=teacher, images=root, image_list=lst, out_dir=out, part=0, parts=1,
-              shard_size=8, on_bad_image="fail", progress=False)
+    kw = dict(
+        teacher=teacher,
+        images=root,
+        image_list=lst,
+        out_dir=out,
+        part=0,
+        parts=1,
+        shard_size=8,
+        on_bad_image="fail",
+        progress=False,
+    )
     with pytest.raises(BadImageError, match=str(lst["path"][17])):
         fill_part(**kw)
     assert not (out / "part-0.json").exists()  # the manifest only comes last
@@ -148,8 +188,9 @@ def test_interrupted_part_resumes_at_shard_granularity(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["corrupt-in-place", "truncate"])
-def test_reader_refuses_a_damaged_shard_and_the_rerun_rebuilds_it(images, tmp_path, caplog,
-                                                                  capsys, damage):
+def test_reader_refuses_a_damaged_shard_and_the_rerun_rebuilds_it(
+    images, tmp_path, caplog, capsys, damage
+):
     """Issue 12, item 8: a shard damaged after indexing is never read; the error names it, and
     its part loses its manifest (and the cache its index), which is what makes the workflow
     rerun cache-fill for that part and cache-index."""
@@ -175,15 +216,58 @@ def test_reader_refuses_a_damaged_shard_and_the_rerun_rebuilds_it(images, tmp_pa
     assert _fill(images, out) == 0  # what the workflow reruns (part 0 is kept as it is)
     victim.write_bytes(damaged)
     capsys.readouterr()
-    rc = lipsim_main(["distill", "--cache-dir", str(out), "--images", str(images), "--teacher",
-                      "demo", "--preset", "tiny", "--image-size", "32", "--out",
-                      str(tmp_path / "p.pt"), "--device", "cpu", "--workdir",
-                      str(tmp_path / "work"), "--workers", "0", "--no-progress",
-                      "--crop", "resize_center", "--teacher-view", "original",
-                      "--rmse-reduction", "image", "--epochs", "1", "--batch-size", "4",
-                      "--lr", "0.01", "--beta1", "0.5", "--beta2", "0.9", "--weight-decay", "0",
-                      "--schedule", "constant", "--warmup-steps", "0", "--seed", "0",
-                      "--amp", "none", "--ckpt-every", "100"])
+    rc = lipsim_main(
+        [
+            "distill",
+            "--cache-dir",
+            str(out),
+            "--images",
+            str(images),
+            "--teacher",
+            "demo",
+            "--preset",
+            "tiny",
+            "--image-size",
+            "32",
+            "--out",
+            str(tmp_path / "p.pt"),
+            "--device",
+            "cpu",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--workers",
+            "0",
+            "--no-progress",
+            "--crop",
+            "resize_center",
+            "--teacher-view",
+            "original",
+            "--rmse-reduction",
+            "image",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--lr",
+            "0.01",
+            "--beta1",
+            "0.5",
+            "--beta2",
+            "0.9",
+            "--weight-decay",
+            "0",
+            "--schedule",
+            "constant",
+            "--warmup-steps",
+            "0",
+            "--seed",
+            "0",
+            "--amp",
+            "none",
+            "--ckpt-every",
+            "100",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err and "shard-00003.npy" in err
     assert not (tmp_path / "p.pt").exists()
@@ -204,14 +288,44 @@ def test_index_without_checksums_is_refused(images, tmp_path):
 
 
 def test_cache_cli_errors_are_one_line(tmp_path, capsys):
-    for args, needle in ((["cache-list", "--images", str(tmp_path / "nope"), "--out",
-                           str(tmp_path / "l.parquet")], "nope does not exist"),
-                         (["cache-fill", "--teacher", "demo", "--images", str(tmp_path),
-                           "--list", str(tmp_path / "absent.parquet"), "--part", "0",
-                           "--parts", "1", "--shard-size", "8", "--dtype", "float32",
-                           "--batch-size", "4", "--workers", "0", "--out-dir",
-                           str(tmp_path / "c")],
-                          "absent.parquet: missing")):
+    for args, needle in (
+        (
+            [
+                "cache-list",
+                "--images",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "l.parquet"),
+            ],
+            "nope does not exist",
+        ),
+        (
+            [
+                "cache-fill",
+                "--teacher",
+                "demo",
+                "--images",
+                str(tmp_path),
+                "--list",
+                str(tmp_path / "absent.parquet"),
+                "--part",
+                "0",
+                "--parts",
+                "1",
+                "--shard-size",
+                "8",
+                "--dtype",
+                "float32",
+                "--batch-size",
+                "4",
+                "--workers",
+                "0",
+                "--out-dir",
+                str(tmp_path / "c"),
+            ],
+            "absent.parquet: missing",
+        ),
+    ):
         assert lipsim_main(args) == 1
         err = capsys.readouterr().err
         assert "Traceback" not in err and needle in err and err.count("error:") == 1

@@ -22,7 +22,8 @@ PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?(==|>=)[A-Z
 def test_env_file_is_generated_from_the_lock():
     assert (ENVS / "lipsim.yaml").read_text() == make_conda_env.render(), (
         "envs/lipsim.yaml is out of date with envs/requirements.lock: "
-        "run `python envs/make_conda_env.py`")
+        "run `python envs/make_conda_env.py`"
+    )
 
 
 def test_env_file_copied_alone_refers_to_no_file(tmp_path):
@@ -50,10 +51,14 @@ def _post_deploy(tmp_path, env):
     fake.chmod(0o755)
     script = tmp_path / "0123abcd.post-deploy.sh"  # where snakemake copies it
     shutil.copy(ENVS / "lipsim.post-deploy.sh", script)
-    env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-           "RECORD": str(tmp_path / "record"), **env}
-    return subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=30)
+    env = {
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "RECORD": str(tmp_path / "record"),
+        **env,
+    }
+    return subprocess.run(
+        ["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
 
 
 def test_post_deploy_installs_the_package_from_lipsim_source(tmp_path):

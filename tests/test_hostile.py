@@ -30,8 +30,14 @@ def server():
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
-    return make_night(tmp_path_factory.mktemp("hostile") / "night", seed=3, n_train=4, n_val=2,
-                      n_test=4, image_size=8)
+    return make_night(
+        tmp_path_factory.mktemp("hostile") / "night",
+        seed=3,
+        n_train=4,
+        n_val=2,
+        n_test=4,
+        image_size=8,
+    )
 
 
 def _zip(entries, compression=zipfile.ZIP_STORED) -> bytes:
@@ -43,8 +49,13 @@ def _zip(entries, compression=zipfile.ZIP_STORED) -> bytes:
 
 
 def _night_zip(demo: Path) -> bytes:
-    return _zip([(f"nights/{p.relative_to(demo).as_posix()}", p.read_bytes())
-                 for p in sorted(demo.rglob("*")) if p.is_file()])
+    return _zip(
+        [
+            (f"nights/{p.relative_to(demo).as_posix()}", p.read_bytes())
+            for p in sorted(demo.rglob("*"))
+            if p.is_file()
+        ]
+    )
 
 
 def _cli(args: list[str], capsys) -> tuple[int, str]:
@@ -72,8 +83,18 @@ def test_short_zip_in_zip_mode_is_one_error_line_on_every_run(server, demo, tmp_
     server.files["/nights.zip"] = data
     server.behave("/nights.zip", truncate_to=len(data) // 2)
     out = tmp_path / "night"
-    args = ["download-night", "--mode", "zip", "--url", server.url + "/nights.zip", "--out",
-            str(out), "--retries", "1", "--no-progress"]
+    args = [
+        "download-night",
+        "--mode",
+        "zip",
+        "--url",
+        server.url + "/nights.zip",
+        "--out",
+        str(out),
+        "--retries",
+        "1",
+        "--no-progress",
+    ]
     for _ in range(2):
         rc, err = _cli(args, capsys)
         assert rc == 1 and "Traceback" not in err and "/nights.zip" in err
@@ -101,8 +122,14 @@ def test_trickling_server_is_given_up_on(server, tmp_path):
     server.behave("/slow.bin", trickle=(1, 0.05))  # 20 bytes/s, forever
     t0 = time.monotonic()
     with pytest.raises(DownloadError, match="too slow.*bytes/s"):
-        fetch(server.url + "/slow.bin", tmp_path / "slow.bin", retries=1, min_rate=1000,
-              stall_time=0.5, **FAST)
+        fetch(
+            server.url + "/slow.bin",
+            tmp_path / "slow.bin",
+            retries=1,
+            min_rate=1000,
+            stall_time=0.5,
+            **FAST,
+        )
     assert time.monotonic() - t0 < 10  # 2 attempts of 0.5 s, not 100 000 x 0.05 s
     assert not (tmp_path / "slow.bin").exists()
 
@@ -112,9 +139,23 @@ def test_stall_rule_is_a_cli_option(server, demo, tmp_path, capsys):
     server.files["/nights.zip"] = _night_zip(demo)
     server.behave("/nights.zip", trickle=(1, 0.05))
     out = tmp_path / "night"
-    rc, err = _cli(["download-night", "--url", server.url + "/nights.zip", "--out", str(out),
-                    "--retries", "0", "--min-rate", "1000", "--stall-time", "0.5",
-                    "--no-progress"], capsys)
+    rc, err = _cli(
+        [
+            "download-night",
+            "--url",
+            server.url + "/nights.zip",
+            "--out",
+            str(out),
+            "--retries",
+            "0",
+            "--min-rate",
+            "1000",
+            "--stall-time",
+            "0.5",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 1 and "too slow" in err and "Traceback" not in err and not out.exists()
 
 
@@ -137,8 +178,10 @@ def test_html_page_is_not_taken_for_data_csv(server, tmp_path, ctype):
 def test_html_page_is_not_taken_for_the_zip(server, tmp_path, capsys):
     server.files["/nights.zip"] = _PAGE
     out = tmp_path / "night"
-    rc, err = _cli(["download-night", "--url", server.url + "/nights.zip", "--out", str(out),
-                    "--no-progress"], capsys)
+    rc, err = _cli(
+        ["download-night", "--url", server.url + "/nights.zip", "--out", str(out), "--no-progress"],
+        capsys,
+    )
     assert rc == 1 and "HTML page" in err and "/nights.zip" in err and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.rglob("nights.zip"))
 
@@ -192,8 +235,9 @@ def _nothing_written(tmp_path: Path, dest: Path) -> bool:
 
 def test_zip_bomb_is_refused_before_decompressing(tmp_path):
     archive = tmp_path / "bomb.zip"
-    archive.write_bytes(_zip([("data.csv", b"id\n"), ("ref/zeros.png", bytes(8 << 20))],
-                             zipfile.ZIP_DEFLATED))
+    archive.write_bytes(
+        _zip([("data.csv", b"id\n"), ("ref/zeros.png", bytes(8 << 20))], zipfile.ZIP_DEFLATED)
+    )
     assert archive.stat().st_size < 100_000  # 8 MiB of zeros in ~8 kB
     dest = tmp_path / "out"
     with pytest.raises(ExtractError, match=r"bomb.zip.*'ref/zeros.png'.*ratio"):
@@ -205,8 +249,9 @@ def test_zip_bomb_is_refused_before_decompressing(tmp_path):
 
 def test_many_small_bomb_entries_are_refused_by_the_total_ratio(tmp_path):
     archive = tmp_path / "bomb.zip"
-    archive.write_bytes(_zip([(f"z/{i}.bin", bytes(512 << 10)) for i in range(8)],
-                             zipfile.ZIP_DEFLATED))
+    archive.write_bytes(
+        _zip([(f"z/{i}.bin", bytes(512 << 10)) for i in range(8)], zipfile.ZIP_DEFLATED)
+    )
     with pytest.raises(ExtractError, match="bomb.zip.*decompression bomb"):
         safe_extract(archive, tmp_path / "out")
 
@@ -249,7 +294,7 @@ def test_zip_entry_longer_than_declared_stops(tmp_path):
     raw = bytearray(_zip([("a.bin", b"A" * 4000)]))
     # Declare 1000 bytes in the central directory (the size zipfile trusts) of a stored entry.
     cd = raw.rfind(b"PK\x01\x02")
-    raw[cd + 24:cd + 28] = (1000).to_bytes(4, "little")
+    raw[cd + 24 : cd + 28] = (1000).to_bytes(4, "little")
     archive = tmp_path / "long.zip"
     archive.write_bytes(bytes(raw))
     with pytest.raises(ExtractError, match="long.zip.*'a.bin'"):
@@ -258,12 +303,16 @@ def test_zip_entry_longer_than_declared_stops(tmp_path):
 
 
 # --------------------------------------------------------------------------- 5. clashes
-@pytest.mark.parametrize("names", [
-    ["ref/000/a.png", "ref\\000\\a.png"],
-    ["ref/000", "ref/000/a.png"],
-    ["ref/000/a.png", "ref/000"],
-    ["ref/000/", "ref/000"],
-], ids=["duplicate", "file-then-folder", "folder-then-file", "dir-entry-and-file"])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["ref/000/a.png", "ref\\000\\a.png"],
+        ["ref/000", "ref/000/a.png"],
+        ["ref/000/a.png", "ref/000"],
+        ["ref/000/", "ref/000"],
+    ],
+    ids=["duplicate", "file-then-folder", "folder-then-file", "dir-entry-and-file"],
+)
 def test_clashing_members_are_refused_naming_both(tmp_path, names):
     archive = tmp_path / "clash.zip"
     archive.write_bytes(_zip([(n, b"" if n.endswith("/") else b"x") for n in names]))
@@ -280,14 +329,29 @@ def test_same_member_in_two_chunks_is_refused_naming_both(server, demo, tmp_path
         files = sorted(p for p in (demo / kind).rglob("*") if p.is_file())
         half = len(files) // 2
         # Chunk 1 repeats the first file of chunk 0 (with other bytes): it must not win.
-        server.files[f"/{kind}/000.zip"] = _zip([(p.relative_to(demo / kind).as_posix(),
-                                                  p.read_bytes()) for p in files[:half]])
+        server.files[f"/{kind}/000.zip"] = _zip(
+            [(p.relative_to(demo / kind).as_posix(), p.read_bytes()) for p in files[:half]]
+        )
         server.files[f"/{kind}/001.zip"] = _zip(
             [(files[0].relative_to(demo / kind).as_posix(), b"other")]
-            + [(p.relative_to(demo / kind).as_posix(), p.read_bytes()) for p in files[half:]])
+            + [(p.relative_to(demo / kind).as_posix(), p.read_bytes()) for p in files[half:]]
+        )
     out = tmp_path / "night"
-    rc, err = _cli(["download-night", "--mode", "chunked", "--url", server.url, "--chunks", "2",
-                    "--out", str(out), "--no-progress"], capsys)
+    rc, err = _cli(
+        [
+            "download-night",
+            "--mode",
+            "chunked",
+            "--url",
+            server.url,
+            "--chunks",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 1 and "Traceback" not in err
     assert "ref/001.zip" in err and "ref/000.zip" in err and "both hold" in err
     assert not out.exists()
@@ -320,23 +384,32 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
 
 
 def test_tar_gz_extracts_with_strip_and_hashes(tmp_path):
-    archive = _tar(tmp_path / "b.tar.gz", [(_member("dataset/2afc", tarfile.DIRTYPE), None),
-                                           (_member("dataset/2afc/a.png"), b"abc"),
-                                           (_member("dataset/2afc/b.png"), b"de")])
+    archive = _tar(
+        tmp_path / "b.tar.gz",
+        [
+            (_member("dataset/2afc", tarfile.DIRTYPE), None),
+            (_member("dataset/2afc/a.png"), b"abc"),
+            (_member("dataset/2afc/b.png"), b"de"),
+        ],
+    )
     files = safe_extract(archive, tmp_path / "out", strip="dataset")
     assert sorted(f.path for f in files) == ["2afc/a.png", "2afc/b.png"]
     assert (tmp_path / "out" / "2afc" / "b.png").read_bytes() == b"de"
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (_member("../evil.txt"), "'..'"),
-    (_member("/etc/evil"), "absolute"),
-    (_member("x/link", tarfile.SYMTYPE, "/etc/passwd"), "symbolic link"),
-    (_member("x/hard", tarfile.LNKTYPE, "x/a.png"), "hard link"),
-    (_member("x/fifo", tarfile.FIFOTYPE), "fifo"),
-    (_member("x/dev", tarfile.CHRTYPE), "device"),
-    (_member("x/a.png"), "both extract to"),
-], ids=["dotdot", "absolute", "symlink", "hardlink", "fifo", "device", "duplicate"])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (_member("../evil.txt"), "'..'"),
+        (_member("/etc/evil"), "absolute"),
+        (_member("x/link", tarfile.SYMTYPE, "/etc/passwd"), "symbolic link"),
+        (_member("x/hard", tarfile.LNKTYPE, "x/a.png"), "hard link"),
+        (_member("x/fifo", tarfile.FIFOTYPE), "fifo"),
+        (_member("x/dev", tarfile.CHRTYPE), "device"),
+        (_member("x/a.png"), "both extract to"),
+    ],
+    ids=["dotdot", "absolute", "symlink", "hardlink", "fifo", "device", "duplicate"],
+)
 def test_unsafe_tar_members_are_refused_before_writing(tmp_path, bad, reason):
     data = b"y" if bad.type == tarfile.REGTYPE else None
     archive = _tar(tmp_path / "t.tar.gz", [(_member("x/a.png"), b"x"), (bad, data)])
@@ -347,8 +420,9 @@ def test_unsafe_tar_members_are_refused_before_writing(tmp_path, bad, reason):
 
 
 def test_truncated_tar_gz_is_refused_before_writing(tmp_path):
-    archive = _tar(tmp_path / "t.tar.gz", [(_member(f"x/{i}.bin"), os.urandom(20_000))
-                                           for i in range(5)])
+    archive = _tar(
+        tmp_path / "t.tar.gz", [(_member(f"x/{i}.bin"), os.urandom(20_000)) for i in range(5)]
+    )
     archive.write_bytes(archive.read_bytes()[:50_000])
     with pytest.raises(ExtractError, match="t.tar.gz"):
         safe_extract(archive, tmp_path / "out")
@@ -379,25 +453,39 @@ def _night_copy(demo: Path, tmp_path: Path, edits: dict[tuple[int, str], str]) -
 def test_verify_night_lists_every_bad_value_and_escaping_path(demo, tmp_path, capsys):
     outside = tmp_path / "secret.png"
     outside.write_bytes(b"a file beside the dataset")
-    edits = {(0, "votes"): "inf", (1, "votes"): "nan", (2, "votes"): "-6", (3, "votes"): "6.5",
-             (4, "right_vote"): "1.5", (5, "left_vote"): "-inf",
-             (6, "ref_path"): "../secret.png", (7, "left_path"): str(outside),
-             (8, "right_path"): "ref/../../secret.png"}
+    edits = {
+        (0, "votes"): "inf",
+        (1, "votes"): "nan",
+        (2, "votes"): "-6",
+        (3, "votes"): "6.5",
+        (4, "right_vote"): "1.5",
+        (5, "left_vote"): "-inf",
+        (6, "ref_path"): "../secret.png",
+        (7, "left_path"): str(outside),
+        (8, "right_path"): "ref/../../secret.png",
+    }
     root = _night_copy(demo, tmp_path, edits)
     from lipsim.data.night import NightFormatError, read_night, verify_night
 
     problems = verify_night(root, min_votes=0)
     text = "\n".join(map(str, problems))
-    for needle in ("line 2 (id", "not finite: 'inf'", "line 3", "not a number: 'nan'",
-                   "negative: '-6'", "not a whole number of votes: '6.5'",
-                   "vote share '1.5' outside [0, 1]", "not finite: '-inf'",
-                   "'../secret.png' leaves the dataset root", f"{str(outside)!r} leaves",
-                   "'ref/../../secret.png' leaves"):
+    for needle in (
+        "line 2 (id",
+        "not finite: 'inf'",
+        "line 3",
+        "not a number: 'nan'",
+        "negative: '-6'",
+        "not a whole number of votes: '6.5'",
+        "vote share '1.5' outside [0, 1]",
+        "not finite: '-inf'",
+        "'../secret.png' leaves the dataset root",
+        f"{str(outside)!r} leaves",
+        "'ref/../../secret.png' leaves",
+    ):
         assert needle in text, f"{needle!r} not in:\n{text}"
     with pytest.raises(NightFormatError, match="leaves the dataset root"):
         read_night(root, min_votes=0)
-    rc, err = _cli(["verify-night", "--root", str(root), "--min-votes", "0", "--no-decode"],
-                   capsys)
+    rc, err = _cli(["verify-night", "--root", str(root), "--min-votes", "0", "--no-decode"], capsys)
     assert rc == 1 and "Traceback" not in err and "not finite: 'inf'" in err
 
 
@@ -468,27 +556,44 @@ def test_small_checkpoint_asking_for_a_huge_net_fails_without_allocating(tiny_ck
 
     bad = _edit_ckpt(tiny_ckpt, tmp_path / "huge.pt", huge)
     assert bad.stat().st_size < 1_000_000
-    res = subprocess.run([sys.executable, "-c", _PEAK, str(tiny_ckpt), str(bad)],
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(tiny_ckpt), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     out = res.stdout
     assert "ERROR" in out and "huge.pt" in out and "refusing to build it" in out, out + res.stderr
     growth_mb = int(out.split("GROWTH_KB")[1]) / 1024
     assert growth_mb < 100, f"the loader grew by {growth_mb:.0f} MB before refusing"
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c["model_config"].update(conv_depth=10**6), "conv_depth=1000000 is beyond"),
-    (lambda c: c["model_config"].update(preset="gigantic"), "preset 'gigantic' is not one of"),
-    (lambda c: c["model_config"].update(width=3), "unknown key"),
-    (lambda c: c["model_config"].pop("channels"), "no channels"),
-    (lambda c: c["model_config"].update(channels=-4), "channels=-4 is not a positive"),
-    (lambda c: c["model_config"].update(emb_dim=10**5), "does not describe a LipSimNet"),
-    (lambda c: c["model_config"].update(linear_inner=100), "shape mismatches"),
-    (lambda c: c.update(format="other/2"), "not a lipsim-repro/1 checkpoint"),
-    (lambda c: c["model_state_dict"].pop("linear.1.weight"), "missing keys: linear.1.weight"),
-], ids=["depth", "preset", "unknown-key", "missing-key", "negative", "emb-dim", "shapes",
-        "format", "missing-tensor"])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["model_config"].update(conv_depth=10**6), "conv_depth=1000000 is beyond"),
+        (lambda c: c["model_config"].update(preset="gigantic"), "preset 'gigantic' is not one of"),
+        (lambda c: c["model_config"].update(width=3), "unknown key"),
+        (lambda c: c["model_config"].pop("channels"), "no channels"),
+        (lambda c: c["model_config"].update(channels=-4), "channels=-4 is not a positive"),
+        (lambda c: c["model_config"].update(emb_dim=10**5), "does not describe a LipSimNet"),
+        (lambda c: c["model_config"].update(linear_inner=100), "shape mismatches"),
+        (lambda c: c.update(format="other/2"), "not a lipsim-repro/1 checkpoint"),
+        (lambda c: c["model_state_dict"].pop("linear.1.weight"), "missing keys: linear.1.weight"),
+    ],
+    ids=[
+        "depth",
+        "preset",
+        "unknown-key",
+        "missing-key",
+        "negative",
+        "emb-dim",
+        "shapes",
+        "format",
+        "missing-tensor",
+    ],
+)
 def test_checkpoint_problems_are_one_error_naming_the_file(tiny_ckpt, tmp_path, edit, message):
     from lipsim.models.checkpoint import CheckpointError, load_checkpoint
 
@@ -511,10 +616,34 @@ def test_truncated_and_refused_checkpoints_through_the_cli(tiny_ckpt, tmp_path, 
 
     evil.write_bytes(pickle.dumps({"format": "lipsim-repro/1", "x": Boom()}, protocol=2))
     for path, message in ((truncated, "not a readable torch checkpoint"), (evil, "refused")):
-        rc, err = _cli(["certify", "--checkpoint", str(path), "--night", str(demo), "--out",
-                        str(tmp_path / "c.parquet"), "--device", "cpu", "--splits", "test",
-                        "--metrics", "ball", "--half-votes", "keep", "--tie-radius", "zero",
-                        "--eps", "36", "--batch-size", "4", "--min-votes", "1"], capsys)
+        rc, err = _cli(
+            [
+                "certify",
+                "--checkpoint",
+                str(path),
+                "--night",
+                str(demo),
+                "--out",
+                str(tmp_path / "c.parquet"),
+                "--device",
+                "cpu",
+                "--splits",
+                "test",
+                "--metrics",
+                "ball",
+                "--half-votes",
+                "keep",
+                "--tie-radius",
+                "zero",
+                "--eps",
+                "36",
+                "--batch-size",
+                "4",
+                "--min-votes",
+                "1",
+            ],
+            capsys,
+        )
         assert rc == 1 and "Traceback" not in err, err
         lines = [line for line in err.splitlines() if "error:" in line]
         assert len(lines) == 1 and str(path) in lines[0] and message in lines[0], err
@@ -561,17 +690,30 @@ def test_flipped_byte_in_a_tar_gz_is_caught_by_its_crc(tmp_path):
 
 
 def test_bad_options_are_one_error_line(tmp_path, capsys):
-    for extra, needle in ((["--sha256", "xyz"], "--sha256 'xyz' is not 64"),
-                          (["--mode", "chunked", "--chunks", "0"], "--chunks must be >= 1")):
-        rc, err = _cli(["download-night", "--out", str(tmp_path / "n"), "--url",
-                        "http://127.0.0.1:9/x", "--no-progress", *extra], capsys)
+    for extra, needle in (
+        (["--sha256", "xyz"], "--sha256 'xyz' is not 64"),
+        (["--mode", "chunked", "--chunks", "0"], "--chunks must be >= 1"),
+    ):
+        rc, err = _cli(
+            [
+                "download-night",
+                "--out",
+                str(tmp_path / "n"),
+                "--url",
+                "http://127.0.0.1:9/x",
+                "--no-progress",
+                *extra,
+            ],
+            capsys,
+        )
         assert rc == 1 and needle in err and err.count("error:") == 1 and "Traceback" not in err
 
 
 def test_tar_ending_in_a_zip_is_read_as_the_tar(tmp_path):
     inner = _zip([("../escape.txt", b"x")])  # what a zip reader would find at the end
-    archive = _tar(tmp_path / "t.tar", [(_member("d/a.png"), b"a"), (_member("d/in.zip"), inner)],
-                   mode="w")
+    archive = _tar(
+        tmp_path / "t.tar", [(_member("d/a.png"), b"a"), (_member("d/in.zip"), inner)], mode="w"
+    )
     files = safe_extract(archive, tmp_path / "out")
     assert sorted(f.path for f in files) == ["d/a.png", "d/in.zip"]
     assert (tmp_path / "out" / "d" / "in.zip").read_bytes() == inner
@@ -583,9 +725,13 @@ def test_schema_defaults_are_the_library_defaults():
     from lipsim.data.download import MIN_RATE, STALL_TIME
     from lipsim.data.extract import MAX_RATIO
 
-    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow" / "schemas"
-                             / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(
+        (Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text()
+    )
     keys = schema["properties"]["night"]["properties"]["download"]["properties"]
-    assert (keys["min_rate"]["default"], keys["stall_time"]["default"],
-            keys["max_ratio"]["default"], keys["max_extract_gb"]["default"]) == (
-        MIN_RATE, STALL_TIME, MAX_RATIO, None)
+    assert (
+        keys["min_rate"]["default"],
+        keys["stall_time"]["default"],
+        keys["max_ratio"]["default"],
+        keys["max_extract_gb"]["default"],
+    ) == (MIN_RATE, STALL_TIME, MAX_RATIO, None)

@@ -20,8 +20,9 @@ from lipsim.__main__ import main as lipsim_main
 from lipsim.models import CheckpointError, import_released, load_checkpoint
 
 CFG = dict(preset="tiny", image_size=32, emb_dim=64)
-TINY = dict(conv_depth=3, channels=32, conv_inner=16, linear_depth=2, features=128,
-            linear_inner=128)
+TINY = dict(
+    conv_depth=3, channels=32, conv_inner=16, linear_depth=2, features=128, linear_inner=128
+)
 
 
 class _Params(nn.Module):
@@ -41,13 +42,22 @@ class _AuthorsLayout(nn.Module):
         super().__init__()
         self.conv1 = nn.Identity()  # channel padding: no parameters
         self.convs = nn.Sequential(
-            *[_Params(kernel=(conv_inner, channels, 3, 3), bias=(1, conv_inner, 1, 1),
-                      q=(conv_inner,)) for _ in range(conv_depth)],
-            nn.AvgPool2d(4, divisor_override=4), nn.AvgPool2d(4, divisor_override=4))
+            *[
+                _Params(
+                    kernel=(conv_inner, channels, 3, 3), bias=(1, conv_inner, 1, 1), q=(conv_inner,)
+                )
+                for _ in range(conv_depth)
+            ],
+            nn.AvgPool2d(4, divisor_override=4),
+            nn.AvgPool2d(4, divisor_override=4),
+        )
         self.linear = nn.Sequential(
             nn.Flatten(),
-            *[_Params(weight=(linear_inner, features), bias=(1, linear_inner),
-                      q=(linear_inner,)) for _ in range(linear_depth)])
+            *[
+                _Params(weight=(linear_inner, features), bias=(1, linear_inner), q=(linear_inner,))
+                for _ in range(linear_depth)
+            ],
+        )
         self.base = nn.Sequential(self.conv1, self.convs, self.linear)
         self.last = nn.Identity()  # truncation: no parameters
 
@@ -76,8 +86,15 @@ def _save_finetuner_style(path, seed=0):
     for group in opt.param_groups:
         group["lr"] = np.interp(5, [0, 10, 20], [0.0, 0.01, 0.0005])
     assert type(opt.param_groups[0]["lr"]) is np.float64
-    torch.save({"epoch": 1, "global_step": 7, "model_state_dict": model.state_dict(),
-                "optimizer_state_dict": opt.state_dict()}, path)
+    torch.save(
+        {
+            "epoch": 1,
+            "global_step": 7,
+            "model_state_dict": model.state_dict(),
+            "optimizer_state_dict": opt.state_dict(),
+        },
+        path,
+    )
     return model.module.model, opt
 
 
@@ -89,9 +106,16 @@ def _save_trainer_style(path, tmp_path, seed=1):
         model = nn.parallel.DistributedDataParallel(_Normalized(_AuthorsLayout(**TINY)))
         opt = _adam_step(model, 0.01)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
-        torch.save({"epoch": 40, "global_step": 1000, "model_state_dict": model.state_dict(),
-                    "optimizer_state_dict": opt.state_dict(), "scheduler": sched.state_dict()},
-                   path)
+        torch.save(
+            {
+                "epoch": 40,
+                "global_step": 1000,
+                "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+            },
+            path,
+        )
     finally:
         dist.destroy_process_group()
     return model.module.model, opt
@@ -105,8 +129,9 @@ def _numpy1_spelling(path):
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zout:
         for info, data in entries:
             if info.filename.endswith("data.pkl"):
-                data = data.replace(b"numpy._core.multiarray\nscalar",
-                                    b"numpy.core.multiarray\nscalar")
+                data = data.replace(
+                    b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar"
+                )
                 assert b"numpy.core.multiarray\nscalar" in data
             zout.writestr(info, data)
     return out
@@ -121,8 +146,9 @@ def _reference_embedding(layout, x, emb_dim=64):
     for layer in list(layout.convs)[:-2]:
         k, b = layer.kernel, layer.bias
         t = 1.0 / F.conv2d(k, k, padding=2).abs().sum((1, 2, 3))  # their q factors cancel
-        out = out - 2 * F.conv_transpose2d(t.view(1, -1, 1, 1) * F.relu(
-            F.conv2d(out, k, padding=1) + b), k, padding=1)
+        out = out - 2 * F.conv_transpose2d(
+            t.view(1, -1, 1, 1) * F.relu(F.conv2d(out, k, padding=1) + b), k, padding=1
+        )
     out = F.avg_pool2d(F.avg_pool2d(out, 4, divisor_override=4), 4, divisor_override=4)
     out = out.flatten(1)
     for layer in list(layout.linear)[1:]:
@@ -147,8 +173,9 @@ def test_authors_files_import_with_their_embeddings_and_adam_state(style, tmp_pa
         imp = import_released(f, **CFG)
         x = torch.rand(3, 3, 32, 32)
         with torch.no_grad():
-            torch.testing.assert_close(imp.net(x), _reference_embedding(layout, x),
-                                       rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                imp.net(x), _reference_embedding(layout, x), rtol=1e-4, atol=1e-5
+            )
         ignored = dict(imp.ignored)
         assert "epoch" in ignored and "global_step" in ignored
         assert ("scheduler" in ignored) == (style == "trainer")
@@ -170,10 +197,29 @@ def test_cli_imports_a_finetuner_file_and_names_what_it_ignores(tmp_path, capsys
     src = tmp_path / "margin0.5.pth"
     layout, _ = _save_finetuner_style(src)
     out = tmp_path / "margin0.5.pt"
-    rc = lipsim_main(["import-checkpoint", "--src", str(src), "--preset", "tiny",
-                      "--image-size", "32", "--emb-dim", "64", "--stage", "finetuned",
-                      "--margin", "0.5", "--metric", "cosine", "--teacher", "dreamsim_ensemble",
-                      "--out", str(out)])
+    rc = lipsim_main(
+        [
+            "import-checkpoint",
+            "--src",
+            str(src),
+            "--preset",
+            "tiny",
+            "--image-size",
+            "32",
+            "--emb-dim",
+            "64",
+            "--stage",
+            "finetuned",
+            "--margin",
+            "0.5",
+            "--metric",
+            "cosine",
+            "--teacher",
+            "dreamsim_ensemble",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     for key in ("epoch", "global_step", "convs.*.q", "optimizer_state_dict"):
@@ -183,8 +229,7 @@ def test_cli_imports_a_finetuner_file_and_names_what_it_ignores(tmp_path, capsys
     assert "optimizer_state_dict" in ckpt and ckpt["meta"]["global_step"] == 7
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(net(x), _reference_embedding(layout, x), rtol=1e-4,
-                                   atol=1e-5)
+        torch.testing.assert_close(net(x), _reference_embedding(layout, x), rtol=1e-4, atol=1e-5)
 
 
 class _RunsCode:
@@ -199,9 +244,25 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, capsys):
     bad.write_bytes(buf.getvalue())
     with pytest.raises(CheckpointError, match="evil.pth: refused"):
         import_released(bad, **CFG)
-    rc = lipsim_main(["import-checkpoint", "--src", str(bad), "--preset", "tiny",
-                      "--image-size", "32", "--emb-dim", "64", "--stage", "pretrained",
-                      "--teacher", "demo", "--out", str(tmp_path / "x.pt")])
+    rc = lipsim_main(
+        [
+            "import-checkpoint",
+            "--src",
+            str(bad),
+            "--preset",
+            "tiny",
+            "--image-size",
+            "32",
+            "--emb-dim",
+            "64",
+            "--stage",
+            "pretrained",
+            "--teacher",
+            "demo",
+            "--out",
+            str(tmp_path / "x.pt"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "evil.pth" in err and "Traceback" not in err
     assert not (tmp_path / "x.pt").exists()

@@ -27,8 +27,13 @@ def test_snakemake_lint_is_clean(configfile):
 def test_ruff_is_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     assert ruff, "ruff is pinned in envs/requirements.lock and installed by `make`"
-    proc = subprocess.run([ruff, "check", "lipsim", "tests", "benchmarks"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [ruff, "check", "lipsim", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
@@ -37,6 +42,13 @@ def test_ruff_is_clean():
 def test_ruff_format_is_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     assert ruff, "ruff is pinned in envs/requirements.lock and installed by `make`"
-    proc = subprocess.run([ruff, "format", "--check", "lipsim", "tests", "benchmarks"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"run `ruff format lipsim tests benchmarks`:\n{proc.stdout[-3000:]}"
+    proc = subprocess.run(
+        [ruff, "format", "--check", "lipsim", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, (
+        f"run `ruff format lipsim tests benchmarks`:\n{proc.stdout[-3000:]}"
+    )

@@ -25,8 +25,10 @@ def _max_ratio(fn, shape, *, seed=0, n_random=16, steps=60, restarts=2, scale=1.
     best = 0.0
     with torch.no_grad():
         x = scale * torch.randn((n_random, *shape), generator=g)
-        for y in (scale * torch.randn((n_random, *shape), generator=g),
-                  x + 1e-2 * torch.randn((n_random, *shape), generator=g)):
+        for y in (
+            scale * torch.randn((n_random, *shape), generator=g),
+            x + 1e-2 * torch.randn((n_random, *shape), generator=g),
+        ):
             best = max(best, _ratio(fn, x, y).max().item())
     for _ in range(restarts):
         x = (scale * torch.randn((4, *shape), generator=g)).requires_grad_(True)
@@ -72,8 +74,10 @@ class _UnscaledLinear(SLLLinear):
 
 def _layer_cases(cfg, side=8, image_size=32):
     features = cfg["channels"] * (image_size // 16) ** 2
-    return [(SLLConv2d, (cfg["channels"], cfg["conv_inner"]), (cfg["channels"], side, side)),
-            (SLLLinear, (features, cfg["linear_inner"]), (features,))]
+    return [
+        (SLLConv2d, (cfg["channels"], cfg["conv_inner"]), (cfg["channels"], side, side)),
+        (SLLLinear, (features, cfg["linear_inner"]), (features,)),
+    ]
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -85,10 +89,13 @@ def test_layers_are_1_lipschitz(preset):
         assert r <= 1 + TOL, f"{preset} {cls.__name__}{args}: Lipschitz ratio {r}"
 
 
-@pytest.mark.parametrize("cls,unscaled,args,shape", [
-    (SLLConv2d, _UnscaledConv, (16, 8), (16, 6, 6)),
-    (SLLLinear, _UnscaledLinear, (64, 32), (64,)),
-])
+@pytest.mark.parametrize(
+    "cls,unscaled,args,shape",
+    [
+        (SLLConv2d, _UnscaledConv, (16, 8), (16, 6, 6)),
+        (SLLLinear, _UnscaledLinear, (64, 32), (64,)),
+    ],
+)
 def test_check_catches_unscaled_layer(cls, unscaled, args, shape):
     torch.manual_seed(0)
     good = _sharpen(cls(*args))
@@ -132,9 +139,16 @@ def test_tiny_model_with_projection_is_1_lipschitz():
 
 def test_build_model_config_and_errors():
     net = build_model("tiny", 32, 16, conv_depth=1)
-    assert net.config == {"preset": "tiny", "image_size": 32, "emb_dim": 16, "conv_depth": 1,
-                          "channels": 32, "conv_inner": 16, "linear_depth": 2,
-                          "linear_inner": 128}
+    assert net.config == {
+        "preset": "tiny",
+        "image_size": 32,
+        "emb_dim": 16,
+        "conv_depth": 1,
+        "channels": 32,
+        "conv_inner": 16,
+        "linear_depth": 2,
+        "linear_inner": 128,
+    }
     again = build_model(**net.config)
     assert [k for k in again.state_dict()] == [k for k in net.state_dict()]
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 16)
@@ -159,6 +173,7 @@ def test_small_preset_size_matches_paper():
 
 
 # --- eval-mode t cache -------------------------------------------------------------------
+
 
 def _sll_layers(net):
     return [m for m in net.modules() if isinstance(m, (SLLConv2d, SLLLinear))]

@@ -52,14 +52,27 @@ def _image_folder(root: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Pa
     folder = root / "train" / "n00000000"
     folder.mkdir(parents=True)
     for i, (w, h) in enumerate(sizes):
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            folder / f"{i:03d}.png"
+        )
     return root
 
 
 def _cache(images: Path, out: Path, *, crop: str, mirror: bool = False) -> EmbeddingCache:
     lst = list_images(images)
-    fill_part(teacher=get_teacher("demo"), images=images, image_list=lst, out_dir=out, part=0,
-              parts=1, shard_size=8, dtype="float32", crop=crop, mirror=mirror, progress=False)
+    fill_part(
+        teacher=get_teacher("demo"),
+        images=images,
+        image_list=lst,
+        out_dir=out,
+        part=0,
+        parts=1,
+        shard_size=8,
+        dtype="float32",
+        crop=crop,
+        mirror=mirror,
+        progress=False,
+    )
     write_index(out, 1, image_list=lst)
     return EmbeddingCache(out)
 
@@ -88,8 +101,7 @@ def test_the_teacher_cache_embeds_the_same_crop_as_the_student(tmp_path):
     teacher = get_teacher("demo")
     for crop in ("center", "resize_center"):
         cache = _cache(images, tmp_path / crop, crop=crop)
-        ds = DistillDataset(cache, images, 32, crop=crop, teacher_view="original",
-                            augment=False)
+        ds = DistillDataset(cache, images, 32, crop=crop, teacher_view="original", augment=False)
         for i in range(len(ds)):
             img, _, target, row = ds[i]
             torch.testing.assert_close(target, teacher.embed(img[None])[0], rtol=1e-5, atol=1e-6)
@@ -103,8 +115,9 @@ def test_flipped_teacher_view_targets_the_embedding_of_view_0_with_its_flip(tmp_
     cache = _cache(images, tmp_path / "c", crop="center")
     mirror = _cache(images, tmp_path / "m", crop="center", mirror=True)
     teacher = get_teacher("demo")
-    flipped = DistillDataset(cache, images, 32, crop="center", teacher_view="flipped",
-                             mirror=mirror, seed=5)
+    flipped = DistillDataset(
+        cache, images, 32, crop="center", teacher_view="flipped", mirror=mirror, seed=5
+    )
     original = DistillDataset(cache, images, 32, crop="center", teacher_view="original", seed=5)
     n_flipped = 0
     for i in range(len(flipped)):
@@ -129,7 +142,7 @@ def test_rmse_reductions_follow_their_formulas():
     target = torch.zeros(2, 4)
     pred = torch.stack([torch.full((4,), 1.0), torch.full((4,), 3.0)])  # per-image RMSE 1, 3
     assert float(batch_rmse(pred, target, "image")) == pytest.approx(2.0)  # (1 + 3) / 2
-    assert float(batch_rmse(pred, target, "batch")) == pytest.approx(5 ** 0.5)  # sqrt((1+9)/2)
+    assert float(batch_rmse(pred, target, "batch")) == pytest.approx(5**0.5)  # sqrt((1+9)/2)
     with pytest.raises(ValueError, match="--rmse-reduction"):
         batch_rmse(pred, target, "sum")
 
@@ -138,7 +151,7 @@ def test_rmse_reductions_follow_their_formulas():
             return pred.repeat(x.shape[0] // 2, 1)
 
     batch = (torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4), target, torch.arange(2))
-    for reduction, value in (("image", 2.0), ("batch", 5 ** 0.5)):
+    for reduction, value in (("image", 2.0), ("batch", 5**0.5)):
         loss, n = DistillTask(None, rmse_reduction=reduction).loss(Const(), batch, "cpu")
         assert float(loss) == pytest.approx(value) and n == 4
 
@@ -181,10 +194,25 @@ def _adam_with_moments(net: nn.Module) -> torch.optim.Adam:
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:
-    base = dict(epochs=1, batch_size=4, lr=0.003, beta1=0.8, beta2=0.95, weight_decay=0.0,
-                schedule="constant", warmup_steps=0, seed=0, workers=0, amp="none",
-                ckpt_every=100, device="cpu", workdir=str(tmp_path / "w"),
-                metrics=str(tmp_path / "w" / "metrics.csv"), log_every=1, progress=False)
+    base = dict(
+        epochs=1,
+        batch_size=4,
+        lr=0.003,
+        beta1=0.8,
+        beta2=0.95,
+        weight_decay=0.0,
+        schedule="constant",
+        warmup_steps=0,
+        seed=0,
+        workers=0,
+        amp="none",
+        ckpt_every=100,
+        device="cpu",
+        workdir=str(tmp_path / "w"),
+        metrics=str(tmp_path / "w" / "metrics.csv"),
+        log_every=1,
+        progress=False,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -212,8 +240,9 @@ class _Regress:
 
     def __init__(self, n: int = 8):
         g = torch.Generator().manual_seed(0)
-        self.dataset = torch.utils.data.TensorDataset(torch.rand(n, 3, 32, 32, generator=g),
-                                                      torch.randn(n, 16, generator=g))
+        self.dataset = torch.utils.data.TensorDataset(
+            torch.rand(n, 3, 32, 32, generator=g), torch.randn(n, 16, generator=g)
+        )
 
     def loss(self, model, batch, device):
         x, y = batch
@@ -230,16 +259,19 @@ def test_fit_continues_the_reloaded_state_and_a_resume_checkpoint_wins(tmp_path)
     steps = [float(s["step"]) for s in trainer.optimizer.state_dict()["state"].values()]
     assert steps and all(s == 1 + 2 for s in steps)  # 1 saved step + 2 of this run
     # Same run again: its finished resume checkpoint wins over another initial state.
-    other = {**saved, "state": {i: {**s, "step": torch.tensor(100.0)}
-                                for i, s in saved["state"].items()}}
+    other = {
+        **saved,
+        "state": {i: {**s, "step": torch.tensor(100.0)} for i, s in saved["state"].items()},
+    }
     again = Trainer(cfg, detect_env({}), torch.device("cpu"))
     torch.manual_seed(1)
     again.fit(build_model("tiny", 32, 16), _Regress(), init_optimizer_state=other)
     assert again.resumed_from == 2
     assert all(float(s["step"]) == 3 for s in again.optimizer.state_dict()["state"].values())
     # fresh: Adam starts from zero moments, its step counts are this run's alone.
-    fresh = Trainer(_cfg(tmp_path, workdir=str(tmp_path / "f")), detect_env({}),
-                    torch.device("cpu"))
+    fresh = Trainer(
+        _cfg(tmp_path, workdir=str(tmp_path / "f")), detect_env({}), torch.device("cpu")
+    )
     fresh.fit(build_model("tiny", 32, 16), _Regress())
     assert all(float(s["step"]) == 2 for s in fresh.optimizer.state_dict()["state"].values())
 
@@ -263,8 +295,14 @@ def test_finetune_metric_matters_inside_the_unit_ball_only():
     assert outside["cosine"] == pytest.approx(outside["ball"], abs=1e-6)
     # The task uses its metric: cosine ignores the scale, ball does not.
     batch = (0.05 * ref, 0.05 * x0, 0.05 * x1, p, torch.arange(4))
-    task_loss = {m: float(FinetuneTask(None, 0.5, metric=m, loss_reduction="mean")
-                          .loss(nn.Identity(), batch, "cpu")[0]) for m in ("cosine", "ball")}
+    task_loss = {
+        m: float(
+            FinetuneTask(None, 0.5, metric=m, loss_reduction="mean").loss(
+                nn.Identity(), batch, "cpu"
+            )[0]
+        )
+        for m in ("cosine", "ball")
+    }
     assert task_loss == pytest.approx(inside)
 
 
@@ -272,9 +310,29 @@ def test_finetune_metric_matters_inside_the_unit_ball_only():
 def test_cli_defaults_are_the_schemas_and_training_options_are_required():
     # The defaults cache-fill repeats (so that it runs without the workflow) are the schema's.
     fill = cache_fill_cli.build_parser().parse_args(
-        ["--teacher", "demo", "--images", "i", "--list", "l", "--part", "0", "--parts", "1",
-         "--shard-size", "8", "--dtype", "float32", "--batch-size", "4", "--workers", "0",
-         "--out-dir", "o"])
+        [
+            "--teacher",
+            "demo",
+            "--images",
+            "i",
+            "--list",
+            "l",
+            "--part",
+            "0",
+            "--parts",
+            "1",
+            "--shard-size",
+            "8",
+            "--dtype",
+            "float32",
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--out-dir",
+            "o",
+        ]
+    )
     assert fill.crop == SCHEMA["distill"]["properties"]["crop"]["default"]
     assert fill.on_bad_image == SCHEMA["cache"]["properties"]["on_bad_image"]["default"]
     assert fill.device == SCHEMA["device"]["default"]
@@ -282,16 +340,17 @@ def test_cli_defaults_are_the_schemas_and_training_options_are_required():
         if action.dest in SCHEMA["cache"]["properties"]:
             want = SCHEMA["cache"]["properties"][action.dest]["default"]
             assert action.required or action.default == want, (
-                f"cache-fill --{action.dest} defaults to {action.default!r}, the schema to "
-                f"{want!r}")
+                f"cache-fill --{action.dest} defaults to {action.default!r}, the schema to {want!r}"
+            )
     for cli in (distill_cli, finetune_cli):
         for action in cli.build_parser()._actions:
             dest = action.dest
             for section in ("distill", "finetune"):
                 if dest in SCHEMA[section]["properties"] or dest == "metric":
                     assert action.required, f"{cli.__name__} --{dest} has a default"
-    assert [f.name for f in dataclasses.fields(TrainConfig)
-            if f.default is not dataclasses.MISSING] == ["throttle_s"]
+    assert [
+        f.name for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+    ] == ["throttle_s"]
     # Every recipe key reaches its command line (so a change reruns the chain).
     for section, rule, var in (("distill", "distill.smk", "d"), ("finetune", "finetune.smk", "f")):
         text = (REPO / "workflow/rules" / rule).read_text()
@@ -299,49 +358,119 @@ def test_cli_defaults_are_the_schemas_and_training_options_are_required():
         missing = {k for k in keys if f"{{params.{var}[{k}]}}" not in text}
         assert not missing, f"{rule} does not pass {section}.{missing}"
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
-    assert {k: paper["distill"][k] for k in ("crop", "teacher_view", "rmse_reduction")} == \
-        {"crop": "center", "teacher_view": "flipped", "rmse_reduction": "batch"}
-    assert {k: paper["finetune"][k] for k in ("lr", "schedule", "loss_reduction",
-                                             "optimizer_state")} == \
-        {"lr": 0.01, "schedule": "interp", "loss_reduction": "sum", "optimizer_state": "reload"}
+    assert {k: paper["distill"][k] for k in ("crop", "teacher_view", "rmse_reduction")} == {
+        "crop": "center",
+        "teacher_view": "flipped",
+        "rmse_reduction": "batch",
+    }
+    assert {
+        k: paper["finetune"][k] for k in ("lr", "schedule", "loss_reduction", "optimizer_state")
+    } == {"lr": 0.01, "schedule": "interp", "loss_reduction": "sum", "optimizer_state": "reload"}
     assert paper["metric"] == "cosine"
 
 
 # --------------------------------------------------------------------------- end to end
 def _train_args(workdir: Path, out: Path, batch: int, **kw) -> list[str]:
-    opts = {"epochs": 1, "batch-size": batch, "lr": 0.01, "beta1": 0.5, "beta2": 0.9,
-            "weight-decay": 0, "schedule": "constant", "warmup-steps": 0, "seed": 0,
-            "workers": 0, "amp": "none", "ckpt-every": 100, "device": "cpu", **kw}
+    opts = {
+        "epochs": 1,
+        "batch-size": batch,
+        "lr": 0.01,
+        "beta1": 0.5,
+        "beta2": 0.9,
+        "weight-decay": 0,
+        "schedule": "constant",
+        "warmup-steps": 0,
+        "seed": 0,
+        "workers": 0,
+        "amp": "none",
+        "ckpt-every": 100,
+        "device": "cpu",
+        **kw,
+    }
     return [a for k, v in opts.items() for a in (f"--{k}", str(v))] + [
-        "--workdir", str(workdir), "--out", str(out), "--no-progress"]
+        "--workdir",
+        str(workdir),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
 def test_authors_recipe_end_to_end_distill_then_finetune(tmp_path, capsys):
     images = _image_folder(tmp_path / "img", [(40, 36)] * 8, seed=4)
     _cache(images, tmp_path / "c", crop="center")
     _cache(images, tmp_path / "m", crop="center", mirror=True)
-    common = ["--cache-dir", str(tmp_path / "c"), "--images", str(images), "--teacher", "demo",
-              "--preset", "tiny", "--image-size", "32", "--rmse-reduction", "batch"]
-    rc = distill_cli.main([*common, "--crop", "center", "--teacher-view", "flipped",
-                           "--mirror-cache-dir", str(tmp_path / "m"),
-                           *_train_args(tmp_path / "wd", tmp_path / "pre.pt", 4)])
+    common = [
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--images",
+        str(images),
+        "--teacher",
+        "demo",
+        "--preset",
+        "tiny",
+        "--image-size",
+        "32",
+        "--rmse-reduction",
+        "batch",
+    ]
+    rc = distill_cli.main(
+        [
+            *common,
+            "--crop",
+            "center",
+            "--teacher-view",
+            "flipped",
+            "--mirror-cache-dir",
+            str(tmp_path / "m"),
+            *_train_args(tmp_path / "wd", tmp_path / "pre.pt", 4),
+        ]
+    )
     assert rc == 0
     _, pre = load_checkpoint(tmp_path / "pre.pt")
-    assert {k: pre["meta"][k] for k in ("crop", "teacher_view", "rmse_reduction")} == \
-        {"crop": "center", "teacher_view": "flipped", "rmse_reduction": "batch"}
-    assert len(pre["optimizer_state_dict"]["state"]) == len(list(build_model("tiny", 32, 64)
-                                                                 .parameters()))
+    assert {k: pre["meta"][k] for k in ("crop", "teacher_view", "rmse_reduction")} == {
+        "crop": "center",
+        "teacher_view": "flipped",
+        "rmse_reduction": "batch",
+    }
+    assert len(pre["optimizer_state_dict"]["state"]) == len(
+        list(build_model("tiny", 32, 64).parameters())
+    )
     # A cache filled with another crop is refused, naming the cache and both crops.
-    rc = distill_cli.main([*common, "--crop", "resize_center", "--teacher-view", "original",
-                           *_train_args(tmp_path / "wd2", tmp_path / "x.pt", 4)])
+    rc = distill_cli.main(
+        [
+            *common,
+            "--crop",
+            "resize_center",
+            "--teacher-view",
+            "original",
+            *_train_args(tmp_path / "wd2", tmp_path / "x.pt", 4),
+        ]
+    )
     assert rc == 1 and "resize_center" in capsys.readouterr().err
 
     night = make_night(tmp_path / "night", seed=0, n_train=40, n_val=0, n_test=0, image_size=32)
-    ft = ["finetune", "--init", str(tmp_path / "pre.pt"), "--night", str(night), "--margin",
-          "0.5", "--min-votes", "6", "--metric", "cosine", "--loss-reduction", "sum",
-          "--optimizer-state", "reload"]
-    assert lipsim_main([*ft, *_train_args(tmp_path / "wf", tmp_path / "ft.pt", 8,
-                                          schedule="interp")]) == 0
+    ft = [
+        "finetune",
+        "--init",
+        str(tmp_path / "pre.pt"),
+        "--night",
+        str(night),
+        "--margin",
+        "0.5",
+        "--min-votes",
+        "6",
+        "--metric",
+        "cosine",
+        "--loss-reduction",
+        "sum",
+        "--optimizer-state",
+        "reload",
+    ]
+    assert (
+        lipsim_main([*ft, *_train_args(tmp_path / "wf", tmp_path / "ft.pt", 8, schedule="interp")])
+        == 0
+    )
     _, ck = load_checkpoint(tmp_path / "ft.pt")
     assert ck["metric"] == "cosine" and ck["meta"]["optimizer_state"] == "reload"
     assert ck["meta"]["loss_reduction"] == "sum" and ck["meta"]["schedule"] == "interp"
@@ -351,8 +480,9 @@ def test_authors_recipe_end_to_end_distill_then_finetune(tmp_path, capsys):
 
     # reload from a checkpoint without optimizer state: one error line naming file and option.
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "bare.pt", build_model("tiny", 32, 64), stage="pretrained",
-                    teacher="demo")
+    save_checkpoint(
+        tmp_path / "bare.pt", build_model("tiny", 32, 64), stage="pretrained", teacher="demo"
+    )
     ft[2] = str(tmp_path / "bare.pt")
     capsys.readouterr()
     assert lipsim_main([*ft, *_train_args(tmp_path / "wb", tmp_path / "b.pt", 8)]) == 1
@@ -363,22 +493,39 @@ def test_authors_recipe_end_to_end_distill_then_finetune(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- workflow
-AUTHORS = ("distill: {crop: center, teacher_view: flipped, rmse_reduction: batch}\n"
-           "finetune: {lr: 0.01, schedule: interp, loss_reduction: sum, optimizer_state: reload}\n"
-           "metric: cosine\n")
+AUTHORS = (
+    "distill: {crop: center, teacher_view: flipped, rmse_reduction: batch}\n"
+    "finetune: {lr: 0.01, schedule: interp, loss_reduction: sum, optimizer_state: reload}\n"
+    "metric: cosine\n"
+)
 
 
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
-           "-d", str(workdir), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
 
 
 def test_paper_dry_run_passes_the_authors_recipe(tmp_path):
     shutil.copytree(REPO / "config", tmp_path / "config")
-    proc = _snakemake(tmp_path, "-n", "-p", "--cores", "1", "--configfile",
-                      str(tmp_path / "config" / "paper.yaml"))
+    proc = _snakemake(
+        tmp_path,
+        "-n",
+        "-p",
+        "--cores",
+        "1",
+        "--configfile",
+        str(tmp_path / "config" / "paper.yaml"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     distill = [ln for ln in lines if "lipsim distill" in ln]
@@ -387,17 +534,29 @@ def test_paper_dry_run_passes_the_authors_recipe(tmp_path):
     assert len(distill) == len(teachers)
     for t in teachers:
         line = next(ln for ln in distill if f"--teacher {t} " in ln)
-        for flag in ("--crop center", "--teacher-view flipped", "--rmse-reduction batch",
-                     f"--mirror-cache-dir results/paper/cache/{t}-mirror"):
+        for flag in (
+            "--crop center",
+            "--teacher-view flipped",
+            "--rmse-reduction batch",
+            f"--mirror-cache-dir results/paper/cache/{t}-mirror",
+        ):
             assert flag in line, (t, flag)
     fills = [ln for ln in lines if "lipsim cache-fill" in ln]
     assert all("--crop center" in ln for ln in fills)
-    assert sum("--mirror --out-dir results/paper/cache/dreamsim_ensemble-mirror" in ln
-               for ln in fills) == len(fills) // (2 * len(teachers)) == 64
+    assert (
+        sum("--mirror --out-dir results/paper/cache/dreamsim_ensemble-mirror" in ln for ln in fills)
+        == len(fills) // (2 * len(teachers))
+        == 64
+    )
     finetune = [ln for ln in lines if "lipsim finetune" in ln]
     assert len(finetune) == 2 * len(teachers)
-    for flag in ("--lr 0.01", "--schedule interp", "--metric cosine", "--loss-reduction sum",
-                 "--optimizer-state reload"):
+    for flag in (
+        "--lr 0.01",
+        "--schedule interp",
+        "--metric cosine",
+        "--loss-reduction sum",
+        "--optimizer-state reload",
+    ):
         assert all(flag in ln for ln in finetune), flag
 
 
@@ -423,9 +582,11 @@ def test_authors_recipe_runs_through_the_workflow_and_its_keys_rerun_the_chain(t
         return set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout, flags=re.M))
 
     assert planned(AUTHORS) == set()  # nothing to do
-    assert planned(AUTHORS.replace("rmse_reduction: batch", "rmse_reduction: image")) == \
-        {"distill", "finetune"}
-    assert planned(AUTHORS.replace("loss_reduction: sum", "loss_reduction: mean")) == \
-        {"finetune"}
-    assert {"cache_fill", "cache_index", "distill", "finetune"} <= \
-        planned(AUTHORS.replace("crop: center", "crop: resize_center"))
+    assert planned(AUTHORS.replace("rmse_reduction: batch", "rmse_reduction: image")) == {
+        "distill",
+        "finetune",
+    }
+    assert planned(AUTHORS.replace("loss_reduction: sum", "loss_reduction: mean")) == {"finetune"}
+    assert {"cache_fill", "cache_index", "distill", "finetune"} <= planned(
+        AUTHORS.replace("crop: center", "crop: resize_center")
+    )

@@ -35,19 +35,25 @@ class DriveServer(LoopbackServer):
 
     PAGES = {
         # drive.usercontent.google.com today: a form whose hidden inputs make the URL.
-        "form": ('<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>'
-                 '</head><body><form id="download-form" action="{base}" method="get">'
-                 '<input type="submit" value="Download anyway"/>'
-                 '<input type="hidden" name="id" value="{id}">'
-                 '<input type="hidden" name="export" value="download">'
-                 '<input type="hidden" name="confirm" value="t">'
-                 '<input type="hidden" name="uuid" value="{uuid}"></form></body></html>'),
+        "form": (
+            "<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>"
+            '</head><body><form id="download-form" action="{base}" method="get">'
+            '<input type="submit" value="Download anyway"/>'
+            '<input type="hidden" name="id" value="{id}">'
+            '<input type="hidden" name="export" value="download">'
+            '<input type="hidden" name="confirm" value="t">'
+            '<input type="hidden" name="uuid" value="{uuid}"></form></body></html>'
+        ),
         # Older pages: a link carrying confirm=.
-        "link": ('<html><head><title>Google Drive</title></head><body>'
-                 '<a id="uc-download-link" href="/download?id={id}&amp;export=download&amp;'
-                 'confirm=t&amp;uuid={uuid}">Download anyway</a></body></html>'),
-        "quota": ('<html><head><title>Google Drive - Quota exceeded</title></head><body>'
-                  'Too many users have viewed or downloaded this file recently.</body></html>'),
+        "link": (
+            "<html><head><title>Google Drive</title></head><body>"
+            '<a id="uc-download-link" href="/download?id={id}&amp;export=download&amp;'
+            'confirm=t&amp;uuid={uuid}">Download anyway</a></body></html>'
+        ),
+        "quota": (
+            "<html><head><title>Google Drive - Quota exceeded</title></head><body>"
+            "Too many users have viewed or downloaded this file recently.</body></html>"
+        ),
     }
 
     def __init__(self, files: dict[str, bytes], page: str = "form", uuid: str = UUID):
@@ -62,12 +68,16 @@ class DriveServer(LoopbackServer):
                 url = urlsplit(self.path)
                 q = {k: v[0] for k, v in parse_qs(url.query).items()}
                 fid = q.get("id", "")
-                if url.path == "/download" and (server.page == "direct"
-                                                or (q.get("confirm") and q.get("uuid") == UUID)):
+                if url.path == "/download" and (
+                    server.page == "direct" or (q.get("confirm") and q.get("uuid") == UUID)
+                ):
                     self.path = f"/{fid}"
                     return super().do_GET()
-                body = server.PAGES[server.page if server.page != "direct" else "form"].format(
-                    base=f"{server.url}/download", id=fid, uuid=server.uuid).encode()
+                body = (
+                    server.PAGES[server.page if server.page != "direct" else "form"]
+                    .format(base=f"{server.url}/download", id=fid, uuid=server.uuid)
+                    .encode()
+                )
                 server.pages_sent += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -93,8 +103,13 @@ def test_fetch_through_the_confirmation_page(page, payload, tmp_path):
             assert target == drive_url("abc", base) and srv.pages_sent == 0
         else:
             assert "confirm=t" in target and f"uuid={UUID}" in target and srv.pages_sent == 1
-        res = fetch_drive("abc", tmp_path / "ckpt.pth", base=base,
-                          sha256=hashlib.sha256(payload).hexdigest(), **FAST)
+        res = fetch_drive(
+            "abc",
+            tmp_path / "ckpt.pth",
+            base=base,
+            sha256=hashlib.sha256(payload).hexdigest(),
+            **FAST,
+        )
     assert (tmp_path / "ckpt.pth").read_bytes() == payload
     assert res.sha256 == hashlib.sha256(payload).hexdigest() and res.size == len(payload)
 
@@ -121,8 +136,11 @@ def test_wrong_size_hash_or_page_fails_clearly(payload, tmp_path):
     with DriveServer({"abc": payload}) as srv:
         base = f"{srv.url}/download"
         srv.behave("/abc", extra_length=1000)  # announces more bytes than it sends
-        with pytest.raises(DownloadError, match=r"download failed: http://127.0.0.1:\d+/download"
-                           r"\?id=abc.* but announced 701004"):
+        with pytest.raises(
+            DownloadError,
+            match=r"download failed: http://127.0.0.1:\d+/download"
+            r"\?id=abc.* but announced 701004",
+        ):
             fetch_drive("abc", tmp_path / "short.pth", base=base, **FAST)
         assert not (tmp_path / "short.pth").exists()
         srv.behave("/abc")
@@ -130,8 +148,11 @@ def test_wrong_size_hash_or_page_fails_clearly(payload, tmp_path):
             fetch_drive("abc", tmp_path / "bad.pth", base=base, sha256="0" * 64, **FAST)
         assert not (tmp_path / "bad.pth").exists()
         srv.page = "quota"
-        with pytest.raises(DownloadError, match=r"id=xyz.*'Google Drive - Quota exceeded'.*no "
-                           "download"):
+        with pytest.raises(
+            DownloadError,
+            match=r"id=xyz.*'Google Drive - Quota exceeded'.*no "
+            "download",
+        ):
             fetch_drive("xyz", tmp_path / "quota.pth", base=base, **FAST)
         srv.page, srv.uuid = "form", "u-stale"  # the confirmed URL answers the page again
         with pytest.raises(DownloadError, match="sent an HTML page instead of the file"):
@@ -140,22 +161,53 @@ def test_wrong_size_hash_or_page_fails_clearly(payload, tmp_path):
         # The command: one `error:` line naming the URL, exit 1, no traceback.
         srv.uuid = UUID
         proc = subprocess.run(
-            [sys.executable, "-m", "lipsim", "fetch-released", "--id", "abc", "--url", base,
-             "--out", str(tmp_path / "cli.pth"), "--sha256", "1" * 64, "--retries", "0",
-             "--no-progress"], capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "lipsim",
+                "fetch-released",
+                "--id",
+                "abc",
+                "--url",
+                base,
+                "--out",
+                str(tmp_path / "cli.pth"),
+                "--sha256",
+                "1" * 64,
+                "--retries",
+                "0",
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        f"lipsim fetch-released: error: download failed: {base}?id=abc"), proc.stderr
+        f"lipsim fetch-released: error: download failed: {base}?id=abc"
+    ), proc.stderr
     assert not (tmp_path / "cli.pth").exists() and not (tmp_path / "cli.json").exists()
 
 
-def _snakemake(workdir: Path, *args: str, overlay: Path | None = None) -> subprocess.CompletedProcess:
+def _snakemake(
+    workdir: Path, *args: str, overlay: Path | None = None
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     configs = [str(ROOT / "config" / "released.yaml"), *([str(overlay)] if overlay else [])]
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"),
-           "-d", str(workdir), *args, "--configfile", *configs]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "workflow" / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+        "--configfile",
+        *configs,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
 
 
@@ -163,12 +215,28 @@ def test_released_config_plans_no_training(tmp_path):
     proc = _snakemake(tmp_path, "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rules = re.findall(r"^(?:local)?rule (\w+):", proc.stdout, flags=re.M)
-    assert not {"distill", "finetune", "cache_list", "cache_fill", "cache_index",
-                "check_imagenet", "make_demo_imagenet"} & set(rules), sorted(set(rules))
+    assert not {
+        "distill",
+        "finetune",
+        "cache_list",
+        "cache_fill",
+        "cache_index",
+        "check_imagenet",
+        "make_demo_imagenet",
+    } & set(rules), sorted(set(rules))
     assert rules.count("fetch_released") == 3 and rules.count("import_pretrained") == 1
     assert rules.count("import_finetuned") == 2
-    for want in ("table1", "table2", "fig3a", "fig3b", "table_retrieval", "table_bapps",
-                 "download_night", "download_bapps", "fetch_weights"):
+    for want in (
+        "table1",
+        "table2",
+        "fig3a",
+        "fig3b",
+        "table_retrieval",
+        "table_bapps",
+        "download_night",
+        "download_bapps",
+        "fetch_weights",
+    ):
         assert want in rules, want
 
 
@@ -180,11 +248,15 @@ def test_fetch_rule_against_loopback_and_manifest(payload, tmp_path):
     with DriveServer({fid: payload}) as srv:
         srv.behave(f"/{fid}", drop_after=[100_000])
         overlay = tmp_path / "overlay.yaml"
-        overlay.write_text(json.dumps({
-            "released": {"url": f"{srv.url}/download", "sha256": {"0.5": sha}},
-            # Only the fetch runs: the natural-image folder is not needed (nor checked).
-            "natural_images": {"source": "generate"},
-        }))
+        overlay.write_text(
+            json.dumps(
+                {
+                    "released": {"url": f"{srv.url}/download", "sha256": {"0.5": sha}},
+                    # Only the fetch runs: the natural-image folder is not needed (nor checked).
+                    "natural_images": {"source": "generate"},
+                }
+            )
+        )
         proc = _snakemake(tmp_path, "--cores", "1", target, overlay=overlay)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert srv.pages_sent == 1 and srv.count(f"/{fid}") == 2  # dropped once, resumed
@@ -192,10 +264,24 @@ def test_fetch_rule_against_loopback_and_manifest(payload, tmp_path):
     record = json.loads((tmp_path / target).with_suffix(".json").read_text())
     assert record["sha256"] == sha and record["drive_id"] == fid and record["bytes"] == len(payload)
     manifest = tmp_path / "manifest.parquet"
-    proc = subprocess.run([sys.executable, "-m", "lipsim", "manifest", "--root",
-                           "results/released", "--snakemake-dir", ".snakemake", "--out",
-                           str(manifest)], capture_output=True, text=True, cwd=tmp_path,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lipsim",
+            "manifest",
+            "--root",
+            "results/released",
+            "--snakemake-dir",
+            ".snakemake",
+            "--out",
+            str(manifest),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = pd.read_parquet(manifest)
     row = rows[rows["path"].astype(str).str.endswith("released-checkpoints/margin0.5.pth")]
@@ -212,9 +298,13 @@ def test_released_value_needs_a_drive_id():
     schema = ROOT / "workflow" / "schemas" / "config.schema.yaml"
     cfg = validate_config(yaml.safe_load((ROOT / "config" / "released.yaml").read_text()), schema)
     assert set(cfg["released"]["ids"]) == {"pretrained", "0.2", "0.5"}
-    with pytest.raises(ConfigError, match=r"finetuned_checkpoints.0.3: 'released' but "
-                       r"released.ids has no '0.3'"):
-        validate_config({"margins": [0.3, 0.5], "finetuned_checkpoints": {"0.3": "released"}},
-                        schema)
+    with pytest.raises(
+        ConfigError,
+        match=r"finetuned_checkpoints.0.3: 'released' but "
+        r"released.ids has no '0.3'",
+    ):
+        validate_config(
+            {"margins": [0.3, 0.5], "finetuned_checkpoints": {"0.3": "released"}}, schema
+        )
     with pytest.raises(ConfigError, match="pretrained_checkpoint: 'released' but released.ids"):
         validate_config({"pretrained_checkpoint": "released", "released": {"ids": {}}}, schema)

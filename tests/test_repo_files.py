@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_license_is_the_one_pyproject_declares():
     # (tomllib is 3.11+; the package supports 3.10)
-    declared = re.search(r'^license = \{ text = "([^"]+)" \}', (ROOT / "pyproject.toml").read_text(),
-                         re.M).group(1)
+    declared = re.search(
+        r'^license = \{ text = "([^"]+)" \}', (ROOT / "pyproject.toml").read_text(), re.M
+    ).group(1)
     text = (ROOT / "LICENSE").read_text()
     assert declared == "MIT" and text.startswith("MIT License")
     assert "lipsim-repro contributors" in text

@@ -56,8 +56,16 @@ def make(folder, outputs):
 def _snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(work / "wf" / "rules" / "mini.smk"),
-           "-d", str(work), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(work / "wf" / "rules" / "mini.smk"),
+        "-d",
+        str(work),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -67,17 +75,20 @@ def test_caption_is_clean_restructuredtext(caption):
     # docutils to HTML; any warning or error shows up as a "System Message" block
     from docutils.core import publish_parts
 
-    html = publish_parts(caption.read_text(), writer="html",
-                         settings_overrides={"report_level": 2, "halt_level": 5,
-                                             "warning_stream": False})["body"]
+    html = publish_parts(
+        caption.read_text(),
+        writer="html",
+        settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": False},
+    )["body"]
     assert "System Message" not in html, html
 
 
 def test_caption_check_catches_a_substitution():
     from docutils.core import publish_parts
 
-    html = publish_parts("R = |d0 - d1| / x", writer="html",
-                         settings_overrides={"warning_stream": False})["body"]
+    html = publish_parts(
+        "R = |d0 - d1| / x", writer="html", settings_overrides={"warning_stream": False}
+    )["body"]
     assert "System Message" in html
 
 
@@ -108,15 +119,22 @@ def test_tables_are_html_and_figures_png_first(report_html):
     # results are embedded as data URIs; the report shows text/html and images inline
     for name in ("table1", "table2", "retrieval"):
         assert f"tables/{name}.html" in report_html, name
-    html_tables = [base64.b64decode(m).decode() for m in
-                   re.findall(r"data:text/html;[^,]*base64,([A-Za-z0-9+/=]+)", report_html)]
+    html_tables = [
+        base64.b64decode(m).decode()
+        for m in re.findall(r"data:text/html;[^,]*base64,([A-Za-z0-9+/=]+)", report_html)
+    ]
     assert any("lipsim-margin0.5" in t and "<table" in t for t in html_tables)
     for name in ("fig3a", "fig3b", "margins"):
         assert f"figures/{name}.png" in report_html, name
     # the report sorts each label's values and opens the first: the inline formats must win
-    formats = {m[0]: m[1] for m in re.findall(
-        r'"(results/[^"]+)": \{"name": "[^"]+", "filename": "[^"]+", "labels": '
-        r'\{"(?:table|figure)": "[^"]+", "format": "([^"]+)"\}', report_html)}
+    formats = {
+        m[0]: m[1]
+        for m in re.findall(
+            r'"(results/[^"]+)": \{"name": "[^"]+", "filename": "[^"]+", "labels": '
+            r'\{"(?:table|figure)": "[^"]+", "format": "([^"]+)"\}',
+            report_html,
+        )
+    }
     assert formats, "no labelled results found in the report"
     for name in ("fig3a", "fig3b", "margins"):
         shown = sorted(v for k, v in formats.items() if f"/figures/{name}." in k)

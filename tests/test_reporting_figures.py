@@ -141,16 +141,49 @@ def test_fig_margins_one_line_set_per_teacher(tmp_path):
     rows = []
     for teacher, shift in (("demo", 0.0), ("demo2", -5.0)):
         rows += [
-            {"model": "pretrained", "teacher": teacher, "stage": "pretrained", "margin": np.nan,
-             "metric": "ball", "natural": 80 + shift, "certified_36": 40 + shift},
-            *[{"model": f"margin{m:g}", "teacher": teacher, "stage": "finetuned", "margin": m,
-               "metric": metric, "natural": 78 + shift - m, "certified_36": 50 + shift + m}
-              for m in (0.2, 0.5) for metric in ("ball", "cosine")],
-            {"model": teacher, "teacher": teacher, "stage": "reference", "margin": np.nan,
-             "metric": None, "natural": 90 + shift, "certified_36": np.nan},
+            {
+                "model": "pretrained",
+                "teacher": teacher,
+                "stage": "pretrained",
+                "margin": np.nan,
+                "metric": "ball",
+                "natural": 80 + shift,
+                "certified_36": 40 + shift,
+            },
+            *[
+                {
+                    "model": f"margin{m:g}",
+                    "teacher": teacher,
+                    "stage": "finetuned",
+                    "margin": m,
+                    "metric": metric,
+                    "natural": 78 + shift - m,
+                    "certified_36": 50 + shift + m,
+                }
+                for m in (0.2, 0.5)
+                for metric in ("ball", "cosine")
+            ],
+            {
+                "model": teacher,
+                "teacher": teacher,
+                "stage": "reference",
+                "margin": np.nan,
+                "metric": None,
+                "natural": 90 + shift,
+                "certified_36": np.nan,
+            },
         ]
-    rows.append({"model": "l2", "teacher": None, "stage": "reference", "margin": np.nan,
-                 "metric": None, "natural": 60.0, "certified_36": np.nan})
+    rows.append(
+        {
+            "model": "l2",
+            "teacher": None,
+            "stage": "reference",
+            "margin": np.nan,
+            "metric": None,
+            "natural": 60.0,
+            "certified_36": np.nan,
+        }
+    )
     t = pd.DataFrame(rows)
     sets = margin_line_sets(t, metric="ball")
     assert [s["teacher"] for s in sets] == ["demo", "demo2"]
@@ -162,6 +195,8 @@ def test_fig_margins_one_line_set_per_teacher(tmp_path):
     src = tmp_path / "table1.parquet"
     t.to_parquet(src)
     prefix = tmp_path / "figures/margins"
-    assert margins_cli.main(["--table1", str(src), "--metric", "ball",
-                             "--out-prefix", str(prefix)]) == 0
+    assert (
+        margins_cli.main(["--table1", str(src), "--metric", "ball", "--out-prefix", str(prefix)])
+        == 0
+    )
     _check(prefix)

@@ -318,14 +318,16 @@ def test_table2_rejects_unparseable_path(tmp_path, capsys):
 
 def _md_rows(md: str) -> list[list[str]]:
     """The cells of each row of a pipe table (columns are padded to a common width)."""
-    return [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in md.splitlines() if line.startswith("|")]
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in md.splitlines()
+        if line.startswith("|")
+    ]
 
 
 def test_generic_writers_markdown_and_booktabs():
     cols = pd.MultiIndex.from_tuples([("Model", ""), ("Natural", ""), ("PGD", "a"), ("PGD", "b")])
-    display = pd.DataFrame([["x\\_y", "1.0", "2.0", "3.0"], ["z", "4.0", "–", "6.0"]],
-                           columns=cols)
+    display = pd.DataFrame([["x\\_y", "1.0", "2.0", "3.0"], ["z", "4.0", "–", "6.0"]], columns=cols)
     tex = tables.latex_table(display, "a comment").splitlines()
     assert tex[0] == "% a comment" and tex[1] == r"\begin{tabular}{lrrr}"
     assert tex[2] == r"\toprule" and r"\multicolumn{2}{c}{PGD}" in tex[3]
@@ -391,16 +393,31 @@ def test_table2_workflow_file_names_and_columns(tmp_path, ref_csv):
 
 
 def test_table1_one_row_per_model_and_metric(tmp_path, ref_csv):
-    cos = pd.read_parquet(_certify(tmp_path / "a.parquet", [1, 1], [0.5, 0.5],
-                                   radius_authors=[0.9, 0.9]))
+    cos = pd.read_parquet(
+        _certify(tmp_path / "a.parquet", [1, 1], [0.5, 0.5], radius_authors=[0.9, 0.9])
+    )
     ball = pd.read_parquet(_certify(tmp_path / "b.parquet", [1, 0], [0.2, 0.2], metric="ball"))
     path = tmp_path / "certify/margin0.5.parquet"
     path.parent.mkdir()
     pd.concat([cos, ball]).to_parquet(path)
     prefix = tmp_path / "out/table1"
-    assert table1_cli.main(["--certify", f"margin0.5={path}", "--teacher", "dreamsim_ensemble",
-                            "--eps", "108", "--reference", ref_csv,
-                            "--out-prefix", str(prefix)]) == 0
+    assert (
+        table1_cli.main(
+            [
+                "--certify",
+                f"margin0.5={path}",
+                "--teacher",
+                "dreamsim_ensemble",
+                "--eps",
+                "108",
+                "--reference",
+                ref_csv,
+                "--out-prefix",
+                str(prefix),
+            ]
+        )
+        == 0
+    )
     t = pd.read_parquet(f"{prefix}.parquet").set_index("metric")
     assert list(t.index) == ["ball", "cosine"] and set(t["model"]) == {"margin0.5"}
     assert t.loc["ball", "natural"] == pytest.approx(50.0)
@@ -416,9 +433,24 @@ def test_table1_accuracy_scoring_uses_the_authors_correct_column(tmp_path):
     pd.read_parquet(path).assign(correct=[1.0, 0.0]).to_parquet(path)
     prefix = tmp_path / "out/table1"
     for scoring, natural in (("twoafc", 70.0), ("accuracy", 50.0)):
-        assert table1_cli.main(["--certify", f"margin0.5={path}", "--teacher", "demo",
-                                "--eps", "36", "--no-reference", "--scoring", scoring,
-                                "--out-prefix", str(prefix)]) == 0
+        assert (
+            table1_cli.main(
+                [
+                    "--certify",
+                    f"margin0.5={path}",
+                    "--teacher",
+                    "demo",
+                    "--eps",
+                    "36",
+                    "--no-reference",
+                    "--scoring",
+                    scoring,
+                    "--out-prefix",
+                    str(prefix),
+                ]
+            )
+            == 0
+        )
         t = pd.read_parquet(f"{prefix}.parquet")
         assert t.loc[0, "natural"] == pytest.approx(natural) and t.loc[0, "scoring"] == scoring
 
@@ -427,9 +459,16 @@ def _eval(path: Path, scores) -> str:
     """An evaluate output whose test score is mean(scores) (all test_imagenet but the last)."""
     n = len(scores)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"id": [f"e{i}" for i in range(n)],
-                  "split": ["test_imagenet"] * (n - 1) + ["test_no_imagenet"],
-                  "p": 0.0, "d0": 0.0, "d1": 1.0, "score": scores}).to_parquet(path)
+    pd.DataFrame(
+        {
+            "id": [f"e{i}" for i in range(n)],
+            "split": ["test_imagenet"] * (n - 1) + ["test_no_imagenet"],
+            "p": 0.0,
+            "d0": 0.0,
+            "d1": 1.0,
+            "score": scores,
+        }
+    ).to_parquet(path)
     return str(path)
 
 
@@ -440,24 +479,42 @@ def test_table1_groups_rows_by_teacher_with_reference_rows(tmp_path):
     argv = ["--certify"]
     # Given out of order on purpose: the order of first appearance of teachers is kept
     # (demo2 first here), the order within a group is the table's own.
-    for teacher, model, scores in (("demo2", "margin0.5", [1, 0]), ("demo", "margin0.5", [1, 1]),
-                                   ("demo2", "pretrained", [0, 0]), ("demo", "pretrained", [0, 1])):
+    for teacher, model, scores in (
+        ("demo2", "margin0.5", [1, 0]),
+        ("demo", "margin0.5", [1, 1]),
+        ("demo2", "pretrained", [0, 0]),
+        ("demo", "pretrained", [0, 1]),
+    ):
         for metric in ("cosine", "ball"):
             _certify(c / teacher / metric / f"{model}.parquet", scores, [1.0, 1.0], metric=metric)
         f = tmp_path / "both" / teacher / f"{model}.parquet"
         f.parent.mkdir(parents=True, exist_ok=True)
-        pd.concat([pd.read_parquet(c / teacher / m / f"{model}.parquet")
-                   for m in ("cosine", "ball")]).to_parquet(f)
+        pd.concat(
+            [pd.read_parquet(c / teacher / m / f"{model}.parquet") for m in ("cosine", "ball")]
+        ).to_parquet(f)
         argv.append(f"{teacher}/{model}={f}")
-    argv += ["--eval", f"l2={_eval(tmp_path / 'eval/l2.parquet', [1, 0, 0, 0])}",
-             f"demo={_eval(tmp_path / 'eval/demo.parquet', [1, 1, 1, 0])}",
-             f"demo2={_eval(tmp_path / 'eval/demo2.parquet', [1, 1, 0, 0])}",
-             "--eps", "36", "--no-reference", "--out-prefix", str(tmp_path / "out/table1")]
+    argv += [
+        "--eval",
+        f"l2={_eval(tmp_path / 'eval/l2.parquet', [1, 0, 0, 0])}",
+        f"demo={_eval(tmp_path / 'eval/demo.parquet', [1, 1, 1, 0])}",
+        f"demo2={_eval(tmp_path / 'eval/demo2.parquet', [1, 1, 0, 0])}",
+        "--eps",
+        "36",
+        "--no-reference",
+        "--out-prefix",
+        str(tmp_path / "out/table1"),
+    ]
     assert table1_cli.main(argv) == 0
     t = pd.read_parquet(tmp_path / "out/table1.parquet")
-    got = [(None if pd.isna(r.teacher) else r.teacher, r.model, r.stage,
-            None if pd.isna(r.metric) else r.metric)
-           for r in t.itertuples()]
+    got = [
+        (
+            None if pd.isna(r.teacher) else r.teacher,
+            r.model,
+            r.stage,
+            None if pd.isna(r.metric) else r.metric,
+        )
+        for r in t.itertuples()
+    ]
     assert got == [
         ("demo2", "pretrained", "pretrained", "ball"),
         ("demo2", "pretrained", "pretrained", "cosine"),
@@ -482,8 +539,17 @@ def test_table1_groups_rows_by_teacher_with_reference_rows(tmp_path):
 
 
 def test_table1_model_without_teacher_is_an_error(tmp_path, table1_inputs, capsys):
-    rc = table1_cli.main(["--certify", f"margin0.5={table1_inputs['margin0.5']}", "--eps", "36",
-                          "--no-reference", "--out-prefix", str(tmp_path / "t")])
+    rc = table1_cli.main(
+        [
+            "--certify",
+            f"margin0.5={table1_inputs['margin0.5']}",
+            "--eps",
+            "36",
+            "--no-reference",
+            "--out-prefix",
+            str(tmp_path / "t"),
+        ]
+    )
     assert rc != 0
     err = capsys.readouterr().err
     assert "--certify margin0.5" in err and "TEACHER/margin0.5" in err

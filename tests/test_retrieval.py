@@ -68,10 +68,26 @@ def test_push_away_stays_in_ball_increases_distance_and_is_per_row():
 def test_recall_definition_on_a_controlled_gallery(tmp_path):
     root = _folder(tmp_path)
     metric = build_metric("l2")
-    df = retrieval_recall(metric, root, image_size=8, n_queries=0, eps_list=[0.0, 3.0],
-                          ks=[1, 3], steps=10, seed=0, batch_size=3, device="cpu")
-    assert list(df.columns) == ["eps", "k", "recall", "neighbour_overlap", "n_queries",
-                                "gallery_size"]
+    df = retrieval_recall(
+        metric,
+        root,
+        image_size=8,
+        n_queries=0,
+        eps_list=[0.0, 3.0],
+        ks=[1, 3],
+        steps=10,
+        seed=0,
+        batch_size=3,
+        device="cpu",
+    )
+    assert list(df.columns) == [
+        "eps",
+        "k",
+        "recall",
+        "neighbour_overlap",
+        "n_queries",
+        "gallery_size",
+    ]
     clean = df[df["eps"] == 0]
     # l2: d(x, x) = 0 -> every query retrieves itself first; neighbours unchanged
     assert (clean["recall"] == 1.0).all() and (clean["neighbour_overlap"] == 1.0).all()
@@ -82,8 +98,18 @@ def test_recall_definition_on_a_controlled_gallery(tmp_path):
     # brightness: the images are 12 levels apart; an l2 push of 3.0 (about 0.22 = 55 levels
     # on every pixel) moves the 6 inner queries past a neighbour whichever way they go (the
     # darkest / brightest may be pushed outwards and stay their own nearest image)
-    df = retrieval_recall(Brightness(), root, image_size=8, n_queries=0, eps_list=[0.0, 3.0],
-                          ks=[1, 3], steps=10, seed=0, batch_size=3, device="cpu")
+    df = retrieval_recall(
+        Brightness(),
+        root,
+        image_size=8,
+        n_queries=0,
+        eps_list=[0.0, 3.0],
+        ks=[1, 3],
+        steps=10,
+        seed=0,
+        batch_size=3,
+        device="cpu",
+    )
     assert (df.loc[df["eps"] == 0, "recall"] == 1.0).all()
     r = df.set_index(["eps", "k"])["recall"]
     assert r[(3.0, 1)] <= 2 / 8 and r[(3.0, 3)] < 1.0
@@ -95,16 +121,56 @@ def test_distances_and_retrieval_cli(tmp_path):
 
     root = make_image_folder(tmp_path / "natural", layout="flat", seed=2, n=10, image_size=32)
     out = tmp_path / "d.parquet"
-    assert distances.main(["--metric", "demo", "--images", str(root), "--eps", "1.0",
-                           "--steps", "3", "--n-images", "6", "--device", "cpu",
-                           "--out", str(out)]) == 0
+    assert (
+        distances.main(
+            [
+                "--metric",
+                "demo",
+                "--images",
+                str(root),
+                "--eps",
+                "1.0",
+                "--steps",
+                "3",
+                "--n-images",
+                "6",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     d = pd.read_parquet(out)
     assert list(d.columns)[:3] == ["image", "eps", "distance"] and len(d) == 6
     assert (d["distance"] > 0).all() and (d["delta_norm"] <= 1.0 + 1e-5).all()
     out = tmp_path / "r.parquet"
-    assert retrieval.main(["--metric", "lipsim:tiny", "--images", str(root), "--n-queries", "4",
-                           "--eps", "0", "0.5", "--k", "1", "3", "--steps", "2", "--device",
-                           "cpu", "--out", str(out)]) == 0
+    assert (
+        retrieval.main(
+            [
+                "--metric",
+                "lipsim:tiny",
+                "--images",
+                str(root),
+                "--n-queries",
+                "4",
+                "--eps",
+                "0",
+                "0.5",
+                "--k",
+                "1",
+                "3",
+                "--steps",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = pd.read_parquet(out)
     assert list(r.columns)[:4] == ["metric", "eps", "k", "recall"] and len(r) == 4
     assert r["metric"].iloc[0] == "lipsim-tiny"

@@ -28,8 +28,18 @@ TEST_PROFILE = ROOT / "tests" / "slurm" / "profile"
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
 RUN = "results/test"
 MARGINS = ["0.1", "0.2", "0.5"]
-BINARIES = ("munged", "munge", "slurmctld", "slurmd", "sinfo", "sbatch", "srun", "squeue",
-            "scontrol", "scancel")
+BINARIES = (
+    "munged",
+    "munge",
+    "slurmctld",
+    "slurmd",
+    "sinfo",
+    "sbatch",
+    "srun",
+    "squeue",
+    "scontrol",
+    "scancel",
+)
 EXIT_BUSY = 3  # cluster.sh start: another test cluster is running on this machine
 BUSY_WAIT_S = 1800
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -62,10 +72,12 @@ class SlurmCluster:
         env.update(extra)
         return env
 
-    def run(self, *cmd: str, timeout: int = 120, cwd: Path | None = None
-            ) -> subprocess.CompletedProcess:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env=self.env(), cwd=cwd)
+    def run(
+        self, *cmd: str, timeout: int = 120, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=self.env(), cwd=cwd
+        )
 
 
 def _in_ci() -> bool:
@@ -89,15 +101,19 @@ def _ensure_slurm_installed() -> None:
     if not missing:
         return
     if os.geteuid() != 0:
-        _unavailable(f"{', '.join(missing)} not installed and not root to install them "
-                     f"(as root: {PROVISION.relative_to(ROOT)})")
+        _unavailable(
+            f"{', '.join(missing)} not installed and not root to install them "
+            f"(as root: {PROVISION.relative_to(ROOT)})"
+        )
     if shutil.which("apt-get") is None:
         _unavailable(f"{', '.join(missing)} not installed and no apt-get to install them")
     proc = subprocess.run(["bash", str(PROVISION)], capture_output=True, text=True, timeout=900)
     missing = _missing_binaries()
     if proc.returncode != 0 or missing:
-        _unavailable(f"installing slurm-wlm/munge failed (exit {proc.returncode}); still missing: "
-                     f"{', '.join(missing) or 'none'}\n{(proc.stdout + proc.stderr)[-2000:]}")
+        _unavailable(
+            f"installing slurm-wlm/munge failed (exit {proc.returncode}); still missing: "
+            f"{', '.join(missing) or 'none'}\n{(proc.stdout + proc.stderr)[-2000:]}"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -109,28 +125,45 @@ def slurm_cluster(tmp_path_factory) -> Iterator[SlurmCluster]:
     given = os.environ.get("LIPSIM_SLURM_DIR")
     state_dir = Path(given) if given else tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "PATH": SBIN_PATH}
-    was_running = given is not None and subprocess.run(
-        ["bash", str(CLUSTER_SH), "status", str(state_dir)], capture_output=True, env=env
-    ).returncode == 0
+    was_running = (
+        given is not None
+        and subprocess.run(
+            ["bash", str(CLUSTER_SH), "status", str(state_dir)], capture_output=True, env=env
+        ).returncode
+        == 0
+    )
     # One test cluster per machine (fixed ports, /etc/slurm/slurm.conf): if another session's
     # is running (exit 3), wait for it to stop.
     deadline = time.monotonic() + BUSY_WAIT_S
     while True:
-        proc = subprocess.run(["bash", str(CLUSTER_SH), "start", str(state_dir)],
-                              capture_output=True, text=True, timeout=300, env=env)
+        proc = subprocess.run(
+            ["bash", str(CLUSTER_SH), "start", str(state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         if proc.returncode != EXIT_BUSY or time.monotonic() > deadline:
             break
         time.sleep(10)
     if proc.returncode != 0:
-        pytest.fail(f"cluster.sh start failed (exit {proc.returncode}):\n"
-                    f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}", pytrace=False)
+        pytest.fail(
+            f"cluster.sh start failed (exit {proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
     cluster = SlurmCluster(state_dir)
     try:
         yield cluster
     finally:
         if not was_running:
-            stop = subprocess.run(["bash", str(CLUSTER_SH), "stop", str(state_dir)],
-                                  capture_output=True, text=True, timeout=120, env=env)
+            stop = subprocess.run(
+                ["bash", str(CLUSTER_SH), "stop", str(state_dir)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=env,
+            )
             if stop.returncode != 0:
                 print(f"cluster.sh stop failed:\n{stop.stdout}\n{stop.stderr}", file=sys.stderr)
 
@@ -138,9 +171,20 @@ def slurm_cluster(tmp_path_factory) -> Iterator[SlurmCluster]:
 # ---- the cluster itself -------------------------------------------------------------------
 def test_sbatch_wait_runs_a_batch_job(slurm_cluster, tmp_path):
     out = tmp_path / "job.out"
-    proc = slurm_cluster.run("sbatch", "--wait", "--parsable", "-t", "2", "--mem", "100",
-                             "-o", str(out), "--wrap", "echo hello from job $SLURM_JOB_ID",
-                             cwd=tmp_path)
+    proc = slurm_cluster.run(
+        "sbatch",
+        "--wait",
+        "--parsable",
+        "-t",
+        "2",
+        "--mem",
+        "100",
+        "-o",
+        str(out),
+        "--wrap",
+        "echo hello from job $SLURM_JOB_ID",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip().split(";")[0]
     assert job_id.isdigit(), proc.stdout
@@ -148,8 +192,18 @@ def test_sbatch_wait_runs_a_batch_job(slurm_cluster, tmp_path):
 
 
 def test_srun_starts_two_tasks_with_their_ranks(slurm_cluster, tmp_path):
-    proc = slurm_cluster.run("srun", "-n2", "-t", "2", "--mem", "100", "bash", "-c",
-                             'echo "$SLURM_PROCID $SLURM_NTASKS"', cwd=tmp_path)
+    proc = slurm_cluster.run(
+        "srun",
+        "-n2",
+        "-t",
+        "2",
+        "--mem",
+        "100",
+        "bash",
+        "-c",
+        'echo "$SLURM_PROCID $SLURM_NTASKS"',
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.split("\n")[:2]) == ["0 2", "1 2"], proc.stdout
 
@@ -161,8 +215,14 @@ def submitted_jobs(output: str) -> list[dict[str, str]]:
     for m in SUBMITTED.finditer(output):
         parts = Path(m["log"]).parts
         i = max(k for k, p in enumerate(parts) if p.startswith("rule_"))
-        jobs.append({"job": m["job"], "slurm": m["slurm"], "rule": parts[i][len("rule_"):],
-                     "wildcards": "/".join(parts[i + 1:-1])})
+        jobs.append(
+            {
+                "job": m["job"],
+                "slurm": m["slurm"],
+                "rule": parts[i][len("rule_") :],
+                "wildcards": "/".join(parts[i + 1 : -1]),
+            }
+        )
     return jobs
 
 
@@ -179,28 +239,56 @@ def slurm_run(slurm_cluster, tmp_path_factory):
         pytest.fail(f"{SNAKEFILE} is missing", pytrace=False)
     work = tmp_path_factory.mktemp("slurm-dag")
     shutil.copytree(ROOT / "config", work / "config")
-    overlay = {"distill": {"launcher": "srun", "resources": {
-        "nodes": 1, "tasks_per_node": 2, "cpus_per_task": 1, "mem_mb": 2000, "runtime": 30}}}
+    overlay = {
+        "distill": {
+            "launcher": "srun",
+            "resources": {
+                "nodes": 1,
+                "tasks_per_node": 2,
+                "cpus_per_task": 1,
+                "mem_mb": 2000,
+                "runtime": 30,
+            },
+        }
+    }
     (work / "config" / "slurm-test.yaml").write_text(yaml.safe_dump(overlay))
     targets = [f"{RUN}/tables/table1.csv", f"{RUN}/tables/table2.csv"]
     # Targets first: --configfile and --config take every word that follows them.
-    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(SNAKEFILE), "-d", str(work),
-           "--profile", str(TEST_PROFILE),
-           "--configfile", str(work / "config" / "test.yaml"),
-           str(work / "config" / "slurm-test.yaml"),
-           "--config", f"margins=[{','.join(MARGINS)}]"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=2700,
-                          env=slurm_cluster.env(), cwd=work)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(work),
+        "--profile",
+        str(TEST_PROFILE),
+        "--configfile",
+        str(work / "config" / "test.yaml"),
+        str(work / "config" / "slurm-test.yaml"),
+        "--config",
+        f"margins=[{','.join(MARGINS)}]",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=2700, env=slurm_cluster.env(), cwd=work
+    )
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         logs = []
-        for p in [*(work / RUN / "logs").rglob("*.log"),
-                  *(work / ".snakemake" / "slurm_logs").rglob("*.log")]:
+        for p in [
+            *(work / RUN / "logs").rglob("*.log"),
+            *(work / ".snakemake" / "slurm_logs").rglob("*.log"),
+        ]:
             text = p.read_text(errors="replace")
             if "Error" in text or "Traceback" in text or "error" in text:
                 logs.append(f"--- {p}\n{text[-3000:]}")
-        pytest.fail(f"snakemake through SLURM failed (exit {proc.returncode}):\n"
-                    f"{output[-8000:]}\n" + "\n".join(logs[-8:]), pytrace=False)
+        pytest.fail(
+            f"snakemake through SLURM failed (exit {proc.returncode}):\n"
+            f"{output[-8000:]}\n" + "\n".join(logs[-8:]),
+            pytrace=False,
+        )
     return work, output
 
 
@@ -228,8 +316,9 @@ def test_every_job_is_its_own_slurm_job(slurm_run):
 @pytest.mark.slow
 def test_margin_sweep_runs_one_finetune_job_per_teacher_and_margin(slurm_run):
     _, output = slurm_run
-    finetunes = {j["wildcards"]: j["slurm"] for j in submitted_jobs(output)
-                 if j["rule"] == "finetune"}
+    finetunes = {
+        j["wildcards"]: j["slurm"] for j in submitted_jobs(output) if j["rule"] == "finetune"
+    }
     # config/test.yaml sweeps teachers demo (primary: model ids margin{m}) and demo2
     # (demo2/margin{m}; the plugin writes the slash of a wildcard as _).
     want = [f"{p}margin{m}" for p in ("", "demo2_") for m in MARGINS]

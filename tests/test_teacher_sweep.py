@@ -35,8 +35,9 @@ def snakemake(workdir: Path, *args: str, configfiles=("config/test.yaml",), time
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir)]
     if configfiles:
         cmd += ["--configfile", *[str(workdir / c) for c in configfiles]]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=workdir)
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir
+    )
 
 
 def planned(proc: subprocess.CompletedProcess) -> list[tuple[str, str]]:
@@ -65,24 +66,44 @@ def work(tmp_path):
 
 def test_test_dag_has_a_chain_per_teacher_and_margin(work):
     jobs = planned(snakemake(work, "-n", "-p"))
-    assert outputs(jobs, "cache_list") == [f"{T}/cache/demo/images.parquet",
-                                           f"{T}/cache/demo2/images.parquet"]
-    assert outputs(jobs, "cache_index") == [f"{T}/cache/demo/index.parquet",
-                                            f"{T}/cache/demo2/index.parquet"]
-    assert outputs(jobs, "cache_fill") == [f"{T}/cache/{t}/part-{k}.json"
-                                           for t in ("demo", "demo2") for k in (0, 1)]
+    assert outputs(jobs, "cache_list") == [
+        f"{T}/cache/demo/images.parquet",
+        f"{T}/cache/demo2/images.parquet",
+    ]
+    assert outputs(jobs, "cache_index") == [
+        f"{T}/cache/demo/index.parquet",
+        f"{T}/cache/demo2/index.parquet",
+    ]
+    assert outputs(jobs, "cache_fill") == [
+        f"{T}/cache/{t}/part-{k}.json" for t in ("demo", "demo2") for k in (0, 1)
+    ]
     # The primary teacher's models keep their paths; the other teacher's sit in its folder.
-    assert outputs(jobs, "distill") == [f"{T}/checkpoints/demo2/pretrained.pt",
-                                        f"{T}/checkpoints/pretrained.pt"]
+    assert outputs(jobs, "distill") == [
+        f"{T}/checkpoints/demo2/pretrained.pt",
+        f"{T}/checkpoints/pretrained.pt",
+    ]
     assert outputs(jobs, "finetune") == sorted(
-        f"{T}/checkpoints/{p}margin{m}.pt" for p in ("", "demo2/") for m in ("0.2", "0.5"))
+        f"{T}/checkpoints/{p}margin{m}.pt" for p in ("", "demo2/") for m in ("0.2", "0.5")
+    )
     assert len(outputs(jobs, "certify")) == 6
     # Both teachers' natural scores are evaluated: their Table 1 reference rows.
     assert {f"{T}/eval/demo.parquet", f"{T}/eval/demo2.parquet"} <= set(outputs(jobs, "evaluate"))
     # Attacks, figures and Table 2 stay on the primary teacher's models.
-    assert not [o for r, o in jobs if "demo2" in o and r not in
-                {"cache_list", "cache_fill", "cache_index", "distill", "finetune", "certify",
-                 "evaluate"}]
+    assert not [
+        o
+        for r, o in jobs
+        if "demo2" in o
+        and r
+        not in {
+            "cache_list",
+            "cache_fill",
+            "cache_index",
+            "distill",
+            "finetune",
+            "certify",
+            "evaluate",
+        }
+    ]
 
 
 def test_test_dag_jobs_use_their_own_teacher(work):
@@ -92,11 +113,19 @@ def test_test_dag_jobs_use_their_own_teacher(work):
     assert sum("--teacher demo2 " in ln and "cache/demo2" in ln for ln in fill) == 2
     assert sum("--teacher demo " in ln and "cache/demo " in ln + " " for ln in fill) == 2
     distill = [ln for ln in shell.splitlines() if "lipsim distill" in ln]
-    assert any("--cache-dir results/test/cache/demo2 " in ln and "--teacher demo2 " in ln
-               and "--out results/test/checkpoints/demo2/pretrained.pt" in ln for ln in distill)
+    assert any(
+        "--cache-dir results/test/cache/demo2 " in ln
+        and "--teacher demo2 " in ln
+        and "--out results/test/checkpoints/demo2/pretrained.pt" in ln
+        for ln in distill
+    )
     ft = [ln for ln in shell.splitlines() if "lipsim finetune" in ln]
-    assert any("--init results/test/checkpoints/demo2/pretrained.pt" in ln and "--margin 0.2 " in ln
-               and "--out results/test/checkpoints/demo2/margin0.2.pt" in ln for ln in ft)
+    assert any(
+        "--init results/test/checkpoints/demo2/pretrained.pt" in ln
+        and "--margin 0.2 " in ln
+        and "--out results/test/checkpoints/demo2/margin0.2.pt" in ln
+        for ln in ft
+    )
     t1 = next(ln for ln in shell.splitlines() if "lipsim table1" in ln)
     assert f"demo2/margin0.5={T}/certify/demo2/margin0.5.parquet" in t1
     assert f"demo/margin0.5={T}/certify/margin0.5.parquet" in t1
@@ -106,15 +135,16 @@ def test_test_dag_jobs_use_their_own_teacher(work):
 def test_one_teacher_form_is_unchanged(work):
     jobs = planned(snakemake(work, "-n", "--config", "teachers=[]"))
     assert outputs(jobs, "distill") == [f"{T}/checkpoints/pretrained.pt"]
-    assert outputs(jobs, "finetune") == [f"{T}/checkpoints/margin0.2.pt",
-                                         f"{T}/checkpoints/margin0.5.pt"]
+    assert outputs(jobs, "finetune") == [
+        f"{T}/checkpoints/margin0.2.pt",
+        f"{T}/checkpoints/margin0.5.pt",
+    ]
     assert outputs(jobs, "cache_list") == [f"{T}/cache/demo/images.parquet"]
 
 
 def test_paper_profile_lists_teacher_x_margin_chains(work):
     # The cluster profile reads config/paper.yaml relative to the working directory.
-    proc = snakemake(work, "-n", "--profile", str(ROOT / "workflow/profiles/slurm"),
-                     configfiles=())
+    proc = snakemake(work, "-n", "--profile", str(ROOT / "workflow/profiles/slurm"), configfiles=())
     jobs = planned(proc)
     teachers = ["dino_vitb16", "clip_vitb32", "open_clip_vitb32", "dreamsim_ensemble"]
     counts = Counter(r for r, _ in jobs)
@@ -123,8 +153,11 @@ def test_paper_profile_lists_teacher_x_margin_chains(work):
     assert counts["cache_fill"] == 4 * 2 * 64
     assert counts["distill"] == 4 and counts["finetune"] == 8 and counts["certify"] == 12
     R = "results/paper/checkpoints"
-    want = {f"{R}/{'' if t == 'dreamsim_ensemble' else t + '/'}{m}.pt"
-            for t in teachers for m in ("pretrained", "margin0.2", "margin0.5")}
+    want = {
+        f"{R}/{'' if t == 'dreamsim_ensemble' else t + '/'}{m}.pt"
+        for t in teachers
+        for m in ("pretrained", "margin0.2", "margin0.5")
+    }
     assert set(outputs(jobs, "distill") + outputs(jobs, "finetune")) == want
 
 
@@ -147,21 +180,34 @@ def test_teachers_default_to_the_primary_teacher():
     assert load_schema()["properties"]["teachers"]["default"] == []
 
 
-@pytest.mark.parametrize("over, key", [
-    ({"teachers": ["demo2"]}, "teachers: must include teacher.name"),
-    ({"teachers": ["demo", "demo"]}, "teachers: duplicated"),
-    ({"teachers": ["demo", "nope"]}, "teachers.1"),
-    ({"teacher_settings": {"demo2": {"distill": {"lr": 0.1}}}}, "teacher_settings.demo2:"),
-    ({"teachers": ["demo", "demo2"], "teacher_settings": {"demo2": {"distill": {"lr": -1}}}},
-     "teacher_settings.demo2.distill.lr"),
-    ({"teachers": ["demo", "demo2"], "teacher_settings": {"demo2": {"distill": {"lrr": 1}}}},
-     "teacher_settings.demo2.distill.(top): unknown key"),
-    ({"teachers": ["demo", "demo2"], "teacher_settings": {"demo2": {"attacks": {}}}},
-     "teacher_settings.demo2"),
-    ({"teachers": ["demo", "demo2"],
-      "teacher_settings": {"demo2": {"distill": {"resources": {"gpu": 1}}}}},
-     "teacher_settings.demo2.distill.resources: shared by all teachers"),
-])
+@pytest.mark.parametrize(
+    "over, key",
+    [
+        ({"teachers": ["demo2"]}, "teachers: must include teacher.name"),
+        ({"teachers": ["demo", "demo"]}, "teachers: duplicated"),
+        ({"teachers": ["demo", "nope"]}, "teachers.1"),
+        ({"teacher_settings": {"demo2": {"distill": {"lr": 0.1}}}}, "teacher_settings.demo2:"),
+        (
+            {"teachers": ["demo", "demo2"], "teacher_settings": {"demo2": {"distill": {"lr": -1}}}},
+            "teacher_settings.demo2.distill.lr",
+        ),
+        (
+            {"teachers": ["demo", "demo2"], "teacher_settings": {"demo2": {"distill": {"lrr": 1}}}},
+            "teacher_settings.demo2.distill.(top): unknown key",
+        ),
+        (
+            {"teachers": ["demo", "demo2"], "teacher_settings": {"demo2": {"attacks": {}}}},
+            "teacher_settings.demo2",
+        ),
+        (
+            {
+                "teachers": ["demo", "demo2"],
+                "teacher_settings": {"demo2": {"distill": {"resources": {"gpu": 1}}}},
+            },
+            "teacher_settings.demo2.distill.resources: shared by all teachers",
+        ),
+    ],
+)
 def test_bad_sweep_config_names_the_key(over, key):
     with pytest.raises(ConfigError) as err:
         _config(**over)
@@ -194,15 +240,18 @@ def test_one_teachers_settings_rerun_only_its_chain(work):
 
     overlay = work / "config" / "demo2.yaml"
     overlay.write_text("teacher_settings: {demo2: {finetune: {lr: 0.002}}}\n")
-    jobs = planned(snakemake(work, "-n", *targets,
-                             configfiles=("config/test.yaml", "config/demo2.yaml")))
+    jobs = planned(
+        snakemake(work, "-n", *targets, configfiles=("config/test.yaml", "config/demo2.yaml"))
+    )
     assert sorted(jobs) == sorted(
         [("finetune", f"{T}/checkpoints/demo2/margin{m}.pt") for m in ("0.2", "0.5")]
-        + [("certify", f"{T}/certify/demo2/margin{m}.parquet") for m in ("0.2", "0.5")])
+        + [("certify", f"{T}/certify/demo2/margin{m}.parquet") for m in ("0.2", "0.5")]
+    )
 
     overlay.write_text("teacher_settings: {demo2: {distill: {lr: 0.005}}}\n")
-    jobs = planned(snakemake(work, "-n", *targets,
-                             configfiles=("config/test.yaml", "config/demo2.yaml")))
+    jobs = planned(
+        snakemake(work, "-n", *targets, configfiles=("config/test.yaml", "config/demo2.yaml"))
+    )
     assert {r for r, _ in jobs} == {"distill", "finetune", "certify"}
     assert all("/demo2/" in out for _, out in jobs), jobs
     assert ("distill", f"{T}/checkpoints/demo2/pretrained.pt") in jobs

@@ -15,7 +15,9 @@ from lipsim.teachers import TEACHERS, get_teacher
 
 
 def test_registry_entries_and_dims():
-    assert {"demo", "dreamsim_ensemble", "dino_vitb16", "clip_vitb32", "open_clip_vitb32"} <= set(TEACHERS)
+    assert {"demo", "dreamsim_ensemble", "dino_vitb16", "clip_vitb32", "open_clip_vitb32"} <= set(
+        TEACHERS
+    )
     assert TEACHERS["dreamsim_ensemble"].emb_dim == 1792
     assert TEACHERS["dino_vitb16"].emb_dim == 768
     with pytest.raises(KeyError, match="unknown teacher"):
@@ -26,8 +28,10 @@ def test_demo_teacher_deterministic_and_above_chance(make_night_dir):
     root = make_night_dir(seed=3, n_test=160)
     df = read_night(root)
     ds = NightTriplets(df, 32)
-    ref, x0, x1, p, _ = (torch.stack(t) if isinstance(t[0], torch.Tensor) else t
-                         for t in zip(*[ds[i] for i in range(len(ds))], strict=True))
+    ref, x0, x1, p, _ = (
+        torch.stack(t) if isinstance(t[0], torch.Tensor) else t
+        for t in zip(*[ds[i] for i in range(len(ds))], strict=True)
+    )
     t1, t2 = get_teacher("demo"), get_teacher("demo")
     with torch.no_grad():
         e = t1.embed(ref)
@@ -62,10 +66,15 @@ def test_dreamsim_ensemble_matches_dreamsim_perceptual_model(monkeypatch, tmp_pa
     monkeypatch.setattr(ViTExtractor, "create_model", staticmethod(create_model))
     cfg = dreamsim_args["model_config"]["ensemble"]  # the installed dreamsim's own ensemble
     assert cfg["model_type"] == "dino_vitb16,clip_vitb16,open_clip_vitb16"
-    ref_model = PerceptualModel(model_type=cfg["model_type"], feat_type=cfg["feat_type"],
-                                stride=cfg["stride"],
-                                lora=True, load_dir=str(tmp_path), normalize_embeds=True,
-                                device="cpu").eval()
+    ref_model = PerceptualModel(
+        model_type=cfg["model_type"],
+        feat_type=cfg["feat_type"],
+        stride=cfg["stride"],
+        lora=True,
+        load_dir=str(tmp_path),
+        normalize_embeds=True,
+        device="cpu",
+    ).eval()
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours, theirs = teacher.embed(x), ref_model.embed(x)
@@ -87,11 +96,13 @@ def test_dreamsim_weight_files_and_lora_are_applied(tmp_path):
     folder = tmp_path / "clip_vitb32"
     folder.mkdir()
     sd = {k: v for k, v in branch.model.state_dict().items()}
-    torch.save({"state_dict": {**sd, "proj": branch.proj.clone()}},
-               folder / "clip_vitb32_pretrain.pth.tar")
-    lora_net = get_peft_model(copy.deepcopy(src.net),
-                              LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, bias="none",
-                                         target_modules=["qkv"]))
+    torch.save(
+        {"state_dict": {**sd, "proj": branch.proj.clone()}}, folder / "clip_vitb32_pretrain.pth.tar"
+    )
+    lora_net = get_peft_model(
+        copy.deepcopy(src.net),
+        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, bias="none", target_modules=["qkv"]),
+    )
     with torch.no_grad():
         g = torch.Generator().manual_seed(1)
         for n, p in lora_net.named_parameters():
@@ -131,20 +142,32 @@ def test_fetch_weights_from_loopback_server(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        rec = fetch_weights("clip_vitb32", tmp_path / "w", downloads=(
-            Download(f"{url}/ckpt.zip", "zip", "ckpt.zip"),
-            Download(f"{url}/backbone.pth", "file", "bb.pth")))
+        rec = fetch_weights(
+            "clip_vitb32",
+            tmp_path / "w",
+            downloads=(
+                Download(f"{url}/ckpt.zip", "zip", "ckpt.zip"),
+                Download(f"{url}/backbone.pth", "file", "bb.pth"),
+            ),
+        )
     finally:
         server.shutdown()
     files = {f["path"]: f for f in rec["files"]}
-    assert {"ckpt.zip", "bb.pth", "clip_vitb32_pretrain.pth.tar",
-            "clip_vitb32_single_lora/adapter_config.json"} <= set(files)
+    assert {
+        "ckpt.zip",
+        "bb.pth",
+        "clip_vitb32_pretrain.pth.tar",
+        "clip_vitb32_single_lora/adapter_config.json",
+    } <= set(files)
     assert files["bb.pth"]["sha256"] == hashlib.sha256(b"backbone").hexdigest()
-    assert (tmp_path / "w" / "clip_vitb32" / "clip_vitb32_pretrain.pth.tar").read_bytes() == b"weights"
+    assert (
+        tmp_path / "w" / "clip_vitb32" / "clip_vitb32_pretrain.pth.tar"
+    ).read_bytes() == b"weights"
 
 
-def test_fetch_weights_rejects_an_archive_escaping_the_weights_folder(tmp_path, capsys,
-                                                                      monkeypatch):
+def test_fetch_weights_rejects_an_archive_escaping_the_weights_folder(
+    tmp_path, capsys, monkeypatch
+):
     """Weights archives get the same safe extraction as NIGHT: a `../` entry is refused,
     nothing lands outside (or inside) the weights folder, and no marker is written."""
     import io
@@ -161,13 +184,25 @@ def test_fetch_weights_rejects_an_archive_escaping_the_weights_folder(tmp_path, 
     with LoopbackServer({"/w.zip": buf.getvalue()}) as srv:
         from lipsim.teachers import Download
 
-        monkeypatch.setattr(cli, "_baseline_downloads",
-                            lambda: {"lpips": (Download(f"{srv.url}/w.zip", "zip", "w.zip"),)})
+        monkeypatch.setattr(
+            cli,
+            "_baseline_downloads",
+            lambda: {"lpips": (Download(f"{srv.url}/w.zip", "zip", "w.zip"),)},
+        )
         marker = tmp_path / "w" / "lpips.json"
         from lipsim.__main__ import main  # an expected error: one `error:` line, exit 1
 
-        rc = main(["fetch-weights", "--teacher", "lpips", "--weights-dir", str(tmp_path / "w"),
-                   "--marker", str(marker)])
+        rc = main(
+            [
+                "fetch-weights",
+                "--teacher",
+                "lpips",
+                "--weights-dir",
+                str(tmp_path / "w"),
+                "--marker",
+                str(marker),
+            ]
+        )
     assert rc == 1
     assert "escaped.txt" in capsys.readouterr().err
     assert not (tmp_path / "w" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()

@@ -26,13 +26,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_cache(root: Path, classes: int = 4, per_class: int = 8) -> tuple[Path, Path]:
     """A demo-teacher cache of classes x per_class 32px images: (images, cache_dir)."""
-    images = make_image_folder(root / "imagenet", seed=2, classes=classes,
-                               per_class=per_class, image_size=32)
+    images = make_image_folder(
+        root / "imagenet", seed=2, classes=classes, per_class=per_class, image_size=32
+    )
     cache = root / "cache"
     lst = list_images(images)
     lst.to_parquet(cache.mkdir(parents=True) or cache / "images.parquet", index=False)
-    fill_part(teacher=get_teacher("demo"), images=images, image_list=lst, out_dir=cache,
-              part=0, parts=1, shard_size=16, progress=False)
+    fill_part(
+        teacher=get_teacher("demo"),
+        images=images,
+        image_list=lst,
+        out_dir=cache,
+        part=0,
+        parts=1,
+        shard_size=16,
+        progress=False,
+    )
     write_index(cache, 1)
     return images, cache
 
@@ -44,22 +53,71 @@ def free_port() -> int:
 
 
 def child_env() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-           and not k.startswith("SLURM_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+        and not k.startswith("SLURM_")
+    }
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
     return env
 
 
 def distill_args(images, cache, workdir, out, batch, *extra):
-    return ["-m", "lipsim", "distill", "--cache-dir", str(cache), "--images", str(images),
-            "--teacher", "demo", "--preset", "tiny", "--image-size", "32", "--epochs", "1",
-            "--batch-size", str(batch), "--lr", "0.01", "--beta1", "0.5", "--beta2", "0.9",
-            "--weight-decay", "0", "--schedule", "cosine", "--warmup-steps", "1", "--seed", "0",
-            "--workers", "0", "--amp", "none", "--ckpt-every", "100", "--device", "cpu",
-            # Per-image RMSE: the reduction under which N ranks x batch b = 1 rank x N b.
-            "--crop", "resize_center", "--teacher-view", "original", "--rmse-reduction", "image",
-            "--workdir", str(workdir), "--out", str(out), "--no-progress", *extra]
+    return [
+        "-m",
+        "lipsim",
+        "distill",
+        "--cache-dir",
+        str(cache),
+        "--images",
+        str(images),
+        "--teacher",
+        "demo",
+        "--preset",
+        "tiny",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        str(batch),
+        "--lr",
+        "0.01",
+        "--beta1",
+        "0.5",
+        "--beta2",
+        "0.9",
+        "--weight-decay",
+        "0",
+        "--schedule",
+        "cosine",
+        "--warmup-steps",
+        "1",
+        "--seed",
+        "0",
+        "--workers",
+        "0",
+        "--amp",
+        "none",
+        "--ckpt-every",
+        "100",
+        "--device",
+        "cpu",
+        # Per-image RMSE: the reduction under which N ranks x batch b = 1 rank x N b.
+        "--crop",
+        "resize_center",
+        "--teacher-view",
+        "original",
+        "--rmse-reduction",
+        "image",
+        "--workdir",
+        str(workdir),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -68,14 +126,39 @@ def test_ddp_two_processes_equal_one_process_double_batch(tmp_path):
     b = 4  # 32 images: 2 x 4 per step -> 4 steps; 1 x 8 per step -> 4 steps
     port = free_port()
     two = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
-         "2", "--master-addr", "127.0.0.1", "--master-port", str(port),
-         *distill_args(images, cache, tmp_path / "w2", tmp_path / "two.pt", b, "--no-augment")],
-        env=child_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+            *distill_args(images, cache, tmp_path / "w2", tmp_path / "two.pt", b, "--no-augment"),
+        ],
+        env=child_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     one = subprocess.run(
-        [sys.executable, *distill_args(images, cache, tmp_path / "w1", tmp_path / "one.pt",
-                                       2 * b, "--no-augment")],
-        env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            *distill_args(
+                images, cache, tmp_path / "w1", tmp_path / "one.pt", 2 * b, "--no-augment"
+            ),
+        ],
+        env=child_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out2, _ = two.communicate(timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, out2[-3000:]
@@ -95,21 +178,53 @@ def test_ddp_two_processes_equal_one_process_double_batch(tmp_path):
     m1 = pd.read_csv(tmp_path / "w1" / "metrics.csv")
     m2 = pd.read_csv(tmp_path / "w2" / "metrics.csv")
     assert list(m1["step"]) == list(m2["step"]) == [1, 2, 3, 4]
-    torch.testing.assert_close(torch.tensor(m2["loss"].to_numpy()),
-                               torch.tensor(m1["loss"].to_numpy()), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(m2["loss"].to_numpy()),
+        torch.tensor(m1["loss"].to_numpy()),
+        rtol=1e-4,
+        atol=1e-6,
+    )
     assert m1["loss"].iloc[-1] < m1["loss"].iloc[0]
 
 
 def test_detect_env_torchrun_slurm_single(tmp_path):
     assert detect_env({}).world_size == 1
-    e = detect_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "h0",
-                    "MASTER_PORT": "1234", "SLURM_PROCID": "0", "SLURM_NTASKS": "8"})
-    assert (e.rank, e.world_size, e.local_rank, e.master_addr, e.master_port, e.launcher) == \
-        (3, 8, 1, "h0", 1234, "torchrun")  # torchrun inside a SLURM job wins
-    e = detect_env({"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1",
-                    "SLURM_JOB_ID": "4242", "MASTER_ADDR": "node07"})
-    assert (e.rank, e.world_size, e.local_rank, e.master_addr, e.master_port, e.launcher) == \
-        (5, 16, 1, "node07", 15000 + 4242 % 20000, "slurm")
+    e = detect_env(
+        {
+            "RANK": "3",
+            "WORLD_SIZE": "8",
+            "LOCAL_RANK": "1",
+            "MASTER_ADDR": "h0",
+            "MASTER_PORT": "1234",
+            "SLURM_PROCID": "0",
+            "SLURM_NTASKS": "8",
+        }
+    )
+    assert (e.rank, e.world_size, e.local_rank, e.master_addr, e.master_port, e.launcher) == (
+        3,
+        8,
+        1,
+        "h0",
+        1234,
+        "torchrun",
+    )  # torchrun inside a SLURM job wins
+    e = detect_env(
+        {
+            "SLURM_PROCID": "5",
+            "SLURM_NTASKS": "16",
+            "SLURM_LOCALID": "1",
+            "SLURM_JOB_ID": "4242",
+            "MASTER_ADDR": "node07",
+        }
+    )
+    assert (e.rank, e.world_size, e.local_rank, e.master_addr, e.master_port, e.launcher) == (
+        5,
+        16,
+        1,
+        "node07",
+        15000 + 4242 % 20000,
+        "slurm",
+    )
     # A single-task SLURM job (snakemake's srun -n1) is a plain single process.
     assert detect_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}).world_size == 1
     # MASTER_ADDR from the node list via scontrol (a stand-in scontrol on PATH).
@@ -120,8 +235,14 @@ def test_detect_env_torchrun_slurm_single(tmp_path):
     old = os.environ["PATH"]
     os.environ["PATH"] = f"{fake}:{old}"
     try:
-        e = detect_env({"SLURM_PROCID": "1", "SLURM_NTASKS": "2",
-                        "SLURM_JOB_NODELIST": "gpu-a[01-02]", "MASTER_PORT": "2222"})
+        e = detect_env(
+            {
+                "SLURM_PROCID": "1",
+                "SLURM_NTASKS": "2",
+                "SLURM_JOB_NODELIST": "gpu-a[01-02]",
+                "MASTER_PORT": "2222",
+            }
+        )
     finally:
         os.environ["PATH"] = old
     assert (e.master_addr, e.master_port) == ("gpu-a01", 2222)

@@ -24,18 +24,27 @@ from lipsim.train.schedule import SCHEDULES
 @pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
     images, cache = make_cache(tmp_path)  # 32 images, batch 4: 8 steps/epoch, 3 epochs
+
     def run(workdir, out, *extra):
         args = distill_args(images, cache, workdir, out, 4)
         args[args.index("--epochs") + 1] = "3"
         args[args.index("--ckpt-every") + 1] = "3"
         return [sys.executable, *args, *extra]
 
-    ref = subprocess.Popen(run(tmp_path / "ref", tmp_path / "ref.pt"), env=child_env(),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ref = subprocess.Popen(
+        run(tmp_path / "ref", tmp_path / "ref.pt"),
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     # Throttled so that it is still running when we kill it.
-    victim = subprocess.Popen(run(tmp_path / "w", tmp_path / "w.pt", "--throttle-s", "0.3"),
-                              env=child_env(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        run(tmp_path / "w", tmp_path / "w.pt", "--throttle-s", "0.3"),
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     target = tmp_path / "w" / "resume-000000006.pt"  # mid-epoch 1 (step 6 of 8)
     deadline = time.time() + 120
     while not target.exists() and victim.poll() is None and time.time() < deadline:
@@ -45,8 +54,13 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
     assert target.exists(), "no checkpoint appeared before the deadline"
     assert not (tmp_path / "w.pt").exists(), "the run finished before it could be killed"
 
-    again = subprocess.run(run(tmp_path / "w", tmp_path / "w.pt"), env=child_env(),
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        run(tmp_path / "w", tmp_path / "w.pt"),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr
     out, _ = ref.communicate(timeout=300)
@@ -84,16 +98,58 @@ def test_hinge_loss_convention():
 def test_finetune_cli_writes_finetuned_checkpoint(tmp_path):
     night = make_night(tmp_path / "night", seed=0, n_train=48, n_val=0, n_test=0, image_size=32)
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "pre.pt", build_model("tiny", 32, 64), stage="pretrained",
-                    teacher="demo")
-    rc = finetune_cli.main([
-        "--init", str(tmp_path / "pre.pt"), "--night", str(night), "--margin", "0.5",
-        "--epochs", "1", "--batch-size", "8", "--lr", "0.001", "--beta1", "0.5", "--beta2",
-        "0.9", "--weight-decay", "0", "--schedule", "constant", "--warmup-steps", "0",
-        "--seed", "0", "--workers", "0", "--amp", "none", "--ckpt-every", "100",
-        "--device", "cpu", "--min-votes", "6", "--metric", "ball", "--loss-reduction", "mean",
-        "--optimizer-state", "fresh", "--workdir", str(tmp_path / "w"),
-        "--out", str(tmp_path / "m.pt"), "--no-progress"])
+    save_checkpoint(
+        tmp_path / "pre.pt", build_model("tiny", 32, 64), stage="pretrained", teacher="demo"
+    )
+    rc = finetune_cli.main(
+        [
+            "--init",
+            str(tmp_path / "pre.pt"),
+            "--night",
+            str(night),
+            "--margin",
+            "0.5",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.001",
+            "--beta1",
+            "0.5",
+            "--beta2",
+            "0.9",
+            "--weight-decay",
+            "0",
+            "--schedule",
+            "constant",
+            "--warmup-steps",
+            "0",
+            "--seed",
+            "0",
+            "--workers",
+            "0",
+            "--amp",
+            "none",
+            "--ckpt-every",
+            "100",
+            "--device",
+            "cpu",
+            "--min-votes",
+            "6",
+            "--metric",
+            "ball",
+            "--loss-reduction",
+            "mean",
+            "--optimizer-state",
+            "fresh",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--out",
+            str(tmp_path / "m.pt"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     net, ck = load_checkpoint(tmp_path / "m.pt")
     assert ck["stage"] == "finetuned" and ck["margin"] == 0.5 and ck["teacher"] == "demo"
@@ -115,8 +171,10 @@ def test_resume_checkpoints_of_another_configuration_are_not_continued(tmp_path)
 
     for step in (2, 4, 6):
         ckpt.save_resume(tmp_path, step, {"fingerprint": {"lr": 0.01}, "global_step": step})
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["resume-000000006.pt",
-                                                                "resume-000000004.pt"]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [
+        "resume-000000006.pt",
+        "resume-000000004.pt",
+    ]
     state, path = ckpt.load_latest(tmp_path, {"lr": 0.01})
     assert state["global_step"] == 6 and path.name == "resume-000000006.pt"
     (tmp_path / "resume-000000006.pt").write_bytes(b"torn")  # unreadable: fall back

@@ -28,8 +28,18 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.Comp
     env = dict(os.environ)
     # Rules call `python -m lipsim`: the interpreter running the tests must be first on PATH.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir),
-           "--configfile", str(workdir / "config" / "test.yaml"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config" / "test.yaml"),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -53,7 +63,8 @@ def demo_run(tmp_path_factory):
     proc = snakemake(work, "--cores", "2")
     if proc.returncode != 0:
         logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in (work / RUN / "logs").rglob("*.log")
+            f"--- {p}\n{p.read_text()[-3000:]}"
+            for p in (work / RUN / "logs").rglob("*.log")
             if "Error" in p.read_text() or "Traceback" in p.read_text()
         )
         pytest.fail(f"demo DAG failed:\n{proc.stderr[-6000:]}\n{logs}")
@@ -125,11 +136,20 @@ def test_second_run_has_nothing_to_do(demo_run):
 
 def test_cluster_resources_are_not_rerun_triggers(demo_run):
     overlay = demo_run / "config" / "resources.yaml"
-    overlay.write_text("distill: {resources: {runtime: 999, mem_mb: 9000}}\n"
-                       "finetune: {resources: {runtime: 999}}\n"
-                       "attacks: {resources: {runtime: 999}}\n")
-    proc = snakemake(demo_run, "-n", "--cores", "2", "--configfile",
-                     str(demo_run / "config" / "test.yaml"), str(overlay))
+    overlay.write_text(
+        "distill: {resources: {runtime: 999, mem_mb: 9000}}\n"
+        "finetune: {resources: {runtime: 999}}\n"
+        "attacks: {resources: {runtime: 999}}\n"
+    )
+    proc = snakemake(
+        demo_run,
+        "-n",
+        "--cores",
+        "2",
+        "--configfile",
+        str(demo_run / "config" / "test.yaml"),
+        str(overlay),
+    )
     assert proc.returncode == 0, proc.stderr
     # Only the record of the config (its hash changed) and the manifest are redone.
     assert {r for r, _ in planned_jobs(proc)} <= {"resolved_config", "manifest", "all"}
@@ -142,12 +162,20 @@ def test_changing_one_margin_reruns_only_its_chain(demo_run):
     rules = {r for r, _ in jobs}
     # A finetune per teacher for the new margin (model ids: margin0.3, demo2/margin0.3).
     assert ("finetune", "model=margin0.3") in jobs and ("finetune", "model=demo2/margin0.3") in jobs
-    assert not rules & {"distill", "cache_fill", "cache_index", "make_demo_night",
-                        "make_demo_imagenet", "verify_night"}, rules
+    assert not rules & {
+        "distill",
+        "cache_fill",
+        "cache_index",
+        "make_demo_night",
+        "make_demo_imagenet",
+        "verify_night",
+    }, rules
     # Jobs of the unchanged models are not redone.
     for rule, wc in jobs:
         assert "margin0.5" not in wc and "pretrained" not in wc, (rule, wc)
-        assert not (rule == "finetune" and wc not in ("model=margin0.3", "model=demo2/margin0.3")), (
+        assert not (
+            rule == "finetune" and wc not in ("model=margin0.3", "model=demo2/margin0.3")
+        ), (
             rule,
             wc,
         )
@@ -188,12 +216,23 @@ def test_released_checkpoints_replace_training(tmp_path):
         f"pretrained_checkpoint: {files['pretrained']}\n"
         f"finetuned_checkpoints: {{'0.5': {files['margin0.5']}}}\n"
     )
-    targets = [f"{RUN}/certify/pretrained.parquet", f"{RUN}/certify/margin0.5.parquet",
-               f"{RUN}/certify/margin0.2.parquet"]
+    targets = [
+        f"{RUN}/certify/pretrained.parquet",
+        f"{RUN}/certify/margin0.5.parquet",
+        f"{RUN}/certify/margin0.2.parquet",
+    ]
     # Targets after an option with one value: right after the helper's --configfile they
     # would be read as config files (and dropped by the second --configfile).
-    proc = snakemake(tmp_path, "-n", "--cores", "1", *targets, "--configfile",
-                     str(tmp_path / "config" / "test.yaml"), str(overlay))
+    proc = snakemake(
+        tmp_path,
+        "-n",
+        "--cores",
+        "1",
+        *targets,
+        "--configfile",
+        str(tmp_path / "config" / "test.yaml"),
+        str(overlay),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned_jobs(proc)
     rules = {r for r, _ in jobs}
@@ -202,8 +241,15 @@ def test_released_checkpoints_replace_training(tmp_path):
     assert not rules & {"distill", "cache_fill", "cache_index", "make_demo_imagenet"}, rules
 
     ckpts = [f"{RUN}/checkpoints/pretrained.pt", f"{RUN}/checkpoints/margin0.5.pt"]
-    proc = snakemake(tmp_path, "--cores", "1", *ckpts, "--configfile",
-                     str(tmp_path / "config" / "test.yaml"), str(overlay))
+    proc = snakemake(
+        tmp_path,
+        "--cores",
+        "1",
+        *ckpts,
+        "--configfile",
+        str(tmp_path / "config" / "test.yaml"),
+        str(overlay),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     for name, seed in (("pretrained", 0), ("margin0.5", 1)):

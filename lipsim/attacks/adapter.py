@@ -72,16 +72,24 @@ class TwoAFCAdapter(nn.Module):
         self.calls = 0  # forward calls since the last set_pairs (benchmarks, tests)
 
     # -- pairs ---------------------------------------------------------------------------
-    def set_pairs(self, x0: torch.Tensor, x1: torch.Tensor, *,
-                  e0: torch.Tensor | None = None, e1: torch.Tensor | None = None) -> None:
+    def set_pairs(
+        self,
+        x0: torch.Tensor,
+        x1: torch.Tensor,
+        *,
+        e0: torch.Tensor | None = None,
+        e1: torch.Tensor | None = None,
+    ) -> None:
         """Hold (x0, x1) (m, 3, H, W); embed them now unless embeddings are given.
 
         The tensors are detached copies: nothing done through the adapter can write into the
         caller's x0/x1.
         """
         if x0.shape != x1.shape or x0.dim() != 4:
-            raise ValueError(f"x0 and x1 must be (m, 3, H, W) of equal shape, got "
-                             f"{tuple(x0.shape)} and {tuple(x1.shape)}")
+            raise ValueError(
+                f"x0 and x1 must be (m, 3, H, W) of equal shape, got "
+                f"{tuple(x0.shape)} and {tuple(x1.shape)}"
+            )
         self._x0, self._x1 = x0.detach().clone(), x1.detach().clone()
         self._e0 = self._e1 = None
         if self.cache:
@@ -101,8 +109,10 @@ class TwoAFCAdapter(nn.Module):
             return t
         if m == 1:
             return t.expand(n, *t.shape[1:])
-        raise ValueError(f"TwoAFCAdapter holds {m} pairs but got {n} references; "
-                         "expected the same number, or 1 pair broadcast over the rows")
+        raise ValueError(
+            f"TwoAFCAdapter holds {m} pairs but got {n} references; "
+            "expected the same number, or 1 pair broadcast over the rows"
+        )
 
     # -- distances -------------------------------------------------------------------------
     def distances(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

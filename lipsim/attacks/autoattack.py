@@ -54,10 +54,20 @@ _NOT_FOR_TWO_CLASSES = {
 }
 
 BUDGETS: dict[str, dict] = {
-    "standard": dict(attacks=("apgd-ce", "fab-t", "square"), apgd_iters=100, apgd_restarts=1,
-                     fab_iters=100, square_queries=5000),
-    "demo": dict(attacks=("apgd-ce", "square"), apgd_iters=10, apgd_restarts=1,
-                 fab_iters=10, square_queries=200),
+    "standard": dict(
+        attacks=("apgd-ce", "fab-t", "square"),
+        apgd_iters=100,
+        apgd_restarts=1,
+        fab_iters=100,
+        square_queries=5000,
+    ),
+    "demo": dict(
+        attacks=("apgd-ce", "square"),
+        apgd_iters=10,
+        apgd_restarts=1,
+        fab_iters=10,
+        square_queries=200,
+    ),
 }
 
 
@@ -77,8 +87,10 @@ class AutoAttackConfig:
             raise ValueError(f"AutoAttack needs eps > 0, got {self.eps}")
         for a in self.attacks:
             if a in _NOT_FOR_TWO_CLASSES:
-                raise ValueError(f"attack {a!r} does not apply to 2AFC (2 classes): "
-                                 f"{_NOT_FOR_TWO_CLASSES[a]}; use {', '.join(SUPPORTED)}")
+                raise ValueError(
+                    f"attack {a!r} does not apply to 2AFC (2 classes): "
+                    f"{_NOT_FOR_TWO_CLASSES[a]}; use {', '.join(SUPPORTED)}"
+                )
             if a not in SUPPORTED:
                 raise ValueError(f"unknown attack {a!r}; supported: {', '.join(SUPPORTED)}")
         if not self.attacks:
@@ -101,13 +113,30 @@ def make_autoattack(model, cfg: AutoAttackConfig, device, seed: int = 0):
     from pyautoattack import AutoAttack
     from pyautoattack.autopgd_base import APGDAttack
 
-    aa = AutoAttack(model, attacks=list(cfg.attacks), device=device, eps=cfg.eps,
-                    norm=cfg.norm, seed=seed, version="custom")
+    aa = AutoAttack(
+        model,
+        attacks=list(cfg.attacks),
+        device=device,
+        eps=cfg.eps,
+        norm=cfg.norm,
+        seed=seed,
+        version="custom",
+    )
     aa.verbose = False
     # Same arguments as AutoAttack.__init__ uses, with our iteration / restart budget.
-    aa.apgd = APGDAttack(model, n_restarts=cfg.apgd_restarts, n_iter=cfg.apgd_iters,
-                         verbose=False, eps=cfg.eps, norm=cfg.norm, eot_iter=1, rho=.75,
-                         seed=seed, device=device, logger=aa.logger)
+    aa.apgd = APGDAttack(
+        model,
+        n_restarts=cfg.apgd_restarts,
+        n_iter=cfg.apgd_iters,
+        verbose=False,
+        eps=cfg.eps,
+        norm=cfg.norm,
+        eot_iter=1,
+        rho=0.75,
+        seed=seed,
+        device=device,
+        logger=aa.logger,
+    )
     aa.fab.n_iter = cfg.fab_iters
     aa.fab.n_target_classes = 1
     aa.fab.n_restarts = 1

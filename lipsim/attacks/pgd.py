@@ -65,8 +65,9 @@ def project(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float) -> torc
     return (x + delta).clamp(0.0, 1.0)
 
 
-def _random_start(x: torch.Tensor, norm: str, eps: float, seeds: Sequence[int],
-                  restart: int) -> torch.Tensor:
+def _random_start(
+    x: torch.Tensor, norm: str, eps: float, seeds: Sequence[int], restart: int
+) -> torch.Tensor:
     noise = []
     for s in seeds:
         # Generators live on the CPU so a row draws the same noise on every device.
@@ -91,10 +92,18 @@ def _step(x_adv: torch.Tensor, grad: torch.Tensor, norm: str, step_size: float) 
     return x_adv + step_size * grad.sign()
 
 
-def pgd_maximize(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *,
-                 norm: str, eps: float, steps: int, step_size: float | None = None,
-                 restarts: int = 1, seeds: Sequence[int], random_start: str = "after_first",
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def pgd_maximize(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    norm: str,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    restarts: int = 1,
+    seeds: Sequence[int],
+    random_start: str = "after_first",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_best, loss_best): per row, the highest-objective point found in the ball.
 
     loss_fn maps (B, 3, H, W) -> (B,) and must treat rows independently. The clean point
@@ -107,7 +116,9 @@ def pgd_maximize(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     if len(seeds) != x.shape[0]:
         raise ValueError(f"one seed per row: got {len(seeds)} seeds for {x.shape[0]} rows")
     if eps < 0 or steps < 0 or restarts < 1:
-        raise ValueError(f"need eps >= 0, steps >= 0, restarts >= 1 (got {eps}, {steps}, {restarts})")
+        raise ValueError(
+            f"need eps >= 0, steps >= 0, restarts >= 1 (got {eps}, {steps}, {restarts})"
+        )
     x = x.detach()
     if step_size is None:
         step_size = 2.5 * eps / max(steps, 1)
@@ -139,9 +150,18 @@ def pgd_maximize(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     return best_x, best_loss
 
 
-def pgd_2afc(adapter, ref: torch.Tensor, label: torch.Tensor, *, norm: str, eps: float,
-             steps: int, step_size: float | None = None, restarts: int = 1,
-             seeds: Sequence[int]) -> torch.Tensor:
+def pgd_2afc(
+    adapter,
+    ref: torch.Tensor,
+    label: torch.Tensor,
+    *,
+    norm: str,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    restarts: int = 1,
+    seeds: Sequence[int],
+) -> torch.Tensor:
     """PGD on the reference of each triplet held by `adapter` (row i <-> pair i).
 
     Maximises the margin logit(other) - logit(label); returns the attacked references.
@@ -149,9 +169,17 @@ def pgd_2afc(adapter, ref: torch.Tensor, label: torch.Tensor, *, norm: str, eps:
     from lipsim.attacks.adapter import margin
 
     label = label.to(ref.device).long()
-    x_adv, _ = pgd_maximize(lambda z: margin(adapter(z), label), ref, norm=norm, eps=eps,
-                            steps=steps, step_size=step_size, restarts=restarts, seeds=seeds,
-                            random_start="after_first")
+    x_adv, _ = pgd_maximize(
+        lambda z: margin(adapter(z), label),
+        ref,
+        norm=norm,
+        eps=eps,
+        steps=steps,
+        step_size=step_size,
+        restarts=restarts,
+        seeds=seeds,
+        random_start="after_first",
+    )
     return x_adv
 
 

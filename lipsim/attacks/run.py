@@ -29,8 +29,23 @@ from lipsim.attacks.autoattack import AutoAttackConfig, autoattack_one, make_aut
 from lipsim.attacks.pgd import check_norm, lp_norm, pgd_2afc, project, row_seed
 from lipsim.scoring import hard_label, triplet_table, twoafc
 
-COLUMNS = ("id", "split", "p", "score_clean", "score_adv", "d0_adv", "d1_adv", "delta_norm",
-           "d0", "d1", "delta_l2", "attack", "norm", "eps", "seed")
+COLUMNS = (
+    "id",
+    "split",
+    "p",
+    "score_clean",
+    "score_adv",
+    "d0_adv",
+    "d1_adv",
+    "delta_norm",
+    "d0",
+    "d1",
+    "delta_l2",
+    "attack",
+    "norm",
+    "eps",
+    "seed",
+)
 # Float slack of the final ball check: the attacks project in float32.
 _BALL_TOL = 1e-5
 
@@ -99,30 +114,47 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
     if len(idx):
         if spec.kind == "pgd":
             sub = TwoAFCAdapter(metric)
-            sub.set_pairs(x0[idx], x1[idx], e0=_rows_or_none(adapter._e0, idx),
-                          e1=_rows_or_none(adapter._e1, idx))
-            x_adv[idx] = pgd_2afc(sub, ref[idx], label[idx], norm=spec.norm, eps=spec.eps,
-                                  steps=spec.steps, step_size=spec.step_size,
-                                  restarts=spec.restarts, seeds=[seeds[i] for i in idx])
+            sub.set_pairs(
+                x0[idx],
+                x1[idx],
+                e0=_rows_or_none(adapter._e0, idx),
+                e1=_rows_or_none(adapter._e1, idx),
+            )
+            x_adv[idx] = pgd_2afc(
+                sub,
+                ref[idx],
+                label[idx],
+                norm=spec.norm,
+                eps=spec.eps,
+                steps=spec.steps,
+                step_size=spec.step_size,
+                restarts=spec.restarts,
+                seeds=[seeds[i] for i in idx],
+            )
         else:
             # One AutoAttack (and its adapter) per run: reused for every triplet.
             aa = None if aa_cache is None else aa_cache.get("aa")
             if aa is None:
-                aa = make_autoattack(TwoAFCAdapter(metric), spec.autoattack, device,
-                                     seed=spec.seed)
+                aa = make_autoattack(TwoAFCAdapter(metric), spec.autoattack, device, seed=spec.seed)
                 if aa_cache is not None:
                     aa_cache["aa"] = aa
             one = aa.model
             for i in idx:
-                one.set_pairs(x0[i:i + 1], x1[i:i + 1], e0=_rows_or_none(adapter._e0, [i]),
-                              e1=_rows_or_none(adapter._e1, [i]))
-                x_adv[i:i + 1] = autoattack_one(aa, ref[i:i + 1], label[i:i + 1], seeds[i])
+                one.set_pairs(
+                    x0[i : i + 1],
+                    x1[i : i + 1],
+                    e0=_rows_or_none(adapter._e0, [i]),
+                    e1=_rows_or_none(adapter._e1, [i]),
+                )
+                x_adv[i : i + 1] = autoattack_one(aa, ref[i : i + 1], label[i : i + 1], seeds[i])
     norms = lp_norm(x_adv - ref, spec.norm)
     limit = spec.eps * (1 + _BALL_TOL) + _BALL_TOL
     if (norms > limit).any():
         worst = float(norms.max())
-        raise RuntimeError(f"{spec.kind}: a perturbation left the {spec.norm} ball "
-                           f"(norm {worst:.6g} > eps {spec.eps:.6g}); refusing to report it")
+        raise RuntimeError(
+            f"{spec.kind}: a perturbation left the {spec.norm} ball "
+            f"(norm {worst:.6g} > eps {spec.eps:.6g}); refusing to report it"
+        )
     # Rounding can put a point a hair outside the ball; pull it in (scores use the result).
     over = norms > spec.eps
     if over.any():
@@ -130,9 +162,15 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
         x_adv[rows] = project(ref[rows], x_adv[rows], spec.norm, spec.eps)
     d0a, d1a = _precise_distances(adapter, x_adv)
     cols = {
-        "p": p, "score_clean": twoafc(d0, d1, p), "score_adv": twoafc(d0a, d1a, p),
-        "d0_adv": d0a, "d1_adv": d1a, "delta_norm": lp_norm(x_adv - ref, spec.norm).cpu().numpy(),
-        "d0": d0, "d1": d1, "delta_l2": lp_norm(x_adv - ref, "L2").cpu().numpy(),
+        "p": p,
+        "score_clean": twoafc(d0, d1, p),
+        "score_adv": twoafc(d0a, d1a, p),
+        "d0_adv": d0a,
+        "d1_adv": d1a,
+        "delta_norm": lp_norm(x_adv - ref, spec.norm).cpu().numpy(),
+        "d0": d0,
+        "d1": d1,
+        "delta_l2": lp_norm(x_adv - ref, "L2").cpu().numpy(),
         "seed": np.asarray(seeds, dtype=np.int64),
     }
     return x_adv, cols
@@ -144,8 +182,9 @@ def _rows_or_none(t, idx):
     return t[torch.as_tensor(np.asarray(idx), device=t.device, dtype=torch.long)]
 
 
-def attack_triplets(metric, loader, spec: AttackSpec, *, device, ids, splits,
-                    log=sys.stdout) -> pd.DataFrame:
+def attack_triplets(
+    metric, loader, spec: AttackSpec, *, device, ids, splits, log=sys.stdout
+) -> pd.DataFrame:
     """Run `spec` on every triplet of `loader` ((ref, x0, x1, p, index) batches)."""
     ids = np.asarray(ids)
     aa_cache: dict = {}
@@ -153,18 +192,23 @@ def attack_triplets(metric, loader, spec: AttackSpec, *, device, ids, splits,
 
     def batch_columns(ref, x0, x1, p, index):
         ref, x0, x1 = (t.to(device) for t in (ref, x0, x1))
-        _, cols = attack_batch(metric, ref, x0, x1, p, [str(k) for k in ids[index]], spec,
-                               aa_cache=aa_cache)
+        _, cols = attack_batch(
+            metric, ref, x0, x1, p, [str(k) for k in ids[index]], spec, aa_cache=aa_cache
+        )
         return {**cols, "attack": spec.kind, "norm": spec.norm, "eps": float(spec.eps)}
 
     def progress(part):
         nonlocal done
         done += len(part)
         if log is not None:
-            print(f"attack {spec.kind}-{spec.norm} eps={spec.eps:.6g}: {done} triplets, "
-                  f"clean {100 * part['score_clean'].mean():.1f}% -> attacked "
-                  f"{100 * part['score_adv'].mean():.1f}% (this batch), "
-                  f"{time.time() - start:.1f}s", file=log, flush=True)
+            print(
+                f"attack {spec.kind}-{spec.norm} eps={spec.eps:.6g}: {done} triplets, "
+                f"clean {100 * part['score_clean'].mean():.1f}% -> attacked "
+                f"{100 * part['score_adv'].mean():.1f}% (this batch), "
+                f"{time.time() - start:.1f}s",
+                file=log,
+                flush=True,
+            )
 
     return triplet_table(loader, ids, splits, COLUMNS, batch_columns, on_part=progress)
 

@@ -22,8 +22,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or action.required or default is None or default is False
-                or default == [] or default is argparse.SUPPRESS or not action.option_strings):
+        if (
+            "%(default)" in text
+            or action.required
+            or default is None
+            or default is False
+            or default == []
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
             return text
         if isinstance(default, (list, tuple)):
             return f"{text} (default: {' '.join(map(str, default))})"
@@ -38,8 +45,9 @@ def command_name(module: str) -> str:
 def parser(module: str, doc: str | None, **kwargs) -> argparse.ArgumentParser:
     """The ArgumentParser of the command defined in `module` (pass __name__, __doc__)."""
     prog = "lipsim" if module == "__main__" else f"lipsim {command_name(module)}"
-    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=HelpFormatter,
-                                   **kwargs)
+    return argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=HelpFormatter, **kwargs
+    )
 
 
 def summary(doc: str | None) -> str:
@@ -57,7 +65,7 @@ def summary(doc: str | None) -> str:
         return ""
     sentence = re.split(r"\.(?:\s+(?=[A-Z`])|$)", text, maxsplit=1)[0].rstrip(".:")
     if len(sentence) > SUMMARY_WIDTH:
-        sentence = sentence[:SUMMARY_WIDTH - 3].rsplit(" ", 1)[0].rstrip(",;(") + "..."
+        sentence = sentence[: SUMMARY_WIDTH - 3].rsplit(" ", 1)[0].rstrip(",;(") + "..."
     # "natural 2AFC ..." -> "Natural 2AFC ..."; a formula such as "d(x, ...)" keeps its case
     return sentence[:1].upper() + sentence[1:] if sentence[1:2].isalpha() else sentence
 

@@ -13,15 +13,25 @@ DEFAULT_IMAGE_SIZE = 224  # NIGHT / DreamSim preprocessing
 
 
 def add_metric_args(ap) -> None:
-    ap.add_argument("--metric", required=True,
-                    help="metric spec: lipsim:CKPT, a teacher (demo, dreamsim_ensemble, "
-                         "dino_vitb16, clip_vitb32, open_clip_vitb32) or l2 / lpips / dists")
+    ap.add_argument(
+        "--metric",
+        required=True,
+        help="metric spec: lipsim:CKPT, a teacher (demo, dreamsim_ensemble, "
+        "dino_vitb16, clip_vitb32, open_clip_vitb32) or l2 / lpips / dists",
+    )
     ap.add_argument("--weights-dir", default=None, help="folder of fetched pretrained weights")
-    ap.add_argument("--random-weights", action="store_true",
-                    help="real architecture with seeded random weights (tests, demo)")
-    ap.add_argument("--image-size", type=int, default=None,
-                    help="input size for metrics without their own (l2, lpips, dists; "
-                         f"default {DEFAULT_IMAGE_SIZE}); LipSim and teachers use their own")
+    ap.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="real architecture with seeded random weights (tests, demo)",
+    )
+    ap.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input size for metrics without their own (l2, lpips, dists; "
+        f"default {DEFAULT_IMAGE_SIZE}); LipSim and teachers use their own",
+    )
     ap.add_argument("--device", default=schema_default("device"), help="cpu, cuda, cuda:N or auto")
 
 
@@ -32,7 +42,12 @@ def metric_from_args(args) -> tuple[SimilarityMetric, torch.device, int]:
     in its input space; teachers resize anyway), else at --image-size, else 224.
     """
     device = resolve_device(args.device)
-    metric = build_metric(args.metric, weights_dir=args.weights_dir, device=device,
-                          random_weights=args.random_weights, image_size=args.image_size)
+    metric = build_metric(
+        args.metric,
+        weights_dir=args.weights_dir,
+        device=device,
+        random_weights=args.random_weights,
+        image_size=args.image_size,
+    )
     size = getattr(metric, "image_size", None) or args.image_size or DEFAULT_IMAGE_SIZE
     return metric, device, int(size)

@@ -9,8 +9,9 @@ def read_triplets(command: str, root, *, splits, min_votes: int):
 
     df = read_night(root, min_votes=min_votes, splits=splits)
     if not len(df):
-        raise SystemExit(f"{command}: no triplets in {root} for splits {splits} "
-                         f"with votes >= {min_votes}")
+        raise SystemExit(
+            f"{command}: no triplets in {root} for splits {splits} with votes >= {min_votes}"
+        )
     return df
 
 
@@ -20,5 +21,6 @@ def triplet_loader(df, image_size: int, batch_size: int, workers: int):
 
     from lipsim.data.night import NightTriplets
 
-    return torch.utils.data.DataLoader(NightTriplets(df, image_size), batch_size=batch_size,
-                                       shuffle=False, num_workers=workers)
+    return torch.utils.data.DataLoader(
+        NightTriplets(df, image_size), batch_size=batch_size, shuffle=False, num_workers=workers
+    )

@@ -41,18 +41,28 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
-    ap.add_argument("--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"],
-                    help="NIGHT splits")
+    ap.add_argument(
+        "--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"], help="NIGHT splits"
+    )
     ap.add_argument("--min-votes", type=int, default=6, help="keep triplets with this many votes")
     ap.add_argument("--attack", required=True, choices=["autoattack", "pgd"], help="attack")
     ap.add_argument("--norm", required=True, choices=["L2", "Linf"], help="threat model")
     ap.add_argument("--eps", required=True, type=float, help="radius, in 1/--eps-scale units")
-    ap.add_argument("--eps-scale", type=float, default=1.0,
-                    help="eps (and --step-size) are divided by this (255: pixel levels)")
-    ap.add_argument("--budget", choices=["standard", "demo"], default="standard",
-                    help="AutoAttack budget")
-    ap.add_argument("--attacks", nargs="+", default=None,
-                    help="AutoAttack attacks (subset of apgd-ce fab-t square)")
+    ap.add_argument(
+        "--eps-scale",
+        type=float,
+        default=1.0,
+        help="eps (and --step-size) are divided by this (255: pixel levels)",
+    )
+    ap.add_argument(
+        "--budget", choices=["standard", "demo"], default="standard", help="AutoAttack budget"
+    )
+    ap.add_argument(
+        "--attacks",
+        nargs="+",
+        default=None,
+        help="AutoAttack attacks (subset of apgd-ce fab-t square)",
+    )
     ap.add_argument("--apgd-iters", type=int, default=None, help="APGD iterations (budget's)")
     ap.add_argument("--apgd-restarts", type=int, default=None, help="APGD restarts (budget's)")
     ap.add_argument("--fab-iters", type=int, default=None, help="FAB iterations (budget's)")
@@ -67,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
     args = ap.parse_args(argv)
 
-
     from lipsim.atomic import write_parquet
     from lipsim.attacks import AttackSpec, AutoAttackConfig, attack_triplets
     from lipsim.baselines import metric_from_args
@@ -81,23 +90,44 @@ def main(argv: list[str] | None = None) -> int:
     aa_cfg = None
     if args.attack == "autoattack":
         aa_cfg = AutoAttackConfig.from_budget(
-            args.budget, args.norm, eps, attacks=args.attacks, apgd_iters=args.apgd_iters,
-            apgd_restarts=args.apgd_restarts, fab_iters=args.fab_iters,
-            square_queries=args.square_queries)
+            args.budget,
+            args.norm,
+            eps,
+            attacks=args.attacks,
+            apgd_iters=args.apgd_iters,
+            apgd_restarts=args.apgd_restarts,
+            fab_iters=args.fab_iters,
+            square_queries=args.square_queries,
+        )
     steps = PGD_STEPS[args.budget] if args.steps is None else args.steps
-    spec = AttackSpec(args.attack, args.norm, eps, seed=args.seed, autoattack=aa_cfg,
-                      steps=steps, restarts=args.restarts, step_size=step_size)
+    spec = AttackSpec(
+        args.attack,
+        args.norm,
+        eps,
+        seed=args.seed,
+        autoattack=aa_cfg,
+        steps=steps,
+        restarts=args.restarts,
+        step_size=step_size,
+    )
 
     metric, device, size = metric_from_args(args)
     df = read_triplets("attack", args.night, splits=args.splits, min_votes=args.min_votes)
     df = select_triplets(df, args.max_triplets, args.seed)
-    what = (f"AutoAttack {aa_cfg}" if aa_cfg else
-            f"PGD steps={steps} restarts={args.restarts} step={step_size or 2.5 * eps / max(steps, 1):.6g}")
-    print(f"attack: {args.metric} ({size}px, {device}) {len(df)} triplets, {args.norm} "
-          f"eps={eps:.6g}; {what}", flush=True)
+    what = (
+        f"AutoAttack {aa_cfg}"
+        if aa_cfg
+        else f"PGD steps={steps} restarts={args.restarts} step={step_size or 2.5 * eps / max(steps, 1):.6g}"
+    )
+    print(
+        f"attack: {args.metric} ({size}px, {device}) {len(df)} triplets, {args.norm} "
+        f"eps={eps:.6g}; {what}",
+        flush=True,
+    )
     loader = triplet_loader(df, size, args.batch_size, args.workers)
-    rows = attack_triplets(metric, loader, spec, device=device, ids=df["id"].to_numpy(),
-                           splits=df["split"].to_numpy())
+    rows = attack_triplets(
+        metric, loader, spec, device=device, ids=df["id"].to_numpy(), splits=df["split"].to_numpy()
+    )
     if getattr(metric, "metric", None) in ("cosine", "ball"):  # a LipSim model: which metric
         rows = rows.assign(lipsim_metric=metric.metric)
     write_parquet(args.out, rows)

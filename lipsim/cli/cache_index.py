@@ -19,11 +19,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     ap.add_argument("--cache-dir", required=True, type=Path, help="the cache folder")
     ap.add_argument("--parts", required=True, type=int, help="parts the cache was filled in")
-    ap.add_argument("--list", type=Path, default=None,
-                    help="images.parquet from cache-list (default CACHE_DIR/images.parquet)")
+    ap.add_argument(
+        "--list",
+        type=Path,
+        default=None,
+        help="images.parquet from cache-list (default CACHE_DIR/images.parquet)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="default CACHE_DIR/index.parquet")
     args = ap.parse_args(argv)
     df = write_index(args.cache_dir, args.parts, args.out, args.list)  # CacheError: error line
-    print(f"cache-index: {len(df)} images, {int((~df['ok']).sum())} not decodable -> "
-          f"{args.out or args.cache_dir / 'index.parquet'}")
+    print(
+        f"cache-index: {len(df)} images, {int((~df['ok']).sum())} not decodable -> "
+        f"{args.out or args.cache_dir / 'index.parquet'}"
+    )
     return 0

@@ -14,21 +14,37 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = parser(__name__, __doc__)
     ap.add_argument("--root", required=True, help="BAPPS folder (holding the categories or val/)")
-    ap.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES,
-                    help="BAPPS categories to check")
-    ap.add_argument("--no-decode", action="store_true", help="check that images exist, do not decode them")
-    ap.add_argument("--report", help="write {ok, counts, n_problems, problems} as JSON (atomically)")
+    ap.add_argument(
+        "--categories",
+        nargs="+",
+        default=list(CATEGORIES),
+        choices=CATEGORIES,
+        help="BAPPS categories to check",
+    )
+    ap.add_argument(
+        "--no-decode", action="store_true", help="check that images exist, do not decode them"
+    )
+    ap.add_argument(
+        "--report", help="write {ok, counts, n_problems, problems} as JSON (atomically)"
+    )
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_json
     from lipsim.data.bapps import check_bapps
 
-    problems, counts = check_bapps(args.root, decode=not args.no_decode,
-                                   categories=args.categories)
+    problems, counts = check_bapps(args.root, decode=not args.no_decode, categories=args.categories)
     if args.report and not problems:  # a report is the rule's output: only when the check passed
-        write_json(args.report, {"root": args.root, "ok": True, "counts": counts,
-                                 "n_triplets": sum(counts.values()), "n_problems": 0,
-                                 "problems": []})
+        write_json(
+            args.report,
+            {
+                "root": args.root,
+                "ok": True,
+                "counts": counts,
+                "n_triplets": sum(counts.values()),
+                "n_problems": 0,
+                "problems": [],
+            },
+        )
     for p in problems[:50]:
         print(f"check-bapps: {p}", file=sys.stderr)
     if problems:

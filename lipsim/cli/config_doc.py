@@ -18,8 +18,11 @@ from lipsim.configdoc import render
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     ap.add_argument("--schema", default=str(SCHEMA_PATH), help="the config schema to document")
-    ap.add_argument("--out", default=str(SCHEMA_PATH.parents[2] / "config" / "README.md"),
-                    help="Markdown file to write ('-' for stdout)")
+    ap.add_argument(
+        "--out",
+        default=str(SCHEMA_PATH.parents[2] / "config" / "README.md"),
+        help="Markdown file to write ('-' for stdout)",
+    )
     args = ap.parse_args(argv)
     text = render(load_schema(args.schema))
     if args.out == "-":

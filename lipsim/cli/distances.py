@@ -18,14 +18,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--images", required=True, help="image folder (searched recursively)")
-    ap.add_argument("--eps", type=float, default=schema_default("distances.eps"),
-                    help="l2 radius in 1/--eps-scale units")
+    ap.add_argument(
+        "--eps",
+        type=float,
+        default=schema_default("distances.eps"),
+        help="l2 radius in 1/--eps-scale units",
+    )
     ap.add_argument("--eps-scale", type=float, default=1.0, help="units of --eps (255: /255)")
-    ap.add_argument("--steps", type=int, default=schema_default("distances.steps"),
-                    help="PGD steps")
+    ap.add_argument(
+        "--steps", type=int, default=schema_default("distances.steps"), help="PGD steps"
+    )
     ap.add_argument("--restarts", type=int, default=1, help="PGD restarts")
-    ap.add_argument("--n-images", type=int, default=schema_default("distances.n_images"),
-                    help="images drawn from --images (0 = all)")
+    ap.add_argument(
+        "--n-images",
+        type=int,
+        default=schema_default("distances.n_images"),
+        help="images drawn from --images (0 = all)",
+    )
     ap.add_argument("--batch-size", type=int, default=16, help="images per batch")
     ap.add_argument("--seed", type=int, default=0, help="seed of the image draw and the attack")
     ap.add_argument("--out", required=True, help="parquet to write")
@@ -38,13 +47,27 @@ def main(argv: list[str] | None = None) -> int:
     metric, device, size = metric_from_args(args)
     names = pick(list_images(args.images), args.n_images, args.seed)
     eps = args.eps / args.eps_scale
-    print(f"distances: {args.metric} ({size}px, {device}) {len(names)} images, l2 eps={eps:.6g}, "
-          f"{args.steps} steps", flush=True)
-    df = attacked_distances(metric, args.images, names, image_size=size, eps=eps,
-                            steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                            device=device, restarts=args.restarts)
+    print(
+        f"distances: {args.metric} ({size}px, {device}) {len(names)} images, l2 eps={eps:.6g}, "
+        f"{args.steps} steps",
+        flush=True,
+    )
+    df = attacked_distances(
+        metric,
+        args.images,
+        names,
+        image_size=size,
+        eps=eps,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=device,
+        restarts=args.restarts,
+    )
     write_parquet(args.out, df)
     q = df["distance"].quantile([0.1, 0.5, 0.9]).to_numpy()
-    print(f"distances: -> {args.out}; d(x, x+delta) median {q[1]:.4g} (10%: {q[0]:.4g}, "
-          f"90%: {q[2]:.4g})")
+    print(
+        f"distances: -> {args.out}; d(x, x+delta) median {q[1]:.4g} (10%: {q[0]:.4g}, "
+        f"90%: {q[2]:.4g})"
+    )
     return 0

@@ -53,17 +53,23 @@ def _check_cache(cache_dir: Path, teacher: str, crop: str, mirror: bool) -> None
     """The cache holds what this run regresses: the teacher, the crop and the view."""
     config = _fill_config(cache_dir)
     if config["teacher"] != teacher:
-        raise CacheError(f"--teacher {teacher} but the cache {cache_dir} holds embeddings of "
-                         f"{config['teacher']!r}")
+        raise CacheError(
+            f"--teacher {teacher} but the cache {cache_dir} holds embeddings of "
+            f"{config['teacher']!r}"
+        )
     # Caches filled before the crop was an option were all resize_center and not mirrored.
     if config.get("crop", "resize_center") != crop:
-        raise CacheError(f"--crop {crop} but the cache {cache_dir} was filled with "
-                         f"cache-fill --crop {config.get('crop', 'resize_center')}")
+        raise CacheError(
+            f"--crop {crop} but the cache {cache_dir} was filled with "
+            f"cache-fill --crop {config.get('crop', 'resize_center')}"
+        )
     if mirror and not config.get("mirror", False):
         raise CacheError(f"--mirror-cache-dir {cache_dir} was filled without cache-fill --mirror")
     if not mirror and config.get("mirror", False):
-        raise CacheError(f"--cache-dir {cache_dir} holds mirrored crops (cache-fill --mirror); "
-                         "pass it as --mirror-cache-dir")
+        raise CacheError(
+            f"--cache-dir {cache_dir} holds mirrored crops (cache-fill --mirror); "
+            "pass it as --mirror-cache-dir"
+        )
 
 
 def _to_cpu(obj):
@@ -79,26 +85,46 @@ def _to_cpu(obj):
 
 def build_parser() -> argparse.ArgumentParser:
     ap = parser(__name__, __doc__)
-    ap.add_argument("--cache-dir", required=True, type=Path, help="embedding cache (with index.parquet)")
-    ap.add_argument("--images", required=True, type=Path, help="the image folder given to cache-list")
+    ap.add_argument(
+        "--cache-dir", required=True, type=Path, help="embedding cache (with index.parquet)"
+    )
+    ap.add_argument(
+        "--images", required=True, type=Path, help="the image folder given to cache-list"
+    )
     ap.add_argument("--teacher", required=True, help="teacher name; must match the cache's")
     ap.add_argument("--preset", required=True, help="student architecture preset")
     ap.add_argument("--image-size", type=int, required=True, help="student input size")
     ap.add_argument("--out", required=True, type=Path, help="final checkpoint (stage pretrained)")
-    ap.add_argument("--no-augment", action="store_true",
-                    help="both views = the plain image (tests, debugging)")
+    ap.add_argument(
+        "--no-augment", action="store_true", help="both views = the plain image (tests, debugging)"
+    )
     g = ap.add_argument_group("recipe (lipsim.train.distill)")
-    g.add_argument("--crop", choices=CROPS, required=True,
-                   help="resize_center: shorter side resized, then centre crop; center: the "
-                   "authors' centre crop of the full-resolution image")
-    g.add_argument("--teacher-view", choices=TEACHER_VIEWS, required=True,
-                   help="target = teacher embedding of the original image, or of view 0 with "
-                   "its flip (the authors'; needs --mirror-cache-dir)")
-    g.add_argument("--mirror-cache-dir", type=Path, default=None,
-                   help="cache of the mirrored crops (cache-fill --mirror)")
-    g.add_argument("--rmse-reduction", choices=RMSE_REDUCTIONS, required=True,
-                   help="image: mean of per-image RMSE; batch: RMSE over the batch (the "
-                   "authors')")
+    g.add_argument(
+        "--crop",
+        choices=CROPS,
+        required=True,
+        help="resize_center: shorter side resized, then centre crop; center: the "
+        "authors' centre crop of the full-resolution image",
+    )
+    g.add_argument(
+        "--teacher-view",
+        choices=TEACHER_VIEWS,
+        required=True,
+        help="target = teacher embedding of the original image, or of view 0 with "
+        "its flip (the authors'; needs --mirror-cache-dir)",
+    )
+    g.add_argument(
+        "--mirror-cache-dir",
+        type=Path,
+        default=None,
+        help="cache of the mirrored crops (cache-fill --mirror)",
+    )
+    g.add_argument(
+        "--rmse-reduction",
+        choices=RMSE_REDUCTIONS,
+        required=True,
+        help="image: mean of per-image RMSE; batch: RMSE over the batch (the authors')",
+    )
     add_training_options(ap)
     return ap
 
@@ -121,29 +147,63 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         seed_everything(cfg.seed)
         net = build_model(args.preset, args.image_size, cache.emb_dim)
-        dataset = DistillDataset(cache, args.images, args.image_size, crop=args.crop,
-                                 teacher_view=args.teacher_view, mirror=mirror, seed=cfg.seed,
-                                 augment=not args.no_augment)
-        recipe = {"crop": args.crop, "teacher_view": args.teacher_view,
-                  "rmse_reduction": args.rmse_reduction}
+        dataset = DistillDataset(
+            cache,
+            args.images,
+            args.image_size,
+            crop=args.crop,
+            teacher_view=args.teacher_view,
+            mirror=mirror,
+            seed=cfg.seed,
+            augment=not args.no_augment,
+        )
+        recipe = {
+            "crop": args.crop,
+            "teacher_view": args.teacher_view,
+            "rmse_reduction": args.rmse_reduction,
+        }
         trainer = Trainer(cfg, env, device)
-        net = trainer.fit(net, DistillTask(dataset, rmse_reduction=args.rmse_reduction),
-                          fingerprint_extra={
-            "task": "distill", "preset": args.preset, "image_size": args.image_size,
-            "emb_dim": cache.emb_dim, "teacher": args.teacher, "augment": not args.no_augment,
-            **recipe,
-            # A refilled cache (same options, new embeddings) must not resume an old run.
-            "cache": _cache_digest(args.cache_dir),
-            "mirror_cache": _cache_digest(args.mirror_cache_dir) if mirror else None})
+        net = trainer.fit(
+            net,
+            DistillTask(dataset, rmse_reduction=args.rmse_reduction),
+            fingerprint_extra={
+                "task": "distill",
+                "preset": args.preset,
+                "image_size": args.image_size,
+                "emb_dim": cache.emb_dim,
+                "teacher": args.teacher,
+                "augment": not args.no_augment,
+                **recipe,
+                # A refilled cache (same options, new embeddings) must not resume an old run.
+                "cache": _cache_digest(args.cache_dir),
+                "mirror_cache": _cache_digest(args.mirror_cache_dir) if mirror else None,
+            },
+        )
         if env.is_main:
-            save_checkpoint(args.out, net, stage="pretrained", teacher=args.teacher, meta={
-                "epochs": cfg.epochs, "global_batch": cfg.batch_size * env.world_size,
-                "lr": cfg.lr, "betas": [cfg.beta1, cfg.beta2], "weight_decay": cfg.weight_decay,
-                "schedule": cfg.schedule, "warmup_steps": cfg.warmup_steps, "seed": cfg.seed,
-                "amp": cfg.amp, "images": len(dataset), "world_size": env.world_size,
-                "augment": not args.no_augment, "cache_dir": str(args.cache_dir),
-                "mirror_cache_dir": str(args.mirror_cache_dir) if mirror else None, **recipe},
-                optimizer_state=_to_cpu(trainer.optimizer.state_dict()))
+            save_checkpoint(
+                args.out,
+                net,
+                stage="pretrained",
+                teacher=args.teacher,
+                meta={
+                    "epochs": cfg.epochs,
+                    "global_batch": cfg.batch_size * env.world_size,
+                    "lr": cfg.lr,
+                    "betas": [cfg.beta1, cfg.beta2],
+                    "weight_decay": cfg.weight_decay,
+                    "schedule": cfg.schedule,
+                    "warmup_steps": cfg.warmup_steps,
+                    "seed": cfg.seed,
+                    "amp": cfg.amp,
+                    "images": len(dataset),
+                    "world_size": env.world_size,
+                    "augment": not args.no_augment,
+                    "cache_dir": str(args.cache_dir),
+                    "mirror_cache_dir": str(args.mirror_cache_dir) if mirror else None,
+                    **recipe,
+                },
+                optimizer_state=_to_cpu(trainer.optimizer.state_dict()),
+            )
             print(f"distill: wrote {args.out}")
             clear_resume(cfg.workdir)
     except (CacheError, FileNotFoundError, ValueError, KeyError) as exc:

@@ -17,14 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
-    ap.add_argument("--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"],
-                    help="NIGHT splits")
+    ap.add_argument(
+        "--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"], help="NIGHT splits"
+    )
     ap.add_argument("--min-votes", type=int, default=6, help="keep triplets with this many votes")
     ap.add_argument("--batch-size", type=int, default=64, help="triplets per batch")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
     args = ap.parse_args(argv)
-
 
     from lipsim.atomic import write_parquet
     from lipsim.baselines import evaluate_triplets, metric_from_args

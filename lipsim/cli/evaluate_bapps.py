@@ -19,14 +19,29 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
-    ap.add_argument("--bapps", required=True, help="BAPPS 2AFC folder (holding the categories "
-                    "or val/)")
-    ap.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES,
-                    help="BAPPS categories to score")
-    ap.add_argument("--eps", nargs="+", type=float, default=[36.0, 72.0, 108.0],
-                    help="certified radii to print, in /255 units (LipSim only)")
-    ap.add_argument("--batch-size", type=int, default=schema_default("bapps.batch_size"),
-                    help="triplets per batch")
+    ap.add_argument(
+        "--bapps", required=True, help="BAPPS 2AFC folder (holding the categories or val/)"
+    )
+    ap.add_argument(
+        "--categories",
+        nargs="+",
+        default=list(CATEGORIES),
+        choices=CATEGORIES,
+        help="BAPPS categories to score",
+    )
+    ap.add_argument(
+        "--eps",
+        nargs="+",
+        type=float,
+        default=[36.0, 72.0, 108.0],
+        help="certified radii to print, in /255 units (LipSim only)",
+    )
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=schema_default("bapps.batch_size"),
+        help="triplets per batch",
+    )
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
     args = ap.parse_args(argv)
@@ -42,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     metric, device, size = metric_from_args(args)
     df = read_bapps(args.bapps, args.categories)
     # Table order: result rows are matched to ids by position (never shuffle).
-    loader = torch.utils.data.DataLoader(BappsTriplets(df, size), batch_size=args.batch_size,
-                                         shuffle=False, num_workers=args.workers)
+    loader = torch.utils.data.DataLoader(
+        BappsTriplets(df, size), batch_size=args.batch_size, shuffle=False, num_workers=args.workers
+    )
     ids, splits = df["id"].to_numpy(), df["split"].to_numpy()
     lipsim = args.metric.startswith("lipsim:")
     if lipsim:
@@ -55,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     eps = [e / 255 for e in args.eps] if lipsim else []
     s = category_scores(rows, eps)
     print(f"evaluate-bapps: {args.metric} on {len(rows)} triplets at {size}px -> {args.out}")
-    print("category".ljust(14) + "natural".rjust(9)
-          + "".join(f"{'cert@' + format(e, 'g'):>12}" for e in args.eps if lipsim))
+    print(
+        "category".ljust(14)
+        + "natural".rjust(9)
+        + "".join(f"{'cert@' + format(e, 'g'):>12}" for e in args.eps if lipsim)
+    )
     for cat in [*args.categories, *(g for g in GROUPS if g in s["natural"]), ALL]:
         line = cat.ljust(14) + f"{s['natural'][cat]:9.2f}"
         line += "".join(f"{s['certified'][e][cat]:12.2f}" for e in eps)

@@ -12,14 +12,23 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = parser(__name__, __doc__)
     ap.add_argument("--id", required=True, help="Google Drive file id")
-    ap.add_argument("--url", default=DRIVE_DOWNLOAD_URL,
-                    help=f"Drive download endpoint (default {DRIVE_DOWNLOAD_URL})")
+    ap.add_argument(
+        "--url",
+        default=DRIVE_DOWNLOAD_URL,
+        help=f"Drive download endpoint (default {DRIVE_DOWNLOAD_URL})",
+    )
     ap.add_argument("--out", required=True, help="checkpoint file to write")
     ap.add_argument("--record", help="JSON record to write (default OUT with .json)")
     ap.add_argument("--sha256", help="expected sha256 of the file")
-    ap.add_argument("--retries", type=int, default=8,
-                    help="consecutive attempts without progress before giving up")
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=8,
+        help="consecutive attempts without progress before giving up",
+    )
+    ap.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds without data before a retry"
+    )
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
 
@@ -29,12 +38,27 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.atomic import write_json
     from lipsim.data.gdrive import drive_url, fetch_drive
 
-    res = fetch_drive(args.id, args.out, base=args.url, sha256=args.sha256 or None,
-                      retries=args.retries, timeout=args.timeout, progress=not args.no_progress)
+    res = fetch_drive(
+        args.id,
+        args.out,
+        base=args.url,
+        sha256=args.sha256 or None,
+        retries=args.retries,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+    )
     record = Path(args.record) if args.record else Path(args.out).with_suffix(".json")
-    write_json(record, {"drive_id": args.id, "url": drive_url(args.id, args.url),
-                        "path": str(res.path), "bytes": res.size, "sha256": res.sha256,
-                        "sha256_expected": args.sha256 or None,
-                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_json(
+        record,
+        {
+            "drive_id": args.id,
+            "url": drive_url(args.id, args.url),
+            "path": str(res.path),
+            "bytes": res.size,
+            "sha256": res.sha256,
+            "sha256_expected": args.sha256 or None,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
     print(f"fetch-released: {args.id} -> {res.path} ({res.size} bytes, sha256 {res.sha256})")
     return 0

@@ -23,19 +23,33 @@ from lipsim.teachers import Download, fetch_weights, teacher_names
 def _baseline_downloads() -> dict[str, tuple[Download, ...]]:
     from lipsim.baselines import BASELINE_DOWNLOADS
 
-    return {name: tuple(Download(url, "file", fname) for url, fname in files)
-            for name, files in BASELINE_DOWNLOADS.items()}
+    return {
+        name: tuple(Download(url, "file", fname) for url, fname in files)
+        for name, files in BASELINE_DOWNLOADS.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     baselines = _baseline_downloads()
-    ap.add_argument("--teacher", required=True, choices=teacher_names() + sorted(baselines),
-                    help="teacher or baseline name")
-    ap.add_argument("--weights-dir", required=True, type=Path,
-                    help="folder of weights; files go to WEIGHTS_DIR/NAME/")
-    ap.add_argument("--marker", type=Path, default=None,
-                    help="marker json to write (default WEIGHTS_DIR/NAME.fetched.json)")
+    ap.add_argument(
+        "--teacher",
+        required=True,
+        choices=teacher_names() + sorted(baselines),
+        help="teacher or baseline name",
+    )
+    ap.add_argument(
+        "--weights-dir",
+        required=True,
+        type=Path,
+        help="folder of weights; files go to WEIGHTS_DIR/NAME/",
+    )
+    ap.add_argument(
+        "--marker",
+        type=Path,
+        default=None,
+        help="marker json to write (default WEIGHTS_DIR/NAME.fetched.json)",
+    )
     args = ap.parse_args(argv)
     try:
         record = fetch_weights(args.teacher, args.weights_dir, baselines.get(args.teacher))
@@ -46,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     marker = args.marker or args.weights_dir / f"{args.teacher}.fetched.json"
     write_json(marker, record)
-    print(f"fetch-weights: {args.teacher}: {len(record['files'])} file(s) in {record['folder']}; "
-          f"marker {marker}")
+    print(
+        f"fetch-weights: {args.teacher}: {len(record['files'])} file(s) in {record['folder']}; "
+        f"marker {marker}"
+    )
     return 0

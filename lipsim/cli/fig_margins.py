@@ -18,8 +18,12 @@ from lipsim.reporting import report_errors
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__name__, __doc__)
     p.add_argument("--table1", required=True, help="table1.parquet (or .csv) from `lipsim table1`")
-    p.add_argument("--metric", default=None, choices=("cosine", "ball"),
-                   help="LipSim metric whose rows are drawn (default: all rows)")
+    p.add_argument(
+        "--metric",
+        default=None,
+        choices=("cosine", "ball"),
+        help="LipSim metric whose rows are drawn (default: all rows)",
+    )
     p.add_argument("--out-prefix", required=True, help="e.g. R/figures/margins")
     return p
 

@@ -42,10 +42,12 @@ def init_optimizer_state(init: dict, path: Path, how: str) -> dict | None:
         return None
     state = init.get("optimizer_state_dict")
     if state is None:
-        raise LipSimError(f"{path}: the checkpoint holds no optimizer state "
-                          "(optimizer_state_dict), which --optimizer-state reload "
-                          "(config finetune.optimizer_state) needs; distill it again with this "
-                          "version, or finetune with --optimizer-state fresh")
+        raise LipSimError(
+            f"{path}: the checkpoint holds no optimizer state "
+            "(optimizer_state_dict), which --optimizer-state reload "
+            "(config finetune.optimizer_state) needs; distill it again with this "
+            "version, or finetune with --optimizer-state fresh"
+        )
     return state
 
 
@@ -54,16 +56,29 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--init", required=True, type=Path, help="distilled checkpoint (pretrained)")
     ap.add_argument("--night", required=True, type=Path, help="NIGHT folder (holding data.csv)")
     ap.add_argument("--margin", required=True, type=float, help="hinge-loss margin")
-    ap.add_argument("--min-votes", type=int, required=True,
-                    help="keep triplets with at least this many votes")
+    ap.add_argument(
+        "--min-votes", type=int, required=True, help="keep triplets with at least this many votes"
+    )
     ap.add_argument("--out", required=True, type=Path, help="checkpoint to write (stage finetuned)")
     g = ap.add_argument_group("recipe (lipsim.train.finetune)")
-    g.add_argument("--metric", choices=METRICS, required=True,
-                   help="cosine: 1 - cos (the authors'); ball: the unit-ball projection")
-    g.add_argument("--loss-reduction", choices=LOSS_REDUCTIONS, required=True,
-                   help="hinge loss averaged or summed (the authors') over the batch")
-    g.add_argument("--optimizer-state", choices=OPTIMIZER_STATES, required=True,
-                   help="fresh Adam, or reload the --init checkpoint's state (the authors')")
+    g.add_argument(
+        "--metric",
+        choices=METRICS,
+        required=True,
+        help="cosine: 1 - cos (the authors'); ball: the unit-ball projection",
+    )
+    g.add_argument(
+        "--loss-reduction",
+        choices=LOSS_REDUCTIONS,
+        required=True,
+        help="hinge loss averaged or summed (the authors') over the batch",
+    )
+    g.add_argument(
+        "--optimizer-state",
+        choices=OPTIMIZER_STATES,
+        required=True,
+        help="fresh Adam, or reload the --init checkpoint's state (the authors')",
+    )
     add_training_options(ap)
     return ap
 
@@ -80,33 +95,62 @@ def main(argv: list[str] | None = None) -> int:
         opt_state = init_optimizer_state(init, args.init, args.optimizer_state)
         df = read_night(args.night, min_votes=args.min_votes, splits=["train"])
         dataset = NightTriplets(df, net.image_size)
-        recipe = {"metric": args.metric, "loss_reduction": args.loss_reduction,
-                  "optimizer_state": args.optimizer_state}
+        recipe = {
+            "metric": args.metric,
+            "loss_reduction": args.loss_reduction,
+            "optimizer_state": args.optimizer_state,
+        }
         trainer = Trainer(cfg, env, device)
-        task = FinetuneTask(dataset, args.margin, metric=args.metric,
-                            loss_reduction=args.loss_reduction)
+        task = FinetuneTask(
+            dataset, args.margin, metric=args.metric, loss_reduction=args.loss_reduction
+        )
         try:
-            net = trainer.fit(net, task, init_optimizer_state=opt_state, fingerprint_extra={
-                "task": "finetune", "margin": args.margin, "min_votes": args.min_votes,
-                **recipe,
-                # Content, not paths: a re-distilled init or changed NIGHT csv starts afresh.
-                "init_sha256": sha256_file(args.init),
-                "night_csv_sha256": sha256_file(find_night_root(args.night) / "data.csv"),
-                "model_config": dict(net.config)})
+            net = trainer.fit(
+                net,
+                task,
+                init_optimizer_state=opt_state,
+                fingerprint_extra={
+                    "task": "finetune",
+                    "margin": args.margin,
+                    "min_votes": args.min_votes,
+                    **recipe,
+                    # Content, not paths: a re-distilled init or changed NIGHT csv starts afresh.
+                    "init_sha256": sha256_file(args.init),
+                    "night_csv_sha256": sha256_file(find_night_root(args.night) / "data.csv"),
+                    "model_config": dict(net.config),
+                },
+            )
         except OptimizerStateError as exc:
-            raise LipSimError(f"{args.init}: its optimizer state does not fit the model "
-                              f"(--optimizer-state reload): {exc}") from exc
+            raise LipSimError(
+                f"{args.init}: its optimizer state does not fit the model "
+                f"(--optimizer-state reload): {exc}"
+            ) from exc
         if env.is_main:
-            save_checkpoint(args.out, net, stage="finetuned", margin=args.margin,
-                            teacher=init.get("teacher", "unknown"), metric=args.metric, meta={
-                                "init": str(args.init), "epochs": cfg.epochs,
-                                "global_batch": cfg.batch_size * env.world_size, "lr": cfg.lr,
-                                "betas": [cfg.beta1, cfg.beta2],
-                                "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
-                                "warmup_steps": cfg.warmup_steps, "seed": cfg.seed,
-                                "amp": cfg.amp, "triplets": len(dataset),
-                                "min_votes": args.min_votes, "world_size": env.world_size,
-                                "loss": "hinge", **recipe})
+            save_checkpoint(
+                args.out,
+                net,
+                stage="finetuned",
+                margin=args.margin,
+                teacher=init.get("teacher", "unknown"),
+                metric=args.metric,
+                meta={
+                    "init": str(args.init),
+                    "epochs": cfg.epochs,
+                    "global_batch": cfg.batch_size * env.world_size,
+                    "lr": cfg.lr,
+                    "betas": [cfg.beta1, cfg.beta2],
+                    "weight_decay": cfg.weight_decay,
+                    "schedule": cfg.schedule,
+                    "warmup_steps": cfg.warmup_steps,
+                    "seed": cfg.seed,
+                    "amp": cfg.amp,
+                    "triplets": len(dataset),
+                    "min_votes": args.min_votes,
+                    "world_size": env.world_size,
+                    "loss": "hinge",
+                    **recipe,
+                },
+            )
             print(f"finetune: wrote {args.out}")
             clear_resume(cfg.workdir)
     except (FileNotFoundError, ValueError, KeyError) as exc:

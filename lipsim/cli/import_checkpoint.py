@@ -20,13 +20,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", required=True, help="architecture preset, e.g. small")
     ap.add_argument("--image-size", type=int, required=True, help="e.g. 224")
     ap.add_argument("--emb-dim", type=int, required=True, help="e.g. 1792 (DreamSim ensemble)")
-    ap.add_argument("--stage", required=True, choices=["pretrained", "finetuned"],
-                    help="what the file is: distilled (pretrained) or finetuned")
-    ap.add_argument("--margin", type=float, default=None,
-                    help="hinge margin of a finetuned checkpoint")
-    ap.add_argument("--metric", choices=METRICS, default=None,
-                    help="metric a finetuned checkpoint was trained with (the authors': "
-                         "cosine)")
+    ap.add_argument(
+        "--stage",
+        required=True,
+        choices=["pretrained", "finetuned"],
+        help="what the file is: distilled (pretrained) or finetuned",
+    )
+    ap.add_argument(
+        "--margin", type=float, default=None, help="hinge margin of a finetuned checkpoint"
+    )
+    ap.add_argument(
+        "--metric",
+        choices=METRICS,
+        default=None,
+        help="metric a finetuned checkpoint was trained with (the authors': cosine)",
+    )
     ap.add_argument("--teacher", required=True, help="e.g. dreamsim_ensemble")
     ap.add_argument("--out", required=True, help="checkpoint to write")
     args = ap.parse_args(argv)
@@ -41,17 +49,29 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.models import import_released, save_checkpoint
 
     imp = import_released(args.src, args.preset, args.image_size, args.emb_dim)
-    save_checkpoint(args.out, imp.net, stage=args.stage, margin=args.margin,
-                    teacher=args.teacher, metric=args.metric,
-                    optimizer_state=imp.optimizer_state,
-                    meta={"imported_from": str(Path(args.src).resolve()),
-                          "imported_sha256": sha256_file(args.src),
-                          "source": "released LipSim checkpoint", **imp.info,
-                          "ignored_keys": [f"{k}: {why}" for k, why in imp.ignored]})
+    save_checkpoint(
+        args.out,
+        imp.net,
+        stage=args.stage,
+        margin=args.margin,
+        teacher=args.teacher,
+        metric=args.metric,
+        optimizer_state=imp.optimizer_state,
+        meta={
+            "imported_from": str(Path(args.src).resolve()),
+            "imported_sha256": sha256_file(args.src),
+            "source": "released LipSim checkpoint",
+            **imp.info,
+            "ignored_keys": [f"{k}: {why}" for k, why in imp.ignored],
+        },
+    )
     n = sum(p.numel() for p in imp.net.parameters())
-    print(f"import-checkpoint: {args.src} -> {args.out} ({args.preset}, {n / 1e6:.1f}M "
-          f"parameters, {args.stage}" + (f", margin {args.margin:g}" if args.margin is not None
-                                         else "") + ")")
+    print(
+        f"import-checkpoint: {args.src} -> {args.out} ({args.preset}, {n / 1e6:.1f}M "
+        f"parameters, {args.stage}"
+        + (f", margin {args.margin:g}" if args.margin is not None else "")
+        + ")"
+    )
     for key, why in imp.ignored:
         print(f"  not imported as weights: {key} -- {why}")
     return 0

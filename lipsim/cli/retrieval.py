@@ -20,19 +20,34 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--images", required=True, help="image folder (searched recursively)")
-    ap.add_argument("--n-queries", type=int, default=schema_default("retrieval.n_queries"),
-                    help="attacked queries (0 = every gallery image)")
-    ap.add_argument("--eps", type=float, nargs="+", default=schema_default("retrieval.eps"),
-                    help="l2 radii in 1/--eps-scale units")
+    ap.add_argument(
+        "--n-queries",
+        type=int,
+        default=schema_default("retrieval.n_queries"),
+        help="attacked queries (0 = every gallery image)",
+    )
+    ap.add_argument(
+        "--eps",
+        type=float,
+        nargs="+",
+        default=schema_default("retrieval.eps"),
+        help="l2 radii in 1/--eps-scale units",
+    )
     ap.add_argument("--eps-scale", type=float, default=1.0, help="units of --eps (255: /255)")
-    ap.add_argument("--k", type=int, nargs="+", default=schema_default("retrieval.k"),
-                    help="recall@k values")
-    ap.add_argument("--steps", type=int, default=schema_default("retrieval.steps"),
-                    help="PGD steps of the query attack")
+    ap.add_argument(
+        "--k", type=int, nargs="+", default=schema_default("retrieval.k"), help="recall@k values"
+    )
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=schema_default("retrieval.steps"),
+        help="PGD steps of the query attack",
+    )
     ap.add_argument("--batch-size", type=int, default=16, help="images per batch")
     ap.add_argument("--seed", type=int, default=0, help="seed of the query draw and the attack")
-    ap.add_argument("--name", default=None,
-                    help="value of the metric column (default: the metric's name)")
+    ap.add_argument(
+        "--name", default=None, help="value of the metric column (default: the metric's name)"
+    )
     ap.add_argument("--out", required=True, help="parquet to write")
     args = ap.parse_args(argv)
 
@@ -44,9 +59,18 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"retrieval: --k values must be >= 1, got {args.k}")
     metric, device, size = metric_from_args(args)
     eps = [e / args.eps_scale for e in args.eps]
-    df = retrieval_recall(metric, args.images, image_size=size, n_queries=args.n_queries,
-                          eps_list=eps, ks=args.k, steps=args.steps, seed=args.seed,
-                          batch_size=args.batch_size, device=device)
+    df = retrieval_recall(
+        metric,
+        args.images,
+        image_size=size,
+        n_queries=args.n_queries,
+        eps_list=eps,
+        ks=args.k,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=device,
+    )
     df.insert(0, "metric", args.name or getattr(metric, "name", args.metric))
     write_parquet(args.out, df)
     print(df.to_string(index=False))

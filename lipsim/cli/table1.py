@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate output per reference metric (natural score only); a metric named "
         "like a teacher of --certify is that teacher's reference row",
     )
-    p.add_argument("--teacher", default=None,
-                   help="teacher of the --certify models given without TEACHER/")
+    p.add_argument(
+        "--teacher", default=None, help="teacher of the --certify models given without TEACHER/"
+    )
     p.add_argument(
         "--eps",
         nargs="+",

@@ -14,12 +14,25 @@ from lipsim.reporting import parse_assignments, report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lipsim table-bapps", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--inputs", nargs="+", required=True, metavar="METRIC=FILE",
-                   help="evaluate-bapps output per metric")
-    p.add_argument("--eps", nargs="+", type=float, default=[36.0, 72.0, 108.0],
-                   help="certified radii in /255 units (default: 36 72 108)")
+    p = argparse.ArgumentParser(
+        prog="lipsim table-bapps",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--inputs",
+        nargs="+",
+        required=True,
+        metavar="METRIC=FILE",
+        help="evaluate-bapps output per metric",
+    )
+    p.add_argument(
+        "--eps",
+        nargs="+",
+        type=float,
+        default=[36.0, 72.0, 108.0],
+        help="certified radii in /255 units (default: 36 72 108)",
+    )
     p.add_argument("--decimals", type=int, default=1, help="decimals in md/tex (default 1)")
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/bapps")
     return p
@@ -29,8 +42,12 @@ def _run(args) -> None:
     from lipsim.reporting import bapps, tables
 
     table = bapps.bapps_table(parse_assignments(args.inputs, "--inputs"), args.eps)
-    tables.write_table(args.out_prefix, table, bapps.bapps_markdown(table, args.decimals),
-                       bapps.bapps_latex(table, args.decimals))
+    tables.write_table(
+        args.out_prefix,
+        table,
+        bapps.bapps_markdown(table, args.decimals),
+        bapps.bapps_latex(table, args.decimals),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

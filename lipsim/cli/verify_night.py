@@ -14,9 +14,15 @@ from lipsim.configcheck import schema_default
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     ap.add_argument("--root", required=True, help="folder holding data.csv (or its parent)")
-    ap.add_argument("--min-votes", type=int, default=schema_default("night.min_votes"),
-                    help="rows with fewer votes are ignored")
-    ap.add_argument("--no-decode", action="store_true", help="check that images exist, do not decode them")
+    ap.add_argument(
+        "--min-votes",
+        type=int,
+        default=schema_default("night.min_votes"),
+        help="rows with fewer votes are ignored",
+    )
+    ap.add_argument(
+        "--no-decode", action="store_true", help="check that images exist, do not decode them"
+    )
     ap.add_argument("--report", help="write {ok, n_problems, problems: [...]} as JSON (atomically)")
     args = ap.parse_args(argv)
     import dataclasses
@@ -26,9 +32,16 @@ def main(argv: list[str] | None = None) -> int:
 
     problems = verify_night(args.root, args.min_votes, decode=not args.no_decode)
     if args.report:
-        write_json(args.report, {"root": args.root, "min_votes": args.min_votes,
-                                 "ok": not problems, "n_problems": len(problems),
-                                 "problems": [dataclasses.asdict(p) for p in problems]})
+        write_json(
+            args.report,
+            {
+                "root": args.root,
+                "min_votes": args.min_votes,
+                "ok": not problems,
+                "n_problems": len(problems),
+                "problems": [dataclasses.asdict(p) for p in problems],
+            },
+        )
     for p in problems:
         print(f"verify-night: {p}", file=sys.stderr)
     if problems:

@@ -29,17 +29,27 @@ from lipsim.data.night import load_image
 from lipsim.errors import LipSimError
 
 __all__ = [
-    "BAPPS_VAL_SHA256", "BAPPS_VAL_URL", "CATEGORIES", "GROUPS", "BappsFormatError", "BappsTriplets",
-    "check_bapps", "download_bapps", "find_bapps_root", "make_bapps", "read_bapps",
+    "BAPPS_VAL_SHA256",
+    "BAPPS_VAL_URL",
+    "CATEGORIES",
+    "GROUPS",
+    "BappsFormatError",
+    "BappsTriplets",
+    "check_bapps",
+    "download_bapps",
+    "find_bapps_root",
+    "make_bapps",
+    "read_bapps",
 ]
 
 CATEGORIES = ("traditional", "cnn", "superres", "deblur", "color", "frameinterp")
 # The LPIPS paper's two groups (its table: "Distortions" and "Real algorithms"). The LipSim
 # authors' code certifies BAPPS on the first group only (traditional + cnn, size-weighted).
-GROUPS = {"distortions": ("traditional", "cnn"),
-          "real_algorithms": ("superres", "deblur", "color", "frameinterp")}
-BAPPS_VAL_URL = ("https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/"
-                 "twoafc_val.tar.gz")
+GROUPS = {
+    "distortions": ("traditional", "cnn"),
+    "real_algorithms": ("superres", "deblur", "color", "frameinterp"),
+}
+BAPPS_VAL_URL = "https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/twoafc_val.tar.gz"
 # As recorded by a third party (not checked here: no network); a mismatch fails the download.
 BAPPS_VAL_SHA256 = "41486671b06de923e7ba277c4797d4d9d86d609863ba35ecdb576133f8b9d859"
 _FOLDERS = ("ref", "p0", "p1", "judge")
@@ -60,7 +70,8 @@ def find_bapps_root(root: str | os.PathLike) -> Path:
     raise BappsFormatError(
         f"BAPPS: no category folder ({', '.join(CATEGORIES)}) in {root} or {root / 'val'}; "
         "download it with `python -m lipsim download-bapps` or make a demo set with "
-        "`python -m lipsim make-demo-bapps`")
+        "`python -m lipsim make-demo-bapps`"
+    )
 
 
 def _judge(path: Path) -> float:
@@ -71,8 +82,10 @@ def _judge(path: Path) -> float:
         raise BappsFormatError(f"BAPPS: cannot read judge file {path}: {exc}") from exc
     arr = np.asarray(arr, dtype=np.float64).reshape(-1)
     if arr.size != 1 or not np.isfinite(arr[0]) or not 0.0 <= arr[0] <= 1.0:
-        raise BappsFormatError(f"BAPPS: judge file {path} must hold one number in [0, 1], "
-                               f"got {arr[:4].tolist()}{'...' if arr.size > 4 else ''}")
+        raise BappsFormatError(
+            f"BAPPS: judge file {path} must hold one number in [0, 1], "
+            f"got {arr[:4].tolist()}{'...' if arr.size > 4 else ''}"
+        )
     return float(arr[0])
 
 
@@ -84,8 +97,14 @@ def _category_items(folder: Path) -> tuple[list[str], list[str]]:
             problems.append(f"{folder / sub}: missing folder")
     if problems:
         return [], problems
-    stems = {sub: {p.stem for p in (folder / sub).iterdir()
-                   if p.suffix == (".npy" if sub == "judge" else ".png")} for sub in _FOLDERS}
+    stems = {
+        sub: {
+            p.stem
+            for p in (folder / sub).iterdir()
+            if p.suffix == (".npy" if sub == "judge" else ".png")
+        }
+        for sub in _FOLDERS
+    }
     for sub in _FOLDERS[1:]:
         ext = ".npy" if sub == "judge" else ".png"
         for stem in sorted(stems["ref"] - stems[sub]):
@@ -103,13 +122,16 @@ def _categories(categories: Iterable[str] | str | None) -> list[str]:
     cats = [categories] if isinstance(categories, str) else list(categories)
     unknown = [c for c in cats if c not in CATEGORIES]
     if unknown:
-        raise BappsFormatError(f"BAPPS: unknown categor{'y' if len(unknown) == 1 else 'ies'} "
-                               f"{', '.join(unknown)}; expected {', '.join(CATEGORIES)}")
+        raise BappsFormatError(
+            f"BAPPS: unknown categor{'y' if len(unknown) == 1 else 'ies'} "
+            f"{', '.join(unknown)}; expected {', '.join(CATEGORIES)}"
+        )
     return cats
 
 
-def read_bapps(root: str | os.PathLike,
-               categories: Iterable[str] | str | None = None) -> pd.DataFrame:
+def read_bapps(
+    root: str | os.PathLike, categories: Iterable[str] | str | None = None
+) -> pd.DataFrame:
     """The BAPPS triplets as a table, in category order then file order.
 
     Columns: id (`<category>/<NNNNNN>`), split (the category), p (judge: share preferring
@@ -128,9 +150,16 @@ def read_bapps(root: str | os.PathLike,
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise BappsFormatError(f"BAPPS: {problems[0]}{more}")
         for stem in stems:
-            rows.append((f"{cat}/{stem}", cat, _judge(folder / "judge" / f"{stem}.npy"),
-                         str(folder / "ref" / f"{stem}.png"), str(folder / "p0" / f"{stem}.png"),
-                         str(folder / "p1" / f"{stem}.png")))
+            rows.append(
+                (
+                    f"{cat}/{stem}",
+                    cat,
+                    _judge(folder / "judge" / f"{stem}.npy"),
+                    str(folder / "ref" / f"{stem}.png"),
+                    str(folder / "p0" / f"{stem}.png"),
+                    str(folder / "p1" / f"{stem}.png"),
+                )
+            )
     return pd.DataFrame(rows, columns=["id", "split", "p", *_PATH_COLUMNS])
 
 
@@ -160,8 +189,9 @@ class BappsTriplets:
         return ref, x0, x1, torch.tensor(self._p[index]), index
 
 
-def check_bapps(root: str | os.PathLike, *, decode: bool = True,
-                categories: Iterable[str] | str | None = None) -> tuple[list[str], dict]:
+def check_bapps(
+    root: str | os.PathLike, *, decode: bool = True, categories: Iterable[str] | str | None = None
+) -> tuple[list[str], dict]:
     """(problems, triplets per category) of a BAPPS folder; no problem = the layout is right.
 
     Checks: every category folder exists with ref/, p0/, p1/, judge/; every reference has its
@@ -206,10 +236,17 @@ def check_bapps(root: str | os.PathLike, *, decode: bool = True,
     return problems, counts
 
 
-def download_bapps(out: str | os.PathLike, *, url: str = BAPPS_VAL_URL,
-                   sha256: str | None = BAPPS_VAL_SHA256, retries: int = 8,
-                   timeout: float = 60.0, workdir: str | os.PathLike | None = None,
-                   keep_archive: bool = False, progress: bool = True) -> Path:
+def download_bapps(
+    out: str | os.PathLike,
+    *,
+    url: str = BAPPS_VAL_URL,
+    sha256: str | None = BAPPS_VAL_SHA256,
+    retries: int = 8,
+    timeout: float = 60.0,
+    workdir: str | os.PathLike | None = None,
+    keep_archive: bool = False,
+    progress: bool = True,
+) -> Path:
     """Download the BAPPS 2AFC validation archive and extract it safely into `out`.
 
     The archive is fetched resumably (lipsim.data.download.fetch, verified against `sha256`
@@ -232,8 +269,10 @@ def download_bapps(out: str | os.PathLike, *, url: str = BAPPS_VAL_URL,
         problems, _ = check_bapps(tmp, decode=False)
         if problems:
             shown = "\n  ".join(problems[:10])
-            raise BappsFormatError(f"BAPPS: {archive} (from {url}) does not hold the BAPPS "
-                                   f"2AFC layout ({len(problems)} problem(s)):\n  {shown}")
+            raise BappsFormatError(
+                f"BAPPS: {archive} (from {url}) does not hold the BAPPS "
+                f"2AFC layout ({len(problems)} problem(s)):\n  {shown}"
+            )
     if not keep_archive:
         archive.unlink(missing_ok=True)
         if workdir.is_dir() and not any(workdir.iterdir()):
@@ -279,8 +318,9 @@ def _demo_item(seed: int, cat_index: int, i: int, size: int) -> _DemoItem:
     return _DemoItem(ref, x0, x1, rng.binomial(_DEMO_JUDGES, p_right) / _DEMO_JUDGES)
 
 
-def make_bapps(out: str | os.PathLike, *, seed: int = 3, n_per_category: int = 16,
-               image_size: int = BAPPS_SIZE) -> Path:
+def make_bapps(
+    out: str | os.PathLike, *, seed: int = 3, n_per_category: int = 16, image_size: int = BAPPS_SIZE
+) -> Path:
     """Write a BAPPS-layout demo set (`out/val/<category>/{ref,p0,p1,judge}/`) from the demo
     images (lipsim.data.synthetic), replacing `out` atomically; a pure function of the seed."""
     from lipsim.data.synthetic import _save_png, _to_uint8

@@ -54,8 +54,15 @@ from lipsim.data.extract import MAX_RATIO, ExtractClash, ExtractError, safe_extr
 from lipsim.errors import LipSimError
 
 __all__ = [
-    "MANIFEST_NAME", "NIGHT_CHUNKED_URL", "NIGHT_ZIP_URL", "DownloadError", "FetchResult",
-    "download_night", "fetch", "sha256_file", "verify_manifest",
+    "MANIFEST_NAME",
+    "NIGHT_CHUNKED_URL",
+    "NIGHT_ZIP_URL",
+    "DownloadError",
+    "FetchResult",
+    "download_night",
+    "fetch",
+    "sha256_file",
+    "verify_manifest",
 ]
 
 NIGHT_ZIP_URL = "https://data.csail.mit.edu/nights/nights.zip"
@@ -97,16 +104,38 @@ def _progress(total: int | None, initial: int, desc: str, enabled: bool):
     # bytes with a binary unit scale: tqdm then shows e.g. "1.20G/58.0G [03:10, 12.3MB/s]".
     # In a log file (snakemake, SLURM) one line every 30 s instead of a redraw per block.
     tty = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc, disable=not enabled, file=sys.stderr, leave=not tty,
-                mininterval=0.5 if tty else 30.0, dynamic_ncols=tty)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=not enabled,
+        file=sys.stderr,
+        leave=not tty,
+        mininterval=0.5 if tty else 30.0,
+        dynamic_ncols=tty,
+    )
 
 
-def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retries: int = 8,
-          timeout: float = 60.0, backoff: float = 1.0, max_backoff: float = 60.0,
-          min_rate: float = MIN_RATE, stall_time: float = STALL_TIME, expect: str | None = None,
-          session: requests.Session | None = None, progress: bool = True,
-          chunk_size: int = CHUNK, sleep: Callable[[float], None] = time.sleep) -> FetchResult:
+def fetch(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    retries: int = 8,
+    timeout: float = 60.0,
+    backoff: float = 1.0,
+    max_backoff: float = 60.0,
+    min_rate: float = MIN_RATE,
+    stall_time: float = STALL_TIME,
+    expect: str | None = None,
+    session: requests.Session | None = None,
+    progress: bool = True,
+    chunk_size: int = CHUNK,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchResult:
     """Download `url` to `dest` (resumable via `dest.part`), verified; return what happened.
 
     A body is complete only when its byte count equals the size the server announced
@@ -152,8 +181,10 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
     def restart(why: str) -> None:
         nonlocal contradictions, total, validator
         if contradictions >= 1:
-            raise DownloadError(f"download failed: {url}: {why}, again after a restart from 0; "
-                                "the server contradicts itself about the file")
+            raise DownloadError(
+                f"download failed: {url}: {why}, again after a restart from 0; "
+                "the server contradicts itself about the file"
+            )
         contradictions += 1
         part.unlink(missing_ok=True)
         sidecar.unlink(missing_ok=True)
@@ -166,7 +197,8 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                 size_txt = f"{have} of {total} bytes" if total is not None else f"{have} bytes"
                 raise DownloadError(
                     f"download failed: {url}: {last_error} ({size_txt} in {part}, "
-                    f"{failures} attempt(s) in a row without progress; rerun to resume)")
+                    f"{failures} attempt(s) in a row without progress; rerun to resume)"
+                )
             if failures:
                 delay = min(max_backoff, backoff * 2 ** (failures - 1))
                 sleep(delay * (0.75 + 0.5 * random.random()))  # jitter: no thundering herd
@@ -178,8 +210,9 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                     headers["If-Range"] = validator
             attempts += 1
             try:
-                with session.get(url, headers=headers, stream=True,
-                                 timeout=(timeout, read_timeout)) as resp:
+                with session.get(
+                    url, headers=headers, stream=True, timeout=(timeout, read_timeout)
+                ) as resp:
                     status = resp.status_code
                     if status in _RETRY_STATUS:
                         last_error = f"HTTP {status} {resp.reason}"
@@ -191,9 +224,11 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                         m = re.match(r"bytes\s+\*/(\d+)", resp.headers.get("Content-Range", ""))
                         remote = int(m.group(1)) if m else None
                         if remote != offset or total != offset:
-                            restart(f"HTTP 416 for bytes={offset}-: the server says the file "
-                                    f"has {remote} bytes" + (f" but announced {total}"
-                                                             if total is not None else ""))
+                            restart(
+                                f"HTTP 416 for bytes={offset}-: the server says the file "
+                                f"has {remote} bytes"
+                                + (f" but announced {total}" if total is not None else "")
+                            )
                             last_error = f"HTTP 416 for bytes={offset}-; restarted from 0"
                             failures += 1
                             continue
@@ -205,11 +240,15 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                         m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
                         start = int(m.group(1)) if m else -1
                         new_total = int(m.group(3)) if m and m.group(3) != "*" else None
-                        if start != offset or (total is not None and new_total not in (None, total)):
+                        if start != offset or (
+                            total is not None and new_total not in (None, total)
+                        ):
                             # Not the bytes we asked for, or the file changed size: start over.
-                            restart(f"the server answered Content-Range "
-                                    f"{resp.headers.get('Content-Range')!r} to bytes={offset}-"
-                                    + (f" after announcing {total} bytes" if total else ""))
+                            restart(
+                                f"the server answered Content-Range "
+                                f"{resp.headers.get('Content-Range')!r} to bytes={offset}-"
+                                + (f" after announcing {total} bytes" if total else "")
+                            )
                             last_error = "unexpected Content-Range; restarted from 0"
                             failures += 1
                             continue
@@ -238,9 +277,11 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                             bar.update(offset)
                         encoding = resp.headers.get("Content-Encoding", "identity").lower()
                         if encoding not in ("", "identity"):
-                            raise DownloadError(f"download failed: {url}: the server sent "
-                                                f"Content-Encoding {encoding!r} despite "
-                                                "Accept-Encoding: identity; cannot resume it")
+                            raise DownloadError(
+                                f"download failed: {url}: the server sent "
+                                f"Content-Encoding {encoding!r} despite "
+                                "Accept-Encoding: identity; cannot resume it"
+                            )
                         with open(part, mode, buffering=chunk_size) as fh:
                             rate = _RateWatch(min_rate, stall_time)
                             # read1 hands over whatever arrived (up to chunk_size): bytes received
@@ -263,12 +304,19 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                 continue
             except requests.TooManyRedirects as exc:
                 raise DownloadError(f"download failed: {url}: redirect loop ({exc})") from exc
-            except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                    requests.exceptions.InvalidSchema) as exc:
+            except (
+                requests.exceptions.InvalidURL,
+                requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema,
+            ) as exc:
                 raise DownloadError(f"download failed: {url}: bad URL ({exc})") from exc
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
-                    OSError) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError,
+                OSError,
+            ) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
                 failures, best = _tally(failures, best, _size(part))
                 continue
@@ -298,7 +346,8 @@ def fetch(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retri
                 if sha_restarts >= 1:
                     raise DownloadError(
                         f"download failed: {url}: sha256 {digest} != expected {sha256} on two "
-                        "complete downloads (wrong --sha256, or the file changed on the server)")
+                        "complete downloads (wrong --sha256, or the file changed on the server)"
+                    )
                 sha_restarts += 1
                 total = validator = None
                 last_error = f"sha256 mismatch ({digest}); downloading again from 0"
@@ -333,10 +382,12 @@ class _RateWatch:
         now = time.monotonic()
         if now - self.start >= self.window:
             if self.bytes < self.min_rate * (now - self.start):
-                raise _Stalled(f"transfer too slow: {self.bytes} bytes in "
-                               f"{now - self.start:.1f} s, "
-                               f"below the minimum of {self.min_rate:g} bytes/s "
-                               f"(--min-rate / --stall-time)")
+                raise _Stalled(
+                    f"transfer too slow: {self.bytes} bytes in "
+                    f"{now - self.start:.1f} s, "
+                    f"below the minimum of {self.min_rate:g} bytes/s "
+                    f"(--min-rate / --stall-time)"
+                )
             self.start, self.bytes = now, 0
 
 
@@ -356,8 +407,10 @@ def _refuse_html_type(url: str, resp, expect: str | None) -> None:
     """An answer announced as an HTML page is refused before its body is read."""
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if expect is not None and ctype in ("text/html", "application/xhtml+xml"):
-        raise DownloadError(f"download failed: {url}: HTTP {resp.status_code} answered with an "
-                            f"HTML page (Content-Type {ctype}), not {_WHAT[expect]}")
+        raise DownloadError(
+            f"download failed: {url}: HTTP {resp.status_code} answered with an "
+            f"HTML page (Content-Type {ctype}), not {_WHAT[expect]}"
+        )
 
 
 def _head(path: Path, n: int = 4096) -> bytes:
@@ -405,13 +458,16 @@ def _check_night_csv(path: Path) -> str | None:
     header = {c.strip() for c in first.strip().split(",")}
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        return (f"not NIGHT's data.csv: its header {first.strip()[:200]!r} lacks "
-                f"{', '.join(missing)}")
+        return (
+            f"not NIGHT's data.csv: its header {first.strip()[:200]!r} lacks {', '.join(missing)}"
+        )
     return None
 
 
 _EXPECT: dict[str, Callable[[Path], str | None]] = {
-    "zip": _check_zip_file, "tar": _check_tar_file, "night-csv": _check_night_csv,
+    "zip": _check_zip_file,
+    "tar": _check_tar_file,
+    "night-csv": _check_night_csv,
 }
 
 
@@ -436,8 +492,9 @@ def _expect(kind: str) -> str:
     return "night-csv" if kind == "file" else "zip"
 
 
-def _sources(mode: str, url: str, chunks: int, sha256: str | None,
-             csv_url: str | None) -> list[_Source]:
+def _sources(
+    mode: str, url: str, chunks: int, sha256: str | None, csv_url: str | None
+) -> list[_Source]:
     # ConfigError: a bad option is reported as one error line naming it.
     from lipsim.configcheck import ConfigError
 
@@ -448,15 +505,19 @@ def _sources(mode: str, url: str, chunks: int, sha256: str | None,
     if mode != "chunked":
         raise ConfigError(f"download_night: --mode must be 'zip' or 'chunked', got {mode!r}")
     if sha256:
-        raise ConfigError("download_night: --sha256 applies to --mode zip (one archive); "
-                          "chunked archives are checked by size and zip CRC")
+        raise ConfigError(
+            "download_night: --sha256 applies to --mode zip (one archive); "
+            "chunked archives are checked by size and zip CRC"
+        )
     if chunks < 1:
         raise ConfigError(f"download_night: --chunks must be >= 1, got {chunks}")
     base = url.rstrip("/")
     out = [_Source("data.csv", csv_url or f"{base}/data.csv", "file")]
     for kind in ("ref", "distort"):
-        out += [_Source(f"{kind}/{i:03d}.zip", f"{base}/{kind}/{i:03d}.zip", kind)
-                for i in range(chunks)]
+        out += [
+            _Source(f"{kind}/{i:03d}.zip", f"{base}/{kind}/{i:03d}.zip", kind)
+            for i in range(chunks)
+        ]
     return out
 
 
@@ -464,8 +525,9 @@ def _log(msg: str) -> None:
     print(f"download-night: {msg}", file=sys.stderr, flush=True)
 
 
-def _install(src: _Source, archive: Path, staging: Path, limits: dict,
-             owners: dict[str, str] | None = None) -> list[dict]:
+def _install(
+    src: _Source, archive: Path, staging: Path, limits: dict, owners: dict[str, str] | None = None
+) -> list[dict]:
     """Put one fetched source into `staging`; return its manifest entries.
 
     `owners` (path -> source name) are the files other archives already put there: a member
@@ -476,8 +538,14 @@ def _install(src: _Source, archive: Path, staging: Path, limits: dict,
         target = staging / Path(src.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(archive, target)
-        return [{"path": src.name, "size": _size(target), "sha256": sha256_file(target),
-                 "source": src.name}]
+        return [
+            {
+                "path": src.name,
+                "size": _size(target),
+                "sha256": sha256_file(target),
+                "source": src.name,
+            }
+        ]
     # nights.zip holds nights/...; chunks hold XXX/... or ref/XXX/...: strip the wrapper so the
     # files land at staging/data.csv, staging/ref/..., staging/distort/...
     if src.kind == "zip":
@@ -489,12 +557,15 @@ def _install(src: _Source, archive: Path, staging: Path, limits: dict,
     except ExtractClash as exc:
         owner = (owners or {}).get(exc.path)
         if owner is not None:
-            raise ExtractError(f"{src.name} ({archive}) entry {exc.entry!r} and {owner} both hold "
-                               f"{exc.path}; refusing to let one archive overwrite another's "
-                               "file") from exc
+            raise ExtractError(
+                f"{src.name} ({archive}) entry {exc.entry!r} and {owner} both hold "
+                f"{exc.path}; refusing to let one archive overwrite another's "
+                "file"
+            ) from exc
         entries = safe_extract(archive, staging, **where, **limits)
-    return [{"path": e.path, "size": e.size, "sha256": e.sha256, "source": src.name}
-            for e in entries]
+    return [
+        {"path": e.path, "size": e.size, "sha256": e.sha256, "source": src.name} for e in entries
+    ]
 
 
 def _zip_wrapper(archive: Path) -> str:
@@ -515,16 +586,19 @@ def _zip_wrapper(archive: Path) -> str:
     return ""
 
 
-def verify_manifest(root: str | os.PathLike, *,
-                    check_sha256: bool = True) -> tuple[dict, list[tuple[str, str]]]:
+def verify_manifest(
+    root: str | os.PathLike, *, check_sha256: bool = True
+) -> tuple[dict, list[tuple[str, str]]]:
     """(manifest, problems) for `root`/.night-complete.json; a problem is (relative path, what)."""
     root = Path(root)
     try:
         manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
         entries = list(manifest.get("files", []))
     except (OSError, ValueError, AttributeError) as exc:
-        raise DownloadError(f"{root / MANIFEST_NAME}: unreadable download manifest ({exc}); "
-                            "remove the folder to download again") from exc
+        raise DownloadError(
+            f"{root / MANIFEST_NAME}: unreadable download manifest ({exc}); "
+            "remove the folder to download again"
+        ) from exc
     problems = []
     for entry in entries:
         path = root / entry["path"]
@@ -538,14 +612,26 @@ def verify_manifest(root: str | os.PathLike, *,
     return manifest, problems
 
 
-def download_night(out: str | os.PathLike, *, mode: str = "zip", url: str | None = None,
-                   sha256: str | None = None, chunks: int = 100, retries: int = 8,
-                   timeout: float = 60.0, workdir: str | os.PathLike | None = None,
-                   csv_url: str | None = None, keep_archives: bool = False,
-                   check_sha256: bool = True, backoff: float = 1.0,
-                   progress: bool = True, min_rate: float = MIN_RATE,
-                   stall_time: float = STALL_TIME, max_bytes: int | None = None,
-                   max_ratio: float | None = MAX_RATIO) -> Path:
+def download_night(
+    out: str | os.PathLike,
+    *,
+    mode: str = "zip",
+    url: str | None = None,
+    sha256: str | None = None,
+    chunks: int = 100,
+    retries: int = 8,
+    timeout: float = 60.0,
+    workdir: str | os.PathLike | None = None,
+    csv_url: str | None = None,
+    keep_archives: bool = False,
+    check_sha256: bool = True,
+    backoff: float = 1.0,
+    progress: bool = True,
+    min_rate: float = MIN_RATE,
+    stall_time: float = STALL_TIME,
+    max_bytes: int | None = None,
+    max_ratio: float | None = MAX_RATIO,
+) -> Path:
     """Download NIGHT into `out` (the folder that will hold data.csv, ref/, distort/).
 
     Archives go to `workdir` (default: `.{out name}.download` beside `out`) as `.part` files
@@ -559,31 +645,68 @@ def download_night(out: str | os.PathLike, *, mode: str = "zip", url: str | None
     sources = _sources(mode, url, chunks, sha256, csv_url)
     own_workdir = workdir is None  # only a folder we chose may be removed at the end
     workdir = Path(workdir).resolve() if workdir else out.parent / f".{out.name}.download"
-    net = dict(retries=retries, timeout=timeout, backoff=backoff, progress=progress,
-               min_rate=min_rate, stall_time=stall_time)
+    net = dict(
+        retries=retries,
+        timeout=timeout,
+        backoff=backoff,
+        progress=progress,
+        min_rate=min_rate,
+        stall_time=stall_time,
+    )
     limits = dict(max_bytes=max_bytes, max_ratio=max_ratio)
     session = requests.Session()
     try:
-        return _download_night(out, url, mode, sources, workdir, own_workdir, session, net=net,
-                               limits=limits, keep_archives=keep_archives,
-                               check_sha256=check_sha256)
+        return _download_night(
+            out,
+            url,
+            mode,
+            sources,
+            workdir,
+            own_workdir,
+            session,
+            net=net,
+            limits=limits,
+            keep_archives=keep_archives,
+            check_sha256=check_sha256,
+        )
     except OSError as exc:  # the disk, not the network: permissions, no space, a bad --out
         raise DownloadError(f"download-night: {exc}") from exc
     finally:
         session.close()
 
 
-def _download_night(out: Path, url: str, mode: str, sources: list[_Source], workdir: Path,
-                    own_workdir: bool, session, *, net: dict, limits: dict, keep_archives: bool,
-                    check_sha256: bool) -> Path:
+def _download_night(
+    out: Path,
+    url: str,
+    mode: str,
+    sources: list[_Source],
+    workdir: Path,
+    own_workdir: bool,
+    session,
+    *,
+    net: dict,
+    limits: dict,
+    keep_archives: bool,
+    check_sha256: bool,
+) -> Path:
     if (out / MANIFEST_NAME).is_file():
-        return _repair(out, sources, workdir, session, net=net, limits=limits,
-                       keep_archives=keep_archives, check_sha256=check_sha256,
-                       own_workdir=own_workdir)
+        return _repair(
+            out,
+            sources,
+            workdir,
+            session,
+            net=net,
+            limits=limits,
+            keep_archives=keep_archives,
+            check_sha256=check_sha256,
+            own_workdir=own_workdir,
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         # Never replace a folder this downloader did not complete (it may be user data).
-        raise DownloadError(f"download-night: {out} exists and is not a completed download "
-                            f"(no {MANIFEST_NAME}); remove it or choose another --out")
+        raise DownloadError(
+            f"download-night: {out} exists and is not a completed download "
+            f"(no {MANIFEST_NAME}); remove it or choose another --out"
+        )
     # Staging beside `out` (same filesystem, so the final rename is atomic); it survives an
     # interrupted run together with a progress file, so a rerun skips finished archives.
     staging = out.parent / f".{out.name}.staging"
@@ -595,24 +718,30 @@ def _download_night(out: Path, url: str, mode: str, sources: list[_Source], work
             continue
         _log(f"[{i + 1}/{len(sources)}] {src.url}")
         archive = workdir / src.name
-        res = fetch(src.url, archive, sha256=src.sha256, session=session,
-                    expect=_expect(src.kind), **net)
-        owners = {e["path"]: name for name, rec in done.items() for e in rec["files"]
-                  if name != src.name}
+        res = fetch(
+            src.url, archive, sha256=src.sha256, session=session, expect=_expect(src.kind), **net
+        )
+        owners = {
+            e["path"]: name for name, rec in done.items() for e in rec["files"] if name != src.name
+        }
         entries = _install(src, archive, staging, limits, owners)
-        done[src.name] = {"url": src.url, "size": res.size, "sha256": res.sha256,
-                          "files": entries}
+        done[src.name] = {"url": src.url, "size": res.size, "sha256": res.sha256, "files": entries}
         write_json(done_path, done)  # after the files are in place: a record means done
         if not keep_archives:
             archive.unlink(missing_ok=True)
     if not (staging / "data.csv").is_file():
-        raise DownloadError(f"download-night: no data.csv after extracting {url}; "
-                            f"staging folder kept at {staging}")
+        raise DownloadError(
+            f"download-night: no data.csv after extracting {url}; staging folder kept at {staging}"
+        )
     files = sorted((e for rec in done.values() for e in rec["files"]), key=lambda e: e["path"])
     manifest = {
-        "format": "lipsim-night-download/1", "mode": mode, "url": url,
+        "format": "lipsim-night-download/1",
+        "mode": mode,
+        "url": url,
         "archives": {k: {kk: v[kk] for kk in ("url", "size", "sha256")} for k, v in done.items()},
-        "files": files, "n_files": len(files), "bytes": sum(e["size"] for e in files),
+        "files": files,
+        "n_files": len(files),
+        "bytes": sum(e["size"] for e in files),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(staging / MANIFEST_NAME, manifest)  # written last: marks completeness
@@ -643,13 +772,25 @@ def _cleanup_workdir(workdir: Path, keep: bool) -> None:
         workdir.rmdir()
 
 
-def _repair(out: Path, sources: list[_Source], workdir: Path, session, *, net, limits,
-            keep_archives, check_sha256, own_workdir) -> Path:
+def _repair(
+    out: Path,
+    sources: list[_Source],
+    workdir: Path,
+    session,
+    *,
+    net,
+    limits,
+    keep_archives,
+    check_sha256,
+    own_workdir,
+) -> Path:
     """A rerun over a complete folder: verify; re-fetch only the archives of failing files."""
     manifest, problems = verify_manifest(out, check_sha256=check_sha256)
     if not problems:
-        _log(f"{out} is complete ({manifest['n_files']} files verified against {MANIFEST_NAME}); "
-             "nothing to download")
+        _log(
+            f"{out} is complete ({manifest['n_files']} files verified against {MANIFEST_NAME}); "
+            "nothing to download"
+        )
         return out
     by_name = {s.name: s for s in sources}
     bad_paths = {rel for rel, _ in problems}
@@ -662,13 +803,15 @@ def _repair(out: Path, sources: list[_Source], workdir: Path, session, *, net, l
         # The manifest's own record wins over today's options (the folder may have been made
         # with another mode or URL).
         rec = manifest["archives"][name]
-        kind = ("file" if name == "data.csv" else "zip" if name == "nights.zip"
-                else name.split("/")[0])
+        kind = (
+            "file" if name == "data.csv" else "zip" if name == "nights.zip" else name.split("/")[0]
+        )
         src = by_name.get(name)
         src = _Source(name, rec["url"], kind, src.sha256 if src else None)
         archive = workdir / src.name
-        res = fetch(src.url, archive, sha256=src.sha256, session=session,
-                    expect=_expect(kind), **net)
+        res = fetch(
+            src.url, archive, sha256=src.sha256, session=session, expect=_expect(kind), **net
+        )
         # Extract next to `out` and move the files in one by one (each move is atomic).
         tmp = out.parent / f".{out.name}.repair"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -678,8 +821,10 @@ def _repair(out: Path, sources: list[_Source], workdir: Path, session, *, net, l
             for e in entries:
                 owner = files.get(e["path"], {}).get("source", name)
                 if owner != name:
-                    raise ExtractError(f"{name} ({archive}) now holds {e['path']}, which "
-                                       f"{owner} provides; refusing to overwrite it")
+                    raise ExtractError(
+                        f"{name} ({archive}) now holds {e['path']}, which "
+                        f"{owner} provides; refusing to overwrite it"
+                    )
             for e in entries:
                 target = out / e["path"]
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -696,8 +841,10 @@ def _repair(out: Path, sources: list[_Source], workdir: Path, session, *, net, l
     write_json(out / MANIFEST_NAME, manifest)
     _, still = verify_manifest(out, check_sha256=check_sha256)
     if still:
-        raise DownloadError("download-night: files still fail verification after re-fetching:\n  "
-                            + "\n  ".join(f"{out / rel}: {what}" for rel, what in still[:20]))
+        raise DownloadError(
+            "download-night: files still fail verification after re-fetching:\n  "
+            + "\n  ".join(f"{out / rel}: {what}" for rel, what in still[:20])
+        )
     _cleanup_workdir(workdir, keep_archives or not own_workdir)
     _log(f"repaired {out}")
     return out

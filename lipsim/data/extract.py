@@ -35,8 +35,14 @@ from pathlib import Path, PurePosixPath
 
 from lipsim.errors import LipSimError
 
-__all__ = ["MAX_RATIO", "ExtractClash", "ExtractError", "ExtractedFile", "check_archive",
-           "safe_extract"]
+__all__ = [
+    "MAX_RATIO",
+    "ExtractClash",
+    "ExtractError",
+    "ExtractedFile",
+    "check_archive",
+    "safe_extract",
+]
 
 _CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -81,22 +87,24 @@ def _safe_rel(archive: Path, raw: str) -> str | None:
         raise ExtractError(f"{archive}: entry {raw!r} has an absolute path; refusing to extract")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ExtractError(f"{archive}: entry {raw!r} contains '..' (path traversal); "
-                           "refusing to extract")
+        raise ExtractError(
+            f"{archive}: entry {raw!r} contains '..' (path traversal); refusing to extract"
+        )
     if not parts or parts[0] == "__MACOSX":  # macOS resource forks: not data
         return None
     return "/".join(parts)
 
 
 def _zip_kind(archive: Path, info: zipfile.ZipInfo) -> str:
-    """"file" or "dir"; raises ExtractError for links, special files, encryption."""
+    """ "file" or "dir"; raises ExtractError for links, special files, encryption."""
     raw = info.filename
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise ExtractError(f"{archive}: entry {raw!r} is a symbolic link; refusing to extract")
     if mode and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise ExtractError(f"{archive}: entry {raw!r} is a special file (mode {oct(mode)}); "
-                           "refusing to extract")
+        raise ExtractError(
+            f"{archive}: entry {raw!r} is a special file (mode {oct(mode)}); refusing to extract"
+        )
     if info.flag_bits & 0x1:
         raise ExtractError(f"{archive}: entry {raw!r} is encrypted; cannot extract")
     return "dir" if info.is_dir() else "file"
@@ -112,8 +120,13 @@ def _tar_kind(archive: Path, info: tarfile.TarInfo) -> str:
         return "dir"
     if info.isreg():
         return "file"
-    what = ("a device" if info.isdev() and not info.isfifo() else "a fifo" if info.isfifo()
-            else f"of unsupported type {info.type!r}")
+    what = (
+        "a device"
+        if info.isdev() and not info.isfifo()
+        else "a fifo"
+        if info.isfifo()
+        else f"of unsupported type {info.type!r}"
+    )
     raise ExtractError(f"{archive}: entry {raw!r} is {what}; refusing to extract")
 
 
@@ -121,8 +134,16 @@ class _Plan:
     """Members collected while scanning: duplicates, file/folder clashes and the size limits
     are checked as each header is seen, so a bomb is refused before its data is read."""
 
-    def __init__(self, archive: Path, *, compressed: int, max_bytes: int | None,
-                 max_ratio: float | None, free: int | None, free_at: Path | None):
+    def __init__(
+        self,
+        archive: Path,
+        *,
+        compressed: int,
+        max_bytes: int | None,
+        max_ratio: float | None,
+        free: int | None,
+        free_at: Path | None,
+    ):
         self.archive, self.compressed = archive, compressed
         self.max_bytes, self.max_ratio = max_bytes, max_ratio
         self.free, self.free_at = free, free_at
@@ -137,29 +158,41 @@ class _Plan:
             return
         a = self.archive
         if rel in self.files:
-            raise ExtractError(f"{a}: entries {self.files[rel]!r} and {raw!r} both extract to "
-                               f"{rel!r}; refusing to extract")
+            raise ExtractError(
+                f"{a}: entries {self.files[rel]!r} and {raw!r} both extract to "
+                f"{rel!r}; refusing to extract"
+            )
         parts = rel.split("/")
         for i in range(1, len(parts)):
             folder = "/".join(parts[:i])
             if folder in self.files:
-                raise ExtractError(f"{a}: entry {self.files[folder]!r} is a file but entry "
-                                   f"{raw!r} needs {folder!r} to be a folder; refusing to extract")
+                raise ExtractError(
+                    f"{a}: entry {self.files[folder]!r} is a file but entry "
+                    f"{raw!r} needs {folder!r} to be a folder; refusing to extract"
+                )
             self.dirs.setdefault(folder, raw)
         if kind == "dir":
             self.dirs.setdefault(rel, raw)
             return
         if rel in self.dirs:
-            raise ExtractError(f"{a}: entry {raw!r} is a file but entry {self.dirs[rel]!r} needs "
-                               f"{rel!r} to be a folder; refusing to extract")
+            raise ExtractError(
+                f"{a}: entry {raw!r} is a file but entry {self.dirs[rel]!r} needs "
+                f"{rel!r} to be a folder; refusing to extract"
+            )
         self.files[rel] = raw
         self.total += size
-        if self.max_ratio and compress_size is not None and size >= _RATIO_FLOOR \
-                and size > self.max_ratio * max(compress_size, 1):
-            raise ExtractError(f"{a}: entry {raw!r} declares {size} bytes from {compress_size} "
-                               f"compressed (ratio {size / max(compress_size, 1):.0f} > "
-                               f"{self.max_ratio:g}): a decompression bomb? refusing to extract "
-                               "(raise the ratio limit if the archive is trusted)")
+        if (
+            self.max_ratio
+            and compress_size is not None
+            and size >= _RATIO_FLOOR
+            and size > self.max_ratio * max(compress_size, 1)
+        ):
+            raise ExtractError(
+                f"{a}: entry {raw!r} declares {size} bytes from {compress_size} "
+                f"compressed (ratio {size / max(compress_size, 1):.0f} > "
+                f"{self.max_ratio:g}): a decompression bomb? refusing to extract "
+                "(raise the ratio limit if the archive is trusted)"
+            )
         self._check_total(raw)
         self.members.append(_Member(raw, rel, size, info))
 
@@ -167,16 +200,24 @@ class _Plan:
         a, total = self.archive, self.total
         where = f"{a}: entry {raw!r} brings the declared uncompressed total to {_fmt(total)}"
         if self.max_bytes is not None and total > self.max_bytes:
-            raise ExtractError(f"{where}, over the extraction limit of {_fmt(self.max_bytes)}; "
-                               "refusing to extract")
+            raise ExtractError(
+                f"{where}, over the extraction limit of {_fmt(self.max_bytes)}; refusing to extract"
+            )
         if self.free is not None and total > self.free:
-            raise ExtractError(f"{where}, more than the {_fmt(self.free)} free in "
-                               f"{self.free_at}; refusing to extract")
-        if self.max_ratio and total >= _RATIO_FLOOR \
-                and total > self.max_ratio * max(self.compressed, 1):
-            raise ExtractError(f"{where} from a {_fmt(self.compressed)} archive (ratio > "
-                               f"{self.max_ratio:g}): a decompression bomb? refusing to extract "
-                               "(raise the ratio limit if the archive is trusted)")
+            raise ExtractError(
+                f"{where}, more than the {_fmt(self.free)} free in "
+                f"{self.free_at}; refusing to extract"
+            )
+        if (
+            self.max_ratio
+            and total >= _RATIO_FLOOR
+            and total > self.max_ratio * max(self.compressed, 1)
+        ):
+            raise ExtractError(
+                f"{where} from a {_fmt(self.compressed)} archive (ratio > "
+                f"{self.max_ratio:g}): a decompression bomb? refusing to extract "
+                "(raise the ratio limit if the archive is trusted)"
+            )
 
 
 def _fmt(n: int) -> str:
@@ -192,9 +233,14 @@ def _free_space(dest: Path) -> tuple[int, Path]:
     return shutil.disk_usage(probe).free, probe
 
 
-def check_archive(archive: str | os.PathLike, *, test_crc: bool = True,
-                  max_bytes: int | None = None, max_ratio: float | None = MAX_RATIO,
-                  dest: str | os.PathLike | None = None) -> list[_Member]:
+def check_archive(
+    archive: str | os.PathLike,
+    *,
+    test_crc: bool = True,
+    max_bytes: int | None = None,
+    max_ratio: float | None = MAX_RATIO,
+    dest: str | os.PathLike | None = None,
+) -> list[_Member]:
     """Validate a zip or tar archive without writing anything; return its file members.
 
     With `dest`, the declared total must also fit in the free space there. Raises
@@ -206,8 +252,14 @@ def check_archive(archive: str | os.PathLike, *, test_crc: bool = True,
     except OSError as exc:
         raise ExtractError(f"{archive}: cannot read: {exc}") from exc
     free, free_at = _free_space(Path(dest)) if dest is not None else (None, None)
-    plan = _Plan(archive, compressed=compressed, max_bytes=max_bytes, max_ratio=max_ratio,
-                 free=free, free_at=free_at)
+    plan = _Plan(
+        archive,
+        compressed=compressed,
+        max_bytes=max_bytes,
+        max_ratio=max_ratio,
+        free=free,
+        free_at=free_at,
+    )
     if _is_zip(archive):
         _scan_zip(archive, plan, test_crc)
     else:
@@ -229,8 +281,9 @@ def _scan_zip(archive: Path, plan: _Plan, test_crc: bool) -> None:
         raise ExtractError(f"{archive}: not a readable zip archive: {exc}") from exc
     with zf:
         for info in zf.infolist():
-            plan.add(info.filename, _zip_kind(archive, info), info.file_size, info,
-                     info.compress_size)
+            plan.add(
+                info.filename, _zip_kind(archive, info), info.file_size, info, info.compress_size
+            )
         if test_crc:  # after the size checks: a bomb is never decompressed, even to test it
             try:
                 bad = zf.testzip()  # reads every entry and checks its CRC-32
@@ -276,13 +329,16 @@ def _copy(src, target: Path, archive: Path, member: _Member) -> tuple[int, str]:
         while block := src.read(_CHUNK):
             size += len(block)
             if size > member.size:
-                raise ExtractError(f"{archive}: entry {member.name!r} yields more than its "
-                                   f"declared {member.size} bytes; extraction stopped")
+                raise ExtractError(
+                    f"{archive}: entry {member.name!r} yields more than its "
+                    f"declared {member.size} bytes; extraction stopped"
+                )
             dst.write(block)
             h.update(block)
     if size != member.size:
-        raise ExtractError(f"{archive}: entry {member.name!r}: {size} bytes, header says "
-                           f"{member.size}")
+        raise ExtractError(
+            f"{archive}: entry {member.name!r}: {size} bytes, header says {member.size}"
+        )
     return size, h.hexdigest()
 
 
@@ -292,24 +348,45 @@ def _check_target(archive: Path, dest: Path, member: _Member, rel: str, replace:
     for i in range(1, len(parts)):
         p = dest.joinpath(*parts[:i])
         if p.exists() and not p.is_dir():
-            raise ExtractClash(f"{archive}: entry {member.name!r} needs {p} to be a folder, but "
-                               "it is a file already there; refusing to extract",
-                               entry=member.name, path="/".join(parts[:i]))
+            raise ExtractClash(
+                f"{archive}: entry {member.name!r} needs {p} to be a folder, but "
+                "it is a file already there; refusing to extract",
+                entry=member.name,
+                path="/".join(parts[:i]),
+            )
         if p.is_symlink():
-            raise ExtractError(f"{archive}: entry {member.name!r} would be written through the "
-                               f"symbolic link {p}; refusing to extract")
+            raise ExtractError(
+                f"{archive}: entry {member.name!r} would be written through the "
+                f"symbolic link {p}; refusing to extract"
+            )
     target = dest.joinpath(*parts)
     if target.is_symlink() or target.is_dir() or (not replace and target.exists()):
-        what = ("a symbolic link" if target.is_symlink() else "a folder" if target.is_dir()
-                else "a file")
-        raise ExtractClash(f"{archive}: entry {member.name!r} would overwrite {target}, "
-                           f"{what} already there; refusing to extract",
-                           entry=member.name, path=rel)
+        what = (
+            "a symbolic link"
+            if target.is_symlink()
+            else "a folder"
+            if target.is_dir()
+            else "a file"
+        )
+        raise ExtractClash(
+            f"{archive}: entry {member.name!r} would overwrite {target}, "
+            f"{what} already there; refusing to extract",
+            entry=member.name,
+            path=rel,
+        )
 
 
-def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, into: str = "",
-                 strip: str = "", test_crc: bool = True, max_bytes: int | None = None,
-                 max_ratio: float | None = MAX_RATIO, replace: bool = True) -> list[ExtractedFile]:
+def safe_extract(
+    archive: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    into: str = "",
+    strip: str = "",
+    test_crc: bool = True,
+    max_bytes: int | None = None,
+    max_ratio: float | None = MAX_RATIO,
+    replace: bool = True,
+) -> list[ExtractedFile]:
     """Extract a zip or tar `archive` into `dest`/`into`, returning the files written (paths
     relative to `dest`). `strip` removes a leading folder (e.g. "nights" or "ref") when every
     entry has it.
@@ -324,10 +401,11 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, into: s
     into_parts = [p for p in into.replace("\\", "/").split("/") if p not in ("", ".")]
     if ".." in into_parts:
         raise ValueError(f"safe_extract: into={into!r} must not contain '..'")
-    members = check_archive(archive, test_crc=test_crc, max_bytes=max_bytes,
-                            max_ratio=max_ratio, dest=dest)
+    members = check_archive(
+        archive, test_crc=test_crc, max_bytes=max_bytes, max_ratio=max_ratio, dest=dest
+    )
     prefix = _common_strip([m.rel for m in members], strip)
-    final = ["/".join([*into_parts, m.rel[len(prefix):]]) for m in members]
+    final = ["/".join([*into_parts, m.rel[len(prefix) :]]) for m in members]
     for m, rel in zip(members, final, strict=True):
         _check_target(archive, dest, m, rel, replace)
     try:
@@ -348,12 +426,18 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, into: s
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with read(m) as src:
                         size, digest = _copy(src, target, archive, m)
-                except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError,
-                        NotImplementedError) as exc:
+                except (
+                    zipfile.BadZipFile,
+                    tarfile.TarError,
+                    zlib.error,
+                    EOFError,
+                    NotImplementedError,
+                ) as exc:
                     raise ExtractError(f"{archive}: entry {m.name!r}: {exc}") from exc
                 except OSError as exc:  # a name the filesystem refuses, no space left, ...
-                    raise ExtractError(f"{archive}: entry {m.name!r}: cannot write it: "
-                                       f"{exc}") from exc
+                    raise ExtractError(
+                        f"{archive}: entry {m.name!r}: cannot write it: {exc}"
+                    ) from exc
                 out.append(ExtractedFile(rel, size, digest))
         # All good: move into place (os.replace per file is atomic; dest keeps other files).
         for f in out:

@@ -21,12 +21,14 @@ HOW_TO_GET = {
         "ILSVRC2012_img_train.tar, 138 GB) or the Kaggle 'imagenet-object-localization-challenge'"
         " data; extract it so that ROOT/train/n01440764/*.JPEG ... (1000 class folders, "
         "1,281,167 images). For a quick run use `python -m lipsim make-demo-images --layout "
-        "imagenet --out ROOT`."),
+        "imagenet --out ROOT`."
+    ),
     "flat": (
         "Any folder of natural images works (the paper uses COCO: val2017 from "
         "https://cocodataset.org/#download, 5,000 images, 1 GB: unzip val2017.zip and point ROOT "
         "at the val2017 folder). For a quick run use `python -m lipsim make-demo-images "
-        "--layout flat --out ROOT`."),
+        "--layout flat --out ROOT`."
+    ),
 }
 
 
@@ -50,8 +52,11 @@ class FolderReport:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def _decode_all(paths: list[Path], report: FolderReport, decode: bool) -> None:
@@ -70,8 +75,9 @@ def _decode_all(paths: list[Path], report: FolderReport, decode: bool) -> None:
             report.unreadable.append(f"{path}: {exc}")
 
 
-def check_imagenet(root: str | os.PathLike, expect_classes: int | None = 1000, *,
-                   decode: bool = True) -> FolderReport:
+def check_imagenet(
+    root: str | os.PathLike, expect_classes: int | None = 1000, *, decode: bool = True
+) -> FolderReport:
     """Check ROOT/train/<class>/<images>: class count vs expected, empty classes, unreadable
     files (`decode=False` only checks for empty files, which is fast on 1.28M images)."""
     root = Path(root)
@@ -79,8 +85,10 @@ def check_imagenet(root: str | os.PathLike, expect_classes: int | None = 1000, *
     train = root / "train"
     if not train.is_dir():
         found = "it does not exist" if not root.exists() else "no train/ folder in it"
-        report.problems.append(f"{train}: expected the ImageNet train layout "
-                               f"ROOT/train/<class>/<image>, but {found}. {HOW_TO_GET['imagenet']}")
+        report.problems.append(
+            f"{train}: expected the ImageNet train layout "
+            f"ROOT/train/<class>/<image>, but {found}. {HOW_TO_GET['imagenet']}"
+        )
         return report
     classes = sorted(p for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
     report.n_classes = len(classes)
@@ -91,20 +99,26 @@ def check_imagenet(root: str | os.PathLike, expect_classes: int | None = 1000, *
         report.n_images += len(images)
         _decode_all(images, report, decode)
     if expect_classes is not None and report.n_classes != expect_classes:
-        report.problems.append(f"{train}: found {report.n_classes} class folders, expected "
-                               f"{expect_classes}. {HOW_TO_GET['imagenet']}")
+        report.problems.append(
+            f"{train}: found {report.n_classes} class folders, expected "
+            f"{expect_classes}. {HOW_TO_GET['imagenet']}"
+        )
     if report.empty_classes:
-        report.problems.append(f"{train}: {len(report.empty_classes)} class folder(s) without "
-                               f"images: {', '.join(report.empty_classes[:10])}"
-                               + (" ..." if len(report.empty_classes) > 10 else ""))
+        report.problems.append(
+            f"{train}: {len(report.empty_classes)} class folder(s) without "
+            f"images: {', '.join(report.empty_classes[:10])}"
+            + (" ..." if len(report.empty_classes) > 10 else "")
+        )
     if report.unreadable:
-        report.problems.append(f"{train}: {len(report.unreadable)} unreadable image(s), e.g. "
-                               f"{report.unreadable[0]}")
+        report.problems.append(
+            f"{train}: {len(report.unreadable)} unreadable image(s), e.g. {report.unreadable[0]}"
+        )
     return report
 
 
-def check_image_folder(root: str | os.PathLike, *, decode: bool = True,
-                       min_images: int = 1) -> FolderReport:
+def check_image_folder(
+    root: str | os.PathLike, *, decode: bool = True, min_images: int = 1
+) -> FolderReport:
     """Check a flat folder of images (ROOT/<image>): count and unreadable files."""
     root = Path(root)
     report = FolderReport(str(root), "flat")
@@ -115,10 +129,13 @@ def check_image_folder(root: str | os.PathLike, *, decode: bool = True,
     report.n_images = len(images)
     _decode_all(images, report, decode)
     if report.n_images < min_images:
-        report.problems.append(f"{root}: found {report.n_images} image(s) "
-                               f"({', '.join(IMAGE_SUFFIXES)}), need at least {min_images}. "
-                               f"{HOW_TO_GET['flat']}")
+        report.problems.append(
+            f"{root}: found {report.n_images} image(s) "
+            f"({', '.join(IMAGE_SUFFIXES)}), need at least {min_images}. "
+            f"{HOW_TO_GET['flat']}"
+        )
     if report.unreadable:
-        report.problems.append(f"{root}: {len(report.unreadable)} unreadable image(s), e.g. "
-                               f"{report.unreadable[0]}")
+        report.problems.append(
+            f"{root}: {len(report.unreadable)} unreadable image(s), e.g. {report.unreadable[0]}"
+        )
     return report

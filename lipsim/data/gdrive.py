@@ -73,13 +73,21 @@ def _from_page(page: str, page_url: str, url: str) -> str:
         if "confirm=" in href:
             return urljoin(page_url, html.unescape(href))
     title = " ".join(parsed.title.split()) or "no title"
-    raise DownloadError(f"download failed: {url}: Google Drive answered with an HTML page "
-                        f"({title!r}) that offers no download: the file may be private, removed "
-                        "or over its download quota; try later, or download it in a browser")
+    raise DownloadError(
+        f"download failed: {url}: Google Drive answered with an HTML page "
+        f"({title!r}) that offers no download: the file may be private, removed "
+        "or over its download quota; try later, or download it in a browser"
+    )
 
 
-def confirmed_url(url: str, *, session: requests.Session | None = None, timeout: float = 60.0,
-                  retries: int = 8, backoff: float = 1.0) -> str:
+def confirmed_url(
+    url: str,
+    *,
+    session: requests.Session | None = None,
+    timeout: float = 60.0,
+    retries: int = 8,
+    backoff: float = 1.0,
+) -> str:
     """The URL that serves the file: `url` itself when Drive sends the file, else the target of
     its confirmation page. Connection errors and 5xx answers are retried (`retries` times)."""
     own = session is None
@@ -90,14 +98,16 @@ def confirmed_url(url: str, *, session: requests.Session | None = None, timeout:
             if attempt:
                 time.sleep(min(60.0, backoff * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random()))
             try:
-                with session.get(url, stream=True, timeout=timeout,
-                                 headers={"Accept-Encoding": "identity"}) as resp:
+                with session.get(
+                    url, stream=True, timeout=timeout, headers={"Accept-Encoding": "identity"}
+                ) as resp:
                     if resp.status_code in _RETRY_STATUS:
                         last = f"HTTP {resp.status_code} {resp.reason}"
                         continue
                     if resp.status_code >= 400:
-                        raise DownloadError(f"download failed: {url}: HTTP {resp.status_code} "
-                                            f"{resp.reason}")
+                        raise DownloadError(
+                            f"download failed: {url}: HTTP {resp.status_code} {resp.reason}"
+                        )
                     if "text/html" not in resp.headers.get("Content-Type", "").lower():
                         return resp.url  # the file itself (small files skip the page)
                     page = resp.raw.read(_PAGE_LIMIT).decode(resp.encoding or "utf-8", "replace")
@@ -110,9 +120,17 @@ def confirmed_url(url: str, *, session: requests.Session | None = None, timeout:
             session.close()
 
 
-def fetch_drive(file_id: str, dest: str | Path, *, base: str = DRIVE_DOWNLOAD_URL,
-                sha256: str | None = None, retries: int = 8, timeout: float = 60.0,
-                backoff: float = 1.0, progress: bool = True) -> FetchResult:
+def fetch_drive(
+    file_id: str,
+    dest: str | Path,
+    *,
+    base: str = DRIVE_DOWNLOAD_URL,
+    sha256: str | None = None,
+    retries: int = 8,
+    timeout: float = 60.0,
+    backoff: float = 1.0,
+    progress: bool = True,
+) -> FetchResult:
     """Download Drive file `file_id` to `dest` (resumable via `dest.part`, verified).
 
     Raises DownloadError naming the URL when the page offers no download, the transfer fails
@@ -120,14 +138,25 @@ def fetch_drive(file_id: str, dest: str | Path, *, base: str = DRIVE_DOWNLOAD_UR
     """
     url = drive_url(file_id, base)
     with requests.Session() as session:
-        target = confirmed_url(url, session=session, timeout=timeout, retries=retries,
-                               backoff=backoff)
-        res = fetch(target, dest, sha256=sha256, retries=retries, timeout=timeout,
-                    session=session, progress=progress, backoff=backoff)
+        target = confirmed_url(
+            url, session=session, timeout=timeout, retries=retries, backoff=backoff
+        )
+        res = fetch(
+            target,
+            dest,
+            sha256=sha256,
+            retries=retries,
+            timeout=timeout,
+            session=session,
+            progress=progress,
+            backoff=backoff,
+        )
     with open(res.path, "rb") as fh:
         head = fh.read(512).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         res.path.unlink()  # an error page saved as the file must not look like a checkpoint
-        raise DownloadError(f"download failed: {url}: Google Drive sent an HTML page instead "
-                            f"of the file (via {target}); try later, or download it in a browser")
+        raise DownloadError(
+            f"download failed: {url}: Google Drive sent an HTML page instead "
+            f"of the file (via {target}); try later, or download it in a browser"
+        )
     return res

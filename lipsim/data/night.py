@@ -30,12 +30,29 @@ import pandas as pd
 from lipsim.errors import LipSimError
 
 __all__ = [
-    "COLUMNS", "SPLITS", "NightFormatError", "NightTriplets", "Problem", "find_night_root",
-    "load_image", "read_night", "verify_night",
+    "COLUMNS",
+    "SPLITS",
+    "NightFormatError",
+    "NightTriplets",
+    "Problem",
+    "find_night_root",
+    "load_image",
+    "read_night",
+    "verify_night",
 ]
 
-COLUMNS = ("id", "left_vote", "right_vote", "votes", "ref_path", "left_path", "right_path",
-           "split", "is_imagenet", "prompt")
+COLUMNS = (
+    "id",
+    "left_vote",
+    "right_vote",
+    "votes",
+    "ref_path",
+    "left_path",
+    "right_path",
+    "split",
+    "is_imagenet",
+    "prompt",
+)
 SPLITS = ("train", "val", "test_imagenet", "test_no_imagenet")
 _PATH_COLUMNS = ("ref_path", "left_path", "right_path")
 _CSV_SPLITS = ("train", "val", "test")
@@ -75,7 +92,8 @@ def find_night_root(root: str | os.PathLike) -> Path:
             return cand
     raise FileNotFoundError(
         f"NIGHT: no data.csv in {root} or {root / 'nights'}; download it with "
-        "`python -m lipsim download-night` or make a demo set with `python -m lipsim make-demo-night`")
+        "`python -m lipsim download-night` or make a demo set with `python -m lipsim make-demo-night`"
+    )
 
 
 def _line(pos: int) -> int:
@@ -106,8 +124,13 @@ def _check_table(df: pd.DataFrame, csv_path: Path) -> tuple[list[Problem], pd.Da
     problems: list[Problem] = []
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        problems.append(Problem(str(csv_path), f"missing column(s) {', '.join(missing)}; "
-                                f"found {', '.join(df.columns)}; expected {', '.join(COLUMNS)}"))
+        problems.append(
+            Problem(
+                str(csv_path),
+                f"missing column(s) {', '.join(missing)}; "
+                f"found {', '.join(df.columns)}; expected {', '.join(COLUMNS)}",
+            )
+        )
         return problems, df.iloc[0:0]
     out = df.copy()
     for col in ("left_vote", "right_vote", "votes"):
@@ -128,26 +151,50 @@ def _check_table(df: pd.DataFrame, csv_path: Path) -> tuple[list[Problem], pd.Da
         values = out[col].to_numpy(float)
         flag(np.isnan(values), lambda pos, col=col: f"not a number: {df[col].iloc[pos]!r}", col)
         flag(np.isinf(values), lambda pos, col=col: f"not finite: {df[col].iloc[pos]!r}", col)
-        flag(np.isfinite(values) & (values < 0),
-             lambda pos, col=col: f"negative: {df[col].iloc[pos]!r}", col)
+        flag(
+            np.isfinite(values) & (values < 0),
+            lambda pos, col=col: f"negative: {df[col].iloc[pos]!r}",
+            col,
+        )
         # Past 2**53 floats skip whole numbers: no count or share is that large.
-        flag(np.isfinite(values) & (values >= 2.0**53),
-             lambda pos, col=col: f"implausibly large: {df[col].iloc[pos]!r}", col)
+        flag(
+            np.isfinite(values) & (values >= 2.0**53),
+            lambda pos, col=col: f"implausibly large: {df[col].iloc[pos]!r}",
+            col,
+        )
     votes = out["votes"].to_numpy(float)
-    flag(np.isfinite(votes) & (votes != np.round(votes)),
-         lambda pos: f"not a whole number of votes: {df['votes'].iloc[pos]!r}", "votes")
-    flag(out["is_imagenet"].isna().to_numpy(),
-         lambda pos: f"not a boolean: {df['is_imagenet'].iloc[pos]!r}", "is_imagenet")
+    flag(
+        np.isfinite(votes) & (votes != np.round(votes)),
+        lambda pos: f"not a whole number of votes: {df['votes'].iloc[pos]!r}",
+        "votes",
+    )
+    flag(
+        out["is_imagenet"].isna().to_numpy(),
+        lambda pos: f"not a boolean: {df['is_imagenet'].iloc[pos]!r}",
+        "is_imagenet",
+    )
     split = df["split"].str.strip()
-    flag(~split.isin(_CSV_SPLITS).to_numpy(), lambda pos: f"unknown split {split.iloc[pos]!r}; "
-         f"expected one of {', '.join(_CSV_SPLITS)}", "split")
+    flag(
+        ~split.isin(_CSV_SPLITS).to_numpy(),
+        lambda pos: f"unknown split {split.iloc[pos]!r}; expected one of {', '.join(_CSV_SPLITS)}",
+        "split",
+    )
     for col in _PATH_COLUMNS:
         paths = df[col].str.strip()
         flag((paths == "").to_numpy(), "empty path", col)
-        flag([_leaves_root(v) for v in paths], lambda pos, col=col: f"path {df[col].iloc[pos]!r} "
-             "leaves the dataset root (absolute or with '..'); refusing to read it", col)
-    flag(df["id"].duplicated(keep="first").to_numpy(),
-         lambda pos: f"duplicate id {df['id'].iloc[pos]!r}", "id")
+        flag(
+            [_leaves_root(v) for v in paths],
+            lambda pos, col=col: (
+                f"path {df[col].iloc[pos]!r} "
+                "leaves the dataset root (absolute or with '..'); refusing to read it"
+            ),
+            col,
+        )
+    flag(
+        df["id"].duplicated(keep="first").to_numpy(),
+        lambda pos: f"duplicate id {df['id'].iloc[pos]!r}",
+        "id",
+    )
     lv, rv = out["left_vote"].to_numpy(float), out["right_vote"].to_numpy(float)
     # Counts or shares, per file (see the module docstring): counts are whole numbers, and
     # some exceed 1. A file with fractions is read as shares, whose values must lie in [0, 1].
@@ -155,17 +202,25 @@ def _check_table(df: pd.DataFrame, csv_path: Path) -> tuple[list[Problem], pd.Da
     counts = bool(len(good) and (good == np.round(good)).all() and (good > 1).any())
     if not counts:
         for col, values in (("left_vote", lv), ("right_vote", rv)):
-            flag(np.isfinite(values) & (values > 1),
-                 lambda pos, col=col: f"vote share {df[col].iloc[pos]!r} outside [0, 1] (the "
-                 "file holds fractions, so its votes are read as shares)", col)
+            flag(
+                np.isfinite(values) & (values > 1),
+                lambda pos, col=col: (
+                    f"vote share {df[col].iloc[pos]!r} outside [0, 1] (the "
+                    "file holds fractions, so its votes are read as shares)"
+                ),
+                col,
+            )
     total = lv + rv
     flag(total <= 0, "left_vote + right_vote is 0: p undefined", every=False)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = rv / np.where(total > 0, total, 1.0) if counts else rv
     out["p"] = p
     if not counts:
-        flag(np.abs(total - 1.0) > 1e-3, lambda pos: f"vote shares do not sum to 1 "
-             f"(left {lv[pos]:g} + right {rv[pos]:g})", every=False)
+        flag(
+            np.abs(total - 1.0) > 1e-3,
+            lambda pos: f"vote shares do not sum to 1 (left {lv[pos]:g} + right {rv[pos]:g})",
+            every=False,
+        )
     out["line"] = np.arange(len(df)) + 2
     out["split"] = split
     return problems, out[~bad]
@@ -188,20 +243,25 @@ def _resolve_base(base: Path, df: pd.DataFrame) -> Path:
 
 
 def _finish(typed: pd.DataFrame, base: Path) -> pd.DataFrame:
-    split = np.where(typed["split"] != "test", typed["split"],
-                     np.where(typed["is_imagenet"].astype(bool), "test_imagenet", "test_no_imagenet"))
-    out = pd.DataFrame({
-        "id": typed["id"].str.strip().to_numpy(),
-        "split": split,
-        "p": typed["p"].astype(np.float64).to_numpy(),
-        "ref_path": [str(base / s.strip()) for s in typed["ref_path"]],
-        "left_path": [str(base / s.strip()) for s in typed["left_path"]],
-        "right_path": [str(base / s.strip()) for s in typed["right_path"]],
-        "votes": typed["votes"].astype(np.float64).round().astype(np.int64).to_numpy(),
-        "is_imagenet": typed["is_imagenet"].astype(bool).to_numpy(),
-        "prompt": typed["prompt"].to_numpy(),
-        "line": typed["line"].to_numpy(),
-    })
+    split = np.where(
+        typed["split"] != "test",
+        typed["split"],
+        np.where(typed["is_imagenet"].astype(bool), "test_imagenet", "test_no_imagenet"),
+    )
+    out = pd.DataFrame(
+        {
+            "id": typed["id"].str.strip().to_numpy(),
+            "split": split,
+            "p": typed["p"].astype(np.float64).to_numpy(),
+            "ref_path": [str(base / s.strip()) for s in typed["ref_path"]],
+            "left_path": [str(base / s.strip()) for s in typed["left_path"]],
+            "right_path": [str(base / s.strip()) for s in typed["right_path"]],
+            "votes": typed["votes"].astype(np.float64).round().astype(np.int64).to_numpy(),
+            "is_imagenet": typed["is_imagenet"].astype(bool).to_numpy(),
+            "prompt": typed["prompt"].to_numpy(),
+            "line": typed["line"].to_numpy(),
+        }
+    )
     # ids are numeric in NIGHT; keep them as int when they all are (joins with parquet outputs).
     ids = pd.to_numeric(out["id"], errors="coerce")
     if ids.notna().all() and np.isfinite(ids).all() and (ids == ids.round()).all():
@@ -219,13 +279,16 @@ def _select(df: pd.DataFrame, min_votes: int, splits: Iterable[str] | str | None
             elif s in SPLITS:
                 wanted.add(s)
             else:
-                raise ValueError(f"unknown split {s!r}; expected one of {', '.join(SPLITS)} or 'test'")
+                raise ValueError(
+                    f"unknown split {s!r}; expected one of {', '.join(SPLITS)} or 'test'"
+                )
         df = df[df["split"].isin(wanted)]
     return df.reset_index(drop=True)
 
 
-def read_night(root: str | os.PathLike, min_votes: int = 6,
-               splits: Iterable[str] | str | None = None) -> pd.DataFrame:
+def read_night(
+    root: str | os.PathLike, min_votes: int = 6, splits: Iterable[str] | str | None = None
+) -> pd.DataFrame:
     """Read NIGHT's data.csv into a DataFrame of usable triplets.
 
     Columns: id, split (train / val / test_imagenet / test_no_imagenet), p (share of votes for
@@ -242,18 +305,26 @@ def read_night(root: str | os.PathLike, min_votes: int = 6,
     if problems:
         shown = "\n  ".join(str(p) for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise NightFormatError(f"NIGHT: {len(problems)} problem(s) in {csv_path}:\n  {shown}{more}"
-                               "\n(run `python -m lipsim verify-night` for the full list)")
+        raise NightFormatError(
+            f"NIGHT: {len(problems)} problem(s) in {csv_path}:\n  {shown}{more}"
+            "\n(run `python -m lipsim verify-night` for the full list)"
+        )
     df = _select(_finish(typed, _resolve_base(base, typed)), min_votes, splits)
-    missing = [(line, i, col, row[col]) for line, i, row in
-               zip(df["line"], df["id"], df.to_dict("records"), strict=True)
-               for col in _PATH_COLUMNS if not os.path.isfile(row[col])]
+    missing = [
+        (line, i, col, row[col])
+        for line, i, row in zip(df["line"], df["id"], df.to_dict("records"), strict=True)
+        for col in _PATH_COLUMNS
+        if not os.path.isfile(row[col])
+    ]
     if missing:
-        shown = "\n  ".join(f"{path} (data.csv line {line}, id {i}, {col})"
-                            for line, i, col, path in missing[:20])
+        shown = "\n  ".join(
+            f"{path} (data.csv line {line}, id {i}, {col})" for line, i, col, path in missing[:20]
+        )
         more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise FileNotFoundError(f"NIGHT: {len(missing)} image file(s) listed in {csv_path} are "
-                                f"missing:\n  {shown}{more}")
+        raise FileNotFoundError(
+            f"NIGHT: {len(missing)} image file(s) listed in {csv_path} are "
+            f"missing:\n  {shown}{more}"
+        )
     return df
 
 
@@ -299,14 +370,17 @@ class NightTriplets:
                 images.append(load_image(path, self.image_size))
             except Exception as exc:  # noqa: BLE001 - re-raised with the file and row
                 line = f"data.csv line {self._lines[index]}, " if self._lines is not None else ""
-                raise NightFormatError(f"NIGHT: cannot read image {path} ({line}id "
-                                       f"{self.df['id'].iloc[index]}, {col}): {exc}") from exc
+                raise NightFormatError(
+                    f"NIGHT: cannot read image {path} ({line}id "
+                    f"{self.df['id'].iloc[index]}, {col}): {exc}"
+                ) from exc
         ref, x0, x1 = images
         return ref, x0, x1, torch.tensor(self._p[index]), index
 
 
-def verify_night(root: str | os.PathLike, min_votes: int = 6, *,
-                 decode: bool = True) -> list[Problem]:
+def verify_night(
+    root: str | os.PathLike, min_votes: int = 6, *, decode: bool = True
+) -> list[Problem]:
     """Every problem in a NIGHT folder (empty list = fine).
 
     Checks data.csv (columns, values, duplicate ids), that every image of every row with
@@ -334,7 +408,9 @@ def verify_night(root: str | os.PathLike, min_votes: int = 6, *,
     df = df[df["votes"] >= min_votes]
     for split in SPLITS:
         if not (df["split"] == split).any():
-            problems.append(Problem(str(csv_path), f"no rows with votes >= {min_votes} in split {split}"))
+            problems.append(
+                Problem(str(csv_path), f"no rows with votes >= {min_votes} in split {split}")
+            )
     for row in df.to_dict("records"):
         for col in _PATH_COLUMNS:
             path = row[col]
@@ -346,6 +422,7 @@ def verify_night(root: str | os.PathLike, min_votes: int = 6, *,
                     with Image.open(path) as im:
                         im.load()  # decodes the whole file: catches truncated images
                 except Exception as exc:  # noqa: BLE001 - any decode failure is a problem
-                    problems.append(Problem(path, f"unreadable image: {exc}", row["line"],
-                                            str(row["id"]), col))
+                    problems.append(
+                        Problem(path, f"unreadable image: {exc}", row["line"], str(row["id"]), col)
+                    )
     return problems

@@ -38,16 +38,23 @@ _PANEL_SIZES = np.array([4, 5, 6, 6, 6, 6, 7, 7, 8, 9, 10, 12])
 _PER_FOLDER = 100  # NIGHT groups files into numbered folders: ref/XXX/YYY.png
 
 _COLOURS = {
-    "red": (0.85, 0.15, 0.1), "green": (0.15, 0.7, 0.2), "blue": (0.15, 0.3, 0.85),
-    "yellow": (0.95, 0.85, 0.15), "purple": (0.55, 0.2, 0.7), "orange": (0.95, 0.55, 0.1),
-    "white": (0.95, 0.95, 0.95), "black": (0.06, 0.06, 0.06),
+    "red": (0.85, 0.15, 0.1),
+    "green": (0.15, 0.7, 0.2),
+    "blue": (0.15, 0.3, 0.85),
+    "yellow": (0.95, 0.85, 0.15),
+    "purple": (0.55, 0.2, 0.7),
+    "orange": (0.95, 0.55, 0.1),
+    "white": (0.95, 0.95, 0.95),
+    "black": (0.06, 0.06, 0.06),
 }
 _SHAPES = ("circle", "square", "triangle", "ring")
 _TEXTURES = ("smooth", "striped", "checkered", "speckled")
 
 
 # --------------------------------------------------------------------------- images
-def procedural_image(rng: np.random.Generator, size: int, *, palette=None) -> tuple[np.ndarray, str]:
+def procedural_image(
+    rng: np.random.Generator, size: int, *, palette=None
+) -> tuple[np.ndarray, str]:
     """A natural-ish float image (size, size, 3) in [0, 1] and a caption describing it.
 
     `palette` (an (r, g, b) tuple) biases the colours, which is how class-conditional images
@@ -60,7 +67,9 @@ def procedural_image(rng: np.random.Generator, size: int, *, palette=None) -> tu
         field = np.full((size, size), base[c])
         for _ in range(3):  # low-frequency colour variation, like lighting / sky / ground
             fx, fy = rng.uniform(-2.5, 2.5, 2)
-            field += rng.uniform(0.03, 0.15) * np.sin(2 * np.pi * (fx * u + fy * v) + rng.uniform(0, 2 * np.pi))
+            field += rng.uniform(0.03, 0.15) * np.sin(
+                2 * np.pi * (fx * u + fy * v) + rng.uniform(0, 2 * np.pi)
+            )
         img[..., c] = field
     texture = _TEXTURES[rng.integers(len(_TEXTURES))]
     amp = rng.uniform(0.05, 0.15)
@@ -88,7 +97,10 @@ def procedural_image(rng: np.random.Generator, size: int, *, palette=None) -> tu
             dist = np.abs(np.hypot(u - cx, v - cy) - r) - r / 3
         else:  # triangle: intersection of three half-planes
             angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2, 4]) * np.pi / 3
-            dist = np.max([(u - cx) * np.cos(a) + (v - cy) * np.sin(a) for a in angles], axis=0) - r / 2
+            dist = (
+                np.max([(u - cx) * np.cos(a) + (v - cy) * np.sin(a) for a in angles], axis=0)
+                - r / 2
+            )
         # Soft edge (about one pixel) so shapes are not aliased at small sizes.
         alpha = np.clip(0.5 - dist * size, 0.0, 1.0)[..., None]
         img = img * (1 - alpha) + colour * alpha
@@ -155,8 +167,13 @@ def _pixelate(img, s, rng):
 
 # name -> f(img, strength, rng); the strength scale of each is tuned so s = 1 is "very visible".
 DISTORTIONS = {
-    "blur": _blur, "noise": _noise, "colour": _colour, "jpeg": _jpeg,
-    "warp": _warp, "contrast": _contrast, "pixelate": _pixelate,
+    "blur": _blur,
+    "noise": _noise,
+    "colour": _colour,
+    "jpeg": _jpeg,
+    "warp": _warp,
+    "contrast": _contrast,
+    "pixelate": _pixelate,
 }
 
 
@@ -194,8 +211,15 @@ def _share(k: int, n: int) -> str:
     return f"{k / n:.6g}"
 
 
-def make_night(out: str | os.PathLike, *, seed: int = 0, n_train: int = 256, n_val: int = 32,
-               n_test: int = 128, image_size: int = 32) -> Path:
+def make_night(
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    n_train: int = 256,
+    n_val: int = 32,
+    n_test: int = 128,
+    image_size: int = 32,
+) -> Path:
     """Write a NIGHT-layout demo set to `out` (replacing it atomically) and return its path.
 
     Rows are ids 0..N-1: train first, then val, then test; test rows alternate is_imagenet
@@ -212,28 +236,60 @@ def make_night(out: str | os.PathLike, *, seed: int = 0, n_train: int = 256, n_v
         for i, split in enumerate(splits):
             ref, x0, x1, votes, right, caption, _ = _triplet(seed, i, image_size)
             folder, name = f"{i // _PER_FOLDER:03d}", f"{i % _PER_FOLDER:03d}"
-            paths = (f"ref/{folder}/{name}.png", f"distort/{folder}/{name}_0.png",
-                     f"distort/{folder}/{name}_1.png")
+            paths = (
+                f"ref/{folder}/{name}.png",
+                f"distort/{folder}/{name}_0.png",
+                f"distort/{folder}/{name}_1.png",
+            )
             for img, rel in zip((ref, x0, x1), paths, strict=True):
                 _save_png(_to_uint8(img), tmp / rel)
             if split == "test":
                 is_imagenet = i % 2 == 0
             else:
                 is_imagenet = bool(np.random.default_rng([seed, 2, i]).random() < 0.5)
-            rows.append([i, _share(votes - right, votes), _share(right, votes), votes, *paths,
-                         split, str(is_imagenet), caption])
+            rows.append(
+                [
+                    i,
+                    _share(votes - right, votes),
+                    _share(right, votes),
+                    votes,
+                    *paths,
+                    split,
+                    str(is_imagenet),
+                    caption,
+                ]
+            )
         with open(tmp / "data.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(["id", "left_vote", "right_vote", "votes", "ref_path", "left_path",
-                             "right_path", "split", "is_imagenet", "prompt"])
+            writer.writerow(
+                [
+                    "id",
+                    "left_vote",
+                    "right_vote",
+                    "votes",
+                    "ref_path",
+                    "left_path",
+                    "right_path",
+                    "split",
+                    "is_imagenet",
+                    "prompt",
+                ]
+            )
             writer.writerows(rows)
     return out
 
 
 # --------------------------------------------------------------------------- image folders
-def make_image_folder(out: str | os.PathLike, *, layout: str = "imagenet", seed: int = 1,
-                      classes: int = 8, per_class: int = 40, n: int = 64,
-                      image_size: int = 32) -> Path:
+def make_image_folder(
+    out: str | os.PathLike,
+    *,
+    layout: str = "imagenet",
+    seed: int = 1,
+    classes: int = 8,
+    per_class: int = 40,
+    n: int = 64,
+    image_size: int = 32,
+) -> Path:
     """Write a demo image folder to `out` (replacing it atomically) and return its path.
 
     layout "imagenet": out/train/n{k:08d}/n{k:08d}_{j:05d}.png, `classes` x `per_class`

@@ -18,5 +18,20 @@ from lipsim.models.presets import PRESETS
 from lipsim.models.released import Imported, import_released
 from lipsim.models.sll import SLLConv2d, SLLLinear
 
-__all__ = ["METRICS", "PRESETS", "CheckpointError", "Imported", "project", "read_torch_file", "LipSimNet", "SLLConv2d", "SLLLinear", "build_model",
-           "ball_distance", "import_released", "load_checkpoint", "project_to_ball", "save_checkpoint"]
+__all__ = [
+    "METRICS",
+    "PRESETS",
+    "CheckpointError",
+    "Imported",
+    "project",
+    "read_torch_file",
+    "LipSimNet",
+    "SLLConv2d",
+    "SLLLinear",
+    "build_model",
+    "ball_distance",
+    "import_released",
+    "load_checkpoint",
+    "project_to_ball",
+    "save_checkpoint",
+]

@@ -29,9 +29,17 @@ FORMAT = "lipsim-repro/1"
 STAGES = ("pretrained", "finetuned")
 
 
-def save_checkpoint(path: str | os.PathLike, net: LipSimNet, *, stage: str,
-                    margin: float | None = None, teacher: str, metric: str | None = None,
-                    meta: dict | None = None, optimizer_state: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike,
+    net: LipSimNet,
+    *,
+    stage: str,
+    margin: float | None = None,
+    teacher: str,
+    metric: str | None = None,
+    meta: dict | None = None,
+    optimizer_state: dict | None = None,
+) -> None:
     """Write `net` atomically in the lipsim-repro/1 format (DDP wrappers are unwrapped)."""
     net = getattr(net, "module", net)
     if not isinstance(net, LipSimNet):
@@ -41,17 +49,20 @@ def save_checkpoint(path: str | os.PathLike, net: LipSimNet, *, stage: str,
     if metric is not None and metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     extra = {} if optimizer_state is None else {"optimizer_state_dict": optimizer_state}
-    torch_save(path, {
-        "format": FORMAT,
-        "model_config": dict(net.config),
-        "model_state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "stage": stage,
-        "margin": None if margin is None else float(margin),
-        "teacher": str(teacher),
-        "metric": metric,
-        "meta": dict(meta or {}),
-        **extra,
-    })
+    torch_save(
+        path,
+        {
+            "format": FORMAT,
+            "model_config": dict(net.config),
+            "model_state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "stage": stage,
+            "margin": None if margin is None else float(margin),
+            "teacher": str(teacher),
+            "metric": metric,
+            "meta": dict(meta or {}),
+            **extra,
+        },
+    )
 
 
 class CheckpointError(LipSimError, ValueError):
@@ -77,37 +88,50 @@ def check_model_config(config, source: str) -> dict:
     unknown = sorted(str(k) for k in set(config) - set(_CONFIG_KEYS))
     missing = [k for k in _CONFIG_KEYS if k not in config]
     if unknown or missing:
-        raise CheckpointError(f"{source}: model_config has " + "; ".join(
-            ([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
-            + ([f"no {', '.join(missing)}"] if missing else []))
-            + f" (expected {', '.join(_CONFIG_KEYS)})")
+        raise CheckpointError(
+            f"{source}: model_config has "
+            + "; ".join(
+                ([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
+                + ([f"no {', '.join(missing)}"] if missing else [])
+            )
+            + f" (expected {', '.join(_CONFIG_KEYS)})"
+        )
     preset = config["preset"]
     if not isinstance(preset, str) or preset not in PRESETS:
-        raise CheckpointError(f"{source}: model_config preset {preset!r} is not one of "
-                              f"{', '.join(PRESETS)}")
+        raise CheckpointError(
+            f"{source}: model_config preset {preset!r} is not one of {', '.join(PRESETS)}"
+        )
     for key in _CONFIG_KEYS[1:]:
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise CheckpointError(f"{source}: model_config {key}={value!r} is not a positive "
-                                  "whole number")
-    bounds = {"image_size": _MAX_IMAGE_SIZE,
-              **{k: _SIZE_FACTOR * v for k, v in PRESETS[preset].items()}}
+            raise CheckpointError(
+                f"{source}: model_config {key}={value!r} is not a positive whole number"
+            )
+    bounds = {
+        "image_size": _MAX_IMAGE_SIZE,
+        **{k: _SIZE_FACTOR * v for k, v in PRESETS[preset].items()},
+    }
     for key, bound in bounds.items():
         if config[key] > bound:
-            raise CheckpointError(f"{source}: model_config {key}={config[key]} is beyond "
-                                  f"{bound}, the sane bound for preset {preset!r}; refusing to "
-                                  "build it")
+            raise CheckpointError(
+                f"{source}: model_config {key}={config[key]} is beyond "
+                f"{bound}, the sane bound for preset {preset!r}; refusing to "
+                "build it"
+            )
     try:
         with torch.device("meta"):  # shapes only: no memory is allocated
             n = sum(t.numel() for t in build_model(**config).parameters())
             ref = sum(t.numel() for t in build_model(preset, _REF_IMAGE_SIZE, 1).parameters())
     except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{source}: model_config {dict(config)} does not describe a "
-                              f"LipSimNet: {exc}") from exc
+        raise CheckpointError(
+            f"{source}: model_config {dict(config)} does not describe a LipSimNet: {exc}"
+        ) from exc
     if n > _SIZE_FACTOR * ref:
-        raise CheckpointError(f"{source}: model_config {dict(config)} asks for {n:,} parameters, "
-                              f"over {_SIZE_FACTOR} x the {ref:,} of preset {preset!r} at "
-                              f"{_REF_IMAGE_SIZE} px; refusing to build it")
+        raise CheckpointError(
+            f"{source}: model_config {dict(config)} asks for {n:,} parameters, "
+            f"over {_SIZE_FACTOR} x the {ref:,} of preset {preset!r} at "
+            f"{_REF_IMAGE_SIZE} px; refusing to build it"
+        )
     return dict(config)
 
 
@@ -123,13 +147,16 @@ def read_torch_file(path, map_location="cpu", safe_globals=()):
         raise CheckpointError(f"{path}: no such checkpoint file") from exc
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused: the file holds Python objects that safe "
-                              f"(weights_only) loading does not allow, or is corrupt ({first})"
-                              ) from exc
+        raise CheckpointError(
+            f"{path}: refused: the file holds Python objects that safe "
+            f"(weights_only) loading does not allow, or is corrupt ({first})"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - torch reports a bad file in many ways
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
-                              f"{type(exc).__name__}: {first}") from exc
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
+            f"{type(exc).__name__}: {first}"
+        ) from exc
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[LipSimNet, dict]:
@@ -141,23 +168,32 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[LipSim
     ckpt = read_torch_file(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        hint = ("; a released LipSim checkpoint? convert it with `lipsim import-checkpoint`"
-                if isinstance(ckpt, dict) and "model_state_dict" in ckpt else "")
+        hint = (
+            "; a released LipSim checkpoint? convert it with `lipsim import-checkpoint`"
+            if isinstance(ckpt, dict) and "model_state_dict" in ckpt
+            else ""
+        )
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (format: {found!r}){hint}")
     for key in ("model_config", "model_state_dict", "stage", "teacher"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
     config = check_model_config(ckpt["model_config"], str(path))
     state = ckpt["model_state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
-                                                 for v in state.values()):
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
         raise CheckpointError(f"{path}: model_state_dict is not a mapping of tensors")
     # Weights that are not finite floats load without a word and poison every distance.
-    bad = [k for k, v in state.items()
-           if not v.is_floating_point() or not bool(torch.isfinite(v).all())]
+    bad = [
+        k
+        for k, v in state.items()
+        if not v.is_floating_point() or not bool(torch.isfinite(v).all())
+    ]
     if bad:
-        raise CheckpointError(f"{path}: model_state_dict has non-finite or non-float tensors: "
-                              f"{', '.join(sorted(bad)[:10])}")
+        raise CheckpointError(
+            f"{path}: model_state_dict has non-finite or non-float tensors: "
+            f"{', '.join(sorted(bad)[:10])}"
+        )
     with torch.device("meta"):
         skeleton = build_model(**config)
     problems = _mismatch(skeleton.state_dict(), state)
@@ -173,9 +209,11 @@ def _mismatch(expected: Mapping, state: Mapping) -> list[str]:
     """Missing and unexpected keys and shape mismatches of `state` against `expected`."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in sorted(set(state) & set(expected))
-              if tuple(state[k].shape) != tuple(expected[k].shape)]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {', '.join(missing)}")
@@ -189,6 +227,7 @@ def _mismatch(expected: Mapping, state: Mapping) -> list[str]:
 def _load_strict(net: LipSimNet, state: Mapping, source: str) -> None:
     problems = _mismatch(net.state_dict(), state)
     if problems:
-        raise CheckpointError(f"{source} does not fit LipSimNet {net.config}: "
-                              + " | ".join(problems))
+        raise CheckpointError(
+            f"{source} does not fit LipSimNet {net.config}: " + " | ".join(problems)
+        )
     net.load_state_dict(state, strict=True)

@@ -25,39 +25,61 @@ _ARCH_KEYS = ("conv_depth", "channels", "conv_inner", "linear_depth", "linear_in
 class LipSimNet(nn.Module):
     """f: (B, 3, H, W) in [0, 1] -> (B, emb_dim), 1-Lipschitz in l2. `config` rebuilds it."""
 
-    def __init__(self, *, preset: str, image_size: int, emb_dim: int, conv_depth: int,
-                 channels: int, conv_inner: int, linear_depth: int, linear_inner: int) -> None:
+    def __init__(
+        self,
+        *,
+        preset: str,
+        image_size: int,
+        emb_dim: int,
+        conv_depth: int,
+        channels: int,
+        conv_inner: int,
+        linear_depth: int,
+        linear_inner: int,
+    ) -> None:
         super().__init__()
         if image_size % 16:
-            raise ValueError(f"image_size must be a multiple of 16 (two 4x4 poolings), "
-                             f"got {image_size}")
+            raise ValueError(
+                f"image_size must be a multiple of 16 (two 4x4 poolings), got {image_size}"
+            )
         if channels < 3:
             raise ValueError(f"channels must be >= 3 (zero-padding of RGB), got {channels}")
         side = image_size // 16
         features = channels * side * side
         if emb_dim > features:
-            raise ValueError(f"emb_dim={emb_dim} exceeds the flattened width D={features} "
-                             f"(= {channels} x {side} x {side}) of preset {preset!r} at "
-                             f"image_size={image_size}")
-        self.config = dict(preset=preset, image_size=int(image_size), emb_dim=int(emb_dim),
-                           conv_depth=int(conv_depth), channels=int(channels),
-                           conv_inner=int(conv_inner), linear_depth=int(linear_depth),
-                           linear_inner=int(linear_inner))
+            raise ValueError(
+                f"emb_dim={emb_dim} exceeds the flattened width D={features} "
+                f"(= {channels} x {side} x {side}) of preset {preset!r} at "
+                f"image_size={image_size}"
+            )
+        self.config = dict(
+            preset=preset,
+            image_size=int(image_size),
+            emb_dim=int(emb_dim),
+            conv_depth=int(conv_depth),
+            channels=int(channels),
+            conv_inner=int(conv_inner),
+            linear_depth=int(linear_depth),
+            linear_inner=int(linear_inner),
+        )
         self.image_size = int(image_size)
         self.emb_dim = int(emb_dim)
         self.features = features
         self.pad = PadChannels(channels)
-        self.convs = nn.Sequential(*[SLLConv2d(channels, conv_inner) for _ in range(conv_depth)],
-                                   SumPool4(), SumPool4())
-        self.linear = nn.Sequential(nn.Flatten(),
-                                    *[SLLLinear(features, linear_inner)
-                                      for _ in range(linear_depth)])
+        self.convs = nn.Sequential(
+            *[SLLConv2d(channels, conv_inner) for _ in range(conv_depth)], SumPool4(), SumPool4()
+        )
+        self.linear = nn.Sequential(
+            nn.Flatten(), *[SLLLinear(features, linear_inner) for _ in range(linear_depth)]
+        )
         self.last = Truncate(emb_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (self.image_size,) * 2:
-            raise ValueError(f"LipSimNet expects (B, 3, {self.image_size}, {self.image_size}) "
-                             f"images, got {tuple(x.shape)}")
+            raise ValueError(
+                f"LipSimNet expects (B, 3, {self.image_size}, {self.image_size}) "
+                f"images, got {tuple(x.shape)}"
+            )
         return self.last(self.linear(self.convs(self.pad(x))))
 
 
@@ -71,8 +93,9 @@ def build_model(preset: str, image_size: int, emb_dim: int, **overrides) -> LipS
     unknown = set(overrides) - set(_ARCH_KEYS)
     if unknown:
         raise TypeError(f"unknown model option(s) {sorted(unknown)}; allowed: {list(_ARCH_KEYS)}")
-    return LipSimNet(preset=preset, image_size=image_size, emb_dim=emb_dim,
-                     **{**PRESETS[preset], **overrides})
+    return LipSimNet(
+        preset=preset, image_size=image_size, emb_dim=emb_dim, **{**PRESETS[preset], **overrides}
+    )
 
 
 def project_to_ball(z: torch.Tensor) -> torch.Tensor:

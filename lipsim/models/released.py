@@ -48,10 +48,23 @@ def _numpy_globals() -> list:
 
     core = getattr(np, "_core", None) or np.core
     scalar = core.multiarray.scalar
-    allowed = [scalar, (scalar, "numpy.core.multiarray.scalar"),
-               (scalar, "numpy._core.multiarray.scalar"), np.dtype]
-    for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
-              np.uint8, np.bool_):
+    allowed = [
+        scalar,
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+    ]
+    for t in (
+        np.float64,
+        np.float32,
+        np.float16,
+        np.int64,
+        np.int32,
+        np.int16,
+        np.int8,
+        np.uint8,
+        np.bool_,
+    ):
         allowed.append(type(np.dtype(t)))
     return allowed
 
@@ -64,7 +77,7 @@ def _canonical(key: str) -> str:
     name = _PREFIX.sub("", key)
     for old, new in _BASE.items():
         if name.startswith(old):
-            return new + name[len(old):]
+            return new + name[len(old) :]
     return name
 
 
@@ -92,8 +105,9 @@ def import_released(path_or_state, preset: str, image_size: int, emb_dim: int) -
     else:
         raw = obj
     if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(f"{source}: expected a state dict of tensors or a dict with "
-                              "'model_state_dict'")
+        raise CheckpointError(
+            f"{source}: expected a state dict of tensors or a dict with 'model_state_dict'"
+        )
     net = build_model(preset, image_size, emb_dim)
     state, order = _model_state(raw, net, source, ignored)
     _load_strict(net, state, source)
@@ -103,17 +117,26 @@ def import_released(path_or_state, preset: str, image_size: int, emb_dim: int) -
         if opt_state is None:
             ignored.append(("optimizer_state_dict", f"not imported: {why}"))
         else:
-            ignored.append(("optimizer_state_dict", "imported as the Adam state "
-                            f"({len(order) - len(opt_state['state'])} dead conv q entries "
-                            "dropped)" if len(order) > len(opt_state["state"]) else
-                            "imported as the Adam state"))
+            ignored.append(
+                (
+                    "optimizer_state_dict",
+                    "imported as the Adam state "
+                    f"({len(order) - len(opt_state['state'])} dead conv q entries "
+                    "dropped)"
+                    if len(order) > len(opt_state["state"])
+                    else "imported as the Adam state",
+                )
+            )
     return Imported(net=net.eval(), optimizer_state=opt_state, ignored=ignored, info=info)
 
 
 def _model_state(raw: Mapping, net: LipSimNet, source: str, ignored: list):
     """(state dict for net, their parameter names in their registration order)."""
-    conv_idx = {name.split(".")[1] for name, m in net.named_modules()
-                if name.startswith("convs.") and hasattr(m, "kernel")}
+    conv_idx = {
+        name.split(".")[1]
+        for name, m in net.named_modules()
+        if name.startswith("convs.") and hasattr(m, "kernel")
+    }
     state: dict[str, torch.Tensor] = {}
     order: list[str] = []
     dead = 0
@@ -131,17 +154,21 @@ def _model_state(raw: Mapping, net: LipSimNet, source: str, ignored: list):
             continue  # dead parameter in their conv layer (the q factors cancel)
         if name in state:
             if state[name].shape != value.shape or not torch.equal(state[name], value):
-                raise CheckpointError(f"{source}: {name} and its duplicate under base.* "
-                                      "differ; the released layout stores the same tensor twice")
+                raise CheckpointError(
+                    f"{source}: {name} and its duplicate under base.* "
+                    "differ; the released layout stores the same tensor twice"
+                )
             continue
         state[name] = value
     if dead:
-        ignored.append(("convs.*.q", f"{dead} dead conv parameters (they cancel in the "
-                        "authors' conv layer)"))
+        ignored.append(
+            ("convs.*.q", f"{dead} dead conv parameters (they cancel in the authors' conv layer)")
+        )
     twins = sum(1 for k in raw if _PREFIX.sub("", k).startswith(tuple(_BASE)))
     if twins:
-        ignored.append(("base.1.* / base.2.*", f"{twins} duplicate names of the same tensors "
-                        "(checked equal)"))
+        ignored.append(
+            ("base.1.* / base.2.*", f"{twins} duplicate names of the same tensors (checked equal)")
+        )
     return state, order
 
 
@@ -167,8 +194,10 @@ def _map_optimizer(opt: Mapping, order: list[str], net: LipSimNet):
         for key in ("exp_avg", "exp_avg_sq"):
             if key in entry and tuple(entry[key].shape) != tuple(param.shape):
                 return None, f"{name}.{key} has shape {tuple(entry[key].shape)}"
-        state[k] = {key: (v.clone() if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
-                    for key, v in entry.items()}
+        state[k] = {
+            key: (v.clone() if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
+            for key, v in entry.items()
+        }
     group = {key: _plain(v) for key, v in groups[0].items() if key != "params"}
     group["params"] = list(range(len(ours)))
     return {"state": state, "param_groups": [group]}, None

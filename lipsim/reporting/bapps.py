@@ -64,9 +64,12 @@ def bapps_table(inputs: dict[str, str | Path], eps: list[float]) -> pd.DataFrame
         groups = [g for g, members in GROUPS.items() if set(members) & set(cats)]
         for cat in [*cats, *groups, ALL]:
             members = GROUPS.get(cat, cats if cat == ALL else (cat,))
-            row = {"model": model, "category": cat,
-                   "n": int(sum(sizes.get(c, 0) for c in members)),
-                   "natural": s["natural"][cat]}
+            row = {
+                "model": model,
+                "category": cat,
+                "n": int(sum(sizes.get(c, 0) for c in members)),
+                "natural": s["natural"][cat],
+            }
             for col, r in zip(cert_cols, radii or [None] * len(eps), strict=True):
                 row[col] = s["certified"][r][cat] if r is not None else math.nan
             rows.append(row)
@@ -88,7 +91,7 @@ def _lines(table: pd.DataFrame):
         for col in _score_columns(table):
             if by_cat[col].isna().all():
                 continue  # no certificate for this metric
-            label = "natural" if col == "natural" else f"certified {col[len('certified_'):]}/255"
+            label = "natural" if col == "natural" else f"certified {col[len('certified_') :]}/255"
             yield str(model), label, col, by_cat[col].to_dict()
 
 
@@ -97,14 +100,18 @@ def bapps_markdown(table: pd.DataFrame, decimals: int = 1) -> str:
     header = ["Metric", "Score", *cats]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(cats)]
     for model, label, _, values in _lines(table):
-        lines.append("| " + " | ".join([model, label, *[fmt(values.get(c), decimals)
-                                                        for c in cats]]) + " |")
+        lines.append(
+            "| " + " | ".join([model, label, *[fmt(values.get(c), decimals) for c in cats]]) + " |"
+        )
     sizes = table[table["model"] == table["model"].iloc[0]].set_index("category")["n"]
-    note = ("\nScores: 2AFC on BAPPS (validation), %; `distortions` = traditional + cnn, "
-            "`real_algorithms` = superres + deblur + color + frameinterp (the LPIPS paper's "
-            "groups), `all` = every triplet, each size-weighted ("
-            + ", ".join(f"{c} {int(sizes[c])}" for c in cats) + " triplets). "
-            "Certified: l2 radius of the reference image, LipSim models only.\n")
+    note = (
+        "\nScores: 2AFC on BAPPS (validation), %; `distortions` = traditional + cnn, "
+        "`real_algorithms` = superres + deblur + color + frameinterp (the LPIPS paper's "
+        "groups), `all` = every triplet, each size-weighted ("
+        + ", ".join(f"{c} {int(sizes[c])}" for c in cats)
+        + " triplets). "
+        "Certified: l2 radius of the reference image, LipSim models only.\n"
+    )
     return "\n".join(lines) + "\n" + note
 
 
@@ -118,7 +125,14 @@ def bapps_latex(table: pd.DataFrame, decimals: int = 1) -> str:
         r"\midrule",
     ]
     for model, label, _, values in _lines(table):
-        lines.append(_tex_row([tex_escape(model), tex_escape(label),
-                               *[fmt(values.get(c), decimals, "--") for c in cats]]))
+        lines.append(
+            _tex_row(
+                [
+                    tex_escape(model),
+                    tex_escape(label),
+                    *[fmt(values.get(c), decimals, "--") for c in cats],
+                ]
+            )
+        )
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

@@ -232,25 +232,31 @@ def margin_line_sets(table1: pd.DataFrame, metric: str | None = None) -> list[di
             raise ReportingError(f"--table1 has no LipSim rows of metric {metric!r}")
         table1 = table1[keep]
     # Tables without a teacher column (older files) are one set.
-    teacher = (table1["teacher"] if "teacher" in table1.columns
-               else pd.Series(None, index=table1.index, dtype=object))
+    teacher = (
+        table1["teacher"]
+        if "teacher" in table1.columns
+        else pd.Series(None, index=table1.index, dtype=object)
+    )
     lipsim = table1["stage"].isin(["pretrained", "finetuned"])
     if not lipsim.any():
         raise ReportingError("--table1 has no pretrained or finetuned rows")
     sets = []
     for t in dict.fromkeys(None if pd.isna(v) else v for v in teacher[lipsim]):
         mine = table1[teacher.isna() if t is None else teacher == t]
-        sets.append({
-            "teacher": t,
-            "finetuned": mine[mine["stage"] == "finetuned"].sort_values("margin"),
-            "pretrained": mine[mine["stage"] == "pretrained"],
-            "references": mine[mine["stage"] == "reference"],
-        })
+        sets.append(
+            {
+                "teacher": t,
+                "finetuned": mine[mine["stage"] == "finetuned"].sort_values("margin"),
+                "pretrained": mine[mine["stage"] == "pretrained"],
+                "references": mine[mine["stage"] == "reference"],
+            }
+        )
     return sets
 
 
-def fig_margins(table1: pd.DataFrame, out_prefix: str | Path,
-                metric: str | None = None) -> list[Path]:
+def fig_margins(
+    table1: pd.DataFrame, out_prefix: str | Path, metric: str | None = None
+) -> list[Path]:
     """Natural and certified scores (sound radius) against the hinge margin, one line set per
     teacher (colour = score, line style and marker = teacher).
 
@@ -292,9 +298,14 @@ def fig_margins(table1: pd.DataFrame, out_prefix: str | Path,
         tag = f" ({display_name(lines['teacher'])})" if several and lines["teacher"] else ""
         for color, col in zip(palette, score_cols, strict=True):
             if len(fin):
-                ax.plot(fin["margin"].astype(float), fin[col].astype(float),
-                        marker=marks[k % len(marks)], linestyle=styles[k % len(styles)],
-                        color=color, label=names[col] + tag)
+                ax.plot(
+                    fin["margin"].astype(float),
+                    fin[col].astype(float),
+                    marker=marks[k % len(marks)],
+                    linestyle=styles[k % len(styles)],
+                    color=color,
+                    label=names[col] + tag,
+                )
             if len(pre):
                 ax.scatter(
                     np.full(len(pre), pre_x),
@@ -329,7 +340,6 @@ def fig_margins(table1: pd.DataFrame, out_prefix: str | Path,
     ax.set_xlabel("hinge-loss margin (finetuning)")
     ax.set_ylabel("2AFC score (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("Margin trade-off: natural vs certified"
-                 + (" per teacher" if several else ""))
+    ax.set_title("Margin trade-off: natural vs certified" + (" per teacher" if several else ""))
     ax.legend(fontsize=6 if several else 7, loc="lower left", ncol=2 if several else 1)
     return save_figure(fig, out_prefix)

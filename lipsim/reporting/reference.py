@@ -183,8 +183,7 @@ def add_reference_options(parser) -> None:
         default=None,
         help="reference values CSV (default: the packaged lipsim/reference_values.csv)",
     )
-    parser.add_argument("--no-reference", action="store_true",
-                        help="leave the paper columns empty")
+    parser.add_argument("--no-reference", action="store_true", help="leave the paper columns empty")
     parser.add_argument("--decimals", type=int, default=1, help="decimals in md/tex (default 1)")
 
 

@@ -120,19 +120,23 @@ def table1(
     for key, path in certify.items():
         row_teacher, model = split_teacher(key, teacher)
         if row_teacher is None:
-            raise ReportingError(f"--certify {key}: no teacher (write TEACHER/{model}=FILE "
-                                 "or give --teacher)")
+            raise ReportingError(
+                f"--certify {key}: no teacher (write TEACHER/{model}=FILE or give --teacher)"
+            )
         df = read_table(path, CERTIFY_COLUMNS, f"--certify {key}")
         _test_rows(df, path, f"--certify {key}")
         stage, margin = _stage(model)
         for metric, part in df.groupby("metric", sort=True):
             test = part[part["split"].isin(TEST_SPLITS)]
             if score_col not in part:
-                raise ReportingError(f"--certify {key}: {path} has no {score_col!r} column "
-                                     f"(needed for --scoring {scoring}); rerun certify")
+                raise ReportingError(
+                    f"--certify {key}: {path} has no {score_col!r} column "
+                    f"(needed for --scoring {scoring}); rerun certify"
+                )
             sound = certified_scores(part, [e / 255 for e in eps], score=score_col)
-            theirs = certified_scores(part, [e / 255 for e in eps], radius="radius_authors",
-                                      score=score_col)
+            theirs = certified_scores(
+                part, [e / 255 for e in eps], radius="radius_authors", score=score_col
+            )
             row = {
                 "model": model,
                 "teacher": row_teacher,
@@ -145,8 +149,12 @@ def table1(
                 row[c] = sound["certified"][e / 255]["test"]
                 row[a] = theirs["certified"][e / 255]["test"]
                 row[u] = unsound_share(part, e / 255)["test"]
-            row.update(n_test=len(test), half_votes=_convention(part, "half_votes"),
-                       tie_radius=_convention(part, "tie_radius"), scoring=scoring)
+            row.update(
+                n_test=len(test),
+                half_votes=_convention(part, "half_votes"),
+                tie_radius=_convention(part, "tie_radius"),
+                scoring=scoring,
+            )
             rows.append(row)
     teachers = list(dict.fromkeys(r["teacher"] for r in rows))
     order = {"pretrained": 0, "finetuned": 1, "reference": 2, "other": 3}
@@ -180,8 +188,9 @@ def table1(
             r["metric"],
         )
     )
-    grouped = sorted((r for r in refs if r["teacher"] is not None),
-                     key=lambda r: teachers.index(r["teacher"]))
+    grouped = sorted(
+        (r for r in refs if r["teacher"] is not None), key=lambda r: teachers.index(r["teacher"])
+    )
     for ref_row in grouped:
         # After the last row of its teacher's group.
         last = max(i for i, r in enumerate(rows) if r["teacher"] == ref_row["teacher"])
@@ -208,8 +217,17 @@ def table1(
     for c, a in zip(cert_cols, auth_cols, strict=True):
         table[f"{c}_diff"] = table[a] - table[f"{c}_paper"]
     table["paper_source"] = ["; ".join(s) if s else None for s in sources]
-    base = ["model", "teacher", "stage", "margin", "metric", "natural", *cert_cols, *auth_cols,
-            *unsound_cols]
+    base = [
+        "model",
+        "teacher",
+        "stage",
+        "margin",
+        "metric",
+        "natural",
+        *cert_cols,
+        *auth_cols,
+        *unsound_cols,
+    ]
     rest = [f"{c}_paper" for c in paper_cols] + [f"{c}_diff" for c in paper_cols]
     return table[base + rest + ["paper_source", "n_test", "half_votes", "tie_radius", "scoring"]]
 
@@ -229,15 +247,26 @@ def _margin_text(m) -> str:
 def _table1_layout(table: pd.DataFrame):
     """(value columns, header labels, paper columns) shared by markdown and LaTeX."""
     eps = _eps_from_columns(table)
-    cols = ["natural", *[f"certified_{e}" for e in eps],
-            *[f"certified_{e}_authors" for e in eps], *[f"unsound_{e}" for e in eps]]
-    labels = ["Natural", *[f"Cert. {e}/255" for e in eps],
-              *[f"Cert. {e}/255 (authors' radius)" for e in eps],
-              *[f"Unsound {e}/255" for e in eps]]
-    paper = [c for c in ["natural", *[f"certified_{e}" for e in eps]]
-             if table[f"{c}_paper"].notna().any()]
-    labels += [f"Paper {'natural' if c == 'natural' else c[len('certified_') :] + '/255'}"
-               for c in paper]
+    cols = [
+        "natural",
+        *[f"certified_{e}" for e in eps],
+        *[f"certified_{e}_authors" for e in eps],
+        *[f"unsound_{e}" for e in eps],
+    ]
+    labels = [
+        "Natural",
+        *[f"Cert. {e}/255" for e in eps],
+        *[f"Cert. {e}/255 (authors' radius)" for e in eps],
+        *[f"Unsound {e}/255" for e in eps],
+    ]
+    paper = [
+        c
+        for c in ["natural", *[f"certified_{e}" for e in eps]]
+        if table[f"{c}_paper"].notna().any()
+    ]
+    labels += [
+        f"Paper {'natural' if c == 'natural' else c[len('certified_') :] + '/255'}" for c in paper
+    ]
     return cols, labels, paper
 
 
@@ -248,8 +277,10 @@ def _conventions_note(table: pd.DataFrame) -> str:
     half = ", ".join(sorted(map(str, lipsim["half_votes"].dropna().unique())))
     tie = ", ".join(sorted(map(str, lipsim["tie_radius"].dropna().unique())))
     scoring = ", ".join(sorted(map(str, lipsim["scoring"].dropna().unique())))
-    how = {"twoafc": "2AFC score (DreamSim's formula)",
-           "accuracy": "hard-label accuracy on round(p) (the authors' evaluation)"}
+    how = {
+        "twoafc": "2AFC score (DreamSim's formula)",
+        "accuracy": "hard-label accuracy on round(p) (the authors' evaluation)",
+    }
     return (
         "\nMetric: cosine = the authors' 1 - cos(f(x), f(y)); ball = the unit-ball projection. "
         "Cert. = certified with the sound radius of the row's metric; authors' radius = "
@@ -323,8 +354,12 @@ def table1_latex(table: pd.DataFrame, decimals: int = 1) -> str:
     sub = [""] * 6
     rules = []
     start = 7
-    for title, count in (("Certified ($\\epsilon$)", n), ("Authors' radius", n),
-                         ("Unsound", n), ("Paper", len(paper))):
+    for title, count in (
+        ("Certified ($\\epsilon$)", n),
+        ("Authors' radius", n),
+        ("Unsound", n),
+        ("Paper", len(paper)),
+    ):
         if not count:
             continue
         top.append(rf"\multicolumn{{{count}}}{{c}}{{{title}}}")
@@ -466,8 +501,10 @@ def table2_latex(table: pd.DataFrame, clean: dict[str, float], decimals: int = 1
     header = pd.MultiIndex.from_tuples(
         [("Model", ""), ("Natural", "")]
         + [
-            (f"{tex_escape(attack_label(a))} {norm_label(n, True)}",
-             rf"$\epsilon={eps_label(e, n)}$")
+            (
+                f"{tex_escape(attack_label(a))} {norm_label(n, True)}",
+                rf"$\epsilon={eps_label(e, n)}$",
+            )
             for a, n, e in cols
         ]
     )
@@ -546,8 +583,7 @@ def markdown_table(display: pd.DataFrame, note: str = "") -> str:
     """A GitHub pipe table (pandas' DataFrame.to_markdown, i.e. tabulate) of a frame whose
     cells are display strings; the first column left-aligned, the others (scores) right."""
     align = ("left",) + ("right",) * (display.shape[1] - 1)
-    text = display.to_markdown(index=False, tablefmt="pipe", colalign=align,
-                               disable_numparse=True)
+    text = display.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True)
     return text + "\n" + (f"\n{note}\n" if note else "")
 
 
@@ -557,7 +593,8 @@ def latex_table(display: pd.DataFrame, comment: str = "") -> str:
     under each group that has sub-headers, as in the paper's tables."""
     n = display.shape[1]
     tex = display.style.hide(axis="index").to_latex(
-        hrules=True, column_format="l" + "r" * (n - 1), multicol_align="c")
+        hrules=True, column_format="l" + "r" * (n - 1), multicol_align="c"
+    )
     if isinstance(display.columns, pd.MultiIndex):
         rules, start = [], 1
         for _, run in itertools.groupby(display.columns, key=lambda c: c[0]):
@@ -581,19 +618,22 @@ def html_table(table: pd.DataFrame, decimals: int = 1) -> str:
     # a fixed uuid: the same table gives the same bytes (manifest checksums)
     styler = table.style.set_uuid("table").hide(axis="index")
     styler = styler.format(precision=decimals, na_rep="")
-    styler = styler.set_table_styles([
-        {"selector": "", "props": "border-collapse: collapse; font-family: sans-serif;"},
-        {"selector": "th, td", "props": "padding: 2px 8px; border-bottom: 1px solid #ddd;"},
-        {"selector": "td", "props": "text-align: right;"},
-    ])
+    styler = styler.set_table_styles(
+        [
+            {"selector": "", "props": "border-collapse: collapse; font-family: sans-serif;"},
+            {"selector": "th, td", "props": "padding: 2px 8px; border-bottom: 1px solid #ddd;"},
+            {"selector": "td", "props": "text-align: right;"},
+        ]
+    )
     return styler.to_html(doctype_html=True)
 
 
 def write_table(prefix: str | Path, table: pd.DataFrame, markdown: str, latex: str) -> list[Path]:
     """prefix.{csv,md,tex,parquet,html}, each atomically. Returns the paths."""
     prefix = Path(prefix)
-    paths = [prefix.with_name(prefix.name + ext)
-             for ext in (".csv", ".md", ".tex", ".parquet", ".html")]
+    paths = [
+        prefix.with_name(prefix.name + ext) for ext in (".csv", ".md", ".tex", ".parquet", ".html")
+    ]
     atomic.write_csv(paths[0], table)
     atomic.write_text(paths[1], markdown)
     atomic.write_text(paths[2], latex)

@@ -25,12 +25,19 @@ class Teacher(SimilarityMetric):
             return x
         # Bicubic + antialias matches PIL's bicubic resize (DreamSim's preprocessing); the
         # clamp undoes bicubic overshoot so normalisation sees values in [0, 1].
-        return F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
-                             align_corners=False, antialias=True).clamp_(0.0, 1.0)
+        return F.interpolate(
+            x,
+            size=(self.image_size, self.image_size),
+            mode="bicubic",
+            align_corners=False,
+            antialias=True,
+        ).clamp_(0.0, 1.0)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"teacher {self.name}: expected images (B, 3, H, W), got {tuple(x.shape)}")
+            raise ValueError(
+                f"teacher {self.name}: expected images (B, 3, H, W), got {tuple(x.shape)}"
+            )
         return self._embed(self._resize(x))
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

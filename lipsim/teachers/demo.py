@@ -18,8 +18,15 @@ from lipsim.teachers.base import Teacher
 
 
 class DemoTeacher(Teacher):
-    def __init__(self, emb_dim: int = 64, image_size: int = 32, seed: int = 0,
-                 filters: int = 12, grid: int = 4, colour_grid: int = 4):
+    def __init__(
+        self,
+        emb_dim: int = 64,
+        image_size: int = 32,
+        seed: int = 0,
+        filters: int = 12,
+        grid: int = 4,
+        colour_grid: int = 4,
+    ):
         super().__init__()
         self.name = "demo"
         self.emb_dim = int(emb_dim)
@@ -35,8 +42,9 @@ class DemoTeacher(Teacher):
         n_feat = 3 * 2 * filters * grid * grid + 3 * colour_grid * colour_grid
         # A random orthonormal map keeps inner products (so cosine distances) when
         # emb_dim >= n_feat and approximately otherwise (Johnson-Lindenstrauss).
-        proj = torch.linalg.qr(torch.randn(max(n_feat, self.emb_dim), max(n_feat, self.emb_dim),
-                                           generator=g))[0][:n_feat, : self.emb_dim]
+        proj = torch.linalg.qr(
+            torch.randn(max(n_feat, self.emb_dim), max(n_feat, self.emb_dim), generator=g)
+        )[0][:n_feat, : self.emb_dim]
         self.register_buffer("proj", proj * (max(n_feat, self.emb_dim) / self.emb_dim) ** 0.5)
         self.eval().requires_grad_(False)
 

@@ -38,7 +38,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-DINO_HUB_URL = "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"
+DINO_HUB_URL = (
+    "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,16 +57,21 @@ class Backbone:
 
 
 BACKBONES: dict[str, Backbone] = {
-    "dino_vitb16": Backbone("dino", 16, "cls", 768, IMAGENET_MEAN, IMAGENET_STD,
-                            "dino_vitbase16_pretrain.pth"),
-    "clip_vitb16": Backbone("clip", 16, "embedding", 512, CLIP_MEAN, CLIP_STD,
-                            "clip_vitb16_pretrain.pth.tar"),
-    "clip_vitb32": Backbone("clip", 32, "embedding", 512, CLIP_MEAN, CLIP_STD,
-                            "clip_vitb32_pretrain.pth.tar"),
-    "open_clip_vitb16": Backbone("open_clip", 16, "embedding", 512, CLIP_MEAN, CLIP_STD,
-                                 "open_clip_vitb16_pretrain.pth.tar"),
-    "open_clip_vitb32": Backbone("open_clip", 32, "embedding", 512, CLIP_MEAN, CLIP_STD,
-                                 "open_clip_vitb32_pretrain.pth.tar"),
+    "dino_vitb16": Backbone(
+        "dino", 16, "cls", 768, IMAGENET_MEAN, IMAGENET_STD, "dino_vitbase16_pretrain.pth"
+    ),
+    "clip_vitb16": Backbone(
+        "clip", 16, "embedding", 512, CLIP_MEAN, CLIP_STD, "clip_vitb16_pretrain.pth.tar"
+    ),
+    "clip_vitb32": Backbone(
+        "clip", 32, "embedding", 512, CLIP_MEAN, CLIP_STD, "clip_vitb32_pretrain.pth.tar"
+    ),
+    "open_clip_vitb16": Backbone(
+        "open_clip", 16, "embedding", 512, CLIP_MEAN, CLIP_STD, "open_clip_vitb16_pretrain.pth.tar"
+    ),
+    "open_clip_vitb32": Backbone(
+        "open_clip", 32, "embedding", 512, CLIP_MEAN, CLIP_STD, "open_clip_vitb32_pretrain.pth.tar"
+    ),
 }
 
 
@@ -169,7 +176,8 @@ def _missing_weights_error(teacher: str, folder: Path, missing: list[str]) -> Fi
         f"teacher {teacher!r}: weight file(s) {', '.join(missing)} not found in {folder}. "
         f"Fetch them (needs network) with the `fetch_weights` rule, or run "
         f"`python -m lipsim fetch-weights --teacher {teacher} --weights-dir {folder.parent}`; "
-        f"or pass --random-weights for an untrained teacher (tests/demo only).")
+        f"or pass --random-weights for an untrained teacher (tests/demo only)."
+    )
 
 
 def _merge_lora(net: nn.Module, lora_dir: Path) -> nn.Module:
@@ -191,14 +199,23 @@ def _merge_lora(net: nn.Module, lora_dir: Path) -> nn.Module:
     for kind in ("unexpected_keys", "missing_keys"):
         bad = [k for k in getattr(result, kind, []) if "lora_" in k]
         if bad:
-            raise ValueError(f"LoRA adapter {lora_dir}: {kind.replace('_', ' ')} against the "
-                             f"model, e.g. {bad[:3]}")
+            raise ValueError(
+                f"LoRA adapter {lora_dir}: {kind.replace('_', ' ')} against the "
+                f"model, e.g. {bad[:3]}"
+            )
     return peft_model.merge_and_unload()
 
 
-def build_dreamsim(name: str, *, backbones: tuple[str, ...], lora: str | None,
-                   weights_dir: str | os.PathLike | None, device: str = "cpu",
-                   random_weights: bool = False, seed: int = 0) -> DreamSimTeacher:
+def build_dreamsim(
+    name: str,
+    *,
+    backbones: tuple[str, ...],
+    lora: str | None,
+    weights_dir: str | os.PathLike | None,
+    device: str = "cpu",
+    random_weights: bool = False,
+    seed: int = 0,
+) -> DreamSimTeacher:
     """Build a DreamSim teacher. Weights come from `weights_dir/<name>/` (see fetch-weights):
     the backbone files of BACKBONES and the LoRA adapter folder `lora`.
     `random_weights=True` skips all files: seeded random weights (same seed -> same model)."""
@@ -208,7 +225,7 @@ def build_dreamsim(name: str, *, backbones: tuple[str, ...], lora: str | None,
             teacher = DreamSimTeacher(name, backbones)
             for b in teacher.branches:
                 if b.proj is not None:
-                    b.proj.normal_(0.0, b.model.embed_dim ** -0.5)
+                    b.proj.normal_(0.0, b.model.embed_dim**-0.5)
         return teacher.to(device)
     if weights_dir is None:
         raise ValueError(f"teacher {name!r}: needs --weights-dir (or --random-weights)")

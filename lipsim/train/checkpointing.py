@@ -32,11 +32,14 @@ def rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
-                  "cached_gaussian": float(np_state[4])},
-        "python": {"version": py_state[0], "state": list(py_state[1]),
-                   "gauss": py_state[2]},
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
     }
 
 
@@ -46,8 +49,15 @@ def set_rng_state(state: dict) -> None:
         cuda = state["cuda"][: torch.cuda.device_count()]
         torch.cuda.set_rng_state_all(cuda)
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (
+            n["name"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
@@ -84,8 +94,9 @@ def clear_resume(workdir: str | os.PathLike) -> None:
         path.unlink(missing_ok=True)
 
 
-def load_latest(workdir: str | os.PathLike, fingerprint: dict, map_location="cpu",
-                remove_stale: bool = True) -> tuple[dict | None, Path | None]:
+def load_latest(
+    workdir: str | os.PathLike, fingerprint: dict, map_location="cpu", remove_stale: bool = True
+) -> tuple[dict | None, Path | None]:
     """The newest loadable resume checkpoint of a run with this fingerprint, or (None, None).
 
     Checkpoints of another configuration (changed hyperparameters: snakemake reran the rule)
@@ -99,10 +110,16 @@ def load_latest(workdir: str | os.PathLike, fingerprint: dict, map_location="cpu
             log.warning("resume checkpoint %s unreadable (%s); trying an older one", path, exc)
             continue
         if state.get("fingerprint") != fingerprint:
-            log.warning("resume checkpoint %s belongs to another configuration; starting "
-                        "fresh (changed: %s)", path,
-                        sorted(k for k in set(fingerprint) | set(state.get("fingerprint", {}))
-                               if fingerprint.get(k) != state.get("fingerprint", {}).get(k)))
+            log.warning(
+                "resume checkpoint %s belongs to another configuration; starting "
+                "fresh (changed: %s)",
+                path,
+                sorted(
+                    k
+                    for k in set(fingerprint) | set(state.get("fingerprint", {}))
+                    if fingerprint.get(k) != state.get("fingerprint", {}).get(k)
+                ),
+            )
             if remove_stale:
                 for p in list_checkpoints(workdir):
                     p.unlink(missing_ok=True)

@@ -37,8 +37,9 @@ RMSE_REDUCTIONS = ("image", "batch")
 
 
 def _item_seed(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]
-               % (2**63 - 1))
+    return int(
+        np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] % (2**63 - 1)
+    )
 
 
 class DistillDataset(torch.utils.data.Dataset):
@@ -48,31 +49,47 @@ class DistillDataset(torch.utils.data.Dataset):
     `cache-fill --mirror` (teacher embeddings of the horizontally mirrored crops).
     """
 
-    def __init__(self, cache: EmbeddingCache, images: str | os.PathLike, image_size: int,
-                 *, crop: str, teacher_view: str, mirror: EmbeddingCache | None = None,
-                 seed: int = 0, augment: bool = True, preload: bool | None = None):
+    def __init__(
+        self,
+        cache: EmbeddingCache,
+        images: str | os.PathLike,
+        image_size: int,
+        *,
+        crop: str,
+        teacher_view: str,
+        mirror: EmbeddingCache | None = None,
+        seed: int = 0,
+        augment: bool = True,
+        preload: bool | None = None,
+    ):
         if teacher_view not in TEACHER_VIEWS:
-            raise ValueError(f"--teacher-view must be one of {', '.join(TEACHER_VIEWS)}, "
-                             f"got {teacher_view!r}")
+            raise ValueError(
+                f"--teacher-view must be one of {', '.join(TEACHER_VIEWS)}, got {teacher_view!r}"
+            )
         if (teacher_view == "flipped") != (mirror is not None):
-            raise ValueError("--teacher-view flipped needs the mirrored cache (--mirror-cache-dir)"
-                             " and --teacher-view original must not be given one")
+            raise ValueError(
+                "--teacher-view flipped needs the mirrored cache (--mirror-cache-dir)"
+                " and --teacher-view original must not be given one"
+            )
         if mirror is not None and mirror.paths != cache.paths:
-            raise ValueError(f"the mirrored cache {mirror.cache_dir} lists other images than "
-                             f"{cache.cache_dir}")
+            raise ValueError(
+                f"the mirrored cache {mirror.cache_dir} lists other images than {cache.cache_dir}"
+            )
         self.cache, self.images, self.image_size = cache, Path(images), int(image_size)
         self.crop, self.teacher_view, self.mirror = crop, teacher_view, mirror
         ok = cache.ok if mirror is None else cache.ok & mirror.ok
         self.items = np.flatnonzero(ok)  # cache rows usable for training
         self.seed, self.augment, self.epoch = int(seed), bool(augment), 0
         self.flip = transforms.RandomHorizontalFlip(0.5)
-        self.colour = transforms.Compose([
-            transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-            transforms.RandomGrayscale(p=0.2),
-        ])
+        self.colour = transforms.Compose(
+            [
+                transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+                transforms.RandomGrayscale(p=0.2),
+            ]
+        )
         # Small sets (the demo) are decoded once: decoding PNGs would dominate the step.
         self._decoded = None
-        if preload or (preload is None and len(self.items) * 3 * self.image_size ** 2 <= 16e6):
+        if preload or (preload is None and len(self.items) * 3 * self.image_size**2 <= 16e6):
             self._decoded = torch.stack([self._load(int(i)) for i in self.items])
 
     def set_epoch(self, epoch: int) -> None:
@@ -82,8 +99,9 @@ class DistillDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def _load(self, row: int) -> torch.Tensor:
-        return load_train_image(self.images / self.cache.paths[row], self.image_size,
-                                crop=self.crop)
+        return load_train_image(
+            self.images / self.cache.paths[row], self.image_size, crop=self.crop
+        )
 
     def __getitem__(self, i: int):
         row = int(self.items[i])
@@ -123,15 +141,18 @@ def batch_rmse(pred: torch.Tensor, target: torch.Tensor, reduction: str) -> torc
         return rmse_per_image(pred, target).mean()
     if reduction == "batch":
         return (pred - target).square().mean().add(1e-12).sqrt()
-    raise ValueError(f"--rmse-reduction must be one of {', '.join(RMSE_REDUCTIONS)}, "
-                     f"got {reduction!r}")
+    raise ValueError(
+        f"--rmse-reduction must be one of {', '.join(RMSE_REDUCTIONS)}, got {reduction!r}"
+    )
 
 
 class DistillTask:
     def __init__(self, dataset: DistillDataset, *, rmse_reduction: str):
         if rmse_reduction not in RMSE_REDUCTIONS:
-            raise ValueError(f"--rmse-reduction must be one of {', '.join(RMSE_REDUCTIONS)}, "
-                             f"got {rmse_reduction!r}")
+            raise ValueError(
+                f"--rmse-reduction must be one of {', '.join(RMSE_REDUCTIONS)}, "
+                f"got {rmse_reduction!r}"
+            )
         self.dataset, self.rmse_reduction = dataset, rmse_reduction
 
     def loss(self, model: nn.Module, batch, device: torch.device):

@@ -46,12 +46,18 @@ class DistEnv:
 
 def _first_slurm_host(nodelist: str) -> str:
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True,
-                             capture_output=True, text=True, timeout=30).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split()
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(
             f"SLURM: cannot expand SLURM_JOB_NODELIST={nodelist!r} with `scontrol show "
-            f"hostnames` ({exc}); set MASTER_ADDR to the first node's hostname") from exc
+            f"hostnames` ({exc}); set MASTER_ADDR to the first node's hostname"
+        ) from exc
     if not out:
         raise RuntimeError(f"SLURM: `scontrol show hostnames {nodelist}` printed nothing")
     return out[0]
@@ -61,10 +67,14 @@ def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     """The process's place in the job, from the environment (see the module docstring)."""
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
-        return DistEnv(rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]),
-                       local_rank=int(env.get("LOCAL_RANK", 0)),
-                       master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                       master_port=int(env.get("MASTER_PORT", 29500)), launcher="torchrun")
+        return DistEnv(
+            rank=int(env["RANK"]),
+            world_size=int(env["WORLD_SIZE"]),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT", 29500)),
+            launcher="torchrun",
+        )
     world = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
     if "SLURM_PROCID" in env and world and int(world) > 1:
         if "MASTER_ADDR" in env:
@@ -73,11 +83,19 @@ def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv:
             addr = _first_slurm_host(env["SLURM_JOB_NODELIST"])
         else:
             addr = "127.0.0.1"
-        port = int(env["MASTER_PORT"]) if "MASTER_PORT" in env else \
-            15000 + int(env.get("SLURM_JOB_ID", 0)) % 20000
-        return DistEnv(rank=int(env["SLURM_PROCID"]), world_size=int(world),
-                       local_rank=int(env.get("SLURM_LOCALID", 0)), master_addr=addr,
-                       master_port=port, launcher="slurm")
+        port = (
+            int(env["MASTER_PORT"])
+            if "MASTER_PORT" in env
+            else 15000 + int(env.get("SLURM_JOB_ID", 0)) % 20000
+        )
+        return DistEnv(
+            rank=int(env["SLURM_PROCID"]),
+            world_size=int(world),
+            local_rank=int(env.get("SLURM_LOCALID", 0)),
+            master_addr=addr,
+            master_port=port,
+            launcher="slurm",
+        )
     return DistEnv()
 
 
@@ -91,8 +109,9 @@ def rank_device(name: str, env: DistEnv) -> torch.device:
     return dev
 
 
-def init_distributed(device: str = "auto", environ: Mapping[str, str] | None = None
-                     ) -> tuple[DistEnv, torch.device]:
+def init_distributed(
+    device: str = "auto", environ: Mapping[str, str] | None = None
+) -> tuple[DistEnv, torch.device]:
     """Detect the environment, pick the device, and join the process group when world > 1."""
     env = detect_env(environ)
     dev = rank_device(device, env)
@@ -100,10 +119,14 @@ def init_distributed(device: str = "auto", environ: Mapping[str, str] | None = N
         torch.cuda.set_device(dev)
     if env.distributed and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method=f"tcp://{env.master_addr}:"
-                                f"{env.master_port}", rank=env.rank, world_size=env.world_size,
-                                timeout=datetime.timedelta(minutes=30),
-                                **({"device_id": dev} if dev.type == "cuda" else {}))
+        dist.init_process_group(
+            backend=backend,
+            init_method=f"tcp://{env.master_addr}:{env.master_port}",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=datetime.timedelta(minutes=30),
+            **({"device_id": dev} if dev.type == "cuda" else {}),
+        )
     return env, dev
 
 

@@ -29,34 +29,44 @@ def lipsim_distances(model: nn.Module, ref, x0, x1, metric: str):
     """(d0, d1) under `metric` with one forward pass over the three images."""
     b = ref.shape[0]
     phi = project(model(torch.cat([ref, x0, x1])).float(), metric)
-    e_ref, e0, e1 = phi[:b], phi[b:2 * b], phi[2 * b:]
+    e_ref, e0, e1 = phi[:b], phi[b : 2 * b], phi[2 * b :]
     return ball_distance(e_ref, e0), ball_distance(e_ref, e1)
 
 
-def hinge_loss(d0: torch.Tensor, d1: torch.Tensor, p: torch.Tensor, margin: float,
-               reduction: str) -> torch.Tensor:
+def hinge_loss(
+    d0: torch.Tensor, d1: torch.Tensor, p: torch.Tensor, margin: float, reduction: str
+) -> torch.Tensor:
     y = 2.0 * torch.round(p.float()) - 1.0
     per_triplet = torch.clamp(margin - y * (d0 - d1), min=0.0)
     if reduction == "mean":
         return per_triplet.mean()
     if reduction == "sum":
         return per_triplet.sum()
-    raise ValueError(f"--loss-reduction must be one of {', '.join(LOSS_REDUCTIONS)}, "
-                     f"got {reduction!r}")
+    raise ValueError(
+        f"--loss-reduction must be one of {', '.join(LOSS_REDUCTIONS)}, got {reduction!r}"
+    )
 
 
 class FinetuneTask:
     def __init__(self, dataset, margin: float, *, metric: str, loss_reduction: str):
         if loss_reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"--loss-reduction must be one of {', '.join(LOSS_REDUCTIONS)}, "
-                             f"got {loss_reduction!r}")
+            raise ValueError(
+                f"--loss-reduction must be one of {', '.join(LOSS_REDUCTIONS)}, "
+                f"got {loss_reduction!r}"
+            )
         self.dataset, self.margin = dataset, float(margin)
         self.metric, self.loss_reduction = metric, loss_reduction
 
     def loss(self, model: nn.Module, batch, device: torch.device):
         ref, x0, x1, p, _ = batch
-        d0, d1 = lipsim_distances(model, ref.to(device, non_blocking=True),
-                                  x0.to(device, non_blocking=True),
-                                  x1.to(device, non_blocking=True), self.metric)
-        return (hinge_loss(d0, d1, p.to(device), self.margin, self.loss_reduction),
-                3 * ref.shape[0])
+        d0, d1 = lipsim_distances(
+            model,
+            ref.to(device, non_blocking=True),
+            x0.to(device, non_blocking=True),
+            x1.to(device, non_blocking=True),
+            self.metric,
+        )
+        return (
+            hinge_loss(d0, d1, p.to(device), self.margin, self.loss_reduction),
+            3 * ref.shape[0],
+        )

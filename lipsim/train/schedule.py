@@ -1,16 +1,16 @@
 """Learning-rate schedules (multipliers of the base lr, per optimisation step), by name.
 
-  constant    linear warmup over `warmup_steps`, then 1
-  cosine      linear warmup, then cosine decay from 1 to 0 at `total_steps`
-  triangular  linear rise to 1 at `warmup_steps` (half the run when 0), then linear fall to 0
-              (the one-cycle triangle of the public LipSim code's options)
-  interp      the public LipSim code's default finetuning schedule (its `interp` option):
-              piecewise linear through (0, 0), (2T//5, 1), (4T//5, 1/20), (T, 0) over the
-              T = total_steps of the run, integer division for the knots, no warmup
-              (`warmup_steps` is not used). Step s trains with the value at s, so the first
-              step has lr 0. (Their code sets the lr after step s from np.interp at s, so their
-              step s + 1 uses our step s's value, and their first step the lr reloaded with the
-              optimizer: a one-step shift not copied here.)
+constant    linear warmup over `warmup_steps`, then 1
+cosine      linear warmup, then cosine decay from 1 to 0 at `total_steps`
+triangular  linear rise to 1 at `warmup_steps` (half the run when 0), then linear fall to 0
+            (the one-cycle triangle of the public LipSim code's options)
+interp      the public LipSim code's default finetuning schedule (its `interp` option):
+            piecewise linear through (0, 0), (2T//5, 1), (4T//5, 1/20), (T, 0) over the
+            T = total_steps of the run, integer division for the knots, no warmup
+            (`warmup_steps` is not used). Step s trains with the value at s, so the first
+            step has lr 0. (Their code sets the lr after step s from np.interp at s, so their
+            step s + 1 uses our step s's value, and their first step the lr reloaded with the
+            optimizer: a one-step shift not copied here.)
 """
 
 from __future__ import annotations
@@ -50,15 +50,21 @@ def _interp(step: int, total: int, warmup: int) -> float:
 
 
 SCHEDULES: dict[str, Callable[[int, int, int], float]] = {
-    "constant": _constant, "cosine": _cosine, "triangular": _triangular, "interp": _interp,
+    "constant": _constant,
+    "cosine": _cosine,
+    "triangular": _triangular,
+    "interp": _interp,
 }
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int,
-                    warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, name: str, total_steps: int, warmup_steps: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
     try:
         fn = SCHEDULES[name]
     except KeyError:
-        raise ValueError(f"--schedule {name!r} unknown; choose one of {', '.join(SCHEDULES)}") from None
+        raise ValueError(
+            f"--schedule {name!r} unknown; choose one of {', '.join(SCHEDULES)}"
+        ) from None
     total, warm = int(total_steps), int(warmup_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: fn(s, total, warm))

@@ -61,8 +61,7 @@ class OptimizerStateError(LipSimError, ValueError):
 class Task(Protocol):
     dataset: torch.utils.data.Dataset
 
-    def loss(self, model: nn.Module, batch, device: torch.device) -> tuple[torch.Tensor, int]:
-        ...
+    def loss(self, model: nn.Module, batch, device: torch.device) -> tuple[torch.Tensor, int]: ...
 
 
 @dataclasses.dataclass
@@ -91,8 +90,18 @@ class TrainConfig:
 
     def fingerprint(self, extra: dict | None = None) -> dict:
         """What must match for a resume checkpoint to continue this run."""
-        keys = ("epochs", "batch_size", "lr", "beta1", "beta2", "weight_decay", "schedule",
-                "warmup_steps", "seed", "amp")
+        keys = (
+            "epochs",
+            "batch_size",
+            "lr",
+            "beta1",
+            "beta2",
+            "weight_decay",
+            "schedule",
+            "warmup_steps",
+            "seed",
+            "amp",
+        )
         return {**{k: getattr(self, k) for k in keys}, **(extra or {})}
 
 
@@ -102,36 +111,61 @@ def add_training_options(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("training")
     g.add_argument("--epochs", type=int, required=True, help="passes over the data")
     g.add_argument("--batch-size", type=int, required=True, help="per process")
-    g.add_argument("--lr", type=float, required=True, help="Adam learning rate (peak of the schedule)")
+    g.add_argument(
+        "--lr", type=float, required=True, help="Adam learning rate (peak of the schedule)"
+    )
     g.add_argument("--beta1", type=float, required=True, help="Adam beta1")
     g.add_argument("--beta2", type=float, required=True, help="Adam beta2")
     g.add_argument("--weight-decay", type=float, required=True, help="Adam weight decay")
-    g.add_argument("--schedule", choices=tuple(SCHEDULES), required=True,
-                   help="lr schedule (lipsim.train.schedule)")
-    g.add_argument("--warmup-steps", type=int, required=True,
-                   help="linear warmup steps of the schedule")
+    g.add_argument(
+        "--schedule",
+        choices=tuple(SCHEDULES),
+        required=True,
+        help="lr schedule (lipsim.train.schedule)",
+    )
+    g.add_argument(
+        "--warmup-steps", type=int, required=True, help="linear warmup steps of the schedule"
+    )
     g.add_argument("--seed", type=int, required=True, help="training seed")
     g.add_argument("--workers", type=int, required=True, help="DataLoader workers per process")
-    g.add_argument("--amp", choices=("bf16", "none"), required=True,
-                   help="bf16 autocast on GPU (ignored on CPU)")
+    g.add_argument(
+        "--amp",
+        choices=("bf16", "none"),
+        required=True,
+        help="bf16 autocast on GPU (ignored on CPU)",
+    )
     g.add_argument("--ckpt-every", type=int, required=True, help="resume checkpoint period (steps)")
     g.add_argument("--log-every", type=int, default=1, help="metrics.csv period (steps)")
     g.add_argument("--device", required=True, help="auto, cpu, cuda")
     g.add_argument("--workdir", required=True, type=Path, help="resume checkpoints live here")
-    g.add_argument("--metrics", type=Path, default=None, help="metrics.csv (default WORKDIR/metrics.csv)")
+    g.add_argument(
+        "--metrics", type=Path, default=None, help="metrics.csv (default WORKDIR/metrics.csv)"
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--throttle-s", type=float, default=0.0, help=argparse.SUPPRESS)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       beta1=args.beta1, beta2=args.beta2, weight_decay=args.weight_decay,
-                       schedule=args.schedule, warmup_steps=args.warmup_steps, seed=args.seed,
-                       workers=args.workers, amp=args.amp, ckpt_every=args.ckpt_every,
-                       device=args.device, workdir=str(args.workdir),
-                       metrics=str(args.metrics or Path(args.workdir) / "metrics.csv"),
-                       log_every=args.log_every, progress=not args.no_progress,
-                       throttle_s=args.throttle_s)
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        beta1=args.beta1,
+        beta2=args.beta2,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        warmup_steps=args.warmup_steps,
+        seed=args.seed,
+        workers=args.workers,
+        amp=args.amp,
+        ckpt_every=args.ckpt_every,
+        device=args.device,
+        workdir=str(args.workdir),
+        metrics=str(args.metrics or Path(args.workdir) / "metrics.csv"),
+        log_every=args.log_every,
+        progress=not args.no_progress,
+        throttle_s=args.throttle_s,
+    )
 
 
 class _ResumableSampler(DistributedSampler):
@@ -141,7 +175,7 @@ class _ResumableSampler(DistributedSampler):
     start = 0
 
     def __iter__(self):
-        return iter(list(super().__iter__())[self.start:])
+        return iter(list(super().__iter__())[self.start :])
 
     def __len__(self) -> int:
         return super().__len__() - self.start
@@ -177,8 +211,13 @@ class _Metrics:
     def append(self, row: dict) -> None:
         if self.path is None:
             return
-        line = ",".join(f"{row[c]:.8g}" if isinstance(row[c], float) else str(row[c])
-                        for c in METRIC_COLUMNS) + "\n"
+        line = (
+            ",".join(
+                f"{row[c]:.8g}" if isinstance(row[c], float) else str(row[c])
+                for c in METRIC_COLUMNS
+            )
+            + "\n"
+        )
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
@@ -195,8 +234,13 @@ class Trainer:
         self.resumed_from: int | None = None
         self.optimizer: torch.optim.Optimizer | None = None
 
-    def fit(self, model: nn.Module, task: Task, fingerprint_extra: dict | None = None,
-            init_optimizer_state: dict | None = None) -> nn.Module:
+    def fit(
+        self,
+        model: nn.Module,
+        task: Task,
+        fingerprint_extra: dict | None = None,
+        init_optimizer_state: dict | None = None,
+    ) -> nn.Module:
         """Train `model` on `task`; returns it in eval mode (self.optimizer keeps Adam).
 
         init_optimizer_state: an Adam state dict (params in model.parameters() order) to start
@@ -208,25 +252,41 @@ class Trainer:
         model = model.to(dev)
         model.train()
         dataset = task.dataset
-        sampler = _ResumableSampler(dataset, num_replicas=env.world_size, rank=env.rank,
-                                    shuffle=True, seed=cfg.seed, drop_last=True)
+        sampler = _ResumableSampler(
+            dataset,
+            num_replicas=env.world_size,
+            rank=env.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
+        )
         steps_per_epoch = DistributedSampler.__len__(sampler) // cfg.batch_size
         if steps_per_epoch == 0:
-            raise ValueError(f"dataset of {len(dataset)} items is smaller than one global batch "
-                             f"({cfg.batch_size} x {env.world_size} processes)")
+            raise ValueError(
+                f"dataset of {len(dataset)} items is smaller than one global batch "
+                f"({cfg.batch_size} x {env.world_size} processes)"
+            )
         total_steps = cfg.epochs * steps_per_epoch
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                               weight_decay=cfg.weight_decay)
+        opt = torch.optim.Adam(
+            model.parameters(),
+            lr=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
+            weight_decay=cfg.weight_decay,
+        )
         if init_optimizer_state is not None:
             load_optimizer_state(opt, init_optimizer_state, cfg)
         self.optimizer = opt
         sched = build_scheduler(opt, cfg.schedule, total_steps, cfg.warmup_steps)
-        fingerprint = cfg.fingerprint({**(fingerprint_extra or {}), "world_size": env.world_size,
-                                       "n_items": len(dataset)})
+        fingerprint = cfg.fingerprint(
+            {**(fingerprint_extra or {}), "world_size": env.world_size, "n_items": len(dataset)}
+        )
 
         # Rank 0 picks the checkpoint and every rank loads that very file.
-        state, path = (ckpt.load_latest(cfg.workdir, fingerprint, remove_stale=True)
-                       if env.is_main else (None, None))
+        state, path = (
+            ckpt.load_latest(cfg.workdir, fingerprint, remove_stale=True)
+            if env.is_main
+            else (None, None)
+        )
         chosen = all_gather_object(str(path) if path else "")[0]
         if not env.is_main and chosen:
             state = torch.load(chosen, map_location="cpu", weights_only=True)
@@ -247,25 +307,35 @@ class Trainer:
         ddp = model
         if env.distributed:
             ddp = nn.parallel.DistributedDataParallel(
-                model, device_ids=[dev.index] if dev.type == "cuda" else None)
+                model, device_ids=[dev.index] if dev.type == "cuda" else None
+            )
         metrics = _Metrics(cfg.metrics, global_step, env.is_main)
         bar = None
         if env.is_main and cfg.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=total_steps, initial=global_step, desc="train", unit="step",
-                       mininterval=2.0)
+            bar = tqdm(
+                total=total_steps, initial=global_step, desc="train", unit="step", mininterval=2.0
+            )
 
         def save() -> None:
             rngs = all_gather_object(ckpt.rng_state())
             if env.is_main:
-                ckpt.save_resume(cfg.workdir, global_step, {
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch, "step_in_epoch": step_in_epoch,
-                    "global_step": global_step, "elapsed": elapsed, "rng": rngs,
-                    "fingerprint": fingerprint,
-                })
+                ckpt.save_resume(
+                    cfg.workdir,
+                    global_step,
+                    {
+                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "epoch": epoch,
+                        "step_in_epoch": step_in_epoch,
+                        "global_step": global_step,
+                        "elapsed": elapsed,
+                        "rng": rngs,
+                        "fingerprint": fingerprint,
+                    },
+                )
             barrier()
 
         start = time.perf_counter() - elapsed
@@ -275,13 +345,19 @@ class Trainer:
             sampler.start = step_in_epoch * cfg.batch_size
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
-            loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
-                                num_workers=cfg.workers, drop_last=True,
-                                pin_memory=dev.type == "cuda",
-                                persistent_workers=False)
+            loader = DataLoader(
+                dataset,
+                batch_size=cfg.batch_size,
+                sampler=sampler,
+                num_workers=cfg.workers,
+                drop_last=True,
+                pin_memory=dev.type == "cuda",
+                persistent_workers=False,
+            )
             for batch in loader:
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16,
-                                    enabled=self.use_amp):
+                with torch.autocast(
+                    device_type=dev.type, dtype=torch.bfloat16, enabled=self.use_amp
+                ):
                     loss, n_images = task.loss(ddp, batch, dev)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -297,20 +373,31 @@ class Trainer:
                 if global_step % cfg.log_every == 0 or global_step == total_steps:
                     now = time.perf_counter()
                     steps = (global_step - 1) % cfg.log_every + 1
-                    mean_loss = float(all_reduce_mean(
-                        torch.tensor(window_loss / steps, device=dev)))
+                    mean_loss = float(
+                        all_reduce_mean(torch.tensor(window_loss / steps, device=dev))
+                    )
                     rate = window_images * env.world_size / max(now - window_t, 1e-9)
-                    metrics.append({"step": global_step, "epoch": epoch, "loss": mean_loss,
-                                    "lr": step_lr, "images_per_s": rate,
-                                    "time": now - start})
+                    metrics.append(
+                        {
+                            "step": global_step,
+                            "epoch": epoch,
+                            "loss": mean_loss,
+                            "lr": step_lr,
+                            "images_per_s": rate,
+                            "time": now - start,
+                        }
+                    )
                     if bar is not None:
                         bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
                     window_loss, window_images, window_t = 0.0, 0, now
                 if bar is not None:
                     bar.update(1)
                 elapsed = time.perf_counter() - start
-                if cfg.ckpt_every and global_step % cfg.ckpt_every == 0 \
-                        and global_step < total_steps:
+                if (
+                    cfg.ckpt_every
+                    and global_step % cfg.ckpt_every == 0
+                    and global_step < total_steps
+                ):
                     save()
             epoch += 1
             step_in_epoch = 0
@@ -334,13 +421,16 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, cfg: TrainConf
     params = [p for g in opt.param_groups for p in g["params"]]
     saved = [i for g in state.get("param_groups", []) for i in g.get("params", [])]
     if len(saved) != len(params):
-        raise OptimizerStateError(f"optimizer state holds {len(saved)} parameters, the model has "
-                         f"{len(params)}")
+        raise OptimizerStateError(
+            f"optimizer state holds {len(saved)} parameters, the model has {len(params)}"
+        )
     for i, p in zip(saved, params, strict=True):
         for name, t in state.get("state", {}).get(i, {}).items():
             if torch.is_tensor(t) and t.dim() > 0 and tuple(t.shape) != tuple(p.shape):
-                raise OptimizerStateError(f"optimizer state {name!r} of parameter {i} has shape "
-                                 f"{tuple(t.shape)}, the model's is {tuple(p.shape)}")
+                raise OptimizerStateError(
+                    f"optimizer state {name!r} of parameter {i} has shape "
+                    f"{tuple(t.shape)}, the model's is {tuple(p.shape)}"
+                )
     opt.load_state_dict(state)
     for g in opt.param_groups:
         g.pop("initial_lr", None)
@@ -358,8 +448,10 @@ def seed_everything(seed: int) -> None:
 
 
 def configure_logging(env: DistEnv) -> None:
-    logging.basicConfig(level=logging.INFO if env.is_main else logging.WARNING,
-                        format=f"%(levelname)s [rank {env.rank}] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if env.is_main else logging.WARNING,
+        format=f"%(levelname)s [rank {env.rank}] %(name)s: %(message)s",
+    )
 
 
 def default_threads() -> None:
@@ -368,8 +460,10 @@ def default_threads() -> None:
     SLURM_STEP_TASKS_PER_NODE) unless OMP_NUM_THREADS says otherwise."""
     if "OMP_NUM_THREADS" in os.environ:
         return
-    local = os.environ.get("LOCAL_WORLD_SIZE") or \
-        os.environ.get("SLURM_STEP_TASKS_PER_NODE", "1").split("(")[0].split(",")[0]
+    local = (
+        os.environ.get("LOCAL_WORLD_SIZE")
+        or os.environ.get("SLURM_STEP_TASKS_PER_NODE", "1").split("(")[0].split(",")[0]
+    )
     try:
         n = max(1, int(local))
     except ValueError:
