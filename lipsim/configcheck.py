@@ -101,7 +101,43 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         lines = [f"  {key_path(e)}: {_message(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     _cross_checks(config)
+    _check_teacher_settings(config, schema, cls)
     return config
+
+
+def sweep_teachers(config: dict[str, Any]) -> list[str]:
+    """The teachers of the sweep, primary (teacher.name) included: `teachers`, or the
+    primary alone when that list is empty."""
+    return list(config.get("teachers") or [config["teacher"]["name"]])
+
+
+def teacher_section(config: dict[str, Any], section: str, teacher: str) -> dict[str, Any]:
+    """config[section] (distill or finetune) with teacher_settings[teacher] applied."""
+    override = config.get("teacher_settings", {}).get(teacher, {}).get(section, {})
+    return {**config[section], **override}
+
+
+def _check_teacher_settings(config: dict[str, Any], schema: dict, cls) -> None:
+    # An override is checked as the section it ends up in, so a bad type or an unknown key
+    # is named as in the section itself.
+    problems = []
+    for teacher, sections in config.get("teacher_settings", {}).items():
+        for section in sections:
+            # How jobs are launched and sized is the cluster's, shared by every teacher.
+            for key in set(sections[section]) & {"resources", "launcher"}:
+                problems.append(
+                    f"  teacher_settings.{teacher}.{section}.{key}: shared by all "
+                    f"teachers; set {section}.{key} instead"
+                )
+            node = {**schema["properties"][section], "$defs": schema.get("$defs", {})}
+            merged = copy.deepcopy(teacher_section(config, section, teacher))
+            for err in cls(node).iter_errors(merged):
+                where = ".".join(map(str, err.absolute_path))
+                problems.append(
+                    f"  teacher_settings.{teacher}.{section}.{where or '(top)'}: {_message(err)}"
+                )
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 
 
 def _coerce_cli_strings(value: Any, node: dict, root: dict) -> Any:
@@ -200,6 +236,22 @@ def _cross_checks(config: dict[str, Any]) -> None:
             problems.append(
                 f"  {key}: 'released' but released.ids has no {name!r} "
                 f"(has {', '.join(ids) or 'none'})"
+            )
+    teachers = config.get("teachers") or []
+    primary = config.get("teacher", {}).get("name")
+    if len(set(teachers)) != len(teachers):
+        problems.append(f"  teachers: duplicated names in {teachers}")
+    if teachers and primary not in teachers:
+        problems.append(
+            f"  teachers: must include teacher.name ({primary!r}, the primary "
+            f"teacher), got {teachers}; a config that sets teacher.name sets "
+            f"teachers too (e.g. teachers: [{primary}])"
+        )
+    for name in config.get("teacher_settings", {}):
+        if name not in (teachers or [primary]):
+            problems.append(
+                f"  teacher_settings.{name}: not a teacher of the sweep "
+                f"({', '.join(teachers or [primary])})"
             )
     if config.get("distill", {}).get("launcher") == "none":
         res = config["distill"].get("resources", {})

@@ -178,6 +178,17 @@ _CARDS = (
         "seeded random multi-scale conv features (demo; no weights)",
         in_paper=False,
     ),
+    # A second demo teacher (other filters and rotation) so the demo runs a teacher sweep.
+    MetricCard(
+        "demo2",
+        "teacher",
+        "Demo teacher 2",
+        64,
+        32,
+        (),
+        "the demo teacher with another seed (demo teacher sweep; no weights)",
+        in_paper=False,
+    ),
     # LipSim models are named by checkpoint (`lipsim:<path>`); their embedding size is their
     # teacher's and their input size the checkpoint's; released weights: fetch-released.
     MetricCard(

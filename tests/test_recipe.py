@@ -529,23 +529,27 @@ def test_paper_dry_run_passes_the_authors_recipe(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     distill = [ln for ln in lines if "lipsim distill" in ln]
-    assert len(distill) == 1
-    for flag in (
-        "--crop center",
-        "--teacher-view flipped",
-        "--rmse-reduction batch",
-        "--mirror-cache-dir results/paper/cache/dreamsim_ensemble-mirror",
-    ):
-        assert flag in distill[0], flag
+    # paper.yaml's teacher sweep: one distillation per teacher, each with the same recipe.
+    teachers = ("dino_vitb16", "clip_vitb32", "open_clip_vitb32", "dreamsim_ensemble")
+    assert len(distill) == len(teachers)
+    for t in teachers:
+        line = next(ln for ln in distill if f"--teacher {t} " in ln)
+        for flag in (
+            "--crop center",
+            "--teacher-view flipped",
+            "--rmse-reduction batch",
+            f"--mirror-cache-dir results/paper/cache/{t}-mirror",
+        ):
+            assert flag in line, (t, flag)
     fills = [ln for ln in lines if "lipsim cache-fill" in ln]
     assert all("--crop center" in ln for ln in fills)
     assert (
         sum("--mirror --out-dir results/paper/cache/dreamsim_ensemble-mirror" in ln for ln in fills)
-        == len(fills) // 2
+        == len(fills) // (2 * len(teachers))
         == 64
     )
     finetune = [ln for ln in lines if "lipsim finetune" in ln]
-    assert len(finetune) == 2
+    assert len(finetune) == 2 * len(teachers)
     for flag in (
         "--lr 0.01",
         "--schedule interp",

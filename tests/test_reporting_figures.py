@@ -133,3 +133,70 @@ def test_figure_input_errors(tmp_path, capsys):
     assert fig3b_cli.main(["--distances", f"x={bad}", "--out-prefix", str(tmp_path / "f")]) == 1
     assert "d.parquet" in capsys.readouterr().err
     assert not list(tmp_path.glob("f.*"))
+
+
+def test_fig_margins_one_line_set_per_teacher(tmp_path):
+    from lipsim.reporting.figures import margin_line_sets
+
+    rows = []
+    for teacher, shift in (("demo", 0.0), ("demo2", -5.0)):
+        rows += [
+            {
+                "model": "pretrained",
+                "teacher": teacher,
+                "stage": "pretrained",
+                "margin": np.nan,
+                "metric": "ball",
+                "natural": 80 + shift,
+                "certified_36": 40 + shift,
+            },
+            *[
+                {
+                    "model": f"margin{m:g}",
+                    "teacher": teacher,
+                    "stage": "finetuned",
+                    "margin": m,
+                    "metric": metric,
+                    "natural": 78 + shift - m,
+                    "certified_36": 50 + shift + m,
+                }
+                for m in (0.2, 0.5)
+                for metric in ("ball", "cosine")
+            ],
+            {
+                "model": teacher,
+                "teacher": teacher,
+                "stage": "reference",
+                "margin": np.nan,
+                "metric": None,
+                "natural": 90 + shift,
+                "certified_36": np.nan,
+            },
+        ]
+    rows.append(
+        {
+            "model": "l2",
+            "teacher": None,
+            "stage": "reference",
+            "margin": np.nan,
+            "metric": None,
+            "natural": 60.0,
+            "certified_36": np.nan,
+        }
+    )
+    t = pd.DataFrame(rows)
+    sets = margin_line_sets(t, metric="ball")
+    assert [s["teacher"] for s in sets] == ["demo", "demo2"]
+    for s, shift in zip(sets, (0.0, -5.0), strict=True):
+        assert list(s["finetuned"]["margin"]) == [0.2, 0.5]
+        assert (s["finetuned"]["metric"] == "ball").all()
+        assert list(s["pretrained"]["natural"]) == [80 + shift]
+        assert list(s["references"]["model"]) == [s["teacher"]]  # its own natural score
+    src = tmp_path / "table1.parquet"
+    t.to_parquet(src)
+    prefix = tmp_path / "figures/margins"
+    assert (
+        margins_cli.main(["--table1", str(src), "--metric", "ball", "--out-prefix", str(prefix)])
+        == 0
+    )
+    _check(prefix)

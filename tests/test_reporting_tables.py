@@ -152,7 +152,9 @@ def test_table1_values_order_and_formats(tmp_path, table1_inputs, ref_csv):
     assert r.loc["pretrained", "certified_36"] == pytest.approx(0.0)
     assert r.loc["dreamsim_ensemble", "natural"] == pytest.approx(75.0)
     assert r.loc["dreamsim_ensemble", ["certified_36", "certified_72"]].isna().all()
-    assert pd.isna(r.loc["dreamsim_ensemble", "teacher"])
+    # The teacher's own natural score is its group's reference row: labelled with it.
+    assert r.loc["dreamsim_ensemble", "teacher"] == "dreamsim_ensemble"
+    assert (t["teacher"] == "dreamsim_ensemble").all()
     assert r.loc["margin0.5", "n_test"] == 4
     # reference columns: value and ours - paper
     assert r.loc["margin0.5", "natural_paper"] == 60.0
@@ -453,3 +455,104 @@ def test_table1_accuracy_scoring_uses_the_authors_correct_column(tmp_path):
         )
         t = pd.read_parquet(f"{prefix}.parquet")
         assert t.loc[0, "natural"] == pytest.approx(natural) and t.loc[0, "scoring"] == scoring
+
+
+def _eval(path: Path, scores) -> str:
+    """An evaluate output whose test score is mean(scores) (all test_imagenet but the last)."""
+    n = len(scores)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {
+            "id": [f"e{i}" for i in range(n)],
+            "split": ["test_imagenet"] * (n - 1) + ["test_no_imagenet"],
+            "p": 0.0,
+            "d0": 0.0,
+            "d1": 1.0,
+            "score": scores,
+        }
+    ).to_parquet(path)
+    return str(path)
+
+
+def test_table1_groups_rows_by_teacher_with_reference_rows(tmp_path):
+    """A teacher sweep: rows teacher by teacher (its students by stage/margin/metric, then its
+    own natural score), baselines last; each row's teacher from TEACHER/MODEL."""
+    c = tmp_path / "certify"
+    argv = ["--certify"]
+    # Given out of order on purpose: the order of first appearance of teachers is kept
+    # (demo2 first here), the order within a group is the table's own.
+    for teacher, model, scores in (
+        ("demo2", "margin0.5", [1, 0]),
+        ("demo", "margin0.5", [1, 1]),
+        ("demo2", "pretrained", [0, 0]),
+        ("demo", "pretrained", [0, 1]),
+    ):
+        for metric in ("cosine", "ball"):
+            _certify(c / teacher / metric / f"{model}.parquet", scores, [1.0, 1.0], metric=metric)
+        f = tmp_path / "both" / teacher / f"{model}.parquet"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        pd.concat(
+            [pd.read_parquet(c / teacher / m / f"{model}.parquet") for m in ("cosine", "ball")]
+        ).to_parquet(f)
+        argv.append(f"{teacher}/{model}={f}")
+    argv += [
+        "--eval",
+        f"l2={_eval(tmp_path / 'eval/l2.parquet', [1, 0, 0, 0])}",
+        f"demo={_eval(tmp_path / 'eval/demo.parquet', [1, 1, 1, 0])}",
+        f"demo2={_eval(tmp_path / 'eval/demo2.parquet', [1, 1, 0, 0])}",
+        "--eps",
+        "36",
+        "--no-reference",
+        "--out-prefix",
+        str(tmp_path / "out/table1"),
+    ]
+    assert table1_cli.main(argv) == 0
+    t = pd.read_parquet(tmp_path / "out/table1.parquet")
+    got = [
+        (
+            None if pd.isna(r.teacher) else r.teacher,
+            r.model,
+            r.stage,
+            None if pd.isna(r.metric) else r.metric,
+        )
+        for r in t.itertuples()
+    ]
+    assert got == [
+        ("demo2", "pretrained", "pretrained", "ball"),
+        ("demo2", "pretrained", "pretrained", "cosine"),
+        ("demo2", "margin0.5", "finetuned", "ball"),
+        ("demo2", "margin0.5", "finetuned", "cosine"),
+        ("demo2", "demo2", "reference", None),
+        ("demo", "pretrained", "pretrained", "ball"),
+        ("demo", "pretrained", "pretrained", "cosine"),
+        ("demo", "margin0.5", "finetuned", "ball"),
+        ("demo", "margin0.5", "finetuned", "cosine"),
+        ("demo", "demo", "reference", None),
+        (None, "l2", "reference", None),
+    ]
+    r = t.set_index(["teacher", "model", "metric"], drop=False)
+    # Each row's numbers come from its own teacher's file (same model names, other scores).
+    assert r.loc[("demo2", "margin0.5", "ball"), "natural"] == pytest.approx(50.0)
+    assert r.loc[("demo", "margin0.5", "ball"), "natural"] == pytest.approx(100.0)
+    refs = t[t["stage"] == "reference"].set_index("model")["natural"]
+    assert refs.to_dict() == pytest.approx({"demo2": 50.0, "demo": 75.0, "l2": 25.0})
+    md = (tmp_path / "out/table1.md").read_text()
+    assert md.index("| demo2 | demo2 | reference") < md.index("| pretrained | demo | pretrained")
+
+
+def test_table1_model_without_teacher_is_an_error(tmp_path, table1_inputs, capsys):
+    rc = table1_cli.main(
+        [
+            "--certify",
+            f"margin0.5={table1_inputs['margin0.5']}",
+            "--eps",
+            "36",
+            "--no-reference",
+            "--out-prefix",
+            str(tmp_path / "t"),
+        ]
+    )
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "--certify margin0.5" in err and "TEACHER/margin0.5" in err
+    assert not (tmp_path / "t.csv").exists()

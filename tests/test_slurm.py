@@ -314,25 +314,30 @@ def test_every_job_is_its_own_slurm_job(slurm_run):
 
 
 @pytest.mark.slow
-def test_margin_sweep_runs_one_finetune_job_per_margin(slurm_run):
+def test_margin_sweep_runs_one_finetune_job_per_teacher_and_margin(slurm_run):
     _, output = slurm_run
     finetunes = {
         j["wildcards"]: j["slurm"] for j in submitted_jobs(output) if j["rule"] == "finetune"
     }
-    assert sorted(finetunes) == sorted(MARGINS), finetunes
-    assert len(set(finetunes.values())) == len(MARGINS), finetunes
+    # config/test.yaml sweeps teachers demo (primary: model ids margin{m}) and demo2
+    # (demo2/margin{m}; the plugin writes the slash of a wildcard as _).
+    want = [f"{p}margin{m}" for p in ("", "demo2_") for m in MARGINS]
+    assert sorted(finetunes) == sorted(want), finetunes
+    assert len(set(finetunes.values())) == len(want), finetunes
 
 
 @pytest.mark.slow
 def test_distillation_runs_two_ranks_in_one_job(slurm_run, slurm_cluster):
     _, output = slurm_run
     distill = [j for j in submitted_jobs(output) if j["rule"] == "distill"]
-    assert len(distill) == 1, distill
-    slurm_id = distill[0]["slurm"]
-    tasks = started_tasks(slurm_cluster.slurmd_log.read_text(errors="replace"), slurm_id)
-    # Step "batch" runs snakemake's jobstep; the rule's own srun must start 2 tasks.
-    assert 2 in tasks, (
-        f"SLURM job {slurm_id} (distill) started steps with {tasks} tasks, expected one with 2: "
-        "inside an `mpi` job the plugin strips SLURM_NTASKS, so the rule's srun needs "
-        "`-n {resources.tasks}` (or --ntasks-per-node)"
-    )
+    # One distillation per teacher of config/test.yaml (demo, demo2).
+    assert sorted(j["wildcards"] for j in distill) == ["demo2_pretrained", "pretrained"], distill
+    for job in distill:
+        slurm_id = job["slurm"]
+        tasks = started_tasks(slurm_cluster.slurmd_log.read_text(errors="replace"), slurm_id)
+        # Step "batch" runs snakemake's jobstep; the rule's own srun must start 2 tasks.
+        assert 2 in tasks, (
+            f"SLURM job {slurm_id} (distill) started steps with {tasks} tasks, expected one "
+            "with 2: inside an `mpi` job the plugin strips SLURM_NTASKS, so the rule's srun "
+            "needs `-n {resources.tasks}` (or --ntasks-per-node)"
+        )

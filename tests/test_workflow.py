@@ -95,9 +95,16 @@ def test_results_layout_is_complete(demo_run):
 def test_table1_numbers_are_plausible(demo_run):
     t1 = pd.read_parquet(demo_run / RUN / "tables" / "table1.parquet")
     lipsim_rows = t1[t1["model"].astype(str).isin(["pretrained", "margin0.2", "margin0.5"])]
-    # One row per model and metric (certify.metrics: cosine and ball).
-    assert len(lipsim_rows) == 6, t1
-    assert sorted(lipsim_rows["metric"]) == ["ball"] * 3 + ["cosine"] * 3
+    # One row per teacher, model and metric (config/test.yaml: teachers demo and demo2;
+    # certify.metrics: cosine and ball), grouped by teacher, each group closed by the
+    # teacher's own natural score.
+    assert len(lipsim_rows) == 12, t1
+    for teacher in ("demo", "demo2"):
+        mine = lipsim_rows[lipsim_rows["teacher"] == teacher]
+        assert sorted(mine["metric"]) == ["ball"] * 3 + ["cosine"] * 3
+    assert list(t1["teacher"][:14]) == ["demo"] * 7 + ["demo2"] * 7
+    assert list(t1.loc[[6, 13], "model"]) == ["demo", "demo2"]
+    assert (t1.loc[[6, 13], "stage"] == "reference").all()
     ball = lipsim_rows[lipsim_rows["metric"] == "ball"]
     for e in (36, 72, 108):
         # For the ball metric the authors' formula is the sound radius: nothing unsound.
@@ -153,7 +160,8 @@ def test_changing_one_margin_reruns_only_its_chain(demo_run):
     assert proc.returncode == 0, proc.stderr
     jobs = planned_jobs(proc)
     rules = {r for r, _ in jobs}
-    assert ("finetune", "margin=0.3") in jobs
+    # A finetune per teacher for the new margin (model ids: margin0.3, demo2/margin0.3).
+    assert ("finetune", "model=margin0.3") in jobs and ("finetune", "model=demo2/margin0.3") in jobs
     assert not rules & {
         "distill",
         "cache_fill",
@@ -165,7 +173,12 @@ def test_changing_one_margin_reruns_only_its_chain(demo_run):
     # Jobs of the unchanged models are not redone.
     for rule, wc in jobs:
         assert "margin0.5" not in wc and "pretrained" not in wc, (rule, wc)
-        assert not (rule == "finetune" and wc != "margin=0.3"), (rule, wc)
+        assert not (
+            rule == "finetune" and wc not in ("model=margin0.3", "model=demo2/margin0.3")
+        ), (
+            rule,
+            wc,
+        )
 
 
 def test_one_deleted_figure_rebuilds_alone(demo_run):
@@ -208,12 +221,14 @@ def test_released_checkpoints_replace_training(tmp_path):
         f"{RUN}/certify/margin0.5.parquet",
         f"{RUN}/certify/margin0.2.parquet",
     ]
+    # Targets after an option with one value: right after the helper's --configfile they
+    # would be read as config files (and dropped by the second --configfile).
     proc = snakemake(
         tmp_path,
-        *targets,
         "-n",
         "--cores",
         "1",
+        *targets,
         "--configfile",
         str(tmp_path / "config" / "test.yaml"),
         str(overlay),
@@ -222,15 +237,15 @@ def test_released_checkpoints_replace_training(tmp_path):
     jobs = planned_jobs(proc)
     rules = {r for r, _ in jobs}
     assert {"import_pretrained", "import_finetuned"} <= rules
-    assert ("finetune", "margin=0.2") in jobs and ("import_finetuned", "margin=0.5") in jobs
+    assert ("finetune", "model=margin0.2") in jobs and ("import_finetuned", "margin=0.5") in jobs
     assert not rules & {"distill", "cache_fill", "cache_index", "make_demo_imagenet"}, rules
 
     ckpts = [f"{RUN}/checkpoints/pretrained.pt", f"{RUN}/checkpoints/margin0.5.pt"]
     proc = snakemake(
         tmp_path,
-        *ckpts,
         "--cores",
         "1",
+        *ckpts,
         "--configfile",
         str(tmp_path / "config" / "test.yaml"),
         str(overlay),

@@ -4,7 +4,16 @@ r"""Table 1: natural and certified 2AFC scores of the LipSim models, with refere
         margin0.2=R/certify/margin0.2.parquet --eval dreamsim_ensemble=R/eval/dreamsim_ensemble.parquet \
         --teacher dreamsim_ensemble --eps 36 72 108 --out-prefix R/tables/table1
 
-Writes {prefix}.csv, .md, .tex, .parquet (atomically).
+A teacher sweep names each model's teacher (`--teacher` is then only the default of models
+given without one):
+
+    python -m lipsim table1 --certify demo/pretrained=R/certify/pretrained.parquet \
+        demo2/pretrained=R/certify/demo2/pretrained.parquet \
+        --eval demo=R/eval/demo.parquet demo2=R/eval/demo2.parquet --out-prefix R/tables/table1
+
+Rows are grouped by teacher (its students, then its own natural score from the --eval file
+named after it); other --eval metrics come last. Writes {prefix}.csv, .md, .tex, .parquet
+(atomically).
 """
 
 from __future__ import annotations
@@ -22,17 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--certify",
         nargs="+",
         default=[],
-        metavar="MODEL=FILE",
-        help="certify output per LipSim model (MODEL: pretrained or margin{m})",
+        metavar="[TEACHER/]MODEL=FILE",
+        help="certify output per LipSim model (MODEL: pretrained or margin{m}; TEACHER: the "
+        "teacher it was distilled from, default --teacher)",
     )
     p.add_argument(
         "--eval",
         nargs="*",
         default=[],
         metavar="METRIC=FILE",
-        help="evaluate output per reference metric (natural score only)",
+        help="evaluate output per reference metric (natural score only); a metric named "
+        "like a teacher of --certify is that teacher's reference row",
     )
-    p.add_argument("--teacher", required=True, help="teacher the LipSim models were distilled from")
+    p.add_argument(
+        "--teacher", default=None, help="teacher of the --certify models given without TEACHER/"
+    )
     p.add_argument(
         "--eps",
         nargs="+",

@@ -214,17 +214,13 @@ def fig3b(distances: dict[str, str], out_prefix: str | Path, norm: str = "l2") -
 # ----------------------------------------------------------------------------- margins
 
 
-def fig_margins(
-    table1: pd.DataFrame, out_prefix: str | Path, metric: str | None = None
-) -> list[Path]:
-    """Natural and certified scores (sound radius) against the hinge margin.
+def margin_line_sets(table1: pd.DataFrame, metric: str | None = None) -> list[dict]:
+    """The line sets of the margins figure: one per teacher of Table 1, in table order.
 
+    Each is {teacher, finetuned (rows by margin), pretrained, references (the teacher's own
+    reference row; for LipSim rows without a teacher, every reference row without one)}.
     `metric` selects the LipSim rows of that metric when Table 1 has several (the pipeline's
-    primary metric); reference rows are kept.
-    Finetuned models are lines over their margin. The pretrained model was never trained with
-    a hinge loss, so it is not "margin 0": it gets its own open markers at the left, labelled
-    "pretrained" on the x axis. Reference (teacher) rows appear as dotted horizontal lines of
-    their natural score.
+    primary metric).
     """
     need = ("model", "stage", "margin", "natural")
     missing = [c for c in need if c not in table1.columns]
@@ -235,6 +231,46 @@ def fig_margins(
         if not (keep & (table1["stage"] != "reference")).any():
             raise ReportingError(f"--table1 has no LipSim rows of metric {metric!r}")
         table1 = table1[keep]
+    # Tables without a teacher column (older files) are one set.
+    teacher = (
+        table1["teacher"]
+        if "teacher" in table1.columns
+        else pd.Series(None, index=table1.index, dtype=object)
+    )
+    lipsim = table1["stage"].isin(["pretrained", "finetuned"])
+    if not lipsim.any():
+        raise ReportingError("--table1 has no pretrained or finetuned rows")
+    sets = []
+    for t in dict.fromkeys(None if pd.isna(v) else v for v in teacher[lipsim]):
+        mine = table1[teacher.isna() if t is None else teacher == t]
+        sets.append(
+            {
+                "teacher": t,
+                "finetuned": mine[mine["stage"] == "finetuned"].sort_values("margin"),
+                "pretrained": mine[mine["stage"] == "pretrained"],
+                "references": mine[mine["stage"] == "reference"],
+            }
+        )
+    return sets
+
+
+def fig_margins(
+    table1: pd.DataFrame, out_prefix: str | Path, metric: str | None = None
+) -> list[Path]:
+    """Natural and certified scores (sound radius) against the hinge margin, one line set per
+    teacher (colour = score, line style and marker = teacher).
+
+    `metric` selects the LipSim rows of that metric when Table 1 has several (the pipeline's
+    primary metric); reference rows are kept.
+    Finetuned models are lines over their margin. The pretrained model was never trained with
+    a hinge loss, so it is not "margin 0": it gets its own open markers at the left, labelled
+    "pretrained" on the x axis. Reference (teacher) rows appear as dotted horizontal lines of
+    their natural score.
+    """
+    sets = margin_line_sets(table1, metric)
+    # Reference rows of no set (baselines, or teachers whose students are absent): drawn once.
+    drawn = {i for lines in sets for i in lines["references"].index}
+    others = table1[(table1["stage"] == "reference") & ~table1.index.isin(drawn)]
     score_cols = ["natural"] + [
         c
         for c in table1.columns
@@ -244,48 +280,59 @@ def fig_margins(
         c: "Natural" if c == "natural" else rf"Certified $\epsilon$={c[len('certified_') :]}/255"
         for c in score_cols
     }
-    fin = table1[table1["stage"] == "finetuned"].sort_values("margin")
-    pre = table1[table1["stage"] == "pretrained"]
-    refs = table1[table1["stage"] == "reference"]
-    if fin.empty and pre.empty:
-        raise ReportingError("--table1 has no pretrained or finetuned rows")
-    margins = fin["margin"].astype(float).to_numpy()
+    several = sum(s["teacher"] is not None for s in sets) > 1
+    fin_all = pd.concat([s["finetuned"] for s in sets])
+    margins = np.unique(fin_all["margin"].astype(float).to_numpy())
+    has_pre = any(len(s["pretrained"]) for s in sets)
     span = (margins.max() - margins.min()) if len(margins) > 1 else 0.5
     pre_x = min(0.0, margins.min() if len(margins) else 0.0)
     if len(margins) and np.isclose(margins, pre_x).any():  # a finetuned margin-0 model exists
         pre_x -= 0.25 * span
     sns.set_theme(style="whitegrid", context="paper")
     palette = sns.color_palette("deep", len(score_cols))
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for color, col in zip(palette, score_cols, strict=True):
-        if len(fin):
-            ax.plot(margins, fin[col].astype(float), marker="o", color=color, label=names[col])
-        if len(pre):
-            ax.scatter(
-                np.full(len(pre), pre_x),
-                pre[col].astype(float),
-                marker="s",
-                facecolors="none",
-                edgecolors=color,
-                s=36,
-                label=None if len(fin) else names[col],
-                zorder=3,
-            )
-    for _, r in refs.iterrows():
-        if pd.notna(r["natural"]):
-            ax.axhline(float(r["natural"]), color="0.4", linestyle=":", linewidth=1)
-            ax.annotate(
-                f"{display_name(r['model'])} natural",
-                (1.0, float(r["natural"])),
-                xycoords=("axes fraction", "data"),
-                ha="right",
-                va="bottom",
-                fontsize=6,
-                color="0.3",
-            )
+    styles = ["-", "--", "-.", ":"]
+    marks = ["o", "^", "D", "v", "P", "X"]
+    fig, ax = plt.subplots(figsize=(5.6 if several else 4.8, 3.4))
+    for k, lines in enumerate(sets):
+        fin, pre = lines["finetuned"], lines["pretrained"]
+        tag = f" ({display_name(lines['teacher'])})" if several and lines["teacher"] else ""
+        for color, col in zip(palette, score_cols, strict=True):
+            if len(fin):
+                ax.plot(
+                    fin["margin"].astype(float),
+                    fin[col].astype(float),
+                    marker=marks[k % len(marks)],
+                    linestyle=styles[k % len(styles)],
+                    color=color,
+                    label=names[col] + tag,
+                )
+            if len(pre):
+                ax.scatter(
+                    np.full(len(pre), pre_x),
+                    pre[col].astype(float),
+                    marker="s" if k == 0 else marks[k % len(marks)],
+                    facecolors="none",
+                    edgecolors=color,
+                    s=36,
+                    label=None if len(fin) else names[col] + tag,
+                    zorder=3,
+                )
+    for refs in [lines["references"] for lines in sets] + [others]:
+        for _, r in refs.iterrows():
+            if pd.notna(r["natural"]):
+                ax.axhline(float(r["natural"]), color="0.4", linestyle=":", linewidth=1)
+                ax.annotate(
+                    f"{display_name(r['model'])} natural",
+                    (1.0, float(r["natural"])),
+                    xycoords=("axes fraction", "data"),
+                    ha="right",
+                    va="bottom",
+                    fontsize=6,
+                    color="0.3",
+                )
     ticks = list(margins)
     ticklabels = [f"{m:g}" for m in margins]
-    if len(pre):
+    if has_pre:
         ticks.insert(0, pre_x)
         ticklabels.insert(0, "pretrained")
     ax.set_xticks(ticks)
@@ -293,6 +340,6 @@ def fig_margins(
     ax.set_xlabel("hinge-loss margin (finetuning)")
     ax.set_ylabel("2AFC score (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("Margin trade-off: natural vs certified")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("Margin trade-off: natural vs certified" + (" per teacher" if several else ""))
+    ax.legend(fontsize=6 if several else 7, loc="lower left", ncol=2 if several else 1)
     return save_figure(fig, out_prefix)

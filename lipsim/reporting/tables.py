@@ -69,17 +69,31 @@ def _convention(df: pd.DataFrame, column: str) -> str | None:
     return values[0] if len(values) == 1 else ",".join(values)
 
 
+def split_teacher(key: str, teacher: str | None) -> tuple[str | None, str]:
+    """`TEACHER/MODEL` -> (TEACHER, MODEL); a bare MODEL gets `teacher` (the default)."""
+    t, sep, model = str(key).rpartition("/")
+    if sep and (not t or not model):
+        raise ReportingError(f"--certify expects [TEACHER/]MODEL=FILE, got {key!r}")
+    return (t if sep else teacher), model
+
+
 def table1(
     certify: dict[str, str | Path],
     evals: dict[str, str | Path],
-    teacher: str,
+    teacher: str | None,
     eps: list[float],
     reference: pd.DataFrame | None,
     scoring: str = "twoafc",
 ) -> pd.DataFrame:
-    """One row per LipSim model and metric (from certify files), then one per reference
-    metric (eval). scoring: twoafc (DreamSim's 2AFC) or accuracy (the authors' evaluation:
-    hard-label accuracy) for the LipSim rows; reference rows are 2AFC.
+    """One row per LipSim model and metric (from certify files) and one per reference metric
+    (eval), grouped by teacher as in the paper. scoring: twoafc (DreamSim's 2AFC) or accuracy
+    (the authors' evaluation: hard-label accuracy) for the LipSim rows; reference rows are 2AFC.
+
+    certify keys are `TEACHER/MODEL` or `MODEL` (then `teacher` is its teacher; one of the
+    two is required). Rows come teacher by teacher, in the order teachers first appear in
+    `certify`: that teacher's LipSim rows (pretrained, then by margin, then metric), then its
+    own natural score (the eval row named after it, teacher column filled) as the group's
+    reference row. Eval rows of metrics that are no row's teacher (baselines) come last.
 
     Columns: model, teacher, stage, margin, metric, natural, certified_{e} (sound radius),
     certified_{e}_authors (the authors' radius), unsound_{e} (% of triplets the authors'
@@ -97,15 +111,20 @@ def table1(
     auth_cols = [f"{c}_authors" for c in cert_cols]
     unsound_cols = [f"unsound_{e:g}" for e in eps]
     rows = []
-    for model, path in certify.items():
-        df = read_table(path, CERTIFY_COLUMNS, f"--certify {model}")
-        _test_rows(df, path, f"--certify {model}")
+    for key, path in certify.items():
+        row_teacher, model = split_teacher(key, teacher)
+        if row_teacher is None:
+            raise ReportingError(
+                f"--certify {key}: no teacher (write TEACHER/{model}=FILE or give --teacher)"
+            )
+        df = read_table(path, CERTIFY_COLUMNS, f"--certify {key}")
+        _test_rows(df, path, f"--certify {key}")
         stage, margin = _stage(model, df, path)
         for metric, part in df.groupby("metric", sort=True):
             test = part[part["split"].isin(TEST_SPLITS)]
             if score_col not in part:
                 raise ReportingError(
-                    f"--certify {model}: {path} has no {score_col!r} column "
+                    f"--certify {key}: {path} has no {score_col!r} column "
                     f"(needed for --scoring {scoring}); rerun certify"
                 )
             sound = certified_scores(part, [e / 255 for e in eps], score=score_col)
@@ -114,7 +133,7 @@ def table1(
             )
             row = {
                 "model": model,
-                "teacher": teacher,
+                "teacher": row_teacher,
                 "stage": stage,
                 "margin": margin,
                 "metric": metric,
@@ -131,22 +150,17 @@ def table1(
                 scoring=scoring,
             )
             rows.append(row)
-    order = {"pretrained": 0, "finetuned": 1, "other": 2}
-    rows.sort(
-        key=lambda r: (
-            order[r["stage"]],
-            0.0 if math.isnan(r["margin"]) else r["margin"],
-            r["model"],
-            r["metric"],
-        )
-    )
+    teachers = list(dict.fromkeys(r["teacher"] for r in rows))
+    order = {"pretrained": 0, "finetuned": 1, "reference": 2, "other": 3}
+    refs = []
     for metric, path in evals.items():
         df = read_table(path, EVAL_COLUMNS, f"--eval {metric}")
         test = _test_rows(df, path, f"--eval {metric}")
         # A teacher/baseline has no certificate: its certified cells stay empty (NaN).
         row = {
             "model": metric,
-            "teacher": None,
+            # A teacher's own row belongs to its group; a baseline to none.
+            "teacher": metric if metric in teachers else None,
             "stage": "reference",
             "margin": math.nan,
             "metric": None,
@@ -157,7 +171,25 @@ def table1(
             "tie_radius": None,
             "scoring": "twoafc",
         }
-        rows.append(row)
+        refs.append(row)
+    # Grouped by teacher: its students, then its own natural score; baselines last.
+    rows.sort(
+        key=lambda r: (
+            teachers.index(r["teacher"]),
+            order[r["stage"]],
+            0.0 if math.isnan(r["margin"]) else r["margin"],
+            r["model"],
+            r["metric"],
+        )
+    )
+    grouped = sorted(
+        (r for r in refs if r["teacher"] is not None), key=lambda r: teachers.index(r["teacher"])
+    )
+    for ref_row in grouped:
+        # After the last row of its teacher's group.
+        last = max(i for i, r in enumerate(rows) if r["teacher"] == ref_row["teacher"])
+        rows.insert(last + 1, ref_row)
+    rows += [r for r in refs if r["teacher"] is None]
 
     table = pd.DataFrame(rows)
     paper_cols = ["natural", *cert_cols]

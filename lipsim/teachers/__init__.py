@@ -16,6 +16,7 @@ building never downloads.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -44,11 +45,15 @@ class TeacherSpec:
     description: str = ""
 
 
-def _build_demo(*, weights_dir=None, device="cpu", random_weights=False) -> Teacher:
+def _build_demo(
+    *, weights_dir=None, device="cpu", random_weights=False, name="demo", seed=0
+) -> Teacher:
     from lipsim.teachers.demo import DemoTeacher
 
     # Seeded by construction; weights_dir / random_weights do not apply.
-    return DemoTeacher().to(device)
+    teacher = DemoTeacher(seed=seed)
+    teacher.name = name
+    return teacher.to(device)
 
 
 def _dreamsim(name, backbones, lora):
@@ -70,6 +75,7 @@ def _dreamsim(name, backbones, lora):
 # How to build each teacher; its facts (embedding size, input size, weights) are the registry's.
 _BUILDERS: dict[str, Callable[..., Teacher]] = {
     "demo": _build_demo,
+    "demo2": functools.partial(_build_demo, name="demo2", seed=1),
     "dreamsim_ensemble": _dreamsim(
         "dreamsim_ensemble", ("dino_vitb16", "clip_vitb16", "open_clip_vitb16"), "ensemble_lora"
     ),

@@ -3,7 +3,7 @@ import os
 import sys
 import re
 
-from lipsim.configcheck import validate_config
+from lipsim.configcheck import sweep_teachers, teacher_section, validate_config
 from lipsim.provenance import config_hash
 from lipsim.registry import METRICS_TABLE, needs_weights
 
@@ -47,6 +47,32 @@ MARGINS = [fmt(m) for m in config["margins"]]
 PRIMARY = f"margin{fmt(config['primary_margin'])}"
 MODELS = ["pretrained"] + [f"margin{m}" for m in MARGINS]
 TEACHER = config["teacher"]["name"]
+# The teacher sweep (Table 1): every teacher's own cache, distillation and finetunes. Models of
+# the primary teacher keep their plain ids (pretrained, margin0.5); the others' are
+# "{teacher}/{model}", so their files sit in a folder per teacher (R/checkpoints/{teacher}/).
+SWEEP = sweep_teachers(config)
+OTHER_TEACHERS = [t for t in SWEEP if t != TEACHER]
+
+
+def model_id(teacher, model):
+    return model if teacher == TEACHER else f"{teacher}/{model}"
+
+
+def model_teacher(mid):
+    """(teacher, model) of a model id: 'dino_vitb16/margin0.5' -> ('dino_vitb16', 'margin0.5')."""
+    teacher, _, model = mid.rpartition("/")
+    return teacher or TEACHER, model
+
+
+def teacher_prefix_re(teachers):
+    """Regex of the optional '{teacher}/' part of model ids, for wildcard constraints."""
+    if not teachers:
+        return ""
+    return "(?:(?:" + "|".join(re.escape(t) for t in teachers) + ")/)?"
+
+
+# Every LipSim model of the sweep (Table 1, the margins figure), primary teacher first.
+SWEEP_MODELS = [model_id(t, m) for t in SWEEP for m in MODELS]
 
 
 # ---- released checkpoints (rules/released.smk fetches them) -------------------------------
@@ -144,7 +170,7 @@ def metric_inputs(wildcards):
 def random_weights_flag(metric):
     if metric.startswith("lipsim-") or metric in ("l2",):
         return ""
-    if metric == TEACHER:
+    if metric in SWEEP:
         return "--random-weights" if config["teacher"]["random_weights"] else ""
     return "--random-weights" if config["baselines"]["random_weights"] else ""
 
@@ -191,10 +217,12 @@ def fig3a_attack_files():
     return [attack_file(m, "autoattack", "L2", fmt(config["attacks"]["fig3a_eps"])) for m in FIG3A_METRICS]
 
 
-def hparams(section):
+def hparams(section, teacher=None):
     """A config section without its cluster resources, for params (they are rerun triggers,
-    and a new time limit or memory request must not retrain a model)."""
-    return {k: v for k, v in config[section].items() if k != "resources"}
+    and a new time limit or memory request must not retrain a model). With a teacher: its
+    teacher_settings applied (distill, finetune)."""
+    sec = teacher_section(config, section, teacher) if teacher else config[section]
+    return {k: v for k, v in sec.items() if k != "resources"}
 
 
 # ---- resources ------------------------------------------------------------------------
@@ -229,7 +257,41 @@ def teacher_emb_dim():
 # ---- helpers of the stage modules ----
 EVAL_SPLITS = " ".join(config["evaluation"]["splits"])
 DISTANCE_METRICS = [f"lipsim-{PRIMARY}", TEACHER]
-CACHE = f"{R}/cache/{TEACHER}"
+
+
+def cache_dir(teacher):
+    return f"{R}/cache/{teacher}"
+
+
+# Teachers whose student is distilled here (the primary's may be imported instead).
+TRAINED_TEACHERS = [t for t in SWEEP if t != TEACHER or not PRETRAINED_SRC]
+
+
+# Teacher caches under R/cache/, per teacher of the sweep: {teacher} (the training crops) and,
+# for distill.teacher_view flipped, {teacher}-mirror (the same crops mirrored: the teacher's
+# view of a flipped view 0). One image list per teacher, same shards and index format.
+CACHE_TEACHER = {}  # cache name -> (teacher, cache-fill flag)
+for _t in TRAINED_TEACHERS:
+    CACHE_TEACHER[_t] = (_t, "")
+    CACHE_TEACHER[f"{_t}-mirror"] = (_t, "--mirror")
+CACHE_RE = "|".join(re.escape(c) for c in CACHE_TEACHER) or "(?!)"
+
+
+def distill_caches(teacher):
+    """The caches distillation reads, by the distill option naming them."""
+    caches = {"cache_dir": cache_dir(teacher)}
+    if teacher_section(config, "distill", teacher)["teacher_view"] == "flipped":
+        caches["mirror_cache_dir"] = f"{cache_dir(teacher)}-mirror"
+    return caches
+
+
+def distill_inputs(wildcards):
+    teacher = model_teacher(wildcards.model)[0]
+    return {k: f"{d}/index.parquet" for k, d in distill_caches(teacher).items()}
+
+
+def cache_images(wildcards):
+    return f"{cache_dir(CACHE_TEACHER[wildcards.cache][0])}/images.parquet"
 
 
 def distill_launcher():
@@ -300,8 +362,9 @@ def missing_user_data():
     }
     needed = {
         "night": True,
-        "imagenet": not PRETRAINED_SRC
-        and not os.path.exists(ckpt_path("pretrained")),
+        "imagenet": not all(
+            os.path.exists(ckpt_path(model_id(t, "pretrained"))) for t in TRAINED_TEACHERS
+        ),
         "natural_images": not all(
             os.path.exists(f"{R}/{step}/{m}.parquet")
             for step in ("distances", "retrieval")

@@ -5,47 +5,37 @@ rule cache_list:
     input:
         f"{R}/checks/imagenet.json",
     output:
-        f"{CACHE}/images.parquet",
+        f"{R}/cache/{{cache}}/images.parquet",
+    wildcard_constraints:
+        cache="|".join(re.escape(t) for t in TRAINED_TEACHERS) or "(?!)",
     params:
         images=imagenet_dir(),
     conda:
         "../../envs/lipsim.yaml"
     log:
-        f"{R}/logs/cache_list.log",
+        f"{R}/logs/cache_list/{{cache}}.log",
     shell:
         "python -m lipsim cache-list --images {params.images} --out {output} > {log} 2>&1"
 
 
-# Teacher caches under R/cache/: {TEACHER} (the training crops) and, for
-# distill.teacher_view flipped, {TEACHER}-mirror (the same crops mirrored: the teacher's view
-# of a flipped view 0). One image list, same shards and index format.
-MIRROR_CACHE = f"{CACHE}-mirror"
-CACHE_FILL_FLAGS = {os.path.basename(CACHE): "", os.path.basename(MIRROR_CACHE): "--mirror"}
-
-# The caches distillation reads, by the distill option naming them.
-DISTILL_CACHES = {"cache_dir": CACHE}
-if config["distill"]["teacher_view"] == "flipped":
-    DISTILL_CACHES["mirror_cache_dir"] = MIRROR_CACHE
-
-
 rule cache_fill:
     input:
-        images=f"{CACHE}/images.parquet",
-        weights=weights_marker(TEACHER),
+        images=cache_images,
+        weights=lambda wc: weights_marker(CACHE_TEACHER[wc.cache][0]),
     output:
         f"{R}/cache/{{cache}}/part-{{part}}.json",
     wildcard_constraints:
-        cache="|".join(re.escape(c) for c in CACHE_FILL_FLAGS),
+        cache=CACHE_RE,
     params:
         device=config["device"],
         weights=lambda wc: config["weights_dir"],
-        teacher=TEACHER,
+        teacher=lambda wc: CACHE_TEACHER[wc.cache][0],
         cache=lambda wc, output: os.path.dirname(output[0]),
         images=imagenet_dir(),
         c=config["cache"],
         parts=config["cache"]["parts"],
-        crop=config["distill"]["crop"],
-        mirror=lambda wc: CACHE_FILL_FLAGS[wc.cache],
+        crop=lambda wc: teacher_section(config, "distill", CACHE_TEACHER[wc.cache][0])["crop"],
+        mirror=lambda wc: CACHE_TEACHER[wc.cache][1],
         rw="--random-weights" if config["teacher"]["random_weights"] else "",
     resources:
         **slurm_resources(config["resources"]["cache"]),
@@ -66,12 +56,12 @@ rule cache_fill:
 
 rule cache_index:
     input:
-        images=f"{CACHE}/images.parquet",
+        images=cache_images,
         parts=expand(f"{R}/cache/{{{{cache}}}}/part-{{part}}.json", part=range(config["cache"]["parts"])),
     output:
         f"{R}/cache/{{cache}}/index.parquet",
     wildcard_constraints:
-        cache="|".join(re.escape(c) for c in CACHE_FILL_FLAGS),
+        cache=CACHE_RE,
     params:
         cache=lambda wc, output: os.path.dirname(output[0]),
         parts=config["cache"]["parts"],
@@ -105,40 +95,45 @@ if PRETRAINED_SRC:
             "--image-size {params.size} --emb-dim {params.emb_dim} --stage pretrained "
             "--teacher {params.teacher} --out {output} > {log} 2>&1"
 
-else:
 
-    rule distill:
-        input:
-            **{k: f"{d}/index.parquet" for k, d in DISTILL_CACHES.items()},
-        output:
-            ckpt_path("pretrained"),
-        params:
-            device=config["device"],
-            teacher=TEACHER,
-            caches=" ".join(f"--{k.replace('_', '-')} {d}" for k, d in DISTILL_CACHES.items()),
-            d=hparams("distill"),
-            images=imagenet_dir(),
-            preset=config["model"]["preset"],
-            size=config["image_size"],
-            launcher=distill_launcher(),
-            workdir=f"{R}/train/pretrained",
-        resources:
-            **distill_resources(),
-        conda:
-            "../../envs/lipsim.yaml"
-        log:
-            f"{R}/logs/distill.log",
-        benchmark:
-            f"{R}/benchmarks/distill.tsv"
-        shell:
-            "{params.launcher} {params.caches} --images {params.images} "
-            "--preset {params.preset} --image-size {params.size} --epochs {params.d[epochs]} "
-            "--batch-size {params.d[batch_size]} --lr {params.d[lr]} --beta1 {params.d[beta1]} "
-            "--beta2 {params.d[beta2]} --weight-decay {params.d[weight_decay]} "
-            "--schedule {params.d[schedule]} --warmup-steps {params.d[warmup_steps]} "
-            "--seed {params.d[seed]} --workers {params.d[workers]} --amp {params.d[amp]} "
-            "--ckpt-every {params.d[ckpt_every]} --device {params.device} --teacher {params.teacher} "
-            "--crop {params.d[crop]} --teacher-view {params.d[teacher_view]} "
-            "--rmse-reduction {params.d[rmse_reduction]} "
-            "--workdir {params.workdir} --metrics {params.workdir}/metrics.csv "
-            "--out {output} > {log} 2>&1"
+# One distillation per teacher of the sweep (the primary's is imported when
+# pretrained_checkpoint is set): R/checkpoints/pretrained.pt, R/checkpoints/{teacher}/pretrained.pt.
+rule distill:
+    input:
+        unpack(distill_inputs),
+    output:
+        f"{R}/checkpoints/{{model}}.pt",
+    wildcard_constraints:
+        model="|".join(re.escape(model_id(t, "pretrained")) for t in TRAINED_TEACHERS) or "(?!)",
+    params:
+        device=config["device"],
+        teacher=lambda wc: model_teacher(wc.model)[0],
+        caches=lambda wc: " ".join(
+            f"--{k.replace('_', '-')} {d}" for k, d in distill_caches(model_teacher(wc.model)[0]).items()
+        ),
+        d=lambda wc: hparams("distill", model_teacher(wc.model)[0]),
+        images=imagenet_dir(),
+        preset=config["model"]["preset"],
+        size=config["image_size"],
+        launcher=distill_launcher(),
+        workdir=lambda wc: f"{R}/train/{wc.model}",
+    resources:
+        **distill_resources(),
+    conda:
+        "../../envs/lipsim.yaml"
+    log:
+        f"{R}/logs/distill/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/distill/{{model}}.tsv"
+    shell:
+        "{params.launcher} {params.caches} --images {params.images} "
+        "--preset {params.preset} --image-size {params.size} --epochs {params.d[epochs]} "
+        "--batch-size {params.d[batch_size]} --lr {params.d[lr]} --beta1 {params.d[beta1]} "
+        "--beta2 {params.d[beta2]} --weight-decay {params.d[weight_decay]} "
+        "--schedule {params.d[schedule]} --warmup-steps {params.d[warmup_steps]} "
+        "--seed {params.d[seed]} --workers {params.d[workers]} --amp {params.d[amp]} "
+        "--ckpt-every {params.d[ckpt_every]} --device {params.device} --teacher {params.teacher} "
+        "--crop {params.d[crop]} --teacher-view {params.d[teacher_view]} "
+        "--rmse-reduction {params.d[rmse_reduction]} "
+        "--workdir {params.workdir} --metrics {params.workdir}/metrics.csv "
+        "--out {output} > {log} 2>&1"

@@ -1,27 +1,32 @@
-# Step 2: finetuning on NIGHT with the hinge loss, one job per margin (or imported checkpoints).
+# Step 2: finetuning on NIGHT with the hinge loss, one job per teacher and margin (or imported
+# checkpoints). Model ids: margin0.5 (primary teacher), {teacher}/margin0.5 (the others).
+
 
 rule finetune:
     input:
         unpack(night_inputs),
-        init=ckpt_path("pretrained"),
+        init=lambda wc: ckpt_path(model_id(model_teacher(wc.model)[0], "pretrained")),
     output:
-        ckpt_path("margin{margin}"),
+        f"{R}/checkpoints/{{model}}.pt",
+    wildcard_constraints:
+        model=teacher_prefix_re(OTHER_TEACHERS) + r"margin\d+(\.\d+)?",
     params:
         device=config["device"],
-        f=hparams("finetune"),
+        f=lambda wc: hparams("finetune", model_teacher(wc.model)[0]),
+        margin=lambda wc: model_teacher(wc.model)[1][len("margin") :],
         metric=config["metric"],
         min_votes=config["night"]["min_votes"],
-        workdir=lambda wc: f"{R}/train/margin{wc.margin}",
+        workdir=lambda wc: f"{R}/train/{wc.model}",
     resources:
         **slurm_resources(config["finetune"]["resources"]),
     conda:
         "../../envs/lipsim.yaml"
     log:
-        f"{R}/logs/finetune/margin{{margin}}.log",
+        f"{R}/logs/finetune/{{model}}.log",
     benchmark:
-        f"{R}/benchmarks/finetune/margin{{margin}}.tsv"
+        f"{R}/benchmarks/finetune/{{model}}.tsv"
     shell:
-        "python -m lipsim finetune --init {input.init} --night {input.night} --margin {wildcards.margin} "
+        "python -m lipsim finetune --init {input.init} --night {input.night} --margin {params.margin} "
         "--epochs {params.f[epochs]} --batch-size {params.f[batch_size]} --lr {params.f[lr]} "
         "--beta1 {params.f[beta1]} --beta2 {params.f[beta2]} "
         "--weight-decay {params.f[weight_decay]} --schedule {params.f[schedule]} "

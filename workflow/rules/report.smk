@@ -3,15 +3,20 @@
 
 rule table1:
     input:
-        certify=expand(f"{R}/certify/{{model}}.parquet", model=MODELS),
-        teacher=f"{R}/eval/{TEACHER}.parquet",
+        certify=expand(f"{R}/certify/{{model}}.parquet", model=SWEEP_MODELS),
+        # Each teacher's own natural score: the reference row of its group.
+        teachers=expand(f"{R}/eval/{{metric}}.parquet", metric=SWEEP),
         # A certificate contradicted by an attack stops the pipeline before any table.
         check=f"{R}/checks/consistency.csv",
     output:
         report_outputs("tables", "table1"),
     params:
         teacher=TEACHER,
-        certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in MODELS),
+        # TEACHER/MODEL=FILE: every row is labelled with the teacher it was distilled from.
+        certify=" ".join(
+            f"{'/'.join(model_teacher(m))}={R}/certify/{m}.parquet" for m in SWEEP_MODELS
+        ),
+        evals=" ".join(f"{t}={R}/eval/{t}.parquet" for t in SWEEP),
         eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
         scoring=config["certify"]["scoring"],
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
@@ -20,7 +25,7 @@ rule table1:
     log:
         f"{R}/logs/table1.log",
     shell:
-        "python -m lipsim table1 --certify {params.certify} --eval {params.teacher}={input.teacher} "
+        "python -m lipsim table1 --certify {params.certify} --eval {params.evals} "
         "--teacher {params.teacher} --eps {params.eps} --scoring {params.scoring} "
         "--out-prefix {params.prefix} > {log} 2>&1"
 
