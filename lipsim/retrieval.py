@@ -13,13 +13,20 @@ Retrieval (`retrieval_recall`), defined here (the paper shows it qualitatively a
 public code has none):
 - gallery G = every image of the folder; queries Q = n_queries gallery images drawn with the
   seed; for each eps the query is the attacked copy q' = push_away(q, eps) (eps = 0: q itself);
+- distractors: `distractors` near-duplicates of each query join the gallery, q plus Gaussian
+  noise of per-pixel std `distractor_noise` (seeded from the run seed and q's path) --
+  visibly noisier copies (l2 norm ~ distractor_noise x sqrt(3 S^2), 1.7 at 32 px for 0.03)
+  that are not the original. Other images are far apart in any decent metric, so without them
+  recall saturates; with them an attack of radius eps (far below the noise's norm) that moves
+  q' further from q than the noise does shows up as a miss;
 - gallery images are ranked by d(q', g) (ascending; ties by gallery order);
 - recall@k = share of queries whose own clean image q is among the k first -- whether the
   attacked copy still retrieves its original (1.0 at eps = 0 for a metric with d(x, x)
   minimal; LipSim's d(x, x) = 1 - ||phi(x)||^2 can exceed d(x, y) when ||phi(x)|| < 1, and
   that shows here);
-- neighbour_overlap@k = mean |N_k(q') ∩ N_k(q)| / k with N_k the k nearest gallery images
-  other than q itself -- whether the attacked copy retrieves the same neighbours.
+- neighbour_overlap@k = mean |N_k(q') ∩ N_k(q)| / k with N_k the k nearest folder images
+  (distractors left out) other than q itself -- whether the attacked copy retrieves the same
+  neighbours.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import torch
 
 from lipsim.attacks.pgd import lp_norm, pgd_maximize, row_seed
 from lipsim.data.folders import IMAGE_SUFFIXES
+from lipsim.errors import LipSimError
 
 
 def list_images(root: str | os.PathLike) -> list[str]:
@@ -199,6 +207,20 @@ def _ranking(dist: np.ndarray) -> np.ndarray:
     return np.argsort(dist, axis=1, kind="stable")
 
 
+def noisy_copies(
+    x: torch.Tensor, names: Sequence[str], *, n: int, noise: float, seed: int
+) -> torch.Tensor:
+    """n copies of each image with Gaussian noise of per-pixel std `noise`, clipped to [0, 1],
+    seeded per image path: (len(x) * n, ...) in image-major order."""
+    out = []
+    for img, name in zip(x, names, strict=True):
+        for j in range(n):
+            g = torch.Generator().manual_seed(row_seed(seed, f"{name}#distractor{j}"))
+            z = torch.randn(img.shape, generator=g).to(img.device, img.dtype)
+            out.append((img + noise * z).clamp(0.0, 1.0))
+    return torch.stack(out) if out else x[:0]
+
+
 def retrieval_recall(
     metric,
     root,
@@ -211,28 +233,44 @@ def retrieval_recall(
     seed: int,
     batch_size: int,
     device,
+    distractors: int = 0,
+    distractor_noise: float = 0.0,
 ) -> pd.DataFrame:
-    """Rows (eps, k, recall, neighbour_overlap, n_queries, gallery_size); see module doc."""
+    """Rows (eps, k, recall, neighbour_overlap, n_queries, gallery_size, distractors); see
+    module doc."""
     from lipsim.attacks.adapter import frozen
 
+    if distractors < 0 or distractor_noise < 0:
+        raise LipSimError(
+            f"retrieval: distractors ({distractors}) and distractor_noise "
+            f"({distractor_noise}) must be >= 0"
+        )
     names = list_images(root)
     query_names = pick(names, n_queries, seed)
     qidx = np.asarray([names.index(q) for q in query_names])
-    if max(ks) >= len(names):
+    n_folder = len(names)
+    if max(ks) >= n_folder:
         raise ValueError(
-            f"k={max(ks)} needs a gallery of more than {max(ks)} images; {root} has {len(names)}"
+            f"k={max(ks)} needs a gallery of more than {max(ks)} images; {root} has {n_folder}"
         )
     rows = []
     with frozen(metric):
-        gallery = load_images(root, names, image_size).to(device)
+        folder = load_images(root, names, image_size).to(device)
+        clean = folder[torch.as_tensor(qidx, device=folder.device)]
+        gallery = torch.cat(
+            [
+                folder,
+                noisy_copies(clean, query_names, n=distractors, noise=distractor_noise, seed=seed),
+            ]
+        )
         gallery_emb = None
         if getattr(metric, "has_embedding", False):
             gallery_emb = torch.cat(
-                [metric.embed(gallery[sl]).double() for sl in _batches(len(names), batch_size)]
+                [metric.embed(gallery[sl]).double() for sl in _batches(len(gallery), batch_size)]
             )
-        clean = gallery[torch.as_tensor(qidx, device=gallery.device)]
         d_clean = _gallery_distances(metric, clean, gallery, gallery_emb, batch_size)
         d_clean[np.arange(len(qidx)), qidx] = np.inf  # neighbours other than the query itself
+        d_clean[:, n_folder:] = np.inf  # and other than the distractors
         clean_rank = _ranking(d_clean)
         for eps in eps_list:
             attacked = torch.cat(
@@ -251,6 +289,7 @@ def retrieval_recall(
             rank = _ranking(d)
             d_other = d.copy()
             d_other[np.arange(len(qidx)), qidx] = np.inf
+            d_other[:, n_folder:] = np.inf
             other_rank = _ranking(d_other)
             for k in ks:
                 hit = (rank[:, :k] == qidx[:, None]).any(axis=1)
@@ -265,7 +304,8 @@ def retrieval_recall(
                         "recall": float(hit.mean()),
                         "neighbour_overlap": float(np.mean(overlap)),
                         "n_queries": len(qidx),
-                        "gallery_size": len(names),
+                        "gallery_size": len(gallery),
+                        "distractors": int(distractors),
                     }
                 )
     return pd.DataFrame(rows)
@@ -275,6 +315,7 @@ __all__ = [
     "attacked_distances",
     "list_images",
     "load_images",
+    "noisy_copies",
     "pick",
     "push_away",
     "retrieval_recall",

@@ -240,6 +240,8 @@ SCHEMA_KEYS = {
         "--k": "retrieval.k",
         "--steps": "retrieval.steps",
         "--device": "device",
+        "--distractors": "retrieval.distractors",
+        "--distractor-noise": "retrieval.distractor_noise",
     },
     "table1": {"--eps": "certify.eps_255"},
     "verify-night": {"--min-votes": "night.min_votes"},

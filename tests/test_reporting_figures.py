@@ -199,4 +199,34 @@ def test_fig_margins_one_line_set_per_teacher(tmp_path):
         margins_cli.main(["--table1", str(src), "--metric", "ball", "--out-prefix", str(prefix)])
         == 0
     )
+
+
+def test_fig3a_scaled_radius_label(tmp_path, inputs):
+    """At 32 px the demo attacks at the paper's eps x 32/224: the legend gives both radii,
+    whether read from the attack files (applied eps) or given as the configured --eps."""
+    _, attacks, _ = inputs
+    for path in attacks.values():
+        pd.read_parquet(path).assign(attack="autoattack", norm="L2", eps=2 / 7).to_parquet(path)
+    _, label = fig3a_data({}, attacks, image_size=32, eps_reference_size=224)
+    assert "0.286 (paper 2)" in label
+    _, label2 = fig3a_data({}, attacks, norm="L2", eps=2.0, image_size=32, eps_reference_size=224)
+    assert label2 == label
+    _, plain = fig3a_data({}, attacks, norm="L2", eps=2.0)  # nothing scaled: as configured
+    assert "=2" in plain and "paper" not in plain
+    prefix = tmp_path / "figures/fig3a"
+    argv = [
+        "--attacks",
+        *[f"{k}={v}" for k, v in attacks.items()],
+        "--norm",
+        "L2",
+        "--eps",
+        "2",
+        "--image-size",
+        "32",
+        "--eps-reference-size",
+        "224",
+        "--out-prefix",
+        str(prefix),
+    ]
+    assert fig3a_cli.main(argv) == 0
     _check(prefix)

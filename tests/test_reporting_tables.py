@@ -556,3 +556,71 @@ def test_table1_model_without_teacher_is_an_error(tmp_path, table1_inputs, capsy
     err = capsys.readouterr().err
     assert "--certify margin0.5" in err and "TEACHER/margin0.5" in err
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_table2_natural_column_is_the_attacked_triplets(tmp_path):
+    """Table 2's Natural is the unattacked score of exactly the attacked triplets (a subset of
+    the test set, so it differs from Table 1's), and the table says so."""
+    a = tmp_path / "R/attacks/lipsim-margin0.5"
+    # 4 attacked triplets: clean 1, 1, 1, 0 -> 75.0 whatever the whole test set scores.
+    files = [
+        _attack(a / "autoattack-l2-2.parquet", [1, 1, 1, 0], [1, 0, 0, 0]),
+        _attack(a / "pgd-l2-2.parquet", [1, 1, 1, 0], [1, 1, 0, 0]),
+    ]
+    assert tables.clean_by_model(files) == {"lipsim-margin0.5": pytest.approx(75.0)}
+    prefix = tmp_path / "tables/table2"
+    assert table2_cli.main(["--attacks", *files, "--out-prefix", str(prefix)]) == 0
+    md = Path(f"{prefix}.md").read_text()
+    rows = _md_rows(md)
+    assert rows[0][1] == "Natural (attacked triplets)"
+    assert rows[2][:2] == ["lipsim-margin0.5", "75.0"]
+    assert "the same 4 test triplets as the attacks" in md and "Table 1" in md
+    tex = Path(f"{prefix}.tex").read_text()
+    assert "Natural (attacked triplets)" in tex and "% Scores:" in tex
+    assert "the same 4 test triplets" in tex
+    t = pd.read_parquet(f"{prefix}.parquet")
+    assert set(t["score_clean"]) == {75.0} and set(t["n_test"]) == {4}
+
+
+def test_table2_natural_refuses_attacks_on_different_triplets(tmp_path, capsys):
+    a = tmp_path / "R/attacks/lipsim-margin0.5"
+    f1 = _attack(a / "autoattack-l2-2.parquet", [1, 1], [1, 0])
+    f2 = _attack(a / "pgd-l2-2.parquet", [1, 1, 0], [1, 0, 0])  # one more triplet
+    assert table2_cli.main(["--attacks", f1, f2, "--out-prefix", str(tmp_path / "t2")]) == 1
+    err = capsys.readouterr().err
+    assert "different test triplets" in err and "pgd-l2-2.parquet" in err
+    assert not (tmp_path / "t2.md").exists()
+
+
+def test_table2_scaled_radii_are_labelled_with_the_papers(tmp_path):
+    """Demo radii are the paper's x 32/224 (attacks.eps_reference_size): headers show both."""
+    a = tmp_path / "R/attacks/lipsim-margin0.5"
+    l2 = _attack(a / "autoattack-L2-2.parquet", [1, 1], [1, 0])
+    pd.read_parquet(l2).assign(attack="autoattack", norm="L2", eps=2 / 7).to_parquet(l2)
+    linf = _attack(a / "autoattack-Linf-4.parquet", [1, 1], [1, 1])
+    pd.read_parquet(linf).assign(attack="autoattack", norm="Linf", eps=4 / 255).to_parquet(linf)
+    prefix = tmp_path / "tables/table2"
+    argv = [
+        "--attacks",
+        l2,
+        linf,
+        "--image-size",
+        "32",
+        "--eps-reference-size",
+        "224",
+        "--out-prefix",
+        str(prefix),
+    ]
+    assert table2_cli.main(argv) == 0
+    md = Path(f"{prefix}.md").read_text()
+    header = _md_rows(md)[0]
+    assert "AutoAttack ℓ2 ε=0.286 (paper 2)" in header
+    assert "AutoAttack ℓ∞ ε=4/255" in header  # per pixel: not scaled
+    assert "× 32/224" in md
+    assert r"$\epsilon=0.286$ (paper 2)" in Path(f"{prefix}.tex").read_text()
+    t = pd.read_parquet(f"{prefix}.parquet").set_index("norm")
+    assert t.loc["l2", "eps"] == pytest.approx(2 / 7) and t.loc["l2", "eps_reference"] == 2.0
+    assert t.loc["linf", "eps_reference"] == pytest.approx(4 / 255)
+    # Without a size the reference size means nothing: one line naming the option.
+    bad = ["--attacks", l2, "--eps-reference-size", "224", "--out-prefix", str(prefix)]
+    assert table2_cli.main(bad) == 1

@@ -10,6 +10,7 @@ from PIL import Image
 
 from lipsim.attacks import lp_norm, row_seed
 from lipsim.baselines import build_metric
+from lipsim.errors import LipSimError
 from lipsim.retrieval import list_images, pick, push_away, retrieval_recall
 from lipsim.similarity import SimilarityMetric
 
@@ -87,6 +88,7 @@ def test_recall_definition_on_a_controlled_gallery(tmp_path):
         "neighbour_overlap",
         "n_queries",
         "gallery_size",
+        "distractors",
     ]
     clean = df[df["eps"] == 0]
     # l2: d(x, x) = 0 -> every query retrieves itself first; neighbours unchanged
@@ -175,3 +177,73 @@ def test_distances_and_retrieval_cli(tmp_path):
     assert list(r.columns)[:4] == ["metric", "eps", "k", "recall"] and len(r) == 4
     assert r["metric"].iloc[0] == "lipsim-tiny"
     assert r["recall"].between(0, 1).all()
+
+
+def test_noisy_copy_distractors_unsaturate_recall(tmp_path):
+    """Noisy copies of each query are hard negatives: the clean query still retrieves itself
+    (d(x, x) = 0), an attack that moves it further than the noise does retrieves a copy, and
+    a metric moved by the attack no more than the noise keeps its recall."""
+    from lipsim.retrieval import noisy_copies
+
+    root = _folder(tmp_path)
+    names = list_images(root)
+    x = torch.rand(2, 3, 8, 8)
+    copies = noisy_copies(x, names[:2], n=3, noise=0.05, seed=0)
+    assert copies.shape == (6, 3, 8, 8) and copies.min() >= 0 and copies.max() <= 1
+    torch.testing.assert_close(copies, noisy_copies(x, names[:2], n=3, noise=0.05, seed=0))
+    assert not torch.equal(copies[0], copies[1])  # each copy its own noise
+    # l2: copies ~0.05 * sqrt(192) = 0.7 away in random directions, the pushed query keeps
+    # its original nearest
+    df = retrieval_recall(
+        build_metric("l2"),
+        root,
+        image_size=8,
+        n_queries=4,
+        eps_list=[0.0, 0.2],
+        ks=[1],
+        steps=10,
+        seed=0,
+        batch_size=4,
+        device="cpu",
+        distractors=3,
+        distractor_noise=0.05,
+    )
+    assert (df["recall"] == 1.0).all()
+    assert (df["gallery_size"] == 8 + 4 * 3).all() and (df["distractors"] == 3).all()
+    assert (df.loc[df["eps"] == 0, "neighbour_overlap"] == 1.0).all()  # copies left out
+    # brightness: a push of 0.2 moves the mean by 0.014, less than the 0.047 to the next
+    # image (recall saturates without distractors), more than the copies' noise moves it
+    # (~0.004): a copy pushed the same way is nearer than the original
+    runs = [
+        retrieval_recall(
+            Brightness(),
+            root,
+            image_size=8,
+            n_queries=4,
+            eps_list=[0.0, 0.2],
+            ks=[1],
+            steps=10,
+            seed=0,
+            batch_size=4,
+            device="cpu",
+            distractors=n,
+            distractor_noise=0.05,
+        ).set_index("eps")["recall"]
+        for n in (0, 3)
+    ]
+    assert runs[0][0.2] == 1.0 and runs[1][0.0] == 1.0
+    assert runs[1][0.2] < 1.0
+    with pytest.raises(LipSimError, match="distractors"):
+        retrieval_recall(
+            build_metric("l2"),
+            root,
+            image_size=8,
+            n_queries=2,
+            eps_list=[0.0],
+            ks=[1],
+            steps=1,
+            seed=0,
+            batch_size=4,
+            device="cpu",
+            distractors=-1,
+        )

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lipsim.data.night import NightTriplets, read_night
+from lipsim.errors import LipSimError
 from lipsim.scoring import twoafc
 from lipsim.teachers import TEACHERS, get_teacher
 
@@ -207,3 +208,35 @@ def test_fetch_weights_rejects_an_archive_escaping_the_weights_folder(
     assert not (tmp_path / "w" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path / "w" / "lpips" / "ok.pth").exists()
     assert not marker.exists()
+
+
+def test_demo_teacher_is_fragile_like_a_vit(make_night_dir):
+    """Its random Fourier part (bandwidth below the demo's attack radii) lets a small, steered
+    perturbation flip 2AFC decisions: at the paper's eps 2 scaled to 32 px the teacher
+    collapses, while the same network without that part keeps most of its score."""
+    from lipsim.attacks import AttackSpec, attack_triplets
+    from lipsim.cli._night import triplet_loader
+    from lipsim.teachers.demo import DemoTeacher
+
+    df = read_night(make_night_dir(seed=3, n_test=48)).reset_index(drop=True)
+    spec = AttackSpec("pgd", "L2", 2 / 7, steps=10)  # lipsim.radius: 2.0 x 32 / 224
+
+    def scores(teacher):
+        rows = attack_triplets(
+            teacher,
+            triplet_loader(df, 32, 48, 0),
+            spec,
+            device="cpu",
+            ids=df["id"].to_numpy(),
+            splits=df["split"].to_numpy(),
+            log=None,
+        )
+        return 100 * rows["score_clean"].mean(), 100 * rows["score_adv"].mean()
+
+    natural, attacked = scores(get_teacher("demo"))
+    smooth_natural, smooth_attacked = scores(DemoTeacher(fragile_weight=0.0))
+    assert natural > 60 and abs(natural - smooth_natural) < 8  # the natural score is kept
+    assert attacked < natural - 30, (natural, attacked)
+    assert smooth_attacked > attacked + 20, (smooth_attacked, attacked)
+    with pytest.raises(LipSimError, match="fragile_weight"):
+        DemoTeacher(fragile_weight=1.0)

@@ -128,6 +128,36 @@ def test_attacks_never_raise_the_score(demo_run):
     assert (check["broken_certified"] == 0).all()
 
 
+def test_demo_tells_the_papers_story(demo_run):
+    """Figure 3a's radius is the paper's scaled to the demo's images, and at it the fragile
+    teacher collapses below LipSim; retrieval under attack is not saturated for the teacher;
+    Table 2 says its natural column is on the attacked triplets."""
+    import json
+
+    r = demo_run / RUN
+    cfg = json.loads((r / "config.json").read_text())["config"]
+    a, teacher = cfg["attacks"], cfg["teacher"]["name"]
+    eps = f"{float(a['fig3a_eps']):g}"
+    primary = f"lipsim-margin{float(cfg['primary_margin']):g}"
+    scores = {}
+    for m in (teacher, primary):
+        df = pd.read_parquet(r / "attacks" / m / f"autoattack-L2-{eps}.parquet")
+        test = df[df["split"].str.startswith("test")]
+        # the paper's radius (file name) applied at image_size / eps_reference_size
+        scale = cfg["image_size"] / a["eps_reference_size"]
+        assert test["eps"].iloc[0] == pytest.approx(float(eps) * scale)
+        scores[m] = 100 * test["score_adv"].mean()
+    assert scores[primary] > scores[teacher] + 10, scores
+    ret = {m: pd.read_parquet(r / "retrieval" / f"{m}.parquet") for m in (teacher, primary)}
+    attacked = {m: df[df["eps"] > 0] for m, df in ret.items()}
+    assert (ret[teacher].loc[ret[teacher]["eps"] == 0, "recall"] == 1.0).all()
+    assert attacked[teacher]["recall"].min() < 1.0, ret[teacher]
+    assert attacked[primary]["recall"].mean() >= attacked[teacher]["recall"].mean(), ret
+    md = (r / "tables" / "table2.md").read_text()
+    assert "Natural (attacked triplets)" in md and f"(paper {eps})" in md
+    assert "(paper" in (r / "tables" / "retrieval.md").read_text()
+
+
 def test_second_run_has_nothing_to_do(demo_run):
     proc = snakemake(demo_run, "-n", "--cores", "2")
     assert proc.returncode == 0, proc.stderr

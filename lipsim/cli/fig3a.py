@@ -8,7 +8,8 @@ r"""Figure 3a: natural vs attacked 2AFC score per metric (grouped bars).
 A metric given only in --attacks takes its natural bar from the attack file's score_clean.
 The attacked bars' legend label is read from the attack file names when they all share
 attack/norm/eps (e.g. "l2-AutoAttack eps=2"); --norm/--eps override those settings and
---attack-label replaces the whole label.
+--attack-label replaces the whole label. With --image-size and --eps-reference-size an l2
+radius reads "ε=0.286 (paper 2)" and the title says how it was scaled.
 Writes {prefix}.pdf and {prefix}.png.
 """
 
@@ -51,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="attack radius for the label, in image units (0.0157 reads as 4/255 for Linf; "
         "default: from the attack files)",
     )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="image size the attacks ran at (needed by --eps-reference-size)",
+    )
+    p.add_argument(
+        "--eps-reference-size",
+        type=int,
+        default=None,
+        help="image size the configured l2 radius is meant at "
+        "(attacks.eps_reference_size; the label shows both radii)",
+    )
     p.add_argument("--out-prefix", required=True, help="e.g. R/figures/fig3a")
     return p
 
@@ -65,6 +79,8 @@ def _run(args) -> None:
         args.attack_label,
         args.norm,
         args.eps,
+        args.image_size,
+        args.eps_reference_size,
     )
 
 

@@ -1,11 +1,12 @@
 """`python -m lipsim retrieval`: image retrieval with attacked queries (recall@k per eps).
 
 Gallery = every image under --images; queries = --n-queries gallery images (drawn with
---seed); for each --eps the query is attacked (l2 PGD, --steps, pushing its embedding away
-from the clean one) and the gallery ranked by the metric's distance to it.
+--seed), plus --distractors noisy copies of each query (per-pixel std --distractor-noise);
+for each --eps the query is attacked (l2 PGD, --steps, pushing its embedding away from the
+clean one) and the gallery ranked by the metric's distance to it.
 recall@k = share of queries whose own clean image is among the k nearest; also
 neighbour_overlap@k (see lipsim.retrieval). Writes parquet atomically: metric, eps, k,
-recall, neighbour_overlap, n_queries, gallery_size.
+recall, neighbour_overlap, n_queries, gallery_size, distractors.
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         default=schema_default("retrieval.steps"),
         help="PGD steps of the query attack",
     )
+    ap.add_argument(
+        "--distractors",
+        type=int,
+        default=schema_default("retrieval.distractors"),
+        help="near-duplicates (noisy copies) of each query added to the gallery",
+    )
+    ap.add_argument(
+        "--distractor-noise",
+        type=float,
+        default=schema_default("retrieval.distractor_noise"),
+        help="per-pixel std of the distractors' Gaussian noise",
+    )
     ap.add_argument("--batch-size", type=int, default=16, help="images per batch")
     ap.add_argument("--seed", type=int, default=0, help="seed of the query draw and the attack")
     ap.add_argument(
@@ -70,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         device=device,
+        distractors=args.distractors,
+        distractor_noise=args.distractor_noise,
     )
     df.insert(0, "metric", args.name or getattr(metric, "name", args.metric))
     write_parquet(args.out, df)

@@ -8,6 +8,10 @@ Long form (csv/parquet) and the paper's wide layout (md/tex).
 The metric, attack, norm and eps of each file are read from its path,
 `.../attacks/{metric}/{attack}-{norm}-{eps}.parquet` (norm: l2 or linf; eps a decimal in image
 units), so the file list can be the attack rule's outputs unchanged.
+
+The Natural column is the unattacked score of the triplets the attacks ran on (every file of
+a model must hold the same ones), which the table's note says. With --eps-reference-size, l2
+radii are labelled with the radius they stand for at that size too (lipsim.radius).
 """
 
 from __future__ import annotations
@@ -34,6 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="teacher of the LipSim models: reference LipSim rows are compared only when "
         "their teacher is this one (default: none; LipSim rows get no paper values)",
     )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="image size the attacks ran at (needed by --eps-reference-size)",
+    )
+    p.add_argument(
+        "--eps-reference-size",
+        type=int,
+        default=None,
+        help="image size the configured l2 radii are meant at "
+        "(attacks.eps_reference_size; labels show both radii)",
+    )
     add_reference_options(p)
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/table2")
     return p
@@ -43,13 +60,14 @@ def _run(args) -> None:
     from lipsim.reporting import tables
 
     ref = reference_from_args(args)
-    table = tables.table2(args.attacks, ref, args.teacher)
+    size, ref_size = args.image_size, args.eps_reference_size
+    table = tables.table2(args.attacks, ref, args.teacher, size, ref_size)
     clean = tables.clean_by_model(args.attacks)
     tables.write_table(
         args.out_prefix,
         table,
-        tables.table2_markdown(table, clean, args.decimals),
-        tables.table2_latex(table, clean, args.decimals),
+        tables.table2_markdown(table, clean, args.decimals, size, ref_size),
+        tables.table2_latex(table, clean, args.decimals, size, ref_size),
     )
 
 

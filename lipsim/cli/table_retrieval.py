@@ -4,6 +4,8 @@ r"""Retrieval table: recall@k per metric and attack size.
         --out-prefix R/tables/retrieval
 
 Inputs have columns metric, eps, k, recall; writes {prefix}.csv, .md, .tex, .parquet, .html.
+With --image-size and --eps-reference-size the radii are labelled with the radius they stand
+for at the reference size too (lipsim.radius).
 """
 
 from __future__ import annotations
@@ -23,6 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="retrieval outputs (columns metric, eps, k, recall)",
     )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="image size the queries were attacked at (needed by --eps-reference-size)",
+    )
+    p.add_argument(
+        "--eps-reference-size",
+        type=int,
+        default=None,
+        help="image size the configured radii are meant at (attacks.eps_reference_size)",
+    )
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/retrieval")
     return p
 
@@ -31,8 +45,12 @@ def _run(args) -> None:
     from lipsim.reporting import tables
 
     table = tables.retrieval_table(args.inputs)
+    size, ref_size = args.image_size, args.eps_reference_size
     tables.write_table(
-        args.out_prefix, table, tables.retrieval_markdown(table), tables.retrieval_latex(table)
+        args.out_prefix,
+        table,
+        tables.retrieval_markdown(table, size, ref_size),
+        tables.retrieval_latex(table, size, ref_size),
     )
 
 

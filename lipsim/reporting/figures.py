@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from lipsim import atomic  # noqa: E402
+from lipsim.radius import applied_eps, reference_eps  # noqa: E402
 from lipsim.reporting import (  # noqa: E402
     ReportingError,
     attack_label,
@@ -69,12 +70,16 @@ def fig3a_data(
     attack_name: str | None = None,
     norm: str | None = None,
     eps: float | None = None,
+    image_size: int | None = None,
+    eps_reference_size: int | None = None,
 ) -> tuple[pd.DataFrame, str]:
     """Long data (metric, label, kind, score) and the attacked bars' legend label.
 
     The label is `attack_name` if given, else built from the attack files' settings (their
-    attack/norm/eps columns, or file names); `norm`/`eps` (eps in image units) override those
-    settings.
+    attack/norm/eps columns, or file names); `norm`/`eps` (eps as in file names: Linf in
+    /255 units, l2 the configured radius) override those settings. With image_size and
+    eps_reference_size, an l2 radius is shown as applied and as meant at the reference size
+    (lipsim.radius): "ε=0.286 (paper 2)".
     """
     if not evals and not attacks:
         raise ReportingError("fig3a needs --eval and/or --attacks inputs")
@@ -90,12 +95,15 @@ def fig3a_data(
     if attack_name is None:
         a, n, e = settings.pop() if len(settings) == 1 and None not in settings else (None,) * 3
         n = norm.lower() if norm else n
-        e = eps if eps is not None else e
+        if eps is not None and n is not None:  # a file-name radius: the configured one
+            e = applied_eps(eps, n, image_size or 1, eps_reference_size if image_size else None)
         if n is not None and e is not None:
             sub = "2" if n == "l2" else r"\infty"
-            attack_name = (
-                rf"$\ell_{sub}$-{attack_label(a or 'autoattack')} $\epsilon$={eps_label(e, n)}"
+            ref = reference_eps(e, n, image_size or 1, eps_reference_size if image_size else None)
+            radius = (
+                eps_label(e, n) if math.isclose(e, ref) else f"{e:.3g} (paper {eps_label(ref, n)})"
             )
+            attack_name = rf"$\ell_{sub}$-{attack_label(a or 'autoattack')} $\epsilon$={radius}"
         else:
             attack_name = "Attacked"
     rows = []
@@ -131,8 +139,12 @@ def fig3a(
     attack_name: str | None = None,
     norm: str | None = None,
     eps: float | None = None,
+    image_size: int | None = None,
+    eps_reference_size: int | None = None,
 ) -> list[Path]:
-    data, attack_name = fig3a_data(evals, attacks, attack_name, norm, eps)
+    data, attack_name = fig3a_data(
+        evals, attacks, attack_name, norm, eps, image_size, eps_reference_size
+    )
     sns.set_theme(style="whitegrid", context="paper")
     order = list(dict.fromkeys(data["label"]))
     hue_order = ["Natural"] + ([attack_name] if attack_name in set(data["kind"]) else [])
@@ -154,7 +166,11 @@ def fig3a(
     ax.set_yticks(range(0, 101, 20))
     ax.set_xlabel("")
     ax.set_ylabel("2AFC score (%)")
-    ax.set_title("Alignment with human judgments on NIGHT")
+    title = "Alignment with human judgments on NIGHT"
+    if image_size and eps_reference_size and image_size != eps_reference_size:
+        # Say why the radius is not the paper's: it is the paper's, scaled to these images.
+        title += f"\n{image_size} px images: $\\ell_2$ radius = paper's × {image_size}/{eps_reference_size}"
+    ax.set_title(title)
     ax.legend(title=None, loc="upper center", ncol=2, fontsize=7, frameon=True)
     ax.tick_params(axis="x", labelrotation=30 if len(order) > 5 else 0)
     return save_figure(fig, out_prefix)

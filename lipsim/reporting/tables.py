@@ -16,6 +16,7 @@ import pandas as pd
 
 from lipsim import atomic
 from lipsim.certify import certified_scores, unsound_share
+from lipsim.radius import reference_eps, scaled_note
 from lipsim.reporting import (
     ReportingError,
     attack_label,
@@ -34,6 +35,7 @@ CERTIFY_COLUMNS = ("split", "metric", "score", "radius", "radius_authors")
 EVAL_COLUMNS = ("split", "score")
 ATTACK_COLUMNS = ("id", "split", "score_clean", "score_adv")
 RETRIEVAL_COLUMNS = ("metric", "eps", "k", "recall")
+RETRIEVAL_EXTRA = ("neighbour_overlap", "n_queries", "gallery_size", "distractors")
 
 
 # ----------------------------------------------------------------------------- scores
@@ -394,12 +396,19 @@ def table1_latex(table: pd.DataFrame, decimals: int = 1) -> str:
 
 
 def table2(
-    attack_files: list[str | Path], reference: pd.DataFrame | None, teacher: str | None = None
+    attack_files: list[str | Path],
+    reference: pd.DataFrame | None,
+    teacher: str | None = None,
+    image_size: int | None = None,
+    eps_reference_size: int | None = None,
 ) -> pd.DataFrame:
-    """Long form: model, attack, norm, eps, score, score_clean, n_test, score_paper,
-    score_diff, paper_source. `model` is the {metric} folder name of each attack file."""
+    """Long form: model, attack, norm, eps, score, score_clean, n_test, eps_reference,
+    score_paper, score_diff, paper_source. `model` is the {metric} folder name of each attack
+    file; eps is the applied radius (image units), eps_reference the radius it stands for at
+    eps_reference_size px (lipsim.radius; = eps when nothing is scaled)."""
     if not attack_files:
         raise ReportingError("table2 needs at least one --attacks file")
+    scaling = _eps_scaling(image_size, eps_reference_size)
     rows, seen = [], {}
     for path in attack_files:
         df = read_table(path, ATTACK_COLUMNS, "--attacks")
@@ -424,6 +433,7 @@ def table2(
                 "score": score,
                 "score_clean": natural_score(test, "score_clean"),
                 "n_test": len(test),
+                "eps_reference": reference_eps(key["eps"], key["norm"], *scaling),
                 "score_paper": value,
                 "score_diff": score - value,
                 "paper_source": source,
@@ -435,27 +445,73 @@ def table2(
     return table.reset_index(drop=True)
 
 
-def clean_by_model(attack_files: list[str | Path]) -> dict[str, float]:
-    """Natural score per model over the union of the attacked triplets.
+def _eps_scaling(image_size, eps_reference_size) -> tuple[int, int | None]:
+    """(image_size, reference size) for lipsim.radius; no scaling without both."""
+    if eps_reference_size is not None and image_size is None:
+        raise ReportingError("--eps-reference-size needs --image-size (the size attacked)")
+    return (int(image_size or 1), None if image_size is None else eps_reference_size)
 
-    Attack runs may use different subsets of the test set; the clean score of a triplet does
-    not depend on the attack, so dedupe by id across files before averaging.
+
+def clean_by_model(attack_files: list[str | Path]) -> dict[str, float]:
+    """Natural score per model on the test triplets its attacks ran on.
+
+    Every attack file of a model must hold the same triplets (the workflow's attacks share
+    attacks.max_triplets and the seed), so the Natural column is the unattacked score of
+    exactly the triplets of the attacked columns; a mismatch is an error naming the files.
     """
-    parts: dict[str, list[pd.DataFrame]] = {}
+    parts: dict[str, list[tuple[str, pd.DataFrame]]] = {}
     for path in attack_files:
         df = read_table(path, ATTACK_COLUMNS, "--attacks")
         metric = attack_setting(path, df)["metric"]
-        parts.setdefault(metric, []).append(df[df["split"].isin(TEST_SPLITS)])
-    return {
-        m: 100.0 * float(pd.concat(p).drop_duplicates("id")["score_clean"].mean())
-        for m, p in parts.items()
-    }
+        parts.setdefault(metric, []).append((str(path), df[df["split"].isin(TEST_SPLITS)]))
+    out = {}
+    for m, files in parts.items():
+        first_path, first = files[0]
+        ids = set(first["id"])
+        for path, df in files[1:]:
+            if set(df["id"]) != ids:
+                raise ReportingError(
+                    f"--attacks {m}: {path} and {first_path} attacked different test triplets; "
+                    "Table 2's natural column needs one set (same attacks.max_triplets and seed)"
+                )
+        out[m] = 100.0 * float(first["score_clean"].mean())
+    return out
 
 
-def _table2_columns(table: pd.DataFrame) -> list[tuple[str, str, float]]:
-    cols = table[["attack", "norm", "eps"]].drop_duplicates()
+def _table2_columns(table: pd.DataFrame) -> list[tuple[str, str, float, float]]:
+    if "eps_reference" not in table.columns:  # tables written before the column existed
+        table = table.assign(eps_reference=table["eps"])
+    cols = table[["attack", "norm", "eps", "eps_reference"]].drop_duplicates(
+        ["attack", "norm", "eps"]
+    )
     cols = cols.sort_values(["norm", "attack", "eps"], kind="stable")
     return [tuple(r) for r in cols.itertuples(index=False)]
+
+
+def _eps_header(eps: float, norm: str, eps_ref: float, tex: bool = False) -> str:
+    """ε=0.286 (paper 2) for a scaled l2 radius; ε=0.5 or ε=4/255 otherwise."""
+    scaled = not np.isclose(eps, eps_ref)
+    value = f"{float(eps):.3g}" if scaled else eps_label(eps, norm)
+    text = rf"$\epsilon={value}$" if tex else f"ε={value}"
+    return f"{text} (paper {eps_label(eps_ref, norm)})" if scaled else text
+
+
+# The natural score of Table 2 is on the attacked subset, not Table 1's whole test set.
+NATURAL_HEADER = "Natural (attacked triplets)"
+
+
+def _table2_note(table: pd.DataFrame, image_size, eps_reference_size) -> str:
+    n = sorted(set(int(v) for v in table["n_test"]))
+    count = f"{n[0]}" if len(n) == 1 else f"{n[0]}–{n[-1]}"
+    note = (
+        "Scores: 2AFC on NIGHT test under attack on the reference image, %. Natural: the same "
+        f"{count} test triplets as the attacks, unattacked (attacks.max_triplets, a seeded "
+        "subset of the test set; Table 1's natural score is on the whole test set)."
+    )
+    if image_size is not None and eps_reference_size is not None:
+        scaled = scaled_note(image_size, eps_reference_size)
+        note += (" " + scaled) if scaled else ""
+    return note
 
 
 def _cell(table: pd.DataFrame, model, attack, norm, eps, decimals: int, empty: str) -> str:
@@ -473,44 +529,54 @@ def _cell(table: pd.DataFrame, model, attack, norm, eps, decimals: int, empty: s
     return text if pd.isna(paper) else f"{text} ({fmt(paper, decimals)})"
 
 
-def table2_markdown(table: pd.DataFrame, clean: dict[str, float], decimals: int = 1) -> str:
+def table2_markdown(
+    table: pd.DataFrame,
+    clean: dict[str, float],
+    decimals: int = 1,
+    image_size: int | None = None,
+    eps_reference_size: int | None = None,
+) -> str:
     cols = _table2_columns(table)
-    header = ["Model", "Natural"] + [
-        f"{attack_label(a)} {norm_label(n)} ε={eps_label(e, n)}" for a, n, e in cols
+    header = ["Model", NATURAL_HEADER] + [
+        f"{attack_label(a)} {norm_label(n)} {_eps_header(e, n, r)}" for a, n, e, r in cols
     ]
     rows = [
         [str(model), fmt(clean.get(model), decimals)]
-        + [_cell(table, model, a, n, e, decimals, "–") for a, n, e in cols]
+        + [_cell(table, model, a, n, e, decimals, "–") for a, n, e, _ in cols]
         for model in table["model"].drop_duplicates()
     ]
-    note = "Scores: 2AFC on NIGHT test under attack on the reference image, %."
+    note = _table2_note(table, image_size, eps_reference_size)
     if table["score_paper"].notna().any():
         sources = sorted(set(table["paper_source"].dropna()))
         note += " In parentheses: reference values (" + "; ".join(sources) + ")."
     return markdown_table(pd.DataFrame(rows, columns=header), note)
 
 
-def table2_latex(table: pd.DataFrame, clean: dict[str, float], decimals: int = 1) -> str:
+def table2_latex(
+    table: pd.DataFrame,
+    clean: dict[str, float],
+    decimals: int = 1,
+    image_size: int | None = None,
+    eps_reference_size: int | None = None,
+) -> str:
     cols = _table2_columns(table)
     header = pd.MultiIndex.from_tuples(
-        [("Model", ""), ("Natural", "")]
+        [("Model", ""), (NATURAL_HEADER, "")]
         + [
-            (
-                f"{tex_escape(attack_label(a))} {norm_label(n, True)}",
-                rf"$\epsilon={eps_label(e, n)}$",
-            )
-            for a, n, e in cols
+            (f"{tex_escape(attack_label(a))} {norm_label(n, True)}", _eps_header(e, n, r, tex=True))
+            for a, n, e, r in cols
         ]
     )
     rows = [
         [tex_escape(model), fmt(clean.get(model), decimals, "--")]
-        + [_cell(table, model, a, n, e, decimals, "--") for a, n, e in cols]
+        + [_cell(table, model, a, n, e, decimals, "--") for a, n, e, _ in cols]
         for model in table["model"].drop_duplicates()
     ]
+    note = _table2_note(table, image_size, eps_reference_size)
     return latex_table(
         pd.DataFrame(rows, columns=header),
         "Table 2: 2AFC scores (%) on NIGHT test under attack; lipsim table2;"
-        " reference values in parentheses",
+        " reference values in parentheses.\n% " + note,
     )
 
 
@@ -521,7 +587,9 @@ def retrieval_table(files: list[str | Path]) -> pd.DataFrame:
     if not files:
         raise ReportingError("table-retrieval needs at least one --inputs file")
     parts = [read_table(p, RETRIEVAL_COLUMNS, "--inputs") for p in files]
-    table = pd.concat(parts, ignore_index=True)[list(RETRIEVAL_COLUMNS)]
+    # What the note describes, kept when every input has it.
+    extra = [c for c in RETRIEVAL_EXTRA if all(c in df.columns for df in parts)]
+    table = pd.concat(parts, ignore_index=True)[list(RETRIEVAL_COLUMNS) + extra]
     dup = table.duplicated(["metric", "eps", "k"], keep=False)
     if dup.any():
         raise ReportingError(f"--inputs: duplicate (metric, eps, k) rows:\n{table[dup]}")
@@ -557,13 +625,42 @@ def _retrieval_display(table: pd.DataFrame, empty: str, metric_text=str) -> list
     return rows
 
 
-def retrieval_markdown(table: pd.DataFrame) -> str:
-    header = ["Metric"] + [f"ε={e:g} R@{int(k)}" for e, k in _retrieval_columns(table)]
-    return markdown_table(pd.DataFrame(_retrieval_display(table, "–"), columns=header))
+def _retrieval_eps(e: float, scaling: tuple, tex: bool = False) -> str:
+    return _eps_header(e, "l2", reference_eps(e, "l2", *scaling), tex)
 
 
-def retrieval_latex(table: pd.DataFrame) -> str:
-    header = ["Metric"] + [rf"$\epsilon={e:g}$, R@{int(k)}" for e, k in _retrieval_columns(table)]
+def retrieval_markdown(
+    table: pd.DataFrame, image_size: int | None = None, eps_reference_size: int | None = None
+) -> str:
+    scaling = _eps_scaling(image_size, eps_reference_size)
+    header = ["Metric"] + [
+        f"{_retrieval_eps(e, scaling)} R@{int(k)}" for e, k in _retrieval_columns(table)
+    ]
+    note = (
+        "Recall@k: share of queries, attacked within an l2 ball of radius ε (pushing their "
+        "embedding away), that still retrieve their own clean image among the k nearest "
+        "gallery images."
+    )
+    if {"gallery_size", "distractors", "n_queries"} <= set(table.columns):
+        note += (
+            f" {int(table['n_queries'].max())} queries; gallery of "
+            f"{int(table['gallery_size'].max())} images, including "
+            f"{int(table['distractors'].max())} noisy copies of each query (hard negatives)."
+        )
+    scaled = scaled_note(*scaling) if scaling[1] is not None else ""
+    return markdown_table(
+        pd.DataFrame(_retrieval_display(table, "–"), columns=header),
+        note + (" " + scaled if scaled else ""),
+    )
+
+
+def retrieval_latex(
+    table: pd.DataFrame, image_size: int | None = None, eps_reference_size: int | None = None
+) -> str:
+    scaling = _eps_scaling(image_size, eps_reference_size)
+    header = ["Metric"] + [
+        f"{_retrieval_eps(e, scaling, tex=True)}, R@{int(k)}" for e, k in _retrieval_columns(table)
+    ]
     return latex_table(
         pd.DataFrame(_retrieval_display(table, "--", tex_escape), columns=header),
         "Retrieval: recall@k under attack of size eps; lipsim table-retrieval",

@@ -7,6 +7,18 @@ happens), plus a coarse colour layout, each group scaled to comparable weight, t
 random rotation to `emb_dim`, scaled to unit norm. Blur, noise, JPEG, warps and colour shifts move these
 features in proportion to their strength, so its 2AFC score on the demo NIGHT set is well
 above chance (tests/test_teachers.py checks it), and a student can learn it by distillation.
+
+Fragile like a ViT: added to those smooth features, with a share `fragile_weight` of the squared
+norm, are `fragile_dim` random Fourier features cos(G <w_k, x> + b_k) (Rahimi & Recht;
+w_k ~ N(0, I / n_pixels), G = `fragile_gain`), randomly rotated into the same `emb_dim`: the
+feature map of a Gaussian kernel in pixel space whose l2 bandwidth, sqrt(3) * image_size / G
+(0.14 at 32 px), is below the demo's attack radii (the paper's eps scaled to 32 px: 0.29 for
+eps 2). Every natural distortion of the demo NIGHT set is larger than that, so this part
+decorrelates for both distortions of a triplet alike and adds about the same offset to both
+distances (a small weight keeps the leftover fluctuation, ~1/sqrt(emb_dim) of it, below most
+2AFC margins); but a perturbation of the attack's size, steered by its gradient, points it
+anywhere, so the teacher collapses under attack as the paper's ViTs do. A 1-Lipschitz student
+cannot follow a change this steep and learns the smooth part. fragile_weight=0: smooth only.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lipsim.errors import LipSimError
 from lipsim.teachers.base import Teacher
 
 
@@ -26,6 +39,9 @@ class DemoTeacher(Teacher):
         filters: int = 12,
         grid: int = 4,
         colour_grid: int = 4,
+        fragile_dim: int = 512,
+        fragile_gain: float = 400.0,
+        fragile_weight: float = 0.01,
     ):
         super().__init__()
         self.name = "demo"
@@ -46,6 +62,19 @@ class DemoTeacher(Teacher):
             torch.randn(max(n_feat, self.emb_dim), max(n_feat, self.emb_dim), generator=g)
         )[0][:n_feat, : self.emb_dim]
         self.register_buffer("proj", proj * (max(n_feat, self.emb_dim) / self.emb_dim) ** 0.5)
+        if not 0.0 <= fragile_weight < 1.0:
+            raise LipSimError(
+                f"demo teacher: fragile_weight must be in [0, 1), got {fragile_weight}"
+            )
+        self.fragile_weight = float(fragile_weight)
+        n_pix = 3 * self.image_size**2
+        # Drawn after the smooth part's weights, so fragile_* never change those.
+        wf = torch.randn(int(fragile_dim), n_pix, generator=g) * (float(fragile_gain) / n_pix**0.5)
+        self.register_buffer("fragile_w", wf)
+        self.register_buffer("fragile_b", 2 * torch.pi * torch.rand(int(fragile_dim), generator=g))
+        # Orthonormal columns scaled by sqrt(fragile_dim / emb_dim): ||r @ q|| ~ ||r||.
+        q = torch.linalg.qr(torch.randn(int(fragile_dim), self.emb_dim, generator=g))[0]
+        self.register_buffer("fragile_q", q * (int(fragile_dim) / self.emb_dim) ** 0.5)
         self.eval().requires_grad_(False)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,4 +99,14 @@ class DemoTeacher(Teacher):
         # Unit norm, like DreamSim's embeddings: the student then learns ||f|| ~ 1, where
         # LipSim's projected distance 1 - <P f(a), P f(b)> is the cosine distance. (The
         # teacher's own cosine distance is unchanged by the scaling.)
-        return F.normalize(f @ self.proj, dim=1)
+        e = F.normalize(f @ self.proj, dim=1)
+        if self.fragile_weight == 0:
+            return e
+        k = self.fragile_w.shape[0]
+        # sqrt(2 / k) cos(.) has squared norm ~1 (exactly 1 in expectation).
+        # float64: the gain amplifies rounding, and float32 matmuls round differently with the
+        # batch size -- the embedding of an image must not depend on its batch mates.
+        phase = x.double().flatten(1) @ self.fragile_w.double().T + self.fragile_b.double()
+        r = (torch.cos(phase) * (2 / k) ** 0.5).to(e.dtype)
+        wgt = self.fragile_weight
+        return F.normalize(e * (1 - wgt) ** 0.5 + (r @ self.fragile_q) * wgt**0.5, dim=1)

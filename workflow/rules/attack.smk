@@ -1,5 +1,7 @@
 # Attacks on the reference image, the certificate/attack consistency check, figure 3b
 # distances and image retrieval.
+from lipsim.radius import config_eps_scale
+
 
 rule attack:
     input:
@@ -14,8 +16,8 @@ rule attack:
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
         size=config["image_size"],
-        # Linf radii are written in /255 units in the config and in file names.
-        scale=lambda wc: 255 if wc.norm == "Linf" else 1,
+        # Radii in file names are the configured ones (Linf in /255 units).
+        scale=lambda wc: config_eps_scale(config, wc.norm),
         a=hparams("attacks"),
         min_votes=config["night"]["min_votes"],
     resources:
@@ -69,6 +71,7 @@ rule distances:
         size=config["image_size"],
         images=natural_dir(),
         d=config["distances"],
+        scale=config_eps_scale(config, "L2"),
     resources:
         **slurm_resources(config["resources"]["eval"]),
     conda:
@@ -77,6 +80,7 @@ rule distances:
         f"{R}/logs/distances/{{metric}}.log",
     shell:
         "python -m lipsim distances --metric {params.spec} --images {params.images} --eps {params.d[eps]} "
+        "--eps-scale {params.scale} "
         "--steps {params.d[steps]} --n-images {params.d[n_images]} --seed 0 "
         "--device {params.device} --weights-dir {params.weights} --image-size {params.size} {params.rw} "
         "--out {output} > {log} 2>&1"
@@ -98,6 +102,7 @@ rule retrieval:
         r=config["retrieval"],
         eps=" ".join(fmt(e) for e in config["retrieval"]["eps"]),
         k=" ".join(str(k) for k in config["retrieval"]["k"]),
+        scale=config_eps_scale(config, "L2"),
     resources:
         **slurm_resources(config["resources"]["eval"]),
     conda:
@@ -106,6 +111,7 @@ rule retrieval:
         f"{R}/logs/retrieval/{{metric}}.log",
     shell:
         "python -m lipsim retrieval --metric {params.spec} --images {params.images} "
-        "--n-queries {params.r[n_queries]} --eps {params.eps} --k {params.k} "
-        "--steps {params.r[steps]} --seed 0 --device {params.device} "
+        "--n-queries {params.r[n_queries]} --eps {params.eps} --eps-scale {params.scale} --k {params.k} "
+        "--steps {params.r[steps]} --distractors {params.r[distractors]} "
+        "--distractor-noise {params.r[distractor_noise]} --seed 0 --device {params.device} "
         "--weights-dir {params.weights} --image-size {params.size} {params.rw} --out {output} > {log} 2>&1"

@@ -1,5 +1,13 @@
 # Tables 1, 2 and retrieval, figures 3a, 3b and the margin trade-off, the manifest.
 
+# Labels of radii meant at another image size (attacks.eps_reference_size; lipsim.radius).
+EPS_SCALING = (
+    f"--image-size {config['image_size']} "
+    f"--eps-reference-size {config['attacks']['eps_reference_size']}"
+    if config["attacks"]["eps_reference_size"]
+    else ""
+)
+
 
 rule table1:
     input:
@@ -39,13 +47,14 @@ rule table2:
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         teacher=TEACHER,
+        scaling=EPS_SCALING,
     conda:
         "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/table2.log",
     shell:
         "python -m lipsim table2 --attacks {input.attacks} --teacher {params.teacher} "
-        "--out-prefix {params.prefix} > {log} 2>&1"
+        "{params.scaling} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule table_retrieval:
@@ -55,32 +64,35 @@ rule table_retrieval:
         report_outputs("tables", "retrieval"),
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
+        scaling=EPS_SCALING,
     conda:
         "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/table_retrieval.log",
     shell:
-        "python -m lipsim table-retrieval --inputs {input} --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim table-retrieval --inputs {input} {params.scaling} "
+        "--out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule fig3a:
+    # Natural bars from the attack files' clean scores: the same triplets as the attacked bars
+    # (attacks.max_triplets may attack a subset of the test set), as in Table 2.
     input:
-        evals=expand(f"{R}/eval/{{metric}}.parquet", metric=FIG3A_METRICS),
         attacks=fig3a_attack_files(),
     output:
         report_outputs("figures", "fig3a"),
     params:
-        evals=" ".join(f"{m}={R}/eval/{m}.parquet" for m in FIG3A_METRICS),
         attacks=" ".join(f"{m}={f}" for m, f in zip(FIG3A_METRICS, fig3a_attack_files())),
         eps=fmt(config["attacks"]["fig3a_eps"]),
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
+        scaling=EPS_SCALING,
     conda:
         "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/fig3a.log",
     shell:
-        "python -m lipsim fig3a --eval {params.evals} --attacks {params.attacks} --norm L2 "
-        "--eps {params.eps} --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim fig3a --attacks {params.attacks} --norm L2 "
+        "--eps {params.eps} {params.scaling} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule fig3b:
