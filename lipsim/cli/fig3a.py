@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--eps",
         type=float,
         default=None,
-        help="attack radius for the label, in image units (0.0157 reads as 4/255 for Linf; "
-        "default: from the attack files)",
+        help="attack radius for the label, in image units as configured (an l2 radius is "
+        "scaled by --image-size / --eps-reference-size when both are given; default: from "
+        "the attack files)",
     )
     p.add_argument(
         "--image-size",
