@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from lipsim.data import atomic_dir
+from lipsim.data.night import COLUMNS as NIGHT_COLUMNS
 
 __all__ = ["DISTORTIONS", "make_image_folder", "make_night", "procedural_image"]
 
@@ -261,20 +262,7 @@ def make_night(
             )
         with open(tmp / "data.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(
-                [
-                    "id",
-                    "left_vote",
-                    "right_vote",
-                    "votes",
-                    "ref_path",
-                    "left_path",
-                    "right_path",
-                    "split",
-                    "is_imagenet",
-                    "prompt",
-                ]
-            )
+            writer.writerow(NIGHT_COLUMNS)  # the header NIGHT's data.csv has
             writer.writerows(rows)
     return out
 
