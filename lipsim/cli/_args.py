@@ -73,3 +73,21 @@ def summary(doc: str | None) -> str:
 def module_doc(path: str | Path) -> str | None:
     """A module's docstring without importing it (`lipsim --help` stays fast: no torch)."""
     return ast.get_docstring(ast.parse(Path(path).read_text()))
+
+
+def add_scaled_radius_options(p: argparse.ArgumentParser) -> None:
+    """--image-size / --eps-reference-size: label radii scaled to the image size with the
+    radius they stand for at the reference size (lipsim.radius)."""
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="image size the attacks ran at (needed by --eps-reference-size)",
+    )
+    p.add_argument(
+        "--eps-reference-size",
+        type=int,
+        default=None,
+        help="image size the configured l2 radii are meant at "
+        "(attacks.eps_reference_size; labels show both radii)",
+    )

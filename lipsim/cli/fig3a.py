@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from lipsim.cli._args import parser
+from lipsim.cli._args import add_scaled_radius_options, parser
 from lipsim.reporting import parse_assignments, report_errors
 
 
@@ -53,19 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "scaled by --image-size / --eps-reference-size when both are given; default: from "
         "the attack files)",
     )
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="image size the attacks ran at (needed by --eps-reference-size)",
-    )
-    p.add_argument(
-        "--eps-reference-size",
-        type=int,
-        default=None,
-        help="image size the configured l2 radius is meant at "
-        "(attacks.eps_reference_size; the label shows both radii)",
-    )
+    add_scaled_radius_options(p)
     p.add_argument("--out-prefix", required=True, help="e.g. R/figures/fig3a")
     return p
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from lipsim.cli._args import parser
+from lipsim.cli._args import add_scaled_radius_options, parser
 from lipsim.reporting import report_errors
 from lipsim.reporting.reference import add_reference_options, reference_from_args
 
@@ -38,19 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="teacher of the LipSim models: reference LipSim rows are compared only when "
         "their teacher is this one (default: none; LipSim rows get no paper values)",
     )
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="image size the attacks ran at (needed by --eps-reference-size)",
-    )
-    p.add_argument(
-        "--eps-reference-size",
-        type=int,
-        default=None,
-        help="image size the configured l2 radii are meant at "
-        "(attacks.eps_reference_size; labels show both radii)",
-    )
+    add_scaled_radius_options(p)
     add_reference_options(p)
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/table2")
     return p

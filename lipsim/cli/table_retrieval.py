@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from lipsim.cli._args import parser
+from lipsim.cli._args import add_scaled_radius_options, parser
 from lipsim.reporting import report_errors
 
 
@@ -25,18 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="retrieval outputs (columns metric, eps, k, recall)",
     )
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="image size the queries were attacked at (needed by --eps-reference-size)",
-    )
-    p.add_argument(
-        "--eps-reference-size",
-        type=int,
-        default=None,
-        help="image size the configured radii are meant at (attacks.eps_reference_size)",
-    )
+    add_scaled_radius_options(p)
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/retrieval")
     return p
 
