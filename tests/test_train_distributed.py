@@ -169,12 +169,18 @@ def test_ddp_two_processes_equal_one_process_double_batch(tmp_path):
     # Both runs finished (4 steps, see metrics below) and left no resume checkpoint behind.
     assert list_checkpoints(tmp_path / "w1") == list_checkpoints(tmp_path / "w2") == []
     s1, s2 = net1.state_dict(), net2.state_dict()
-    for k in s1:
-        torch.testing.assert_close(s2[k], s1[k], rtol=1e-4, atol=1e-5, msg=f"tensor {k} differs")
-    # Training moved the weights (the comparison is not between two untouched models).
     torch.manual_seed(0)
     init = build_model("tiny", 32, 64).state_dict()
+    # Training moved the weights (the comparison is not between two untouched models).
     assert max(float((s1[k] - init[k]).abs().max()) for k in s1) > 1e-3
+    # Compared relative to how far training moved each tensor, not elementwise: Adam's first
+    # steps divide by |g|, so float roundoff in a near-zero gradient component (the two runs sum
+    # the batch in a different order) moves that one element by a visible share of lr. Measured
+    # ratios are below 1e-4; a rank stepping on its own half-batch gradient moves whole tensors.
+    for k in s1:
+        moved = float((s1[k] - init[k]).norm())
+        ratio = float((s2[k] - s1[k]).norm()) / max(moved, 1e-12)
+        assert ratio < 1e-3, f"tensor {k} differs: |two - one| = {ratio:.2e} x |one - init|"
     m1 = pd.read_csv(tmp_path / "w1" / "metrics.csv")
     m2 = pd.read_csv(tmp_path / "w2" / "metrics.csv")
     assert list(m1["step"]) == list(m2["step"]) == [1, 2, 3, 4]
