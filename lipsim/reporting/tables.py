@@ -16,6 +16,7 @@ import pandas as pd
 
 from lipsim import atomic
 from lipsim.certify import certified_scores, unsound_share
+from lipsim.eps import convert_eps
 from lipsim.radius import reference_eps, scaled_note
 from lipsim.reporting import (
     ReportingError,
@@ -129,10 +130,9 @@ def table1(
                     f"--certify {key}: {path} has no {score_col!r} column "
                     f"(needed for --scoring {scoring}); rerun certify"
                 )
-            sound = certified_scores(part, [e / 255 for e in eps], score=score_col)
-            theirs = certified_scores(
-                part, [e / 255 for e in eps], radius="radius_authors", score=score_col
-            )
+            radii = [convert_eps(e, to="image") for e in eps]
+            sound = certified_scores(part, radii, score=score_col)
+            theirs = certified_scores(part, radii, radius="radius_authors", score=score_col)
             row = {
                 "model": model,
                 "teacher": row_teacher,
@@ -141,10 +141,10 @@ def table1(
                 "metric": metric,
                 "natural": sound["natural"]["test"],
             }
-            for c, a, u, e in zip(cert_cols, auth_cols, unsound_cols, eps, strict=True):
-                row[c] = sound["certified"][e / 255]["test"]
-                row[a] = theirs["certified"][e / 255]["test"]
-                row[u] = unsound_share(part, e / 255)["test"]
+            for c, a, u, r in zip(cert_cols, auth_cols, unsound_cols, radii, strict=True):
+                row[c] = sound["certified"][r]["test"]
+                row[a] = theirs["certified"][r]["test"]
+                row[u] = unsound_share(part, r)["test"]
             row.update(
                 n_test=len(test),
                 half_votes=_convention(part, "half_votes"),
