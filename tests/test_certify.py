@@ -176,9 +176,11 @@ def test_certify_triplets_and_scores_in_memory():
     assert set(df["metric"]) == {"ball"}
     assert df["id"].tolist() == ids.tolist() and len(df) == 12
     np.testing.assert_allclose(df["score"], twoafc(df["d0"], df["d1"], df["p"]))
+    # The net runs in float32 and its sums differ with batch size (5 here, 12 there):
+    # embeddings agree to ~1e-7 * ||f||, so a radius near 0 agrees only absolutely.
     np.testing.assert_allclose(
-        df["radius"], metric.certified_radius(ref, x0, x1).numpy(), rtol=1e-4
-    )  # float32 sums differ slightly with batch size
+        df["radius"], metric.certified_radius(ref, x0, x1).numpy(), rtol=1e-4, atol=1e-6
+    )
 
     s = certified_scores(df, [0.0, 0.01, 1.0])
     nat = s["natural"]

@@ -213,7 +213,7 @@ def test_416_loop_fails_at_once(server, tmp_path):
 
 
 @pytest.mark.network  # the loopback server
-@pytest.mark.parametrize("status", [401, 403, 410, 451])
+@pytest.mark.parametrize("status", [401, 403, 410, 425, 451])
 def test_permanent_4xx_fails_at_once_with_url_and_status(server, tmp_path, status):
     server.files["/f.bin"] = b"x"
     server.behave("/f.bin", fail_status=[status] * 5)

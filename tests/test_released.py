@@ -5,6 +5,7 @@ record in the manifest, and a released.yaml DAG without any training job."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pytest
+import torch
 from loopback_server import LoopbackServer
 
 from lipsim.data.download import DownloadError
@@ -91,8 +93,10 @@ class DriveServer(LoopbackServer):
 
 @pytest.fixture(scope="module")
 def payload() -> bytes:
-    # A torch.save file starts with a zip header; what follows does not matter here.
-    return b"PK\x03\x04" + os.urandom(700_000)
+    # A real torch.save file (a zip), big enough for drops and resumes to matter.
+    buf = io.BytesIO()
+    torch.save({"model_state_dict": {"w": torch.randn(175_000)}}, buf)
+    return buf.getvalue()
 
 
 @pytest.mark.parametrize("page", ["form", "link", "direct"])
@@ -140,7 +144,7 @@ def test_wrong_size_hash_or_page_fails_clearly(payload, tmp_path):
         with pytest.raises(
             DownloadError,
             match=r"download failed: http://127.0.0.1:\d+/download"
-            r"\?id=abc.* but announced 701004",
+            rf"\?id=abc.* but announced {len(payload) + 1000}",
         ):
             fetch_drive("abc", tmp_path / "short.pth", base=base, **FAST)
         assert not (tmp_path / "short.pth").exists()
@@ -156,9 +160,12 @@ def test_wrong_size_hash_or_page_fails_clearly(payload, tmp_path):
         ):
             fetch_drive("xyz", tmp_path / "quota.pth", base=base, **FAST)
         srv.page, srv.uuid = "form", "u-stale"  # the confirmed URL answers the page again
-        with pytest.raises(DownloadError, match="sent an HTML page instead of the file"):
+        with pytest.raises(
+            DownloadError, match=r"uuid=u-stale: .*HTML page.*not a torch checkpoint"
+        ):
             fetch_drive("abc", tmp_path / "html.pth", base=base, **FAST)
-        assert not (tmp_path / "html.pth").exists()
+        # Refused before the final name: no checkpoint-named page, no .part to resume.
+        assert not list(tmp_path.glob("html.pth*"))
         # The command: one `error:` line naming the URL, exit 1, no traceback.
         srv.uuid = UUID
         proc = subprocess.run(
@@ -189,6 +196,16 @@ def test_wrong_size_hash_or_page_fails_clearly(payload, tmp_path):
         f"lipsim fetch-released: error: download failed: {base}?id=abc"
     ), proc.stderr
     assert not (tmp_path / "cli.pth").exists() and not (tmp_path / "cli.json").exists()
+
+
+@pytest.mark.parametrize(
+    "body", [b"PK\x03\x04" + bytes(5000), b"GIF89a" + bytes(5000)], ids=["broken-zip", "gif"]
+)
+def test_a_body_that_is_not_a_checkpoint_never_gets_the_name(body, tmp_path):
+    with DriveServer({"abc": body}) as srv:
+        with pytest.raises(DownloadError, match=r"id=abc.*not a torch checkpoint"):
+            fetch_drive("abc", tmp_path / "ckpt.pth", base=f"{srv.url}/download", **FAST)
+    assert not list(tmp_path.glob("ckpt.pth*"))
 
 
 def _snakemake(

@@ -75,7 +75,7 @@ CHUNKS = schema_default("night.download.chunks")
 MANIFEST_NAME = ".night-complete.json"
 CHUNK = 1 << 20  # 1 MiB: streaming buffer for network, hashing and extraction
 # Transient answers (retried with backoff); any other 4xx is permanent and fails at once.
-_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # Default stall rule: an attempt averaging under MIN_RATE bytes/s over STALL_TIME s is dropped.
 MIN_RATE = float(schema_default("night.download.min_rate"))
 STALL_TIME = float(schema_default("night.download.stall_time"))
@@ -145,12 +145,12 @@ def fetch(
 
     A body is complete only when its byte count equals the size the server announced
     (Content-Length / Content-Range total, remembered across runs in `dest.part.json`) and,
-    with `expect` ("zip", "tar", "night-csv"), its content is what it must be (an HTML page
+    with `expect` ("zip", "tar", "night-csv", "torch"), its content is what it must be (an HTML page
     never is). An attempt whose average rate stays below `min_rate` bytes/s for `stall_time`
     seconds is abandoned (curl's --speed-limit / --speed-time; min_rate 0 disables it).
 
     Raises DownloadError after `retries` consecutive attempts without progress, at once on a
-    4xx answer (other than 408/425/429), a redirect loop, a bad URL, content that is not what
+    4xx answer (other than 408/429), a redirect loop, a bad URL, content that is not what
     `expect` says, a server that contradicts itself twice about the file's size, or a sha256
     mismatch of a complete file that a second full download confirms. On error nothing is at
     `dest`; the `.part` is kept for a later resume unless its content is known to be wrong.
@@ -405,7 +405,12 @@ def _read_sidecar(sidecar: Path, url: str) -> dict:
 
 
 _HTML = re.compile(rb"^\s*(<!doctype\s+html|<html|<head|<body)", re.IGNORECASE)
-_WHAT = {"zip": "a zip archive", "tar": "a tar archive", "night-csv": "NIGHT's data.csv"}
+_WHAT = {
+    "zip": "a zip archive",
+    "tar": "a tar archive",
+    "night-csv": "NIGHT's data.csv",
+    "torch": "a torch checkpoint",
+}
 
 
 def _refuse_html_type(url: str, resp, expect: str | None) -> None:
@@ -469,10 +474,28 @@ def _check_night_csv(path: Path) -> str | None:
     return None
 
 
+def _check_torch_file(path: Path) -> str | None:
+    import zipfile
+
+    if html := _not_html(path, _WHAT["torch"]):
+        return html
+    head = _head(path, 8)
+    if head.startswith(b"\x80"):  # torch's legacy format: a pickle (protocol >= 2)
+        return None
+    if not head.startswith(b"PK\x03\x04"):
+        return f"not a torch checkpoint (starts with {head!r}; torch.save writes a zip)"
+    try:
+        zipfile.ZipFile(path).close()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"not a torch checkpoint: it does not open as torch.save's zip: {exc}"
+    return None
+
+
 _EXPECT: dict[str, Callable[[Path], str | None]] = {
     "zip": _check_zip_file,
     "tar": _check_tar_file,
     "night-csv": _check_night_csv,
+    "torch": _check_torch_file,
 }
 
 

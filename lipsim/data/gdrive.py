@@ -20,13 +20,12 @@ from urllib.parse import urlencode, urljoin
 
 import requests
 
-from lipsim.data.download import DownloadError, FetchResult, fetch
+from lipsim.data.download import _RETRY_STATUS, DownloadError, FetchResult, fetch
 
 __all__ = ["DRIVE_DOWNLOAD_URL", "confirmed_url", "drive_url", "fetch_drive"]
 
 DRIVE_DOWNLOAD_URL = "https://drive.usercontent.google.com/download"
 _PAGE_LIMIT = 1 << 20  # a confirmation page is a few kB; never read a large body into memory
-_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
 def drive_url(file_id: str, base: str = DRIVE_DOWNLOAD_URL) -> str:
@@ -130,11 +129,13 @@ def fetch_drive(
     timeout: float = 60.0,
     backoff: float = 1.0,
     progress: bool = True,
+    expect: str | None = "torch",
 ) -> FetchResult:
     """Download Drive file `file_id` to `dest` (resumable via `dest.part`, verified).
 
     Raises DownloadError naming the URL when the page offers no download, the transfer fails
-    for good, the sha256 differs, or what arrived is an HTML page rather than the file.
+    for good, the sha256 differs, or what arrived is not what `expect` says (fetch's content
+    check, before the file gets its final name: an HTML page never passes for a checkpoint).
     """
     url = drive_url(file_id, base)
     with requests.Session() as session:
@@ -150,13 +151,6 @@ def fetch_drive(
             session=session,
             progress=progress,
             backoff=backoff,
-        )
-    with open(res.path, "rb") as fh:
-        head = fh.read(512).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")):
-        res.path.unlink()  # an error page saved as the file must not look like a checkpoint
-        raise DownloadError(
-            f"download failed: {url}: Google Drive sent an HTML page instead "
-            f"of the file (via {target}); try later, or download it in a browser"
+            expect=expect,
         )
     return res
