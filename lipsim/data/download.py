@@ -475,19 +475,12 @@ def _check_night_csv(path: Path) -> str | None:
 
 
 def _check_torch_file(path: Path) -> str | None:
-    import zipfile
-
     if html := _not_html(path, _WHAT["torch"]):
         return html
-    head = _head(path, 8)
-    if head.startswith(b"\x80"):  # torch's legacy format: a pickle (protocol >= 2)
+    if _head(path, 1) == b"\x80":  # torch's legacy format: a pickle (protocol >= 2)
         return None
-    if not head.startswith(b"PK\x03\x04"):
-        return f"not a torch checkpoint (starts with {head!r}; torch.save writes a zip)"
-    try:
-        zipfile.ZipFile(path).close()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        return f"not a torch checkpoint: it does not open as torch.save's zip: {exc}"
+    if why := _check_zip_file(path):
+        return f"not a torch checkpoint (torch.save writes a zip): {why}"
     return None
 
 
