@@ -74,9 +74,12 @@ RESOURCES = {
 
 # ---- the DAG ------------------------------------------------------------------------------
 def dag_jobs(config: Path) -> list[tuple[str, dict, str]]:
-    """(lipsim step, {option: [values]}, launcher prefix) of every job of the dry run."""
+    """(lipsim step, {option: [values]}, launcher prefix) of every job of the DAG.
+
+    --forceall: the cost of the whole run, whatever outputs this checkout already holds."""
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-p", "-c1", "--configfile", str(config)],
+        [sys.executable, "-m", "snakemake", "-n", "-p", "-c1", "--forceall"]
+        + ["--configfile", str(config)],
         cwd=ROOT,
         capture_output=True,
         text=True,
