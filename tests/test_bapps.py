@@ -89,6 +89,7 @@ def test_loader_table_and_batches(bapps):
     assert torch.allclose(p, torch.tensor(df["p"].to_numpy()[:4], dtype=torch.float32))
 
 
+@pytest.mark.slow
 def test_checker_and_loader_name_the_broken_file(bapps, tmp_path):
     problems, counts = check_bapps(bapps)
     assert problems == [] and counts == {c: N for c in CATEGORIES}
@@ -199,6 +200,7 @@ def test_download_fetches_extracts_and_checks(bapps, tmp_path):
         assert not (tmp_path / "data" / "b3").exists()
 
 
+@pytest.mark.slow
 def test_scores_per_category_and_certified_never_above_natural(bapps, tmp_path):
     torch.manual_seed(0)
     net = build_model("tiny", image_size=32, emb_dim=64)

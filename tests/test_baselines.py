@@ -113,6 +113,7 @@ def test_lpips_loads_torchvision_alexnet_from_weights_dir(tmp_path, monkeypatch)
     torch.testing.assert_close(m.net.lin0.model[1].weight, ref.lin0.model[1].weight)
 
 
+@pytest.mark.slow
 def test_dists_is_the_dists_pytorch_model_with_its_shipped_alpha_beta(tmp_path, monkeypatch):
     import DISTS_pytorch
     from torchvision.models import vgg16

@@ -437,6 +437,7 @@ def test_cosine_sound_radius_is_tight_and_the_authors_radius_is_not_sound_inside
     assert torch.all(far["radius"] >= far["radius_authors"])
 
 
+@pytest.mark.slow
 def test_pgd_finds_flips_inside_the_authors_radius_on_a_real_net():
     """The authors' radius certifies triplets that an attack flips, where ||f(ref)|| < 1."""
     metric = _metric()

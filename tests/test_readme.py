@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from lipsim.models import build_model, save_checkpoint
@@ -14,6 +15,7 @@ from lipsim.models import build_model, save_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_readme_metric_example_runs(tmp_path, make_night_dir):
     code = re.search(
         r"## Using the metric.*?```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S

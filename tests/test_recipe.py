@@ -515,6 +515,7 @@ def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
 
 
+@pytest.mark.slow
 def test_paper_dry_run_passes_the_authors_recipe(tmp_path):
     shutil.copytree(REPO / "config", tmp_path / "config")
     proc = _snakemake(

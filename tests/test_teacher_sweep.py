@@ -142,6 +142,7 @@ def test_one_teacher_form_is_unchanged(work):
     assert outputs(jobs, "cache_list") == [f"{T}/cache/demo/images.parquet"]
 
 
+@pytest.mark.slow
 def test_paper_profile_lists_teacher_x_margin_chains(work):
     # The cluster profile reads config/paper.yaml relative to the working directory.
     proc = snakemake(work, "-n", "--profile", str(ROOT / "workflow/profiles/slurm"), configfiles=())

@@ -87,6 +87,7 @@ def test_dreamsim_ensemble_matches_dreamsim_perceptual_model(monkeypatch, tmp_pa
     torch.testing.assert_close(clip_ours, clip_theirs, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_dreamsim_weight_files_and_lora_are_applied(tmp_path):
     """Write weights in DreamSim's file formats (backbone .pth.tar with proj, a peft LoRA
     folder), load them through the registry, and compare with the LoRA model itself."""
