@@ -16,6 +16,7 @@ Released checkpoints (the authors' layout) are converted by lipsim.models.releas
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import torch
@@ -146,10 +147,9 @@ def read_torch_file(path, map_location="cpu", safe_globals=()):
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: no such checkpoint file") from exc
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: refused: the file holds Python objects that safe "
-            f"(weights_only) loading does not allow, or is corrupt ({first})"
+            f"(weights_only) loading does not allow, or is corrupt ({_unpickling_reason(exc)})"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - torch reports a bad file in many ways
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -157,6 +157,18 @@ def read_torch_file(path, map_location="cpu", safe_globals=()):
             f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
             f"{type(exc).__name__}: {first}"
         ) from exc
+
+
+def _unpickling_reason(exc: Exception) -> str:
+    """torch's specific reason ("Unsupported operand 103", "unsupported GLOBAL posix.system"),
+    without its boilerplate: that suggests weights_only=False, which would run the file's code."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    keep = [
+        re.sub(r"^Please file an issue .*? use case: ", "", ln)
+        for ln in lines
+        if not ln.startswith(("Weights only load failed", "Check the documentation"))
+    ]
+    return " ".join(keep) or type(exc).__name__
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[LipSimNet, dict]:
