@@ -42,8 +42,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check lipsim tests benchmarks
-	$(BIN)/ruff format --check lipsim tests benchmarks
+	$(BIN)/ruff check lipsim tests benchmarks envs
+	$(BIN)/ruff format --check lipsim tests benchmarks envs
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/paper.yaml
 

@@ -27,8 +27,11 @@ dependencies:
 
 
 def render(lock: Path = HERE / "requirements.lock") -> str:
-    pins = [ln.strip() for ln in lock.read_text().splitlines()
-            if ln.strip() and not ln.lstrip().startswith("#")]
+    pins = [
+        ln.strip()
+        for ln in lock.read_text().splitlines()
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     # setuptools builds the package in the post-deploy step (pip freeze leaves it out).
     if not any(p.lower().startswith("setuptools") for p in pins):
         pins.append("setuptools>=68")

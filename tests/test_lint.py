@@ -28,7 +28,7 @@ def test_ruff_is_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     assert ruff, "ruff is pinned in envs/requirements.lock and installed by `make`"
     proc = subprocess.run(
-        [ruff, "check", "lipsim", "tests", "benchmarks"],
+        [ruff, "check", "lipsim", "tests", "benchmarks", "envs"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -43,12 +43,12 @@ def test_ruff_format_is_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     assert ruff, "ruff is pinned in envs/requirements.lock and installed by `make`"
     proc = subprocess.run(
-        [ruff, "format", "--check", "lipsim", "tests", "benchmarks"],
+        [ruff, "format", "--check", "lipsim", "tests", "benchmarks", "envs"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 0, (
-        f"run `ruff format lipsim tests benchmarks`:\n{proc.stdout[-3000:]}"
+        f"run `ruff format lipsim tests benchmarks envs`:\n{proc.stdout[-3000:]}"
     )
