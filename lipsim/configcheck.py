@@ -1,4 +1,5 @@
-"""Validate a pipeline config against workflow/schemas/config.schema.yaml.
+"""Validate a pipeline config against the config schema (package data:
+lipsim/resources/config.schema.yaml; workflow/schemas/config.schema.yaml is the same file).
 
 snakemake.utils.validate stops at the first error and prints a schema dump; users of a long
 pipeline want every mistake at once, each named by its key path, before any job starts.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +25,16 @@ class ConfigError(LipSimError, ValueError):
     """The configuration is invalid; the message lists every problem by key path."""
 
 
-# The schema lives with the workflow; the package is installed from the checkout (editable:
-# `make venv`, and the conda env's post-deploy script), so it is found relative to it.
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+# The schema ships inside the package (in the checkout, lipsim/resources/ links to the
+# workflow's copy; a wheel holds the file itself), so an installed lipsim finds it anywhere.
+# Nothing reads it at import time: defaults are looked up when a caller asks.
+SCHEMA_PATH = Path(str(importlib.resources.files("lipsim") / "resources" / "config.schema.yaml"))
 
 
 @functools.cache
 def _schema(path: str) -> dict[str, Any]:
     if not Path(path).is_file():
-        raise ConfigError(f"config schema not found: {path} (lipsim must run from its checkout)")
+        raise ConfigError(f"config schema not found: {path} (a broken lipsim installation)")
     return yaml.safe_load(Path(path).read_text())
 
 
