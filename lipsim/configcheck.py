@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.resources
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,39 @@ def schema_default(key: str, schema: dict[str, Any] | None = None) -> Any:
     if "default" not in node:
         raise ConfigError(f"config key {key!r} has no default in the schema")
     return copy.deepcopy(node["default"])
+
+
+class FromSchema:
+    """A parameter default that stands for the schema's default of `key`, looked up when the
+    function is called (`with_schema_defaults`), so importing a module reads no schema."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __repr__(self) -> str:  # shows in help() and inspect.signature
+        return f"<schema default of {self.key}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FromSchema) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+def with_schema_defaults(func):
+    """Resolve the FromSchema defaults of `func` at call time (arguments passed win)."""
+    sig = inspect.signature(func)
+    lazy = {n: p.default for n, p in sig.parameters.items() if isinstance(p.default, FromSchema)}
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        bound = sig.bind_partial(*args, **kwargs)
+        for name, default in lazy.items():
+            if name not in bound.arguments:
+                kwargs[name] = schema_default(default.key)
+        return func(*args, **kwargs)
+
+    return wrapper
 
 
 def _with_defaults(cls):

@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 from lipsim import embcache
-from lipsim.configcheck import schema_default
+from lipsim.configcheck import FromSchema, schema_default
 from lipsim.data import download, folders, night
 from lipsim.data.extract import MAX_RATIO
 
@@ -42,7 +42,19 @@ PARAMETERS = [
 def test_library_default_is_the_schema_default(func, param, key):
     default = inspect.signature(func).parameters[param].default
     assert default is not inspect.Parameter.empty, f"{func.__name__}({param}) has no default"
+    if isinstance(default, FromSchema):  # looked up at call time (no schema read at import)
+        assert default.key == key, (func.__name__, param, key)
+        return
     assert default == schema_default(key), (func.__name__, param, key)
+
+
+def test_schema_defaults_resolve_at_call_time(tmp_path):
+    # An ImageNet folder of 2 classes: the schema's default (1000) is what the check expects.
+    for cls in ("n01", "n02"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+    report = folders.check_imagenet(tmp_path, decode=False)
+    assert report.expected_classes == schema_default("imagenet.expect_classes")
+    assert folders.check_imagenet(tmp_path, 2, decode=False).expected_classes == 2
 
 
 def test_module_constants_are_the_schema_defaults():

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from lipsim.configcheck import schema_default
+from lipsim.configcheck import FromSchema, with_schema_defaults
 
 __all__ = ["IMAGE_SUFFIXES", "FolderReport", "check_image_folder", "check_imagenet", "HOW_TO_GET"]
 
@@ -77,9 +77,10 @@ def _decode_all(paths: list[Path], report: FolderReport, decode: bool) -> None:
             report.unreadable.append(f"{path}: {exc}")
 
 
+@with_schema_defaults
 def check_imagenet(
     root: str | os.PathLike,
-    expect_classes: int | None = schema_default("imagenet.expect_classes"),
+    expect_classes: int | None = FromSchema("imagenet.expect_classes"),
     *,
     decode: bool = True,
 ) -> FolderReport:
