@@ -35,7 +35,7 @@ SCHEMA_PATH = Path(str(importlib.resources.files("lipsim") / "resources" / "conf
 @functools.cache
 def _schema(path: str) -> dict[str, Any]:
     if not Path(path).is_file():
-        raise ConfigError(f"config schema not found: {path} (a broken lipsim installation)")
+        raise ConfigError(f"config schema not found: {path}")
     return yaml.safe_load(Path(path).read_text())
 
 
