@@ -61,8 +61,8 @@ def test_every_card_is_complete_and_unknown_names_fail_in_one_line():
         metric_card("nope")
     with pytest.raises(LipSimError, match="unknown registry kind"):
         names("teachers")
-    with pytest.raises(LipSimError, match="unknown attack 'fgsm'; known: autoattack, pgd"):
-        registry.builder("attack", "fgsm")
+    with pytest.raises(LipSimError, match="unknown attack 'nope'; known: autoattack, "):
+        registry.builder("attack", "nope")
 
 
 def test_every_teacher_baseline_and_attack_has_its_builder():
@@ -187,7 +187,8 @@ def test_attack_cards_are_the_cli_choices_the_wildcard_and_the_grid():
         assert card.name in ap_help and card.description.split(" (")[0] in ap_help
     from lipsim.reporting import attack_label
 
-    assert [attack_label(n) for n in ATTACKS_TABLE] == ["AutoAttack", "PGD"]
+    assert [attack_label(n) for n in ATTACKS_TABLE] == [c.display for c in ATTACKS_TABLE.values()]
+    assert (attack_label("pgd"), attack_label("autoattack")) == ("PGD", "AutoAttack")
     # The workflow spells no attack name list: the wildcard and the grid are the registry's.
     smk = (ROOT / "workflow" / "Snakefile").read_text()
     assert "attack=ATTACK_RE," in smk and "autoattack|pgd" not in smk
