@@ -31,7 +31,8 @@
    distill      epochs x images x 2 views x train_fwdbwd; wall time = device-hours / processes
    finetune     epochs x train triplets x 3 images x train_fwdbwd
    certify      test triplets x 3 img_fwd;  evaluate: test triplets x (3 img_fwd or 1 row_fwd)
-   attack       per triplet: 2 img_fwd (x0/x1) + 2 row_fwd (clean checks), and
+   attack       per triplet: 2 img_fwd (x0/x1) + 2 row_fwd (clean checks), and the passes
+                the attack's registry entry counts (lipsim.attacks.run, `passes`):
                 AutoAttack: APGD iters x restarts row_fwdbwd + share x (FAB iters x (row_fwdbwd +
                 row_fwd) + Square queries x row_fwd) -- share = --robust-share, the triplets
                 still unbroken when FAB and Square run (1.0: the upper bound of a robust model);
@@ -191,7 +192,7 @@ class Costs:
 
     def model(self, name: str):
         if name not in self.models:
-            from lipsim.baselines import build_metric
+            from lipsim.factory import build_metric
             from lipsim.metric import load
 
             if name == "lipsim":
@@ -276,13 +277,14 @@ class Costs:
 
 
 def _metric_name(spec: str) -> str:
-    # lipsim:PATH, lipsim-cosine:PATH, lipsim-ball:PATH (lipsim.registry.build_metric)
+    # lipsim:PATH, lipsim-cosine:PATH, lipsim-ball:PATH (lipsim.factory.build_metric)
     return "lipsim" if spec.split(":", 1)[0] in ("lipsim", "lipsim-cosine", "lipsim-ball") else spec
 
 
 # ---- work per job -------------------------------------------------------------------------
 def job_seconds(step, o, prefix, costs: Costs, sizes: dict, args) -> float:
-    from lipsim.attacks import AutoAttackConfig
+    from lipsim.attacks import AttackSpec, AutoAttackConfig
+    from lipsim.registry import builder
 
     c = costs.get
     if step == "cache-fill":
@@ -321,22 +323,20 @@ def job_seconds(step, o, prefix, costs: Costs, sizes: dict, args) -> float:
         pair = (
             2 * c(name, "img_fwd", b) if getattr(costs.model(name), "has_embedding", False) else 0.0
         )
-        per = pair + 2 * fwd
-        if _one(o, "attack") == "autoattack":
-            scale = _one(o, "eps-scale", float, 1.0)
-            aa = AutoAttackConfig.from_budget(
-                _one(o, "budget"), _one(o, "norm"), _one(o, "eps", float) / scale
-            )
-            per += aa.apgd_iters * aa.apgd_restarts * fwdbwd
-            later = 0.0
-            if "fab-t" in aa.attacks:
-                later += aa.fab_iters * (fwdbwd + fwd)
-            if "square" in aa.attacks:
-                later += aa.square_queries * fwd
-            per += args.robust_share * later
-        else:
-            per += _one(o, "steps", int) * _one(o, "restarts", int, 1) * fwdbwd
-        return n * per
+        # The attack's own count of adapter passes per triplet (its registry entry).
+        kind, norm = _one(o, "attack"), _one(o, "norm")
+        eps = _one(o, "eps", float) / _one(o, "eps-scale", float, 1.0)
+        spec = AttackSpec(
+            kind,
+            norm,
+            eps,
+            # every job names a budget; an eps of 0 fails in the job itself for AutoAttack
+            autoattack=AutoAttackConfig.from_budget(_one(o, "budget"), norm, eps) if eps else None,
+            steps=_one(o, "steps", int),
+            restarts=_one(o, "restarts", int, 1),
+        )
+        grads, fwds = builder("attack", kind).passes(spec, args.robust_share)
+        return n * (pair + 2 * fwd + grads * fwdbwd + fwds * fwd)
     if step == "distances":
         b = args.attack_batch
         return _one(o, "n-images", int) * (
@@ -412,7 +412,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from lipsim.device import resolve_device
-    from lipsim.teachers import TEACHERS
+    from lipsim.registry import metric_card
 
     device = resolve_device(args.device)
     from lipsim.configcheck import validate_config
@@ -428,7 +428,7 @@ def main(argv=None) -> int:
     teacher = _one(distill, "teacher") if distill else cfg["teacher"]["name"]
     args.attack_batch = next((_one(o, "batch-size", int) for s, o, _ in jobs if s == "attack"), 1)
     sizes = data_sizes(cfg, args)
-    arch = {"preset": preset, "emb_dim": TEACHERS[teacher].emb_dim}
+    arch = {"preset": preset, "emb_dim": metric_card(teacher).emb_dim}
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"

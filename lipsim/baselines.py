@@ -8,14 +8,11 @@
   alpha / beta weights that ship in its wheel; its VGG16 trunk is torchvision's ImageNet
   checkpoint read from weights_dir/dists/ (DISTS_pytorch would download it at build time).
 
+Each is registered into lipsim.registry (`@register("baseline", name)`), where its card holds
+its display name and the files fetch-weights downloads; lipsim.factory.build_metric builds it.
 Nothing here downloads. Missing weights raise FileNotFoundError naming the file and the
-command that fetches it (`python -m lipsim fetch-weights --teacher NAME --weights-dir DIR`;
-`BASELINE_DOWNLOADS` lists what it must fetch, in the teachers' Download format).
+command that fetches it (`python -m lipsim fetch-weights --teacher NAME --weights-dir DIR`).
 `random_weights=True` builds the real architecture with seeded random weights (tests, demo).
-
-The registry of every metric (build_metric) is lipsim.registry, the 2AFC evaluation
-lipsim.evaluation and the shared metric options lipsim.cli._metric; their names are still
-importable from here for older callers.
 """
 
 from __future__ import annotations
@@ -32,24 +29,16 @@ import torch
 import torch.nn.functional as F
 
 from lipsim.checksum import sha256_file
-from lipsim.registry import BASELINE_NAMES, METRICS_TABLE
+from lipsim.registry import metric_card, register
 from lipsim.similarity import SimilarityMetric
 
-BASELINES = BASELINE_NAMES  # the registry's (lipsim.registry.METRICS_TABLE)
-# name -> ((url, file name in weights_dir/<name>/), ...): what fetch-weights must download,
-# read from the registry. DISTS's alpha / beta ship in the DISTS_pytorch wheel: only its VGG16
-# trunk is fetched; torchvision's file names carry the first 8 hex digits of the sha256.
-BASELINE_DOWNLOADS: dict[str, tuple[tuple[str, str], ...]] = {
-    name: tuple((d.url, d.name) for d in METRICS_TABLE[name].downloads)
-    for name in BASELINE_NAMES
-    if METRICS_TABLE[name].downloads
-}
-_ALEXNET = BASELINE_DOWNLOADS["lpips"][0]
-_VGG16 = BASELINE_DOWNLOADS["dists"][0]
 _SEED = 0  # random_weights: the architecture's weights are drawn from this seed
 
 
-def _weights_file(name: str, file: str, weights_dir) -> Path:
+def _weights_file(name: str, weights_dir) -> Path:
+    """The baseline's one downloaded file (its card's), in weights_dir/<name>/."""
+    (download,) = metric_card(name).downloads
+    file = download.name
     fetch = f"`python -m lipsim fetch-weights --teacher {name} --weights-dir DIR`"
     if weights_dir is None:
         raise FileNotFoundError(
@@ -126,7 +115,7 @@ class LPIPSMetric(_Resizing):
 
         self.image_size = image_size
         # Fail on missing weights before building anything.
-        trunk = None if random_weights else _weights_file("lpips", _ALEXNET[1], weights_dir)
+        trunk = None if random_weights else _weights_file("lpips", weights_dir)
         # pnet_rand=True: never let lpips/torchvision download the trunk; we load it below.
         # The linear layers (pretrained=True) are read from the lpips package itself.
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
@@ -191,7 +180,7 @@ class DISTS(_Resizing):
         self.image_size = image_size
         features = None
         if not random_weights:  # fail on missing weights before building anything
-            sd = _load_torchvision_checkpoint(_weights_file("dists", _VGG16[1], weights_dir))
+            sd = _load_torchvision_checkpoint(_weights_file("dists", weights_dir))
             features = {
                 k[len("features.") :]: v for k, v in sd.items() if k.startswith("features.")
             }
@@ -210,47 +199,22 @@ class DISTS(_Resizing):
         return d.reshape(a.shape[0])
 
 
-def build_baseline(
-    name: str, *, weights_dir=None, random_weights: bool = False, image_size: int | None = None
-) -> SimilarityMetric:
-    """Baseline `name` (one of BASELINES); see the module docstring."""
-    if name == "l2":
-        return PixelL2(image_size)
-    if name == "lpips":
-        return LPIPSMetric(
-            weights_dir=weights_dir, random_weights=random_weights, image_size=image_size
-        )
-    if name == "dists":
-        return DISTS(weights_dir=weights_dir, random_weights=random_weights, image_size=image_size)
-    raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+# The builders (lipsim.factory.build_metric passes every keyword; l2 has no weights).
+@register("baseline", "l2")
+def _build_l2(*, weights_dir=None, random_weights=False, image_size=None) -> PixelL2:
+    return PixelL2(image_size)
 
 
-# Moved by job (see the module docstring); still importable from here for older callers.
-_MOVED = {
-    "TEACHER_NAMES": "lipsim.registry",
-    "build_metric": "lipsim.registry",
-    "metric_names": "lipsim.registry",
-    "resolve_device": "lipsim.device",
-    "triplet_distances": "lipsim.evaluation",
-    "evaluate_triplets": "lipsim.evaluation",
-    "DEFAULT_IMAGE_SIZE": "lipsim.cli._metric",
-    "add_metric_args": "lipsim.cli._metric",
-    "metric_from_args": "lipsim.cli._metric",
-}
+@register("baseline", "lpips")
+def _build_lpips(*, weights_dir=None, random_weights=False, image_size=None) -> LPIPSMetric:
+    return LPIPSMetric(
+        weights_dir=weights_dir, random_weights=random_weights, image_size=image_size
+    )
 
 
-def __getattr__(name: str):
-    if name in _MOVED:  # imported lazily: lipsim.registry itself imports this module
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+@register("baseline", "dists")
+def _build_dists(*, weights_dir=None, random_weights=False, image_size=None) -> DISTS:
+    return DISTS(weights_dir=weights_dir, random_weights=random_weights, image_size=image_size)
 
 
-__all__ = [
-    "BASELINES",
-    "BASELINE_DOWNLOADS",
-    "DISTS",
-    "build_baseline",
-    "LPIPSMetric",
-    "PixelL2",
-    *_MOVED,
-]
+__all__ = ["DISTS", "LPIPSMetric", "PixelL2"]

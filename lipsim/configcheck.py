@@ -20,6 +20,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from lipsim.errors import LipSimError
+from lipsim.registry import ATTACKS_TABLE, comparison_metrics, names
 
 
 class ConfigError(LipSimError, ValueError):
@@ -36,7 +37,29 @@ SCHEMA_PATH = Path(str(importlib.resources.files("lipsim") / "resources" / "conf
 def _schema(path: str) -> dict[str, Any]:
     if not Path(path).is_file():
         raise ConfigError(f"config schema not found: {path}")
-    return yaml.safe_load(Path(path).read_text())
+    return _from_registry(yaml.safe_load(Path(path).read_text()))
+
+
+def _from_registry(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with what lipsim.registry declares filled in: the enums of teacher names
+    and of figure 3a's comparison metrics, and per attack the attacks.<attack>_l2_eps /
+    <attack>_linf_eps_255 radius lists the schema file does not declare (default: none)."""
+    schema["$defs"]["teacher_name"]["enum"] = names("teacher")
+    baselines = schema["properties"]["baselines"]["properties"]
+    baselines["metrics"]["items"]["enum"] = comparison_metrics()
+    attacks = schema["properties"]["attacks"]["properties"]
+    for card in ATTACKS_TABLE.values():
+        for norm, key in card.radius_keys.items():
+            unit = "image units" if norm == "L2" else "/255 units"
+            attacks.setdefault(
+                key,
+                {
+                    "$ref": "#/$defs/eps_list",
+                    "default": [],
+                    "description": f"{card.display} {norm} radii ({unit}).",
+                },
+            )
+    return schema
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -130,7 +153,7 @@ def key_path(error: jsonschema.ValidationError) -> str:
 
 def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
     """Fill defaults into `config` in place and raise ConfigError listing every problem."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     _coerce_cli_strings(config, schema, schema)
     cls = _with_defaults(Draft202012Validator)
     errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))

@@ -17,7 +17,7 @@ from pathlib import Path
 from lipsim.errors import LipSimError
 
 PREFIX = "released:"
-# What the released files are (method.md section 12): LipSim-DreamSim, small preset, 224 px.
+# What the released files are (docs/method.md section 12): LipSim-DreamSim, small preset, 224 px.
 RELEASED_ARCH = {"preset": "small", "image_size": 224, "emb_dim": 1792}
 RELEASED_TEACHER = "dreamsim_ensemble"
 
@@ -84,7 +84,7 @@ def released_checkpoint(
         stage="finetuned" if finetuned else "pretrained",
         margin=float(drive_key) if finetuned else None,
         teacher=RELEASED_TEACHER,
-        # The authors finetuned with their metric, 1 - cos (method.md section 11).
+        # The authors finetuned with their metric, 1 - cos (docs/method.md section 11).
         metric="cosine" if finetuned else None,
         optimizer_state=imp.optimizer_state,
         meta={"imported_from": str(raw), "drive_id": ids[drive_key], **imp.info},

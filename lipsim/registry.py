@@ -1,38 +1,37 @@
-"""The registry of every metric a command can name: one table of facts, and how to build each.
+"""The registry: one card per named metric and attack, and the builders registered for them.
 
     METRICS_TABLE["dreamsim_ensemble"].emb_dim        # 1792 (timm's pretrained_cfg, for metrics)
-    names("teacher"), names("baseline")                 # the schema's enums are tested against these
-    build_metric(spec, *, weights_dir=None, device="cpu", random_weights=False, image_size=None)
+    names("teacher"), names("baseline"), names("attack")
+    builder("teacher", "demo")(device="cpu")           # what lipsim.teachers.get_teacher calls
 
-The table (`METRICS_TABLE`, name -> MetricCard) holds, per metric: family (baseline, teacher,
-lipsim), display name, embedding size, input size, the weights it downloads (url, file, sha256
-or the digest prefix known in advance) and a description, in the paper's order (Figure 3a:
-pixel, CNN, single ViTs, the ensemble, then the demo teacher, then LipSim). Everything that
-needs one of these facts reads it here: the teachers (lipsim.teachers.TEACHERS), the baselines,
-fetch-weights, the workflow's rules (workflow/rules/common.smk) and reporting's labels and
-order; a test checks that the schema's enums list the same names.
+A card holds facts, no code: per metric (`METRICS_TABLE`, name -> MetricCard) its family
+(baseline, teacher, lipsim), display name, embedding size, input size, the weights it
+downloads (url, file, sha256 or the digest prefix known in advance) and a description, in the
+paper's order (Figure 3a: pixel, CNN, single ViTs, the ensemble, then the demo teachers, then
+LipSim); per attack (`ATTACKS_TABLE`) its display name and the config keys listing its radii.
+Every list of names is read here: the schema's enums (lipsim.configcheck fills them in), CLI
+choices and help, the workflow's attack wildcard and grid (workflow/rules/common.smk),
+fetch-weights, reporting's labels and order, and the cost model (benchmarks/bench_paper_cost.py).
 
-Specs understood by build_metric (docs/pipeline.md):
-- `lipsim:<checkpoint>`: a LipSim model (lipsim.metric.load; a preset name such as
-  `lipsim:tiny` builds seeded random weights) with the metric its checkpoint records;
-  `lipsim-cosine:<checkpoint>` / `lipsim-ball:<checkpoint>` choose the LipSim metric;
-- a teacher name (`demo`, `dreamsim_ensemble`, `dino_vitb16`, `clip_vitb32`,
-  `open_clip_vitb32`): lipsim.teachers.get_teacher;
-- a baseline (`l2`, `lpips`, `dists`): lipsim.baselines.
-
-Nothing here downloads; `random_weights=True` builds the real architecture with seeded random
-weights (tests, demo). image_size: for the baselines it becomes the metric's image_size (inputs
-of another size are resized, bicubic); teachers and LipSim models have their own and ignore it.
+Builders register themselves, as timm's models do: the module that builds a metric or runs an
+attack decorates its builder with `@register(kind, name)`. This module imports none of them
+(it imports nothing of the package but its errors); the packages that hold builders import
+their modules, one line each (lipsim.teachers, lipsim.attacks; lipsim.baselines is one
+module), and lipsim.factory.build_metric imports those packages. Adding a teacher or a
+baseline = its card here + its builder; adding an attack = its card here + its module + one
+import line in lipsim/attacks/__init__.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+from collections.abc import Callable
+from typing import Any
 
 from lipsim.errors import LipSimError
 
-FAMILIES = ("baseline", "teacher", "lipsim")
+FAMILIES = ("baseline", "teacher", "lipsim")  # the kinds of metric
+KINDS = (*FAMILIES, "attack")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +58,26 @@ class MetricCard:
     image_size: int | None  # input side the metric works at; None: any (baselines: option)
     downloads: tuple[Download, ...] = ()
     description: str = ""
-    in_paper: bool = True  # False: the demo teacher (no weights, not a paper metric)
+    in_paper: bool = True  # False: the demo teachers (no weights, not paper metrics)
 
     @property
     def needs_weights(self) -> bool:
         return bool(self.downloads)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackCard:
+    """The facts about one attack on the reference image of a 2AFC triplet."""
+
+    name: str  # `lipsim attack --attack NAME`; files R/attacks/{metric}/{name}-{norm}-{eps}
+    display: str  # label in tables and figures
+    description: str
+
+    @property
+    def radius_keys(self) -> dict[str, str]:
+        """norm -> the key of the config's attacks section listing this attack's radii (Table
+        2's grid; l2 in image units, linf in /255 units)."""
+        return {"L2": f"{self.name}_l2_eps", "Linf": f"{self.name}_linf_eps_255"}
 
 
 _ALEXNET = Download(
@@ -203,6 +217,16 @@ _CARDS = (
 )
 METRICS_TABLE: dict[str, MetricCard] = {card.name: card for card in _CARDS}
 
+_ATTACK_CARDS = (
+    AttackCard(
+        "autoattack",
+        "AutoAttack",
+        "pyautoattack's APGD-CE + FAB-T + Square (lipsim.attacks.autoattack)",
+    ),
+    AttackCard("pgd", "PGD", "projected gradient ascent on the 2AFC margin (lipsim.attacks.pgd)"),
+)
+ATTACKS_TABLE: dict[str, AttackCard] = {card.name: card for card in _ATTACK_CARDS}
+
 
 def metric_card(name: str) -> MetricCard:
     """The registry's card of `name`; LipSimError naming the known ones otherwise."""
@@ -212,14 +236,24 @@ def metric_card(name: str) -> MetricCard:
         raise LipSimError(f"unknown metric {name!r}; known: {', '.join(METRICS_TABLE)}") from None
 
 
-def names(family: str | None = None, *, paper_only: bool = False) -> list[str]:
-    """Registry names of one family (all when None), in the paper's order."""
-    if family is not None and family not in FAMILIES:
-        raise LipSimError(f"unknown metric family {family!r}; known: {', '.join(FAMILIES)}")
+def attack_card(name: str) -> AttackCard:
+    """The registry's card of attack `name`; LipSimError naming the known ones otherwise."""
+    try:
+        return ATTACKS_TABLE[name]
+    except KeyError:
+        raise LipSimError(f"unknown attack {name!r}; known: {', '.join(ATTACKS_TABLE)}") from None
+
+
+def names(kind: str | None = None, *, paper_only: bool = False) -> list[str]:
+    """Registry names of one kind (None: every metric), in the paper's order."""
+    if kind is not None and kind not in KINDS:
+        raise LipSimError(f"unknown registry kind {kind!r}; known: {', '.join(KINDS)}")
+    if kind == "attack":
+        return list(ATTACKS_TABLE)
     return [
         c.name
         for c in _CARDS
-        if (family is None or c.family == family) and (c.in_paper or not paper_only)
+        if (kind is None or c.family == kind) and (c.in_paper or not paper_only)
     ]
 
 
@@ -237,81 +271,55 @@ def needs_weights() -> list[str]:
 TEACHER_NAMES = tuple(names("teacher"))
 BASELINE_NAMES = tuple(names("baseline"))
 
-
-def metric_names() -> list[str]:
-    return [
-        *BASELINE_NAMES,
-        *TEACHER_NAMES,
-        "lipsim:<checkpoint>",
-        "lipsim-cosine:<checkpoint>",
-        "lipsim-ball:<checkpoint>",
-    ]
+# (kind, name) -> builder, filled by @register in the builders' own modules.
+_BUILDERS: dict[tuple[str, str], Any] = {}
 
 
-def build_metric(
-    spec: str,
-    *,
-    weights_dir: str | os.PathLike | None = None,
-    device="cpu",
-    random_weights: bool = False,
-    image_size: int | None = None,
-):
-    """The metric named by `spec` (see the module docstring), frozen, in eval mode, on device:
-    a lipsim.similarity.SimilarityMetric."""
-    from lipsim.device import resolve_device
-    from lipsim.models.net import METRICS
-    from lipsim.models.presets import PRESETS
+def register(kind: str, name: str) -> Callable[[Any], Any]:
+    """Decorator: the builder of `name` (a teacher, baseline or attack), which must have a card.
+    What a builder is depends on the kind: teachers and baselines a function returning the
+    metric (see lipsim.teachers.get_teacher, lipsim.baselines), attacks a class
+    (lipsim.attacks.run)."""
+    if name not in names(kind):
+        raise LipSimError(f"register: {kind} {name!r} has no card in lipsim.registry")
 
-    dev = resolve_device(device)
-    lipsim_metric = None
-    for name in METRICS:  # lipsim-cosine:PATH / lipsim-ball:PATH pick the LipSim metric
-        if spec.startswith(f"lipsim-{name}:"):
-            lipsim_metric, spec = name, "lipsim:" + spec[len(f"lipsim-{name}:") :]
-    if spec.startswith("lipsim:"):
-        from lipsim.metric import load
+    def add(obj):
+        if (kind, name) in _BUILDERS:
+            raise LipSimError(f"register: {kind} {name!r} is registered twice")
+        _BUILDERS[(kind, name)] = obj
+        return obj
 
-        path = spec[len("lipsim:") :]
-        if not path:
-            raise ValueError("metric spec 'lipsim:' needs a checkpoint path (lipsim:PATH)")
-        # `lipsim:<preset>` is the documented spelling of seeded random weights.
-        metric = load(
-            path,
-            device=dev,
-            pretrained=not (random_weights or path in PRESETS),
-            metric=lipsim_metric,
-        )
-    elif spec in TEACHER_NAMES:
-        from lipsim.teachers import get_teacher
+    return add
 
-        metric = get_teacher(
-            spec, weights_dir=weights_dir, device=str(dev), random_weights=random_weights
-        )
-    elif spec in BASELINE_NAMES:
-        from lipsim.baselines import build_baseline
 
-        metric = build_baseline(
-            spec, weights_dir=weights_dir, random_weights=random_weights, image_size=image_size
-        )
-    else:
-        raise ValueError(f"unknown metric {spec!r}; known: {', '.join(metric_names())}")
-    metric = metric.to(dev).eval()
-    metric.requires_grad_(False)
-    if not getattr(metric, "name", None) or metric.name == "metric":
-        metric.name = spec
-    return metric
+def builder(kind: str, name: str) -> Any:
+    """The registered builder of `name`; LipSimError naming the known names otherwise."""
+    if name not in names(kind):
+        raise LipSimError(f"unknown {kind} {name!r}; known: {', '.join(names(kind))}")
+    try:
+        return _BUILDERS[(kind, name)]
+    except KeyError:
+        raise LipSimError(
+            f"{kind} {name!r} has a card but no builder: the module that registers it is "
+            "not imported (lipsim.teachers, lipsim.baselines and lipsim.attacks import theirs)"
+        ) from None
 
 
 __all__ = [
+    "ATTACKS_TABLE",
     "BASELINE_NAMES",
     "FAMILIES",
+    "KINDS",
     "METRICS_TABLE",
     "TEACHER_NAMES",
+    "AttackCard",
     "Download",
     "MetricCard",
-    "build_metric",
+    "attack_card",
+    "builder",
     "comparison_metrics",
     "metric_card",
-    "metric_names",
     "names",
     "needs_weights",
+    "register",
 ]

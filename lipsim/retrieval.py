@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lipsim.attacks.pgd import lp_norm, pgd_maximize, row_seed
+from lipsim.attacks.norms import lp_norm
+from lipsim.attacks.pgd import pgd_maximize, row_seed
 from lipsim.data.folders import IMAGE_SUFFIXES
 from lipsim.errors import LipSimError
 

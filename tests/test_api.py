@@ -99,7 +99,7 @@ def test_metric_input_contract_is_enforced():
 
 
 def test_metric_switch_and_spec():
-    from lipsim.baselines import build_metric
+    from lipsim.factory import build_metric
 
     cos = lipsim.load("tiny", pretrained=False, metric="cosine")
     ball = lipsim.load("tiny", pretrained=False)

@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from lipsim import baselines
-from lipsim.baselines import DISTS, build_metric
+from lipsim.baselines import DISTS
+from lipsim.errors import LipSimError
+from lipsim.factory import build_metric
+from lipsim.registry import metric_card
 
 B = 3
 
@@ -83,9 +86,9 @@ def test_missing_weights_name_the_fetch_command(spec, tmp_path):
 
 
 def test_unknown_spec():
-    with pytest.raises(ValueError, match="unknown metric 'nope'.*lpips"):
+    with pytest.raises(LipSimError, match="unknown metric 'nope'.*lpips"):
         build_metric("nope")
-    with pytest.raises(ValueError, match="checkpoint path"):
+    with pytest.raises(LipSimError, match="checkpoint path"):
         build_metric("lipsim:")
 
 
@@ -95,7 +98,7 @@ def test_lpips_loads_torchvision_alexnet_from_weights_dir(tmp_path, monkeypatch)
 
     torch.manual_seed(3)
     sd = alexnet(weights=None).state_dict()
-    path = tmp_path / "lpips" / baselines._ALEXNET[1]
+    path = tmp_path / "lpips" / metric_card("lpips").downloads[0].name
     path.parent.mkdir()
     torch.save(sd, path)
     # a file we wrote cannot match torchvision's sha256 prefix: the check must refuse it...
@@ -123,7 +126,8 @@ def test_dists_is_the_dists_pytorch_model_with_its_shipped_alpha_beta(tmp_path, 
     folder = tmp_path / "dists"
     folder.mkdir()
     torch.save(
-        {k: v for k, v in sd.items() if k.startswith("features.")}, folder / baselines._VGG16[1]
+        {k: v for k, v in sd.items() if k.startswith("features.")},
+        folder / metric_card("dists").downloads[0].name,
     )
     # a file we wrote cannot match torchvision's sha256 prefix: the check must refuse it...
     with pytest.raises(ValueError, match="sha256"):
@@ -153,8 +157,10 @@ def test_dists_is_the_dists_pytorch_model_with_its_shipped_alpha_beta(tmp_path, 
 
 
 def test_dists_fetches_only_the_vgg16_trunk():
-    assert baselines.BASELINE_DOWNLOADS["dists"] == (
-        ("https://download.pytorch.org/models/vgg16-397923af.pth", "vgg16-397923af.pth"),
+    (download,) = metric_card("dists").downloads
+    assert (download.url, download.name) == (
+        "https://download.pytorch.org/models/vgg16-397923af.pth",
+        "vgg16-397923af.pth",
     )
 
 

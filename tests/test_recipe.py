@@ -1,4 +1,4 @@
-"""The authors' training recipe as named options (config/paper.yaml; method.md section 11):
+"""The authors' training recipe as named options (config/paper.yaml; docs/method.md section 11):
 each option changes what it says and nothing else, on tiny batches with seeded weights.
 
   distill.crop            center | resize_center

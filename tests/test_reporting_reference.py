@@ -23,7 +23,7 @@ def test_packaged_reference_file():
     ref = load_reference()
     assert REFERENCE_CSV.name == "reference_values.csv"
     assert (ref["source"] != "").all()
-    # method.md section 9
+    # docs/method.md section 9
     assert lookup_table1(ref, "dreamsim_ensemble", None, "natural") == (96.2, "DreamSim README")
     assert lookup_table1(ref, "margin0.2", "dreamsim_ensemble", "natural")[0] == 88.5
     assert lookup_table1(ref, "lipsim-margin0.50", "dreamsim_ensemble", "natural")[0] == 85.1

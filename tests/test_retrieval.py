@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from lipsim.attacks import lp_norm, row_seed
-from lipsim.baselines import build_metric
 from lipsim.errors import LipSimError
+from lipsim.factory import build_metric
 from lipsim.retrieval import list_images, pick, push_away, retrieval_recall
 from lipsim.similarity import SimilarityMetric
 

@@ -216,11 +216,12 @@ def test_bad_sweep_config_names_the_key(over, key):
 
 
 def test_second_demo_teacher_is_another_seeded_network():
-    from lipsim.teachers import TEACHERS, get_teacher
+    from lipsim.registry import metric_card
+    from lipsim.teachers import get_teacher
 
     a, b, b2 = get_teacher("demo"), get_teacher("demo2"), get_teacher("demo2")
     assert (a.name, b.name) == ("demo", "demo2")
-    assert TEACHERS["demo2"].emb_dim == TEACHERS["demo"].emb_dim
+    assert metric_card("demo2").emb_dim == metric_card("demo").emb_dim
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(b.embed(x), b2.embed(x))  # seeded: the same every time
     assert (a.embed(x) - b.embed(x)).abs().max() > 0.1

@@ -11,17 +11,18 @@ import torch
 
 from lipsim.data.night import NightTriplets, read_night
 from lipsim.errors import LipSimError
+from lipsim.registry import metric_card, names
 from lipsim.scoring import twoafc
-from lipsim.teachers import TEACHERS, get_teacher
+from lipsim.teachers import get_teacher
 
 
 def test_registry_entries_and_dims():
     assert {"demo", "dreamsim_ensemble", "dino_vitb16", "clip_vitb32", "open_clip_vitb32"} <= set(
-        TEACHERS
+        names("teacher")
     )
-    assert TEACHERS["dreamsim_ensemble"].emb_dim == 1792
-    assert TEACHERS["dino_vitb16"].emb_dim == 768
-    with pytest.raises(KeyError, match="unknown teacher"):
+    assert metric_card("dreamsim_ensemble").emb_dim == 1792
+    assert metric_card("dino_vitb16").emb_dim == 768
+    with pytest.raises(LipSimError, match="unknown teacher 'nope'; known: .*demo"):
         get_teacher("nope")
 
 
@@ -130,7 +131,8 @@ def test_fetch_weights_from_loopback_server(tmp_path):
     import threading
     import zipfile
 
-    from lipsim.teachers import Download, fetch_weights
+    from lipsim.registry import Download
+    from lipsim.teachers import fetch_weights
 
     site = tmp_path / "site"
     site.mkdir()

@@ -44,7 +44,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from lipsim.attacks.pgd import check_norm, lp_norm
+from lipsim.attacks.norms import check_norm, lp_norm
 from lipsim.similarity import SimilarityMetric
 
 # Float slack of the ball checks: attacks project in float32, so an iterate may sit a hair
@@ -158,6 +158,13 @@ class TwoAFCAdapter(nn.Module):
                     e0, e1 = self.metric.embed(self._x0), self.metric.embed(self._x1)
             self._e0, self._e1 = e0.detach(), e1.detach()
         self.calls = 0
+
+    def pairs(self, rows) -> dict[str, torch.Tensor | None]:
+        """The held pairs `rows` (indices) as set_pairs keywords (x0, x1, e0, e1): an attack
+        hands a subset to another adapter without embedding x0 / x1 again."""
+        t = torch.as_tensor(rows, dtype=torch.long, device=self._x0.device)
+        held = {"x0": self._x0, "x1": self._x1, "e0": self._e0, "e1": self._e1}
+        return {k: None if v is None else v[t.to(v.device)] for k, v in held.items()}
 
     @property
     def n_pairs(self) -> int:

@@ -57,8 +57,10 @@ import logging
 import numpy as np
 import torch
 
-from lipsim.attacks.adapter import PinnedRowsError, ball_radius
-from lipsim.attacks.pgd import check_norm, lp_norm, row_seed
+from lipsim.attacks.adapter import PinnedRowsError, TwoAFCAdapter, ball_radius
+from lipsim.attacks.norms import check_norm, lp_norm
+from lipsim.attacks.pgd import row_seed
+from lipsim.registry import register
 
 SUPPORTED = ("apgd-ce", "fab-t", "square")
 _NOT_FOR_TWO_CLASSES = {
@@ -244,7 +246,60 @@ def autoattack_one(aa, ref: torch.Tensor, label: torch.Tensor, seed: int) -> tor
     return autoattack_rows(aa, ref, label, seed)
 
 
+@register("attack", "autoattack")
+class AutoAttack:
+    """The `autoattack` attack of lipsim.attacks.run: spec.autoattack's ensemble on the rows,
+    one call per `separated_groups` group, seeded by `group_seed`. One pyautoattack instance
+    serves the whole run (kept in the run's state)."""
+
+    @staticmethod
+    def check(spec) -> None:
+        if spec.autoattack is None:
+            raise ValueError("AttackSpec(kind='autoattack') needs an AutoAttackConfig")
+
+    @staticmethod
+    def run(adapter, rows, ref, label, keys, spec, state):
+        aa = state.get("aa")
+        if aa is None:
+            model = TwoAFCAdapter(adapter.metric)
+            aa = state["aa"] = make_autoattack(model, spec.autoattack, ref.device, seed=spec.seed)
+        one = aa.model
+        x_adv = ref[rows].clone()
+        seeds = np.zeros(len(rows), dtype=np.int64)
+        group = np.zeros(len(rows), dtype=np.int64)
+        for k, g in enumerate(separated_groups(ref[rows], spec.norm, spec.eps)):
+            sub = rows[g]
+            t = torch.as_tensor(sub, device=ref.device)
+            one.set_pairs(
+                **adapter.pairs(sub),
+                refs=ref[t] if len(sub) > 1 else None,
+                norm=spec.norm,
+                eps=spec.eps,
+            )
+            seed = group_seed(spec.seed, [keys[i] for i in sub])
+            x_adv[torch.as_tensor(g, device=ref.device)] = autoattack_rows(
+                aa, ref[t], label[t], seed
+            )
+            seeds[g], group[g] = seed, k
+        return x_adv, seeds, group
+
+    @staticmethod
+    def passes(spec, robust_share: float = 1.0) -> tuple[float, float]:
+        """(forward + backward, forward-only) adapter passes per attacked triplet: APGD on
+        every triplet; FAB and Square on the share `robust_share` still unbroken after it."""
+        cfg = spec.autoattack
+        grad = float(cfg.apgd_iters * cfg.apgd_restarts) if "apgd-ce" in cfg.attacks else 0.0
+        fwd = 0.0
+        if "fab-t" in cfg.attacks:
+            grad += robust_share * cfg.fab_iters
+            fwd += robust_share * cfg.fab_iters
+        if "square" in cfg.attacks:
+            fwd += robust_share * cfg.square_queries
+        return grad, fwd
+
+
 __all__ = [
+    "AutoAttack",
     "BUDGETS",
     "SUPPORTED",
     "AutoAttackConfig",

@@ -31,38 +31,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-NORMS = ("L2", "Linf")
+from lipsim.attacks.adapter import TwoAFCAdapter, margin
+from lipsim.attacks.norms import check_norm, project
+from lipsim.registry import register
 
 
 def row_seed(seed: int, key) -> int:
     """A 31-bit seed for one row from the run seed and a stable key (id, path)."""
     return zlib.crc32(f"{int(seed)}/{key}".encode()) & 0x7FFFFFFF
-
-
-def check_norm(norm: str) -> str:
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    return norm
-
-
-def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-row norm of (B, ...) in float64 (reported values, ball checks)."""
-    flat = delta.detach().reshape(delta.shape[0], -1).double()
-    if check_norm(norm) == "L2":
-        return torch.linalg.vector_norm(flat, dim=1)
-    return flat.abs().amax(dim=1) if flat.shape[1] else torch.zeros(flat.shape[0], dtype=flat.dtype)
-
-
-def project(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    """Nearest-ish point of the eps-ball around x (radial for l2), clipped to [0, 1]."""
-    delta = x_adv - x
-    if check_norm(norm) == "L2":
-        n = torch.linalg.vector_norm(delta.reshape(delta.shape[0], -1), dim=1)
-        scale = torch.clamp(eps / n.clamp_min(1e-12), max=1.0)
-        delta = delta * scale.view(-1, *([1] * (delta.dim() - 1)))
-    else:
-        delta = delta.clamp(-eps, eps)
-    return (x + delta).clamp(0.0, 1.0)
 
 
 def _random_start(
@@ -166,8 +142,6 @@ def pgd_2afc(
 
     Maximises the margin logit(other) - logit(label); returns the attacked references.
     """
-    from lipsim.attacks.adapter import margin
-
     label = label.to(ref.device).long()
     x_adv, _ = pgd_maximize(
         lambda z: margin(adapter(z), label),
@@ -183,4 +157,40 @@ def pgd_2afc(
     return x_adv
 
 
-__all__ = ["NORMS", "check_norm", "lp_norm", "pgd_2afc", "pgd_maximize", "project", "row_seed"]
+@register("attack", "pgd")
+class PGD:
+    """The `pgd` attack of lipsim.attacks.run: PGD on the 2AFC margin (`pgd_2afc`), each row
+    seeded from the run seed and its own key, so rows are attacked independently."""
+
+    @staticmethod
+    def check(spec) -> None:
+        if spec.steps < 0 or spec.restarts < 1:
+            raise ValueError(
+                f"pgd: need steps >= 0 and restarts >= 1, got {spec.steps}, {spec.restarts}"
+            )
+
+    @staticmethod
+    def run(adapter, rows, ref, label, keys, spec, state):
+        seeds = [row_seed(spec.seed, keys[i]) for i in rows]
+        sub = TwoAFCAdapter(adapter.metric)
+        sub.set_pairs(**adapter.pairs(rows))
+        x_adv = pgd_2afc(
+            sub,
+            ref[rows],
+            label[rows],
+            norm=spec.norm,
+            eps=spec.eps,
+            steps=spec.steps,
+            step_size=spec.step_size,
+            restarts=spec.restarts,
+            seeds=seeds,
+        )
+        return x_adv, seeds, [0] * len(rows)  # one attack call for the batch
+
+    @staticmethod
+    def passes(spec, robust_share: float = 1.0) -> tuple[float, float]:
+        """(forward + backward, forward-only) adapter passes per attacked triplet."""
+        return float(spec.steps * spec.restarts), 0.0
+
+
+__all__ = ["PGD", "pgd_2afc", "pgd_maximize", "row_seed"]

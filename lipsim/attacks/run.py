@@ -15,6 +15,18 @@ Which triplets are attacked: those the metric does not get wrong (ties included)
 p != 0.5. A wrong decision already scores min(p, 1 - p), the lowest a
 triplet can score, and a p = 0.5 triplet scores 0.5 whatever the metric says; the others
 keep their clean reference (delta 0).
+
+The attacks are the registry's (lipsim.registry.names("attack")); each module registers a
+class under its name (`@register("attack", name)`, lipsim/attacks/__init__.py imports the
+modules) with three static methods:
+    check(spec)                  raise ValueError when `spec` cannot run (at AttackSpec());
+    run(adapter, rows, ref, label, keys, spec, state) -> (x_adv, seeds, group)
+                                 attack the rows `rows` (indices into the batch) of the pairs
+                                 `adapter` holds: their attacked references, the seed of each
+                                 and the number of the attack call it was part of (from 0);
+                                 `state` is a dict kept over the run's batches;
+    passes(spec, robust_share)   (forward + backward, forward-only) adapter passes per
+                                 attacked triplet: the cost model of benchmarks/.
 """
 
 from __future__ import annotations
@@ -26,16 +38,12 @@ import pandas as pd
 import torch
 
 from lipsim.attacks.adapter import TwoAFCAdapter, ball_radius, frozen
-from lipsim.attacks.autoattack import (
-    AutoAttackConfig,
-    autoattack_rows,
-    group_seed,
-    make_autoattack,
-    separated_groups,
-)
-from lipsim.attacks.pgd import check_norm, lp_norm, pgd_2afc, project, row_seed
+from lipsim.attacks.autoattack import AutoAttackConfig
+from lipsim.attacks.norms import check_norm, lp_norm, project
+from lipsim.attacks.pgd import row_seed
 from lipsim.configcheck import schema_default
 from lipsim.progress import progress_bar
+from lipsim.registry import builder
 from lipsim.scoring import hard_label, triplet_table, twoafc
 
 COLUMNS = (
@@ -61,7 +69,8 @@ COLUMNS = (
 
 @dataclasses.dataclass(frozen=True)
 class AttackSpec:
-    """What to run: `kind` "autoattack" (uses `autoattack`) or "pgd" (steps/restarts)."""
+    """What to run: `kind` an attack of the registry; "autoattack" uses `autoattack`, "pgd"
+    steps / restarts / step_size."""
 
     kind: str
     norm: str
@@ -77,10 +86,7 @@ class AttackSpec:
 
     def __post_init__(self) -> None:
         check_norm(self.norm)
-        if self.kind not in ("autoattack", "pgd"):
-            raise ValueError(f"attack must be 'autoattack' or 'pgd', got {self.kind!r}")
-        if self.kind == "autoattack" and self.autoattack is None:
-            raise ValueError("AttackSpec(kind='autoattack') needs an AutoAttackConfig")
+        builder("attack", self.kind).check(self)
 
 
 def _precise_distances(adapter: TwoAFCAdapter, ref: torch.Tensor):
@@ -98,25 +104,25 @@ def _precise_distances(adapter: TwoAFCAdapter, ref: torch.Tensor):
     return d0.double().cpu().numpy(), d1.double().cpu().numpy()
 
 
-def attack_batch(metric, ref, x0, x1, p, keys, spec: AttackSpec, *, aa_cache: dict | None = None):
+def attack_batch(metric, ref, x0, x1, p, keys, spec: AttackSpec, *, state: dict | None = None):
     """Attack one batch; returns (x_adv, dict of per-row numpy columns).
 
     keys: one stable key per row (the triplet id) from which the seeds are derived. PGD rows
     are independent; AutoAttack attacks the batch's rows together (lipsim.attacks.autoattack),
     so their results depend on the batch. Column `group` numbers the attack calls from 0
-    within the batch.
+    within the batch. state: the attack's state kept over a run's batches (module docstring).
     """
     with frozen(metric):
-        return _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache)
+        return _attack_batch(metric, ref, x0, x1, p, keys, spec, {} if state is None else state)
 
 
-def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
+def _attack_batch(metric, ref, x0, x1, p, keys, spec, state):
     device = ref.device
     adapter = TwoAFCAdapter(metric)
     adapter.set_pairs(x0, x1)
     p = np.asarray(p, dtype=np.float64)
     label = torch.as_tensor(hard_label(p), device=device)
-    seeds = [row_seed(spec.seed, k) for k in keys]
+    seeds = np.asarray([row_seed(spec.seed, k) for k in keys], dtype=np.int64)
 
     d0, d1 = _precise_distances(adapter, ref)
     # Attack every row whose score an attack can lower: not p = 0.5, not already wrong
@@ -128,50 +134,9 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
     idx = np.flatnonzero(active)
     group = np.full(len(p), -1, dtype=np.int64)  # -1: not attacked
     if len(idx):
-        if spec.kind == "pgd":
-            sub = TwoAFCAdapter(metric)
-            sub.set_pairs(
-                x0[idx],
-                x1[idx],
-                e0=_rows_or_none(adapter._e0, idx),
-                e1=_rows_or_none(adapter._e1, idx),
-            )
-            x_adv[idx] = pgd_2afc(
-                sub,
-                ref[idx],
-                label[idx],
-                norm=spec.norm,
-                eps=spec.eps,
-                steps=spec.steps,
-                step_size=spec.step_size,
-                restarts=spec.restarts,
-                seeds=[seeds[i] for i in idx],
-            )
-            group[idx] = 0
-        else:
-            # One AutoAttack (and its adapter) per run: reused for every triplet.
-            aa = None if aa_cache is None else aa_cache.get("aa")
-            if aa is None:
-                aa = make_autoattack(TwoAFCAdapter(metric), spec.autoattack, device, seed=spec.seed)
-                if aa_cache is not None:
-                    aa_cache["aa"] = aa
-            one = aa.model
-            seeds = np.asarray(seeds, dtype=np.int64)
-            for k, g in enumerate(separated_groups(ref[idx], spec.norm, spec.eps)):
-                rows = idx[g]
-                t = torch.as_tensor(rows, device=device)
-                one.set_pairs(
-                    x0[t],
-                    x1[t],
-                    e0=_rows_or_none(adapter._e0, rows),
-                    e1=_rows_or_none(adapter._e1, rows),
-                    refs=ref[t] if len(rows) > 1 else None,
-                    norm=spec.norm,
-                    eps=spec.eps,
-                )
-                seed = group_seed(spec.seed, [keys[i] for i in rows])
-                x_adv[t] = autoattack_rows(aa, ref[t], label[t], seed)
-                seeds[rows], group[rows] = seed, k
+        attack = builder("attack", spec.kind)
+        adv, seeds[idx], group[idx] = attack.run(adapter, idx, ref, label, keys, spec, state)
+        x_adv[torch.as_tensor(idx, device=device)] = adv
     norms = lp_norm(x_adv - ref, spec.norm)
     limit = ball_radius(spec.eps)
     if (norms > limit).any():
@@ -196,16 +161,10 @@ def _attack_batch(metric, ref, x0, x1, p, keys, spec, aa_cache):
         "d0": d0,
         "d1": d1,
         "delta_l2": lp_norm(x_adv - ref, "L2").cpu().numpy(),
-        "seed": np.asarray(seeds, dtype=np.int64),
+        "seed": seeds,
         "group": group,
     }
     return x_adv, cols
-
-
-def _rows_or_none(t, idx):
-    if t is None:
-        return None
-    return t[torch.as_tensor(np.asarray(idx), device=t.device, dtype=torch.long)]
 
 
 def attack_triplets(
@@ -227,7 +186,7 @@ def attack_triplets(
     batch_size attribute, else the first batch's size).
     """
     ids = np.asarray(ids)
-    aa_cache: dict = {}
+    state: dict = {}
     total = (
         len(loader.dataset)
         if hasattr(loader, "dataset")
@@ -253,7 +212,7 @@ def attack_triplets(
     def batch_columns(ref, x0, x1, p, index):
         ref, x0, x1 = (t.to(device) for t in (ref, x0, x1))
         _, cols = attack_batch(
-            metric, ref, x0, x1, p, [str(k) for k in ids[index]], spec, aa_cache=aa_cache
+            metric, ref, x0, x1, p, [str(k) for k in ids[index]], spec, state=state
         )
         state["batch_size"] = state["batch_size"] or len(p)
         attacked = cols["group"] >= 0

@@ -6,7 +6,8 @@ import torch
 
 from lipsim.configcheck import schema_default
 from lipsim.device import resolve_device
-from lipsim.registry import build_metric
+from lipsim.factory import build_metric
+from lipsim.registry import names
 from lipsim.similarity import SimilarityMetric
 
 DEFAULT_IMAGE_SIZE = 224  # NIGHT / DreamSim preprocessing
@@ -16,8 +17,8 @@ def add_metric_args(ap) -> None:
     ap.add_argument(
         "--metric",
         required=True,
-        help="metric spec: lipsim:CKPT, a teacher (demo, dreamsim_ensemble, "
-        "dino_vitb16, clip_vitb32, open_clip_vitb32) or l2 / lpips / dists",
+        help=f"metric spec: lipsim:CKPT, a teacher ({', '.join(names('teacher'))}) "
+        f"or a baseline ({', '.join(names('baseline'))})",
     )
     ap.add_argument("--weights-dir", default=None, help="folder of fetched pretrained weights")
     ap.add_argument(

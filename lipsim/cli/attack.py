@@ -29,6 +29,7 @@ import sys
 
 from lipsim.cli._args import parser
 from lipsim.configcheck import schema_default
+from lipsim.registry import ATTACKS_TABLE
 
 PGD_STEPS = {"standard": 100, "demo": 10}
 
@@ -44,7 +45,7 @@ def select_triplets(df, max_triplets: int, seed: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipsim.baselines import add_metric_args
+    from lipsim.cli._metric import add_metric_args
 
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
@@ -53,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         "--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"], help="NIGHT splits"
     )
     ap.add_argument("--min-votes", type=int, default=6, help="keep triplets with this many votes")
-    ap.add_argument("--attack", required=True, choices=["autoattack", "pgd"], help="attack")
+    ap.add_argument(
+        "--attack",
+        required=True,
+        choices=list(ATTACKS_TABLE),
+        help="; ".join(f"{c.name}: {c.description}" for c in ATTACKS_TABLE.values()),
+    )
     ap.add_argument("--norm", required=True, choices=["L2", "Linf"], help="threat model")
     ap.add_argument("--eps", required=True, type=float, help="radius, in 1/--eps-scale units")
     ap.add_argument(
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lipsim.atomic import write_parquet
     from lipsim.attacks import AttackSpec, AutoAttackConfig, attack_triplets
-    from lipsim.baselines import metric_from_args
+    from lipsim.cli._metric import metric_from_args
     from lipsim.cli._night import read_triplets, triplet_loader
     from lipsim.errors import LipSimError
     from lipsim.scoring import split_scores

@@ -20,13 +20,14 @@ from lipsim.cli._args import parser
 from lipsim.configcheck import schema_default
 from lipsim.device import resolve_device
 from lipsim.embcache import CROPS, fill_part, read_image_list
-from lipsim.teachers import get_teacher, teacher_names
+from lipsim.registry import names
+from lipsim.teachers import get_teacher
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = parser(__name__, __doc__)
     ap.add_argument(
-        "--teacher", required=True, choices=teacher_names(), help="teacher to embed with"
+        "--teacher", required=True, choices=names("teacher"), help="teacher to embed with"
     )
     ap.add_argument(
         "--weights-dir",

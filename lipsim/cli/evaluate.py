@@ -12,7 +12,7 @@ from lipsim.cli._args import parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipsim.baselines import add_metric_args
+    from lipsim.cli._metric import add_metric_args
 
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_parquet
-    from lipsim.baselines import evaluate_triplets, metric_from_args
+    from lipsim.cli._metric import metric_from_args
     from lipsim.cli._night import read_triplets, triplet_loader
+    from lipsim.evaluation import evaluate_triplets
     from lipsim.scoring import split_scores
 
     metric, device, size = metric_from_args(args)

@@ -14,7 +14,7 @@ from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipsim.baselines import add_metric_args
+    from lipsim.cli._metric import add_metric_args
     from lipsim.data.bapps import CATEGORIES
 
     ap = parser(__name__, __doc__)
@@ -49,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from lipsim.atomic import write_parquet
-    from lipsim.baselines import evaluate_triplets, metric_from_args
     from lipsim.certify import certify_triplets
+    from lipsim.cli._metric import metric_from_args
     from lipsim.data.bapps import GROUPS, BappsTriplets, read_bapps
     from lipsim.eps import convert_eps
+    from lipsim.evaluation import evaluate_triplets
     from lipsim.reporting.bapps import ALL, category_scores
 
     metric, device, size = metric_from_args(args)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from lipsim.eps import eps_from_file_token, eps_label
 from lipsim.errors import LipSimError
-from lipsim.registry import METRICS_TABLE, names
+from lipsim.registry import ATTACKS_TABLE, METRICS_TABLE, names
 from lipsim.reporting.reference import canonical_model
 
 __all__ = [
@@ -158,19 +158,22 @@ def norm_label(norm: str, tex: bool = False) -> str:
     return str(norm)
 
 
-_ATTACK_NAMES = {
-    "autoattack": "AutoAttack",
+# Labels of attack names that are not the registry's attacks (lipsim.registry.ATTACKS_TABLE)
+# but that attack files written by other tools carry: AutoAttack and its components.
+_OTHER_ATTACKS = {
     "aa": "AutoAttack",
     "apgd": "APGD",
     "apgd-ce": "APGD-CE",
-    "pgd": "PGD",
     "fab": "FAB",
     "square": "Square",
 }
 
 
 def attack_label(attack: str) -> str:
-    return _ATTACK_NAMES.get(str(attack).lower(), str(attack))
+    """Paper-style label of an attack name: the registry's display name (`pgd` -> PGD)."""
+    key = str(attack).lower()
+    card = ATTACKS_TABLE.get(key)
+    return card.display if card is not None else _OTHER_ATTACKS.get(key, str(attack))
 
 
 _ATTACK_FILE = re.compile(r"^(?P<attack>.+)-(?P<norm>l2|linf)-(?P<eps>[^-].*)$", re.IGNORECASE)

@@ -1,5 +1,5 @@
-"""Teachers: name -> how to build it (its embedding size, input size and weights are the
-registry's, lipsim.registry.METRICS_TABLE).
+"""Teachers: get_teacher(name) builds the registry's teacher `name` (its embedding size, input
+size and weights are its card, lipsim.registry.METRICS_TABLE).
 
     from lipsim.teachers import get_teacher
     t = get_teacher("demo")                                   # no weights needed
@@ -8,100 +8,25 @@ registry's, lipsim.registry.METRICS_TABLE).
     e = t.embed(x)        # x: (B, 3, H, W) in [0, 1], any size -> (B, t.emb_dim)
 
 Every teacher is a `lipsim.similarity.SimilarityMetric` (cosine distance on its embedding).
-Weights live in `weights_dir/<teacher name>/` and are fetched (network) by
-`python -m lipsim fetch-weights --teacher NAME --weights-dir DIR` (the `fetch_weights` rule);
-building never downloads.
+Its builder is registered by its module (`@register("teacher", name)`); the modules are
+imported below, one line each. Weights live in `weights_dir/<teacher name>/` and are fetched
+(network) by `python -m lipsim fetch-weights --teacher NAME --weights-dir DIR` (the
+`fetch_weights` rule); building never downloads.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
 
+# The teacher modules, imported for their registrations (one line per module).
+import lipsim.teachers.demo  # noqa: F401
+import lipsim.teachers.dreamsim  # noqa: F401
 from lipsim.checksum import sha256_file as _sha256
-from lipsim.registry import METRICS_TABLE, TEACHER_NAMES, Download
+from lipsim.registry import Download, builder, metric_card
 from lipsim.teachers.base import Teacher
 
-__all__ = [
-    "TEACHERS",
-    "Download",
-    "Teacher",
-    "TeacherSpec",
-    "fetch_weights",
-    "get_teacher",
-    "teacher_names",
-]
-
-
-@dataclasses.dataclass(frozen=True)
-class TeacherSpec:
-    build: Callable[..., Teacher]  # (weights_dir, device, random_weights) -> Teacher
-    emb_dim: int
-    image_size: int
-    downloads: tuple[Download, ...] = ()
-    description: str = ""
-
-
-def _build_demo(
-    *, weights_dir=None, device="cpu", random_weights=False, name="demo", seed=0
-) -> Teacher:
-    from lipsim.teachers.demo import DemoTeacher
-
-    # Seeded by construction; weights_dir / random_weights do not apply.
-    teacher = DemoTeacher(seed=seed)
-    teacher.name = name
-    return teacher.to(device)
-
-
-def _dreamsim(name, backbones, lora):
-    def build(*, weights_dir=None, device="cpu", random_weights=False) -> Teacher:
-        from lipsim.teachers.dreamsim import build_dreamsim
-
-        return build_dreamsim(
-            name,
-            backbones=backbones,
-            lora=lora,
-            weights_dir=weights_dir,
-            device=device,
-            random_weights=random_weights,
-        )
-
-    return build
-
-
-# How to build each teacher; its facts (embedding size, input size, weights) are the registry's.
-_BUILDERS: dict[str, Callable[..., Teacher]] = {
-    "demo": _build_demo,
-    "demo2": functools.partial(_build_demo, name="demo2", seed=1),
-    "dreamsim_ensemble": _dreamsim(
-        "dreamsim_ensemble", ("dino_vitb16", "clip_vitb16", "open_clip_vitb16"), "ensemble_lora"
-    ),
-    "dino_vitb16": _dreamsim("dino_vitb16", ("dino_vitb16",), "dino_vitb16_single_lora"),
-    "clip_vitb32": _dreamsim("clip_vitb32", ("clip_vitb32",), "clip_vitb32_single_lora"),
-    "open_clip_vitb32": _dreamsim(
-        "open_clip_vitb32", ("open_clip_vitb32",), "open_clip_vitb32_single_lora"
-    ),
-}
-TEACHERS: dict[str, TeacherSpec] = {
-    name: TeacherSpec(
-        _BUILDERS[name], card.emb_dim, card.image_size, card.downloads, card.description
-    )
-    for name, card in ((n, METRICS_TABLE[n]) for n in TEACHER_NAMES)
-}
-
-
-def teacher_names() -> list[str]:
-    return list(TEACHERS)
-
-
-def _spec(name: str) -> TeacherSpec:
-    try:
-        return TEACHERS[name]
-    except KeyError:
-        raise KeyError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}") from None
+__all__ = ["Teacher", "fetch_weights", "get_teacher"]
 
 
 def get_teacher(
@@ -112,18 +37,17 @@ def get_teacher(
     random_weights: bool = False,
 ) -> Teacher:
     """Build teacher `name` (frozen, eval mode) on `device`. See the module docstring."""
-    teacher = _spec(name).build(
+    return builder("teacher", name)(
         weights_dir=weights_dir, device=str(device), random_weights=random_weights
     )
-    return teacher
 
 
 def fetch_weights(
-    name: str, weights_dir: str | os.PathLike, downloads: tuple | None = None
+    name: str, weights_dir: str | os.PathLike, downloads: tuple[Download, ...] | None = None
 ) -> dict:
     """Download `name`'s weights into weights_dir/<name>/ (network) and return a record
     {teacher, folder, files: [{path, bytes, sha256}], urls}. `downloads` defaults to the
-    teacher's own (TEACHERS[name].downloads); baselines pass theirs. Already present
+    metric's card's (a teacher's or a baseline's). Already present
     downloads are not fetched again (a file is only ever renamed into place when complete)."""
     # The project's own downloader and extractor: resumable, retried and size-checked
     # transfers, and zip entries that cannot escape the weights folder.
@@ -131,7 +55,7 @@ def fetch_weights(
     from lipsim.data.extract import safe_extract
 
     if downloads is None:
-        downloads = _spec(name).downloads
+        downloads = metric_card(name).downloads
     folder = Path(weights_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     urls = []

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from lipsim.errors import LipSimError
+from lipsim.registry import register
 from lipsim.teachers.base import Teacher
 
 
@@ -110,3 +111,18 @@ class DemoTeacher(Teacher):
         r = (torch.cos(phase) * (2 / k) ** 0.5).to(e.dtype)
         wgt = self.fragile_weight
         return F.normalize(e * (1 - wgt) ** 0.5 + (r @ self.fragile_q) * wgt**0.5, dim=1)
+
+
+def _register(name: str, seed: int) -> None:
+    @register("teacher", name)
+    def build(*, weights_dir=None, device="cpu", random_weights=False) -> DemoTeacher:
+        # Seeded by construction; weights_dir / random_weights do not apply.
+        teacher = DemoTeacher(seed=seed)
+        teacher.name = name
+        return teacher.to(device)
+
+
+# The registry's demo teachers: name -> seed (demo2, other filters and rotation, gives the
+# demo a teacher sweep).
+for _name, _seed in (("demo", 0), ("demo2", 1)):
+    _register(_name, _seed)

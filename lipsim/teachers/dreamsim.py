@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lipsim.registry import register
 from lipsim.teachers.base import Teacher
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -240,3 +241,30 @@ def build_dreamsim(
     if lora:
         teacher.net = _merge_lora(teacher.net, folder / lora)
     return teacher.eval().requires_grad_(False).to(device)
+
+
+# The registry's DreamSim teachers: name -> (backbones in concatenation order, LoRA folder).
+# Their embedding size, input size and weights are their cards (lipsim.registry).
+VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "dreamsim_ensemble": (("dino_vitb16", "clip_vitb16", "open_clip_vitb16"), "ensemble_lora"),
+    "dino_vitb16": (("dino_vitb16",), "dino_vitb16_single_lora"),
+    "clip_vitb32": (("clip_vitb32",), "clip_vitb32_single_lora"),
+    "open_clip_vitb32": (("open_clip_vitb32",), "open_clip_vitb32_single_lora"),
+}
+
+
+def _register(name: str, backbones: tuple[str, ...], lora: str) -> None:
+    @register("teacher", name)
+    def build(*, weights_dir=None, device="cpu", random_weights=False) -> DreamSimTeacher:
+        return build_dreamsim(
+            name,
+            backbones=backbones,
+            lora=lora,
+            weights_dir=weights_dir,
+            device=device,
+            random_weights=random_weights,
+        )
+
+
+for _name, (_backbones, _lora) in VARIANTS.items():
+    _register(_name, _backbones, _lora)

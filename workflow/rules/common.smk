@@ -5,7 +5,7 @@ import re
 
 from lipsim.configcheck import sweep_teachers, teacher_section, validate_config
 from lipsim.provenance import config_hash
-from lipsim.registry import METRICS_TABLE, needs_weights
+from lipsim.registry import ATTACKS_TABLE, METRICS_TABLE, names, needs_weights
 
 
 # Our validator lists every invalid key at once (snakemake's stops at the first).
@@ -154,7 +154,7 @@ def ckpt_path(model):
 
 
 def metric_spec(metric):
-    """Metric name in file names -> spec understood by lipsim.registry.build_metric."""
+    """Metric name in file names -> spec understood by lipsim.factory.build_metric."""
     if metric.startswith("lipsim-"):
         # LipSim models are attacked / retrieved / drawn under the configured metric.
         return f"lipsim-{config['metric']}:{ckpt_path(metric[len('lipsim-'):])}"
@@ -167,8 +167,12 @@ def metric_inputs(wildcards):
     return weights_marker(wildcards.metric)
 
 
+# Baselines without weights (l2): no --random-weights to pass.
+WEIGHTLESS_BASELINES = [n for n in names("baseline") if not METRICS_TABLE[n].needs_weights]
+
+
 def random_weights_flag(metric):
-    if metric.startswith("lipsim-") or metric in ("l2",):
+    if metric.startswith("lipsim-") or metric in WEIGHTLESS_BASELINES:
         return ""
     if metric in SWEEP:
         return "--random-weights" if config["teacher"]["random_weights"] else ""
@@ -192,13 +196,19 @@ BAPPS = config["bapps"]
 BAPPS_METRICS = list(dict.fromkeys(LIPSIM_METRICS + [TEACHER] + config["baselines"]["metrics"]))
 
 
+ATTACK_RE = "|".join(ATTACKS_TABLE)  # the {attack} wildcard: the registry's attacks
+
+
 def attack_grid():
-    """(attack, norm, eps) of Table 2; eps of Linf in /255 units as in the config."""
+    """(attack, norm, eps) of Table 2, per registry attack its radius keys (Linf in /255 units
+    as in the config)."""
     a = config["attacks"]
-    grid = [("autoattack", "L2", fmt(e)) for e in a["autoattack_l2_eps"]]
-    grid += [("autoattack", "Linf", fmt(e)) for e in a["autoattack_linf_eps_255"]]
-    grid += [("pgd", "L2", fmt(e)) for e in a["pgd_l2_eps"]]
-    grid += [("pgd", "Linf", fmt(e)) for e in a["pgd_linf_eps_255"]]
+    grid = [
+        (card.name, norm, fmt(e))
+        for card in ATTACKS_TABLE.values()
+        for norm, key in card.radius_keys.items()
+        for e in a[key]
+    ]
     fig = ("autoattack", "L2", fmt(a["fig3a_eps"]))
     if fig not in grid:
         grid.append(fig)

@@ -54,7 +54,7 @@ if IMPORTED:
             preset=config["model"]["preset"],
             size=config["image_size"],
             emb_dim=teacher_emb_dim(),
-            # The authors finetuned with their metric, 1 - cos (method.md section 11).
+            # The authors finetuned with their metric, 1 - cos (docs/method.md section 11).
             metric="cosine",
         conda:
             "../../envs/lipsim.yaml"
