@@ -10,10 +10,9 @@ loss is a mean over the batch (tests/test_train_ddp.py checks it).
 Per step: optional bf16 autocast (GPU only), Adam(lr, betas, weight decay) at the lr that
 lipsim.train.schedule.step_lr gives the step. An epoch keeps or drops its last partial batch
 (`partial_batches`; keep pads each rank to the same count, as DistributedSampler does).
-Every `ckpt_every` steps and at the end a resume checkpoint is
-written atomically to the workdir; on start the newest complete one of the same
-configuration is loaded and the run continues at the same sampler position with the same
-RNG states (kill -9 and restart = an uninterrupted run, tests/test_train_resume.py).
+Every `ckpt_every` steps and at the end a resume checkpoint is written atomically to the
+workdir; on start the newest complete one of the same configuration is loaded and the run
+continues at the same sampler position with the same RNG states (kill -9 and restart = an uninterrupted run, tests/test_train_resume.py).
 Rank 0 shows a tqdm bar and appends to metrics.csv (step, epoch, loss = mean over ranks and
 the logging window, lr used by the step, images_per_s = student forward images per second
 over all ranks (2 views per image when distilling, 3 images per triplet when finetuning),
