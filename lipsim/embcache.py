@@ -41,6 +41,7 @@ from lipsim.checksum import sha256_file
 from lipsim.configcheck import ConfigError, schema_default
 from lipsim.data.folders import IMAGE_SUFFIXES
 from lipsim.errors import LipSimError
+from lipsim.progress import progress_bar
 
 __all__ = [
     "CacheError",
@@ -254,6 +255,98 @@ def _load_state(cache_dir: Path, part: int, config: dict) -> dict:
     return {}
 
 
+def _check_fill_options(on_bad_image: str, dtype: str, shard_size: int) -> None:
+    if on_bad_image not in ("skip", "fail"):
+        raise ConfigError(f"--on-bad-image must be skip or fail, got {on_bad_image!r}")
+    if dtype not in ("float16", "float32"):
+        raise ConfigError(f"--dtype must be float16 or float32, got {dtype!r}")
+    if shard_size < 1:
+        raise ConfigError(f"--shard-size must be >= 1, got {shard_size}")
+
+
+def _still_valid(path: Path, entry: dict | None) -> bool:
+    """Whether a shard recorded by an earlier run still verifies (else it is rebuilt)."""
+    if entry is None:
+        return False
+    why = verify_shard(path, entry)
+    if why is not None:
+        log.warning("%s: %s; rebuilding it", path, why)
+    return why is None
+
+
+def _report_bad(rows, ok, errors, rel_paths: list[str], start: int, on_bad_image: str) -> list:
+    """The undecodable images of a batch (row, path, error); raises under on_bad_image fail."""
+    bad = []
+    for r, good, err in zip(rows.tolist(), ok.tolist(), errors, strict=True):
+        if good:
+            continue
+        if on_bad_image == "fail":
+            raise BadImageError(f"{err} (row {r} of the image list; --on-bad-image fail)")
+        log.warning("skipping undecodable image (row %d): %s", r, err)
+        bad.append({"row": int(r), "path": rel_paths[r - start], "error": err})
+    return bad
+
+
+def _embed_shard(teacher, rows: _ImageRows, config: FillConfig, opts: dict, bar):
+    """(embeddings (rows, emb_dim) float32 with NaN rows for undecodable images, their
+    reports) of one shard; opts: batch_size, workers, on_bad_image, device."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    out = np.empty((len(rows), config.emb_dim), dtype=np.float32)
+    bad: list[dict] = []
+    loader = DataLoader(
+        rows, batch_size=opts["batch_size"], num_workers=opts["workers"], shuffle=False
+    )
+    for index, batch, ok, errors in loader:
+        ok = ok.bool()
+        bad += _report_bad(index, ok, errors, rows.paths, rows.start, opts["on_bad_image"])
+        with torch.no_grad():
+            batch = batch.flip(-1) if config.mirror else batch
+            emb = teacher.embed(batch.to(opts["device"])).float().cpu().numpy()
+        emb[~ok.numpy()] = np.nan
+        out[index.numpy() - rows.start] = emb
+        bar.update(len(index))
+    return out, bad
+
+
+def _write_shard(path: Path, shard: int, start: int, emb: np.ndarray, bad: list, dtype: str):
+    """Write one shard atomically; returns its manifest entry."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, emb.astype(dtype))
+    return {
+        "shard": shard,
+        "file": path.name,
+        "start": start,
+        "stop": start + len(emb),
+        "rows": len(emb),
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "bad_rows": [b["row"] for b in bad],
+        "bad_images": bad,
+    }
+
+
+def _part_manifest(config: FillConfig, part: int, parts: int, shards: range, entries: dict):
+    bad_images = [b for s in shards for b in entries[s].get("bad_images", [])]
+    return {
+        "format": FORMAT,
+        "config": config.as_dict(),
+        "part": part,
+        "parts": parts,
+        "n_shards_total": n_shards(config.n_images, config.shard_size),
+        "shard_range": [shards.start, shards.stop],
+        "counts": {
+            "shards": len(shards),
+            "images": sum(e["rows"] for e in entries.values()),
+            "bad": len(bad_images),
+        },
+        "bad_images": bad_images,
+        "shards": [entries[s] for s in shards],
+    }
+
+
 def fill_part(
     *,
     teacher,
@@ -282,24 +375,13 @@ def fill_part(
     crop: how each image is cropped (load_train_image); mirror: embed the horizontally
     mirrored crops instead (a separate cache folder: the teacher view of a flipped view 0).
     """
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    if on_bad_image not in ("skip", "fail"):
-        raise ConfigError(f"--on-bad-image must be skip or fail, got {on_bad_image!r}")
-    if dtype not in ("float16", "float32"):
-        raise ConfigError(f"--dtype must be float16 or float32, got {dtype!r}")
-    if shard_size < 1:
-        raise ConfigError(f"--shard-size must be >= 1, got {shard_size}")
+    _check_fill_options(on_bad_image, dtype, shard_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    image_size = int(image_size or teacher.image_size)
-    n = len(image_list)
-    total = n_shards(n, shard_size)
+    n, paths = len(image_list), image_list["path"].tolist()
     config = FillConfig(
         teacher=teacher_name or teacher.name,
-        image_size=image_size,
+        image_size=int(image_size or teacher.image_size),
         shard_size=shard_size,
         dtype=dtype,
         emb_dim=int(teacher.emb_dim),
@@ -308,93 +390,27 @@ def fill_part(
         random_weights=bool(random_weights),
         crop=crop,
         mirror=bool(mirror),
-    ).as_dict()
-    known = _load_state(out_dir, part, config)
-    paths = image_list["path"].tolist()
-    entries: dict[int, dict] = {}
-    bad_images: list[dict] = []
-    shards = part_shards(part, parts, total)
-
-    def save_progress() -> None:
-        write_json(
-            _progress_path(out_dir, part),
-            {"config": config, "shards": [entries[s] for s in sorted(entries)]},
-        )
-
-    bar = tqdm(
-        total=sum(min(n, (s + 1) * shard_size) - s * shard_size for s in shards),
-        desc=f"cache part {part}/{parts}",
-        unit="img",
-        disable=not progress,
     )
+    opts = dict(batch_size=batch_size, workers=workers, on_bad_image=on_bad_image, device=device)
+    known = _load_state(out_dir, part, config.as_dict())
+    shards = part_shards(part, parts, n_shards(n, shard_size))
+    entries: dict[int, dict] = {}
+    n_part = sum(min(n, (s + 1) * shard_size) - s * shard_size for s in shards)
+    bar = progress_bar(n_part, f"cache part {part}/{parts}", "img", enabled=progress)
     for s in shards:
-        start, stop = s * shard_size, min(n, (s + 1) * shard_size)
         path = shard_path(out_dir, s)
-        if s in known:
-            why = verify_shard(path, known[s])
-            if why is None:
-                entries[s] = known[s]
-                bad_images.extend(known[s].get("bad_images", []))
-                bar.update(stop - start)
-                continue
-            log.warning("%s: %s; rebuilding it", path, why)
-        out = np.empty((stop - start, config["emb_dim"]), dtype=np.float32)
-        shard_bad: list[dict] = []
-        loader = DataLoader(
-            _ImageRows(Path(images), paths[start:stop], start, image_size, crop),
-            batch_size=batch_size,
-            num_workers=workers,
-            shuffle=False,
-        )
-        for rows, batch, ok, errors in loader:
-            ok = ok.bool()
-            if not bool(ok.all()):
-                for r, good, err in zip(rows.tolist(), ok.tolist(), errors, strict=True):
-                    if not good:
-                        if on_bad_image == "fail":
-                            raise BadImageError(
-                                f"{err} (row {r} of the image list; --on-bad-image fail)"
-                            )
-                        log.warning("skipping undecodable image (row %d): %s", r, err)
-                        shard_bad.append({"row": int(r), "path": paths[r], "error": err})
-            with torch.no_grad():
-                batch = batch.flip(-1) if mirror else batch
-                emb = teacher.embed(batch.to(device)).float().cpu().numpy()
-            emb[~ok.numpy()] = np.nan
-            out[rows.numpy() - start] = emb
-            bar.update(len(rows))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, out.astype(dtype))
-        entries[s] = {
-            "shard": s,
-            "file": path.name,
-            "start": start,
-            "stop": stop,
-            "rows": stop - start,
-            "bytes": path.stat().st_size,
-            "sha256": sha256_file(path),
-            "bad_rows": [b["row"] for b in shard_bad],
-            "bad_images": shard_bad,
-        }
-        bad_images.extend(shard_bad)
-        save_progress()
+        if _still_valid(path, known.get(s)):
+            entries[s] = known[s]
+            bar.update(known[s]["rows"])
+            continue
+        start, stop = s * shard_size, min(n, (s + 1) * shard_size)
+        rows = _ImageRows(Path(images), paths[start:stop], start, config.image_size, crop)
+        emb, bad = _embed_shard(teacher, rows, config, opts, bar)
+        entries[s] = _write_shard(path, s, start, emb, bad, dtype)
+        record = {"config": config.as_dict(), "shards": [entries[k] for k in sorted(entries)]}
+        write_json(_progress_path(out_dir, part), record)
     bar.close()
-    manifest = {
-        "format": FORMAT,
-        "config": config,
-        "part": part,
-        "parts": parts,
-        "n_shards_total": total,
-        "shard_range": [shards.start, shards.stop],
-        "counts": {
-            "shards": len(shards),
-            "images": sum(e["rows"] for e in entries.values()),
-            "bad": len(bad_images),
-        },
-        "bad_images": bad_images,
-        "shards": [entries[s] for s in shards],
-    }
+    manifest = _part_manifest(config, part, parts, shards, entries)
     write_json(part_manifest_path(out_dir, part), manifest)  # last: the part is complete
     _progress_path(out_dir, part).unlink(missing_ok=True)
     return manifest

@@ -187,6 +187,26 @@ def test_interrupted_part_resumes_at_shard_granularity(tmp_path):
     assert not list(out.glob(".part-0.progress.json"))
 
 
+def test_fill_progress_in_a_log_is_one_line_per_redraw(tmp_path, capsys):
+    """cache-fill reports through lipsim.progress: in a log file (not a terminal) each redraw
+    is a line of its own, no carriage returns piling up; kept shards count as done."""
+    root = make_image_folder(tmp_path / "imagenet", seed=4, classes=2, per_class=5, image_size=32)
+    kw = dict(
+        teacher=get_teacher("demo"),
+        images=root,
+        image_list=list_images(root),
+        out_dir=tmp_path / "cache",
+        part=0,
+        parts=1,
+        shard_size=4,
+    )
+    for _ in range(2):  # filled, then every shard kept
+        fill_part(**kw)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("cache part 0/1")]
+        assert "\r" not in err and lines and "10/10" in lines[-1], err
+
+
 @pytest.mark.parametrize("damage", ["corrupt-in-place", "truncate"])
 def test_reader_refuses_a_damaged_shard_and_the_rerun_rebuilds_it(
     images, tmp_path, caplog, capsys, damage
@@ -244,6 +264,8 @@ def test_reader_refuses_a_damaged_shard_and_the_rerun_rebuilds_it(
             "original",
             "--rmse-reduction",
             "image",
+            "--jitter-input",
+            "float",
             "--epochs",
             "1",
             "--batch-size",
@@ -260,6 +282,12 @@ def test_reader_refuses_a_damaged_shard_and_the_rerun_rebuilds_it(
             "constant",
             "--warmup-steps",
             "0",
+            "--lr-timing",
+            "this_step",
+            "--schedule-items",
+            "0",
+            "--partial-batches",
+            "drop",
             "--seed",
             "0",
             "--amp",

@@ -6,6 +6,8 @@ each option changes what it says and nothing else, on tiny batches with seeded w
   distill.rmse_reduction  batch | image
   finetune.loss_reduction sum | mean
   finetune.schedule       interp (and lr)
+  (the lr timing, schedule length, partial batches, jitter input and target dtype:
+   tests/test_authors_timing.py)
   finetune.optimizer_state reload | fresh
   metric                  cosine | ball (the finetune loss)
 """
@@ -39,7 +41,7 @@ from lipsim.teachers import get_teacher
 from lipsim.train.distill import DistillDataset, DistillTask, batch_rmse
 from lipsim.train.distributed import detect_env
 from lipsim.train.finetune import FinetuneTask, hinge_loss, lipsim_distances
-from lipsim.train.schedule import SCHEDULES, build_scheduler
+from lipsim.train.schedule import SCHEDULES, step_lr
 from lipsim.train.trainer import TrainConfig, Trainer, load_optimizer_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +103,15 @@ def test_the_teacher_cache_embeds_the_same_crop_as_the_student(tmp_path):
     teacher = get_teacher("demo")
     for crop in ("center", "resize_center"):
         cache = _cache(images, tmp_path / crop, crop=crop)
-        ds = DistillDataset(cache, images, 32, crop=crop, teacher_view="original", augment=False)
+        ds = DistillDataset(
+            cache,
+            images,
+            32,
+            crop=crop,
+            teacher_view="original",
+            jitter_input="float",
+            augment=False,
+        )
         for i in range(len(ds)):
             img, _, target, row = ds[i]
             torch.testing.assert_close(target, teacher.embed(img[None])[0], rtol=1e-5, atol=1e-6)
@@ -115,10 +125,9 @@ def test_flipped_teacher_view_targets_the_embedding_of_view_0_with_its_flip(tmp_
     cache = _cache(images, tmp_path / "c", crop="center")
     mirror = _cache(images, tmp_path / "m", crop="center", mirror=True)
     teacher = get_teacher("demo")
-    flipped = DistillDataset(
-        cache, images, 32, crop="center", teacher_view="flipped", mirror=mirror, seed=5
-    )
-    original = DistillDataset(cache, images, 32, crop="center", teacher_view="original", seed=5)
+    kw = dict(crop="center", jitter_input="float", seed=5)
+    flipped = DistillDataset(cache, images, 32, teacher_view="flipped", mirror=mirror, **kw)
+    original = DistillDataset(cache, images, 32, teacher_view="original", **kw)
     n_flipped = 0
     for i in range(len(flipped)):
         v0, _, target, row = flipped[i]
@@ -134,7 +143,9 @@ def test_flipped_teacher_view_targets_the_embedding_of_view_0_with_its_flip(tmp_
         assert was_flipped == (not torch.allclose(target, target_o))
     assert 0 < n_flipped < len(flipped)  # both cases were exercised
     with pytest.raises(ValueError, match="mirror"):
-        DistillDataset(cache, images, 32, crop="center", teacher_view="flipped")
+        DistillDataset(
+            cache, images, 32, crop="center", teacher_view="flipped", jitter_input="float"
+        )
 
 
 # --------------------------------------------------------------------------- reductions
@@ -172,21 +183,19 @@ def test_interp_schedule_knots():
     assert f(20, 100, 0) == pytest.approx(0.5) and f(60, 100, 0) == pytest.approx(0.525)
     # Integer division for the knots, as the authors' code: T = 7 -> knots 2 and 5.
     assert f(2, 7, 0) == 1.0 and f(5, 7, 0) == pytest.approx(1 / 20)
-    # Through the optimizer: the lr each step uses is lr x the schedule at that step.
-    opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.01)
-    sched = build_scheduler(opt, "interp", 10)
-    used = []
-    for _ in range(10):
-        used.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    # The lr each step uses is lr x the schedule at that step (this_step timing).
+    used = [
+        step_lr(s, lr=0.01, schedule="interp", total=10, warmup=0, timing="this_step")
+        for s in range(10)
+    ]
     assert used[0] == 0 and used[4] == pytest.approx(0.01) and used[8] == pytest.approx(0.0005)
 
 
 # --------------------------------------------------------------------------- optimizer state
 def _adam_with_moments(net: nn.Module) -> torch.optim.Adam:
     opt = torch.optim.Adam(net.parameters(), lr=0.01, betas=(0.5, 0.9))
-    build_scheduler(opt, "cosine", 10)  # as in distillation: leaves `initial_lr` behind
+    # torch's lr schedulers (the authors') leave `initial_lr` in the param groups
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5)
     for p in net.parameters():
         p.grad = torch.randn_like(p)
     opt.step()
@@ -203,6 +212,9 @@ def _cfg(tmp_path, **kw) -> TrainConfig:
         weight_decay=0.0,
         schedule="constant",
         warmup_steps=0,
+        lr_timing="this_step",
+        schedule_items=0,
+        partial_batches="drop",
         seed=0,
         workers=0,
         amp="none",
@@ -224,7 +236,8 @@ def test_reloaded_adam_state_has_the_saved_moments_and_the_configured_lr(tmp_pat
     net = build_model("tiny", 32, 16)
     opt = torch.optim.Adam(net.parameters(), lr=0.003, betas=(0.8, 0.95))
     assert opt.state_dict()["state"] == {}  # fresh: no moments (zero at the first step)
-    load_optimizer_state(opt, saved, _cfg(tmp_path))
+    # It returns the lr the saved state carried (0.01 x 0.5 from the scheduler above).
+    assert load_optimizer_state(opt, saved, _cfg(tmp_path)) == 0.005
     for i, p in enumerate(net.parameters()):
         assert torch.equal(opt.state[p]["exp_avg"], saved["state"][i]["exp_avg"])
         assert torch.equal(opt.state[p]["exp_avg_sq"], saved["state"][i]["exp_avg_sq"])
@@ -380,6 +393,9 @@ def _train_args(workdir: Path, out: Path, batch: int, **kw) -> list[str]:
         "weight-decay": 0,
         "schedule": "constant",
         "warmup-steps": 0,
+        "lr-timing": "this_step",
+        "schedule-items": 0,
+        "partial-batches": "drop",
         "seed": 0,
         "workers": 0,
         "amp": "none",
@@ -413,6 +429,8 @@ def test_authors_recipe_end_to_end_distill_then_finetune(tmp_path, capsys):
         "32",
         "--rmse-reduction",
         "batch",
+        "--jitter-input",
+        "uint8",
     ]
     rc = distill_cli.main(
         [
@@ -539,6 +557,11 @@ def test_paper_dry_run_passes_the_authors_recipe(tmp_path):
             "--crop center",
             "--teacher-view flipped",
             "--rmse-reduction batch",
+            "--jitter-input uint8",
+            "--schedule cosine_restarts",
+            "--lr-timing previous_step",
+            "--schedule-items 1281167",
+            "--partial-batches keep",
             f"--mirror-cache-dir results/paper/cache/{t}-mirror",
         ):
             assert flag in line, (t, flag)
@@ -557,6 +580,9 @@ def test_paper_dry_run_passes_the_authors_recipe(tmp_path):
         "--metric cosine",
         "--loss-reduction sum",
         "--optimizer-state reload",
+        "--lr-timing previous_step",
+        "--schedule-items 15941",
+        "--partial-batches keep",
     ):
         assert all(flag in ln for ln in finetune), flag
 

@@ -1,11 +1,11 @@
 """`python -m lipsim distill --cache-dir DIR --images DIR --preset P --image-size S
 --teacher NAME --crop C --teacher-view V [--mirror-cache-dir DIR] --rmse-reduction R
---workdir DIR --out CKPT [training options]`
+--jitter-input J --workdir DIR --out CKPT [training options]`
 
 Trains a LipSim student from scratch to regress the cached teacher embeddings (emb_dim is
 read from the cache) and writes the final checkpoint (stage "pretrained", with the final
 Adam state, so finetuning can continue it) to --out. The recipe options (crop, teacher view,
-RMSE reduction) are described in lipsim.train.distill; the caches must have been filled with
+RMSE reduction, jitter input) are described in lipsim.train.distill; the caches must have been filled with
 the same --crop, the mirrored one with `cache-fill --mirror`.
 Runs as 1 process, under torchrun, or under `srun` (one task per GPU): see
 lipsim.train.distributed for the environment variables read.
@@ -25,7 +25,13 @@ from lipsim.cli._args import parser
 from lipsim.embcache import CROPS, CacheError, EmbeddingCache
 from lipsim.models import build_model, save_checkpoint
 from lipsim.train.checkpointing import clear_resume
-from lipsim.train.distill import RMSE_REDUCTIONS, TEACHER_VIEWS, DistillDataset, DistillTask
+from lipsim.train.distill import (
+    JITTER_INPUTS,
+    RMSE_REDUCTIONS,
+    TEACHER_VIEWS,
+    DistillDataset,
+    DistillTask,
+)
 from lipsim.train.distributed import cleanup, init_distributed
 from lipsim.train.trainer import (
     Trainer,
@@ -125,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="image: mean of per-image RMSE; batch: RMSE over the batch (the authors')",
     )
+    g.add_argument(
+        "--jitter-input",
+        choices=JITTER_INPUTS,
+        required=True,
+        help="view 1's colour jitter on the float image, or on its uint8 PIL image (the authors')",
+    )
     add_training_options(ap)
     return ap
 
@@ -153,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             args.image_size,
             crop=args.crop,
             teacher_view=args.teacher_view,
+            jitter_input=args.jitter_input,
             mirror=mirror,
             seed=cfg.seed,
             augment=not args.no_augment,
@@ -161,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             "crop": args.crop,
             "teacher_view": args.teacher_view,
             "rmse_reduction": args.rmse_reduction,
+            "jitter_input": args.jitter_input,
         }
         trainer = Trainer(cfg, env, device)
         net = trainer.fit(
@@ -193,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                     "weight_decay": cfg.weight_decay,
                     "schedule": cfg.schedule,
                     "warmup_steps": cfg.warmup_steps,
+                    "lr_timing": cfg.lr_timing,
+                    "schedule_items": cfg.schedule_items,
+                    "partial_batches": cfg.partial_batches,
                     "seed": cfg.seed,
                     "amp": cfg.amp,
                     "images": len(dataset),

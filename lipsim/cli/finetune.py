@@ -5,8 +5,10 @@
 Finetunes a distilled LipSim checkpoint on NIGHT train with the hinge loss at margin M on the
 distance of --metric (lipsim.train.finetune) and writes the stage "finetuned" checkpoint with
 the margin and metric recorded. --optimizer-state reload starts Adam from the state stored in
-the --init checkpoint (the authors' recipe; lr, betas and weight decay still come from the
-options), fresh from zero moments. Use one --workdir per margin. Distributed like `distill`.
+the --init checkpoint (the authors' recipe; betas and weight decay still come from the
+options, and so does the lr, except for the first step under --lr-timing previous_step,
+which trains with the lr stored in that state, as the authors' finetuning does), fresh from
+zero moments. Use one --workdir per margin. Distributed like `distill`.
 """
 
 from __future__ import annotations
@@ -142,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                     "weight_decay": cfg.weight_decay,
                     "schedule": cfg.schedule,
                     "warmup_steps": cfg.warmup_steps,
+                    "lr_timing": cfg.lr_timing,
+                    "schedule_items": cfg.schedule_items,
+                    "partial_batches": cfg.partial_batches,
                     "seed": cfg.seed,
                     "amp": cfg.amp,
                     "triplets": len(dataset),

@@ -1,9 +1,10 @@
 """Resume checkpoints of the trainer (not final model checkpoints: see lipsim.models).
 
 A resume checkpoint `WORKDIR/resume-{step:09d}.pt` holds everything needed to continue a run
-bit-for-bit on the same hardware: model, optimizer, scheduler, epoch and step within the
-epoch (the sampler position), the global step, each rank's RNG states (torch CPU, CUDA,
-numpy, python) and a fingerprint of the run's configuration. Each file is written
+bit-for-bit on the same hardware: model, optimizer, epoch and step within the epoch (the
+sampler position), the global step (the lr is a function of it: lipsim.train.schedule), each
+rank's RNG states (torch CPU, CUDA, numpy, python) and a fingerprint of the run's
+configuration. Each file is written
 atomically, so the newest file present is complete; the two newest are kept (a file can still
 be unreadable after a disk problem, and then the previous one is used).
 Loadable with torch.load(weights_only=True): RNG states are stored as tensors / plain types.

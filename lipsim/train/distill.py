@@ -5,7 +5,10 @@ Each item is one cached image seen in two views at the preset's image size, crop
 `crop` says (lipsim.embcache.load_train_image: `resize_center` = shorter side resized, then
 centre crop; `center` = the authors' centre crop of the full-resolution image, no resize):
 view 0 = random horizontal flip; view 1 = flip + ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8
-+ grayscale with p 0.2 (its own flip draw). The target of both views is a teacher embedding
++ grayscale with p 0.2 (its own flip draw), applied as `jitter_input` says:
+  float   to the float image (no rounding between the colour operations)
+  uint8   to the 8-bit PIL image, each operation rounding to 8 bits, then back to [0, 1]
+          (the authors' pipeline: the same random draws, pixels up to ~0.05 apart). The target of both views is a teacher embedding
 read from the memory-mapped cache, of
   teacher_view = original   the un-augmented image, or
   teacher_view = flipped    view 0 itself (the authors' trainer embeds view 0 online): the
@@ -29,11 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 from torchvision import transforms
+from torchvision.transforms import functional as TF
 
 from lipsim.embcache import EmbeddingCache, load_train_image
 
 TEACHER_VIEWS = ("original", "flipped")
 RMSE_REDUCTIONS = ("image", "batch")
+JITTER_INPUTS = ("float", "uint8")
 
 
 def _item_seed(seed: int, epoch: int, index: int) -> int:
@@ -57,6 +62,7 @@ class DistillDataset(torch.utils.data.Dataset):
         *,
         crop: str,
         teacher_view: str,
+        jitter_input: str,
         mirror: EmbeddingCache | None = None,
         seed: int = 0,
         augment: bool = True,
@@ -71,12 +77,17 @@ class DistillDataset(torch.utils.data.Dataset):
                 "--teacher-view flipped needs the mirrored cache (--mirror-cache-dir)"
                 " and --teacher-view original must not be given one"
             )
+        if jitter_input not in JITTER_INPUTS:
+            raise ValueError(
+                f"--jitter-input must be one of {', '.join(JITTER_INPUTS)}, got {jitter_input!r}"
+            )
         if mirror is not None and mirror.paths != cache.paths:
             raise ValueError(
                 f"the mirrored cache {mirror.cache_dir} lists other images than {cache.cache_dir}"
             )
         self.cache, self.images, self.image_size = cache, Path(images), int(image_size)
         self.crop, self.teacher_view, self.mirror = crop, teacher_view, mirror
+        self.jitter_input = jitter_input
         ok = cache.ok if mirror is None else cache.ok & mirror.ok
         self.items = np.flatnonzero(ok)  # cache rows usable for training
         self.seed, self.augment, self.epoch = int(seed), bool(augment), 0
@@ -103,6 +114,13 @@ class DistillDataset(torch.utils.data.Dataset):
             self.images / self.cache.paths[row], self.image_size, crop=self.crop
         )
 
+    def _view1(self, img: torch.Tensor) -> torch.Tensor:
+        if self.jitter_input == "float":
+            return self.colour(self.flip(img))
+        # img holds k / 255 exactly (load_train_image): rounding recovers the 8-bit pixels.
+        pil = TF.to_pil_image(img.mul(255).round().to(torch.uint8))
+        return TF.to_tensor(self.colour(self.flip(pil)))
+
     def __getitem__(self, i: int):
         row = int(self.items[i])
         img = self._decoded[i] if self._decoded is not None else self._load(row)
@@ -113,7 +131,7 @@ class DistillDataset(torch.utils.data.Dataset):
             # The draw RandomHorizontalFlip(0.5) makes, done here to know its outcome.
             flipped = bool(torch.rand(1) < self.flip.p)
             v0 = img.flip(-1) if flipped else img
-            v1 = self.colour(self.flip(img))
+            v1 = self._view1(img)
         source = self.mirror if flipped and self.teacher_view == "flipped" else self.cache
         return v0, v1, torch.tensor(source[row]), row
 

@@ -7,11 +7,12 @@ reads its share of the data through a DistributedSampler (set_epoch each epoch),
 k steps of N processes with batch b equal k steps of one process with batch N * b when the
 loss is a mean over the batch (tests/test_train_ddp.py checks it).
 
-Per step: optional bf16 autocast (GPU only), Adam(lr, betas, weight decay), the lr schedule
-(lipsim.train.schedule). Every `ckpt_every` steps and at the end a resume checkpoint is
-written atomically to the workdir; on start the newest complete one of the same
-configuration is loaded and the run continues at the same sampler position with the same
-RNG states (kill -9 and restart = an uninterrupted run, tests/test_train_resume.py).
+Per step: optional bf16 autocast (GPU only), Adam(lr, betas, weight decay) at the lr that
+lipsim.train.schedule.step_lr gives the step. An epoch keeps or drops its last partial batch
+(`partial_batches`; keep pads each rank to the same count, as DistributedSampler does).
+Every `ckpt_every` steps and at the end a resume checkpoint is written atomically to the
+workdir; on start the newest complete one of the same configuration is loaded and the run
+continues at the same sampler position with the same RNG states (kill -9 and restart = an uninterrupted run, tests/test_train_resume.py).
 Rank 0 shows a tqdm bar and appends to metrics.csv (step, epoch, loss = mean over ranks and
 the logging window, lr used by the step, images_per_s = student forward images per second
 over all ranks (2 views per image when distilling, 3 images per triplet when finetuning),
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -49,10 +51,17 @@ from lipsim.train.distributed import (
     all_reduce_mean,
     barrier,
 )
-from lipsim.train.schedule import SCHEDULES, build_scheduler
+from lipsim.train.schedule import (
+    LR_TIMINGS,
+    SCHEDULES,
+    check_schedule,
+    schedule_steps,
+    step_lr,
+)
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s", "time")
+PARTIAL_BATCHES = ("drop", "keep")
 
 
 class OptimizerStateError(LipSimError, ValueError):
@@ -78,6 +87,9 @@ class TrainConfig:
     weight_decay: float
     schedule: str
     warmup_steps: int
+    lr_timing: str  # lipsim.train.schedule.LR_TIMINGS
+    schedule_items: int  # 0: the schedule spans the run; else epochs x items // global batch
+    partial_batches: str  # "drop" | "keep" (the last batch of an epoch)
     seed: int
     workers: int
     amp: str  # "bf16" | "none"
@@ -100,6 +112,9 @@ class TrainConfig:
             "weight_decay",
             "schedule",
             "warmup_steps",
+            "lr_timing",
+            "schedule_items",
+            "partial_batches",
             "seed",
             "amp",
         )
@@ -126,6 +141,24 @@ def add_training_options(ap: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--warmup-steps", type=int, required=True, help="linear warmup steps of the schedule"
+    )
+    g.add_argument(
+        "--lr-timing",
+        choices=LR_TIMINGS,
+        required=True,
+        help="step s trains with the schedule at s, or at s - 1 (the authors')",
+    )
+    g.add_argument(
+        "--schedule-items",
+        type=int,
+        required=True,
+        help="0: the schedule spans the run; N: epochs x N // global batch steps (the authors')",
+    )
+    g.add_argument(
+        "--partial-batches",
+        choices=PARTIAL_BATCHES,
+        required=True,
+        help="the last, partial batch of an epoch: drop, or keep (the authors')",
     )
     g.add_argument("--seed", type=int, required=True, help="training seed")
     g.add_argument("--workers", type=int, required=True, help="DataLoader workers per process")
@@ -156,6 +189,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay,
         schedule=args.schedule,
         warmup_steps=args.warmup_steps,
+        lr_timing=args.lr_timing,
+        schedule_items=args.schedule_items,
+        partial_batches=args.partial_batches,
         seed=args.seed,
         workers=args.workers,
         amp=args.amp,
@@ -224,6 +260,43 @@ class _Metrics:
             fh.flush()
 
 
+def epoch_steps(n_items: int, world_size: int, batch_size: int, partial_batches: str) -> int:
+    """Optimisation steps per epoch. keep: every item, the distributed sampler padding each
+    rank to ceil(n / world) items and the last batch partial (the authors' loaders);
+    drop: floor(n / world) items per rank, full batches only."""
+    if partial_batches == "keep":
+        return _ceil_div(_ceil_div(n_items, world_size), batch_size)
+    if partial_batches == "drop":
+        return n_items // world_size // batch_size
+    raise LipSimError(
+        f"--partial-batches must be one of {', '.join(PARTIAL_BATCHES)}, got {partial_batches!r}"
+    )
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclasses.dataclass
+class _Position:
+    """Where a run stands; saved in every resume checkpoint."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0  # the sampler position within the epoch
+    global_step: int = 0
+    elapsed: float = 0.0  # seconds of training, summed over resumed segments
+
+
+class _Window:
+    """Loss and images since the last metrics row."""
+
+    def __init__(self) -> None:
+        self.reset(time.perf_counter())
+
+    def reset(self, now: float) -> None:
+        self.loss, self.images, self.t = 0.0, 0, now
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, env: DistEnv, device: torch.device):
         if cfg.amp not in ("bf16", "none"):
@@ -242,179 +315,225 @@ class Trainer:
         fingerprint_extra: dict | None = None,
         init_optimizer_state: dict | None = None,
     ) -> nn.Module:
-        """Train `model` on `task`; returns it in eval mode (self.optimizer keeps Adam).
+        """Train `model` on `task`; returns it in eval mode (self.optimizer keeps Adam, holding
+        the lr a next step would use).
 
         init_optimizer_state: an Adam state dict (params in model.parameters() order) to start
         from instead of zero moments (the authors' finetuning reloads the distillation's);
-        lr, betas and weight decay still come from the config. A resume checkpoint of this
-        run wins over it (it holds the later state).
+        betas and weight decay still come from the config, and so does the lr except for the
+        first step under lr_timing previous_step. A resume checkpoint of this run wins over
+        it (it holds the later state).
         """
-        cfg, env, dev = self.cfg, self.env, self.device
-        model = model.to(dev)
+        cfg, env = self.cfg, self.env
+        model = model.to(self.device)
         model.train()
         dataset = task.dataset
-        sampler = _ResumableSampler(
-            dataset,
-            num_replicas=env.world_size,
-            rank=env.rank,
-            shuffle=True,
-            seed=cfg.seed,
-            drop_last=True,
+        total = self._total_steps(len(dataset))
+        first_lr = self._make_optimizer(model, init_optimizer_state)
+        lr_at = self._lr_schedule(total, first_lr)
+        fingerprint = cfg.fingerprint(
+            {**(fingerprint_extra or {}), "world_size": env.world_size, "n_items": len(dataset)}
         )
-        steps_per_epoch = DistributedSampler.__len__(sampler) // cfg.batch_size
-        if steps_per_epoch == 0:
+        pos = self._resume(model, fingerprint, total)
+        ddp = self._wrap(model)
+        metrics = _Metrics(cfg.metrics, pos.global_step, env.is_main)
+        bar = progress_bar(
+            total, "train", "step", initial=pos.global_step, enabled=env.is_main and cfg.progress
+        )
+        start = time.perf_counter() - pos.elapsed
+        window = _Window()
+        while pos.epoch < cfg.epochs:
+            for batch in self._loader(dataset, pos):
+                step_lr = lr_at(pos.global_step)
+                self._step(ddp, task, batch, step_lr, window)
+                pos.global_step += 1
+                pos.step_in_epoch += 1
+                if pos.global_step % cfg.log_every == 0 or pos.global_step == total:
+                    self._log(metrics, bar, window, pos, step_lr, start)
+                bar.update(1)
+                pos.elapsed = time.perf_counter() - start
+                if cfg.ckpt_every and pos.global_step % cfg.ckpt_every == 0:
+                    if pos.global_step < total:  # the end saves below
+                        self._save(model, fingerprint, pos)
+            pos.epoch += 1
+            pos.step_in_epoch = 0
+        pos.elapsed = time.perf_counter() - start
+        _set_lr(self.optimizer, lr_at(total))
+        if self.resumed_from != total:
+            self._save(model, fingerprint, pos)  # the finished state: a rerun does no work
+        bar.close()
+        model.eval()
+        return model
+
+    def _total_steps(self, n_items: int) -> int:
+        cfg, env = self.cfg, self.env
+        total = cfg.epochs * epoch_steps(
+            n_items, env.world_size, cfg.batch_size, cfg.partial_batches
+        )
+        if total == 0:
             raise ValueError(
-                f"dataset of {len(dataset)} items is smaller than one global batch "
+                f"dataset of {n_items} items is smaller than one global batch "
                 f"({cfg.batch_size} x {env.world_size} processes)"
             )
-        total_steps = cfg.epochs * steps_per_epoch
-        opt = torch.optim.Adam(
+        return total
+
+    def _make_optimizer(self, model: nn.Module, init_state: dict | None) -> float | None:
+        """Adam over the model's parameters, from `init_state` when given; returns the lr
+        that state carried (None without one)."""
+        cfg = self.cfg
+        self.optimizer = torch.optim.Adam(
             model.parameters(),
             lr=cfg.lr,
             betas=(cfg.beta1, cfg.beta2),
             weight_decay=cfg.weight_decay,
         )
-        if init_optimizer_state is not None:
-            load_optimizer_state(opt, init_optimizer_state, cfg)
-        self.optimizer = opt
-        sched = build_scheduler(opt, cfg.schedule, total_steps, cfg.warmup_steps)
-        fingerprint = cfg.fingerprint(
-            {**(fingerprint_extra or {}), "world_size": env.world_size, "n_items": len(dataset)}
+        if init_state is None:
+            return None
+        return load_optimizer_state(self.optimizer, init_state, cfg)
+
+    def _lr_schedule(self, total_steps: int, first_lr: float | None):
+        """step -> the lr that step trains with (lipsim.train.schedule)."""
+        cfg = self.cfg
+        length = schedule_steps(
+            total_steps, cfg.epochs, cfg.schedule_items, cfg.batch_size * self.env.world_size
+        )
+        check_schedule(cfg.schedule, length, cfg.warmup_steps)
+        return functools.partial(
+            step_lr,
+            lr=cfg.lr,
+            schedule=cfg.schedule,
+            total=length,
+            warmup=cfg.warmup_steps,
+            timing=cfg.lr_timing,
+            first_lr=first_lr,
         )
 
-        # Rank 0 picks the checkpoint and every rank loads that very file.
+    def _resume(self, model: nn.Module, fingerprint: dict, total: int) -> _Position:
+        """Load the newest resume checkpoint of this configuration, if any: rank 0 picks it
+        and every rank loads that very file."""
+        env = self.env
         state, path = (
-            ckpt.load_latest(cfg.workdir, fingerprint, remove_stale=True)
+            ckpt.load_latest(self.cfg.workdir, fingerprint, remove_stale=True)
             if env.is_main
             else (None, None)
         )
         chosen = all_gather_object(str(path) if path else "")[0]
         if not env.is_main and chosen:
             state = torch.load(chosen, map_location="cpu", weights_only=True)
-        epoch, step_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
+        pos = _Position()
         if state is not None:
             model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
-            global_step, elapsed = state["global_step"], state["elapsed"]
+            self.optimizer.load_state_dict(state["optimizer"])
+            pos = _Position(**{f.name: state[f.name] for f in dataclasses.fields(_Position)})
             rngs = state["rng"]
             ckpt.set_rng_state(rngs[env.rank] if len(rngs) == env.world_size else rngs[0])
-            self.resumed_from = global_step
+            self.resumed_from = pos.global_step
             if env.is_main:
-                log.info("resumed from %s (step %d of %d)", chosen, global_step, total_steps)
+                log.info("resumed from %s (step %d of %d)", chosen, pos.global_step, total)
+        barrier()
+        return pos
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """DistributedDataParallel over the ranks (gradients averaged), or the model itself."""
+        if not self.env.distributed:
+            return model
+        dev = self.device
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
+
+    def _loader(self, dataset, pos: _Position) -> DataLoader:
+        """The rest of epoch `pos.epoch` on this rank (a resumed run starts mid-epoch)."""
+        cfg, env = self.cfg, self.env
+        sampler = _ResumableSampler(
+            dataset,
+            num_replicas=env.world_size,
+            rank=env.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=cfg.partial_batches == "drop",
+        )
+        sampler.set_epoch(pos.epoch)
+        sampler.start = pos.step_in_epoch * cfg.batch_size
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(pos.epoch)
+        return DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.workers,
+            drop_last=cfg.partial_batches == "drop",
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _step(self, ddp: nn.Module, task: Task, batch, lr: float, window: _Window) -> None:
+        """One optimisation step at `lr`; adds its loss and images to `window`."""
+        opt = self.optimizer
+        _set_lr(opt, lr)
+        with torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp
+        ):
+            loss, n_images = task.loss(ddp, batch, self.device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        window.loss += float(loss.detach())
+        window.images += int(n_images)
+        if self.cfg.throttle_s:
+            time.sleep(self.cfg.throttle_s)
+
+    def _log(self, metrics, bar, window: _Window, pos: _Position, lr: float, start: float) -> None:
+        """One metrics row: the loss averaged over ranks and the window's steps."""
+        now = time.perf_counter()
+        steps = (pos.global_step - 1) % self.cfg.log_every + 1
+        mean_loss = float(all_reduce_mean(torch.tensor(window.loss / steps, device=self.device)))
+        rate = window.images * self.env.world_size / max(now - window.t, 1e-9)
+        metrics.append(
+            {
+                "step": pos.global_step,
+                "epoch": pos.epoch,
+                "loss": mean_loss,
+                "lr": lr,
+                "images_per_s": rate,
+                "time": now - start,
+            }
+        )
+        # refresh=False: the bar's interval decides when to redraw
+        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}", refresh=False)
+        window.reset(now)
+
+    def _save(self, model: nn.Module, fingerprint: dict, pos: _Position) -> None:
+        rngs = all_gather_object(ckpt.rng_state())
+        if self.env.is_main:
+            ckpt.save_resume(
+                self.cfg.workdir,
+                pos.global_step,
+                {
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": self.optimizer.state_dict(),
+                    **dataclasses.asdict(pos),
+                    "rng": rngs,
+                    "fingerprint": fingerprint,
+                },
+            )
         barrier()
 
-        ddp = model
-        if env.distributed:
-            ddp = nn.parallel.DistributedDataParallel(
-                model, device_ids=[dev.index] if dev.type == "cuda" else None
-            )
-        metrics = _Metrics(cfg.metrics, global_step, env.is_main)
-        bar = None
-        if env.is_main and cfg.progress:
-            bar = progress_bar(total_steps, "train", "step", initial=global_step)
 
-        def save() -> None:
-            rngs = all_gather_object(ckpt.rng_state())
-            if env.is_main:
-                ckpt.save_resume(
-                    cfg.workdir,
-                    global_step,
-                    {
-                        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "epoch": epoch,
-                        "step_in_epoch": step_in_epoch,
-                        "global_step": global_step,
-                        "elapsed": elapsed,
-                        "rng": rngs,
-                        "fingerprint": fingerprint,
-                    },
-                )
-            barrier()
-
-        start = time.perf_counter() - elapsed
-        window_loss, window_images, window_t = 0.0, 0, time.perf_counter()
-        while epoch < cfg.epochs:
-            sampler.set_epoch(epoch)
-            sampler.start = step_in_epoch * cfg.batch_size
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            loader = DataLoader(
-                dataset,
-                batch_size=cfg.batch_size,
-                sampler=sampler,
-                num_workers=cfg.workers,
-                drop_last=True,
-                pin_memory=dev.type == "cuda",
-                persistent_workers=False,
-            )
-            for batch in loader:
-                with torch.autocast(
-                    device_type=dev.type, dtype=torch.bfloat16, enabled=self.use_amp
-                ):
-                    loss, n_images = task.loss(ddp, batch, dev)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                step_lr = float(opt.param_groups[0]["lr"])  # the lr this step used
-                opt.step()
-                sched.step()
-                global_step += 1
-                step_in_epoch += 1
-                window_loss += float(loss.detach())
-                window_images += int(n_images)
-                if cfg.throttle_s:
-                    time.sleep(cfg.throttle_s)
-                if global_step % cfg.log_every == 0 or global_step == total_steps:
-                    now = time.perf_counter()
-                    steps = (global_step - 1) % cfg.log_every + 1
-                    mean_loss = float(
-                        all_reduce_mean(torch.tensor(window_loss / steps, device=dev))
-                    )
-                    rate = window_images * env.world_size / max(now - window_t, 1e-9)
-                    metrics.append(
-                        {
-                            "step": global_step,
-                            "epoch": epoch,
-                            "loss": mean_loss,
-                            "lr": step_lr,
-                            "images_per_s": rate,
-                            "time": now - start,
-                        }
-                    )
-                    if bar is not None:
-                        # refresh=False: the bar's interval decides when to redraw
-                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}", refresh=False)
-                    window_loss, window_images, window_t = 0.0, 0, now
-                if bar is not None:
-                    bar.update(1)
-                elapsed = time.perf_counter() - start
-                if (
-                    cfg.ckpt_every
-                    and global_step % cfg.ckpt_every == 0
-                    and global_step < total_steps
-                ):
-                    save()
-            epoch += 1
-            step_in_epoch = 0
-        elapsed = time.perf_counter() - start
-        if self.resumed_from != total_steps:
-            save()  # the finished state: a rerun with the same options does no work
-        if bar is not None:
-            bar.close()
-        model.eval()
-        return model
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
 
 
-def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, cfg: TrainConfig) -> None:
-    """Load a saved Adam state into `opt`, then set lr, betas and weight decay from `cfg`.
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, cfg: TrainConfig) -> float:
+    """Load a saved Adam state into `opt`, then set lr, betas and weight decay from `cfg`;
+    returns the lr the saved state carried (the first step's lr under lr_timing
+    previous_step, the authors' timing).
 
     load_state_dict restores the saved param_groups too (the distillation's last lr, its
-    betas, and the scheduler's `initial_lr`, which a new LambdaLR would otherwise keep as
-    its base lr): only the moments and step counts are meant to carry over. Raises
-    OptimizerStateError when the state does not fit the model's parameters (count, shapes).
+    betas, and its scheduler's `initial_lr`): only the moments and step counts are meant to
+    carry over. Raises OptimizerStateError when the state does not fit the model's
+    parameters (count, shapes).
     """
     params = [p for g in opt.param_groups for p in g["params"]]
     saved = [i for g in state.get("param_groups", []) for i in g.get("params", [])]
@@ -430,9 +549,11 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, cfg: TrainConf
                     f"{tuple(t.shape)}, the model's is {tuple(p.shape)}"
                 )
     opt.load_state_dict(state)
+    saved_lr = float(opt.param_groups[0]["lr"])  # a numpy float64 in the authors' files
     for g in opt.param_groups:
         g.pop("initial_lr", None)
         g.update(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    return saved_lr
 
 
 def seed_everything(seed: int) -> None:
