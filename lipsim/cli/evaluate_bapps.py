@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.baselines import evaluate_triplets, metric_from_args
     from lipsim.certify import certify_triplets
     from lipsim.data.bapps import BappsTriplets, read_bapps
+    from lipsim.metric import LipSim
     from lipsim.scoring import DREAMSIM
 
     metric, device, size = metric_from_args(args)
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         BappsTriplets(df, size), batch_size=args.batch_size, shuffle=False, num_workers=args.workers
     )
     ids, splits = df["id"].to_numpy(), df["split"].to_numpy()
-    lipsim = args.metric.startswith("lipsim:")
+    # Any LipSim spec (lipsim:, lipsim-cosine:, lipsim-ball:) is certified under its metric.
+    lipsim = isinstance(metric, LipSim)
     if lipsim:
         rows = certify_triplets(
             metric, loader, device, ids=ids, splits=splits, tie_radius=args.tie_radius
