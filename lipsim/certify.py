@@ -37,13 +37,15 @@ Edge cases (documented conventions):
   for `radius_authors` only (the sound radius of a tie stays 0).
 - p = 0.5 rows score 0.5 whatever the metric says; kept (`half_votes="keep"`) such a row is
   certified like any other row, so the certified score stays a lower bound of the attacked
-  score. The authors drop them (`half_votes="drop"`, lipsim.certify.apply_half_votes).
+  score. The authors drop them (`half_votes="drop"`). Per-triplet files keep every row; the
+  rule (lipsim.scoring.Rule) is applied when scores are computed.
 
 Floating point: embeddings are float32 and R is formed in float64 from them, so R carries a
 relative error of order 1e-6 -- far below the spacing of the eps values (1/255 steps).
 
-Certified score at eps: mean over triplets of score * [R > eps], in percent -- a lower bound
-of the 2AFC score under any l2 perturbation of the reference of norm <= eps.
+Certified score at eps: mean over the rule's triplets of score * [R > eps], in percent -- with
+the 2AFC score over every triplet, a lower bound of the 2AFC score under any l2 perturbation
+of the reference of norm <= eps.
 """
 
 from __future__ import annotations
@@ -56,7 +58,15 @@ import torch
 
 from lipsim.errors import LipSimError
 from lipsim.models.net import METRICS, ball_distance, project
-from lipsim.scoring import TEST_SPLITS, split_scores, triplet_table, twoafc
+from lipsim.scoring import (
+    DREAMSIM,
+    TEST_SPLITS,
+    Rule,
+    rule_scores,
+    split_scores,
+    triplet_scores,
+    triplet_table,
+)
 
 COLUMNS = (
     "id",
@@ -71,11 +81,8 @@ COLUMNS = (
     "radius_authors",
     "norm",
 )
-# How a triplet is scored: twoafc = DreamSim's 2AFC formula (lipsim.scoring.twoafc);
-# accuracy = the authors' evaluation, 1 when the decision matches round(p) (a tie decides x0).
-SCORING = ("twoafc", "accuracy")
+# score = the 2AFC score, correct = the authors' accuracy (lipsim.scoring.triplet_scores).
 TIE_RADIUS = ("zero", "infinite")
-HALF_VOTES = ("keep", "drop")
 
 
 def radii(
@@ -161,8 +168,7 @@ def certify_triplets(
                 "p": p,
                 "d0": cols["d0"],
                 "d1": cols["d1"],
-                "score": twoafc(cols["d0"], cols["d1"], p),
-                "correct": authors_correct(cols["d0"], cols["d1"], p),
+                **triplet_scores(cols["d0"], cols["d1"], p),
                 "radius": cols["radius"],
                 "radius_authors": cols["radius_authors"],
                 "norm": cols["norm"],
@@ -186,23 +192,6 @@ def certify_triplets(
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else head
 
 
-def authors_correct(d0, d1, p) -> np.ndarray:
-    """The authors' per-triplet score: 1.0 when argmax(d1, d0) equals round(p), else 0.0
-    (torch.round: p = 0.5 -> 0; a tie takes index 0, i.e. predicts x0)."""
-    d0, d1, p = (np.asarray(v, dtype=np.float64) for v in (d0, d1, p))
-    predicted = (d0 > d1).astype(np.float64)  # 1 = x1 closer
-    return (predicted == np.round(p)).astype(np.float64)
-
-
-def apply_half_votes(df: pd.DataFrame, half_votes: str) -> pd.DataFrame:
-    """keep: p = 0.5 rows stay (score 0.5); drop: removed, as the authors' evaluation does."""
-    if half_votes not in HALF_VOTES:
-        raise ValueError(f"half_votes must be one of {HALF_VOTES}, got {half_votes!r}")
-    if half_votes == "keep":
-        return df
-    return df[df["p"].to_numpy(np.float64) != 0.5].reset_index(drop=True)
-
-
 def certified_mask(radius, eps: float) -> np.ndarray:
     """A triplet is certified at eps when its radius is strictly larger (at R == eps a
     perturbation of norm eps may already tie the distances)."""
@@ -210,42 +199,41 @@ def certified_mask(radius, eps: float) -> np.ndarray:
 
 
 def certified_scores(
-    df: pd.DataFrame, eps_list: Iterable[float], radius: str = "radius", score: str = "score"
+    df: pd.DataFrame, eps_list: Iterable[float], radius: str = "radius", rule: Rule = DREAMSIM
 ) -> dict:
-    """Natural and certified scores (percent) per split and for 'test'.
+    """Natural and certified scores (percent) per split and for 'test', under `rule`.
 
     Returns {"natural": {split: score, ..., "test": ...},
              "certified": {eps: {split: score, ..., "test": ...}, ...}}
     where 'test' is the size-weighted mean over test_imagenet + test_no_imagenet
     (lipsim.scoring.split_scores) and eps are l2 radii in input units ([0, 1] pixels).
-    `radius` names the radius column (radius = sound, radius_authors = the authors'), `score`
-    the per-triplet score column (score = 2AFC, correct = the authors' accuracy).
+    `radius` names the radius column (radius = sound, radius_authors = the authors'); `rule`
+    the per-triplet score and the rows it averages (default: 2AFC over every row).
     One metric's rows only: a long table with several metrics is an error.
     """
     if "metric" in df and df["metric"].nunique() > 1:
         raise ValueError("certified_scores: rows of several metrics; select one first")
-    out = {"natural": split_scores(df, score), "certified": {}}
+    rows = rule.rows(df)
+    score = rows[rule.column].to_numpy(np.float64)
+    out = {"natural": rule_scores(df, rule), "certified": {}}
     for eps in eps_list:
-        cert = df.assign(_cert=df[score].to_numpy(np.float64) * certified_mask(df[radius], eps))
+        cert = rows.assign(_cert=score * certified_mask(rows[radius], eps))
         out["certified"][float(eps)] = split_scores(cert, "_cert")
     return out
 
 
-def unsound_share(df: pd.DataFrame, eps: float) -> dict[str, float]:
-    """Share of triplets (percent, per split and 'test') that the authors' radius certifies at
-    eps and the sound radius does not."""
-    flag = certified_mask(df["radius_authors"], eps) & ~certified_mask(df["radius"], eps)
-    return split_scores(df.assign(_unsound=flag.astype(np.float64)), "_unsound")
+def unsound_share(df: pd.DataFrame, eps: float, rule: Rule = DREAMSIM) -> dict[str, float]:
+    """Share of the rule's triplets (percent, per split and 'test') that the authors' radius
+    certifies at eps and the sound radius does not."""
+    rows = rule.rows(df)
+    flag = certified_mask(rows["radius_authors"], eps) & ~certified_mask(rows["radius"], eps)
+    return split_scores(rows.assign(_unsound=flag.astype(np.float64)), "_unsound")
 
 
 __all__ = [
     "COLUMNS",
-    "HALF_VOTES",
-    "SCORING",
     "TEST_SPLITS",
     "TIE_RADIUS",
-    "apply_half_votes",
-    "authors_correct",
     "certified_mask",
     "certified_scores",
     "certify_triplets",

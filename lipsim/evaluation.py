@@ -21,15 +21,15 @@ def triplet_distances(metric: SimilarityMetric, ref, x0, x1) -> tuple[np.ndarray
 
 
 def evaluate_triplets(metric: SimilarityMetric, loader, device, ids, splits):
-    """Natural 2AFC per triplet: DataFrame id, split, p, d0, d1, score (loader order)."""
-    from lipsim.scoring import triplet_table, twoafc
+    """Natural scores per triplet: DataFrame id, split, p, d0, d1, score (2AFC), correct (the
+    authors' accuracy), in loader order; lipsim.scoring.triplet_scores."""
+    from lipsim.scoring import triplet_scores, triplet_table
 
     metric.eval()
 
     def batch_columns(ref, x0, x1, p, index):
         d0, d1 = triplet_distances(metric, *(t.to(device) for t in (ref, x0, x1)))
-        return {"p": p, "d0": d0, "d1": d1, "score": twoafc(d0, d1, p)}
+        return {"p": p, "d0": d0, "d1": d1, **triplet_scores(d0, d1, p)}
 
-    return triplet_table(
-        loader, ids, splits, ["id", "split", "p", "d0", "d1", "score"], batch_columns
-    )
+    columns = ["id", "split", "p", "d0", "d1", "score", "correct"]
+    return triplet_table(loader, ids, splits, columns, batch_columns)

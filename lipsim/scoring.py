@@ -1,18 +1,32 @@
-"""2AFC scores on NIGHT-style triplets (reference, x0, x1, p).
+"""Scores on NIGHT-style triplets (reference, x0, x1, p): the per-triplet formulas and the rule
+that turns them into one number.
 
 p is the share of human votes for x1 (NIGHT's right_vote). A metric predicts x1 when
-d1 < d0. Per-triplet score (DreamSim's formula):
-    (d0 < d1) (1 - p) + (d1 < d0) p + 0.5 [d0 == d1]
-so a tie scores 0.5 whatever p is, and a p = 0.5 row scores 0.5 whatever the metric says.
+d1 < d0. Two per-triplet scores, one function each:
+- twoafc (DreamSim's formula, LPIPS's for BAPPS):
+      (d0 < d1) (1 - p) + (d1 < d0) p + 0.5 [d0 == d1]
+  so a tie scores 0.5 whatever p is, and a p = 0.5 row scores 0.5 whatever the metric says;
+- accuracy (the LipSim authors' evaluation): 1 when the decision matches round(p), else 0
+  (torch.round: p = 0.5 -> 0; a tie takes argmax index 0, i.e. predicts x0).
+A Rule names one of them and the row filter (half_votes: keep or drop the p = 0.5 rows);
+every per-triplet file keeps every row and both scores, so any rule can be applied later.
 Scores are reported as percentages in [0, 100].
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
+from lipsim.errors import LipSimError
+
 TEST_SPLITS = ("test_imagenet", "test_no_imagenet")
+# Per-triplet score column of each scoring rule (the column names of every per-triplet file).
+SCORE_COLUMNS = {"twoafc": "score", "accuracy": "correct"}
+SCORING = tuple(SCORE_COLUMNS)
+HALF_VOTES = ("keep", "drop")
 
 
 def twoafc(d0, d1, p) -> np.ndarray:
@@ -21,9 +35,63 @@ def twoafc(d0, d1, p) -> np.ndarray:
     return (d0 < d1) * (1.0 - p) + (d1 < d0) * p + 0.5 * (d0 == d1)
 
 
+def accuracy(d0, d1, p) -> np.ndarray:
+    """The authors' per-triplet score: 1.0 when argmax(d1, d0) equals round(p), else 0.0."""
+    d0, d1, p = (np.asarray(_np(v), dtype=np.float64) for v in (d0, d1, p))
+    predicted = (d0 > d1).astype(np.float64)  # 1 = x1 closer
+    return (predicted == np.round(p)).astype(np.float64)
+
+
+def triplet_scores(d0, d1, p) -> dict[str, np.ndarray]:
+    """Both per-triplet scores, under their column names: what every per-triplet file holds."""
+    return {"score": twoafc(d0, d1, p), "correct": accuracy(d0, d1, p)}
+
+
 def hard_label(p) -> np.ndarray:
     """Majority label: 1 when x1 got more votes; p = 0.5 rows get 0 (their score is 0.5 anyway)."""
     return (np.asarray(_np(p), dtype=np.float64) > 0.5).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How a table turns per-triplet rows into a score: which per-triplet score (scoring) over
+    which rows (half_votes). The default is DreamSim's evaluation (and LPIPS's on BAPPS)."""
+
+    scoring: str = "twoafc"
+    half_votes: str = "keep"
+
+    def __post_init__(self):
+        if self.scoring not in SCORING:
+            raise LipSimError(f"--scoring must be one of {list(SCORING)}, got {self.scoring!r}")
+        if self.half_votes not in HALF_VOTES:
+            raise LipSimError(
+                f"--half-votes must be one of {list(HALF_VOTES)}, got {self.half_votes!r}"
+            )
+
+    @property
+    def column(self) -> str:
+        """The per-triplet score column this rule averages."""
+        return SCORE_COLUMNS[self.scoring]
+
+    def rows(self, df: pd.DataFrame) -> pd.DataFrame:
+        """keep: every row (p = 0.5 rows score 0.5 under twoafc); drop: without the p = 0.5
+        rows, as the authors' evaluation does."""
+        if self.half_votes == "keep":
+            return df
+        return df[df["p"].to_numpy(np.float64) != 0.5]
+
+    def describe(self) -> str:
+        """The rule in words, for captions and notes."""
+        how = {
+            "twoafc": "2AFC score (DreamSim's formula)",
+            "accuracy": "hard-label accuracy on round(p) (the authors' evaluation)",
+        }[self.scoring]
+        rows = {"keep": "all triplets", "drop": "p = 0.5 triplets dropped"}[self.half_votes]
+        return f"{how}, {rows}"
+
+
+# DreamSim's and LPIPS's evaluation: the 2AFC formula over every triplet.
+DREAMSIM = Rule()
 
 
 def split_scores(df: pd.DataFrame, column: str = "score") -> dict[str, float]:
@@ -37,6 +105,11 @@ def split_scores(df: pd.DataFrame, column: str = "score") -> dict[str, float]:
     if len(test):
         out["test"] = 100.0 * float(test[column].mean())
     return out
+
+
+def rule_scores(df: pd.DataFrame, rule: Rule = DREAMSIM) -> dict[str, float]:
+    """split_scores of the rows `rule` keeps, averaging its per-triplet score."""
+    return split_scores(rule.rows(df), rule.column)
 
 
 def triplet_table(loader, ids, splits, columns, batch_columns, on_part=None) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from loopback_server import LoopbackServer
 
 from lipsim.data.bapps import (
     CATEGORIES,
+    GROUPS,
     BappsFormatError,
     BappsTriplets,
     check_bapps,
@@ -223,6 +224,10 @@ def test_scores_per_category_and_certified_never_above_natural(bapps, tmp_path):
                 "32",
                 "--device",
                 "cpu",
+                "--scoring",
+                "accuracy",
+                "--half-votes",
+                "drop",
                 "--out",
                 str(outs[name]),
             ],
@@ -231,8 +236,12 @@ def test_scores_per_category_and_certified_never_above_natural(bapps, tmp_path):
             timeout=300,
         )
         assert proc.returncode == 0, proc.stderr
+        # LPIPS's rule first, then the one asked for
+        assert proc.stdout.index("2AFC score (DreamSim's formula), all triplets") < (
+            proc.stdout.index("(the authors' evaluation), p = 0.5 triplets dropped")
+        )
     rows = pd.read_parquet(outs["lipsim-margin0.5"])
-    assert {"id", "split", "p", "d0", "d1", "score", "radius"} <= set(rows.columns)
+    assert {"id", "split", "p", "d0", "d1", "score", "correct", "radius"} <= set(rows.columns)
     assert "radius" not in pd.read_parquet(outs["l2"]).columns
     eps = [0.0, 0.25, 1.0, 36.0]  # /255: small radii make the certified scores non-trivial
     table = bapps_table(outs, eps)
@@ -263,8 +272,58 @@ def test_scores_per_category_and_certified_never_above_natural(bapps, tmp_path):
     l2 = table[table["model"] == "l2"]
     assert l2[cert].isna().all().all() and l2["natural"].notna().all()
     md = bapps_markdown(table)
-    assert "| l2 | natural |" in md and "certified 36/255" in md
-    assert "| l2 | certified" not in md
+    lines = [
+        [c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if "|" in line
+    ]
+    labels = {(m, score) for m, score, *_ in lines}
+    assert ("l2", "natural") in labels and ("lipsim-margin0.5", "certified 36/255") in labels
+    assert not any(m == "l2" and score.startswith("certified") for m, score in labels)
+    assert "triplet-weighted" in md
+
+
+def test_authors_rule_scores_every_bapps_row_alike(bapps, tmp_path):
+    """--scoring accuracy --half-votes drop: natural_authors of every metric (LipSim or not)
+    and every category or group is the accuracy over its triplets without p = 0.5 ones, and
+    certified_*_authors uses the authors' radius; natural stays LPIPS's 2AFC."""
+    from lipsim.cli import evaluate_bapps
+    from lipsim.scoring import Rule, accuracy, triplet_scores, twoafc
+
+    torch.manual_seed(1)
+    ckpt = tmp_path / "margin0.5.pt"
+    save_checkpoint(
+        ckpt, build_model("tiny", 32, 64), stage="finetuned", margin=0.5, teacher="demo"
+    )
+    outs = {}
+    for name, spec in (("lipsim-margin0.5", f"lipsim-cosine:{ckpt}"), ("l2", "l2")):
+        outs[name] = tmp_path / f"{name}.parquet"
+        argv = ["--metric", spec, "--bapps", str(bapps), "--image-size", "32", "--device", "cpu"]
+        assert evaluate_bapps.main([*argv, "--eps", "0.5", "--out", str(outs[name])]) == 0
+        # some p = 0.5 rows (the generated judges rarely give one)
+        df = pd.read_parquet(outs[name])
+        p = np.where(df.index % 4 == 0, 0.5, df["p"])
+        df.assign(p=p, **triplet_scores(df["d0"], df["d1"], p)).to_parquet(outs[name])
+    table = bapps_table(outs, [0.5], Rule("accuracy", "drop"))
+    assert set(table["scoring"]) == {"accuracy"} and set(table["half_votes"]) == {"drop"}
+    groups = {c: (c,) for c in CATEGORIES} | dict(GROUPS) | {ALL: CATEGORIES}
+    for name, path in outs.items():
+        df = pd.read_parquet(path)
+        kept = (df["p"] != 0.5).to_numpy()
+        correct = accuracy(df["d0"], df["d1"], df["p"])
+        score = twoafc(df["d0"], df["d1"], df["p"])
+        rows = table[table["model"] == name].set_index("category")
+        for cat, members in groups.items():
+            inside = df["split"].isin(members).to_numpy()
+            assert rows.loc[cat, "natural"] == pytest.approx(100 * score[inside].mean())
+            mine = inside & kept
+            assert rows.loc[cat, "natural_authors"] == pytest.approx(100 * correct[mine].mean())
+            assert rows.loc[cat, "n_authors"] == mine.sum()
+            if name.startswith("lipsim"):
+                theirs = correct * (df["radius_authors"].to_numpy() > 0.5 / 255)
+                assert rows.loc[cat, "certified_0.5_authors"] == pytest.approx(
+                    100 * theirs[mine].mean()
+                )
+        assert rows.loc[ALL, "n_authors"] < rows.loc[ALL, "n"]
+    assert (table["natural"] != table["natural_authors"]).any()
 
 
 def test_demo_dag_has_the_bapps_jobs(tmp_path):

@@ -166,7 +166,7 @@ def test_dists_fetches_only_the_vgg16_trunk():
 
 def test_evaluate_cli(tmp_path, night):
     from lipsim.cli import evaluate
-    from lipsim.scoring import twoafc
+    from lipsim.scoring import accuracy, twoafc
 
     out = tmp_path / "eval.parquet"
     assert (
@@ -189,6 +189,7 @@ def test_evaluate_cli(tmp_path, night):
         == 0
     )
     df = pd.read_parquet(out)
-    assert list(df.columns) == ["id", "split", "p", "d0", "d1", "score"]
+    assert list(df.columns) == ["id", "split", "p", "d0", "d1", "score", "correct"]
     np.testing.assert_allclose(df["score"], twoafc(df["d0"], df["d1"], df["p"]))
+    np.testing.assert_array_equal(df["correct"], accuracy(df["d0"], df["d1"], df["p"]))
     assert set(df["split"]) == {"test_imagenet", "test_no_imagenet"}

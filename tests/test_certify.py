@@ -17,7 +17,7 @@ from lipsim.certify import (
 )
 from lipsim.metric import LipSim
 from lipsim.models import SLLConv2d, SLLLinear, build_model
-from lipsim.scoring import twoafc
+from lipsim.scoring import DREAMSIM, Rule, accuracy, twoafc
 
 
 class _Centred(torch.nn.Module):
@@ -213,6 +213,33 @@ def test_certified_scores_hand_computed():
     assert s["certified"][0.2]["val"] == 0.0
 
 
+def test_certified_scores_under_the_authors_rule():
+    """accuracy + drop: the p = 0.5 row leaves the denominator and `correct` is averaged."""
+    d0, d1 = np.array([0.5, 0.2, 0.1, 0.3]), np.array([0.1, 0.1, 0.4, 0.2])
+    p = np.array([1.0, 0.5, 0.0, 0.2])
+    df = pd.DataFrame(
+        {
+            "split": ["test_imagenet", "test_imagenet", "test_no_imagenet", "test_no_imagenet"],
+            "p": p,
+            "score": twoafc(d0, d1, p),  # 1, .5, 1, .2
+            "correct": accuracy(d0, d1, p),  # 1, 0, 1, 0
+            "radius": [0.5, 0.3, 0.1, 0.4],
+            "radius_authors": [0.5, 0.3, 0.3, 0.4],
+        }
+    )
+    authors = Rule("accuracy", "drop")
+    s = certified_scores(df, [0.2], "radius_authors", authors)
+    assert s["natural"]["test"] == pytest.approx(100 * 2 / 3)  # rows 0, 2, 3
+    assert s["certified"][0.2]["test"] == pytest.approx(100 * 2 / 3)  # R > .2 on all three
+    assert s["natural"]["test_imagenet"] == pytest.approx(100.0)  # row 1 dropped
+    plain = certified_scores(df, [0.2], "radius", DREAMSIM)
+    assert plain["natural"]["test"] == pytest.approx(100 * 2.7 / 4)
+    assert plain["certified"][0.2]["test"] == pytest.approx(100 * 1.7 / 4)  # rows 0, 1, 3
+    # unsound over the rule's rows: row 2 (authors' .3 > .2 >= sound .1) of three
+    assert unsound_share(df, 0.2, authors)["test"] == pytest.approx(100 / 3)
+    assert unsound_share(df, 0.2)["test"] == pytest.approx(25.0)
+
+
 def test_cli_certify_on_demo_night(tmp_path, capsys):
     from lipsim.__main__ import main as lipsim_main
     from lipsim.data.synthetic import make_night
@@ -242,6 +269,8 @@ def test_cli_certify_on_demo_night(tmp_path, capsys):
             "ball",
             "--half-votes",
             "drop",
+            "--scoring",
+            "accuracy",
             "--tie-radius",
             "infinite",
             "--eps",
@@ -263,14 +292,20 @@ def test_cli_certify_on_demo_night(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "cert@36" in printed and "test " in printed
     df = pd.read_parquet(out)
-    assert list(df.columns) == [*COLUMNS, "half_votes", "tie_radius", "stage", "margin", "teacher"]
-    assert set(df["half_votes"]) == {"drop"} and set(df["tie_radius"]) == {"infinite"}
+    assert list(df.columns) == [*COLUMNS, "tie_radius", "stage", "margin", "teacher"]
+    assert set(df["tie_radius"]) == {"infinite"}
     assert set(df["stage"]) == {"pretrained"} and df["margin"].isna().all()
     cos, ball = df[df["metric"] == "cosine"], df[df["metric"] == "ball"]
     assert len(cos) == len(ball) > 0 and list(cos["id"]) == list(ball["id"])
-    assert (df["p"] != 0.5).all()  # the authors' convention drops evenly split votes
+    # Every triplet is kept, p = 0.5 ones too: --half-votes drop is applied when scoring.
+    assert (df["p"] == 0.5).any()
+    assert (
+        "hard-label accuracy on round(p) (the authors' evaluation), p = 0.5 triplets dropped"
+        in (printed)
+    )
     assert set(df["split"]) <= {"test_imagenet", "test_no_imagenet"} and len(df) > 0
     np.testing.assert_allclose(df["score"], twoafc(df["d0"], df["d1"], df["p"]))
+    np.testing.assert_array_equal(df["correct"], accuracy(df["d0"], df["d1"], df["p"]))
 
 
 def test_certify_records_the_checkpoint_and_table1_reads_its_margin_not_the_name(tmp_path):
@@ -279,7 +314,7 @@ def test_certify_records_the_checkpoint_and_table1_reads_its_margin_not_the_name
     from lipsim.cli import certify
     from lipsim.data.synthetic import make_night
     from lipsim.models import save_checkpoint
-    from lipsim.reporting.tables import table1
+    from lipsim.reporting.table1 import table1
 
     night = make_night(tmp_path / "night", seed=0, n_train=2, n_val=2, n_test=6, image_size=32)
     torch.manual_seed(0)
@@ -470,11 +505,9 @@ def test_unsound_share_counts_rows_certified_only_by_the_authors_radius():
 
 
 def test_authors_accuracy_scoring():
-    from lipsim.certify import authors_correct
-
     d0 = np.array([0.1, 0.5, 0.3, 0.3])
     d1 = np.array([0.2, 0.4, 0.3, 0.3])
     p = np.array([0.2, 0.9, 0.0, 1.0])
     # x0 closer & round(p) = 0: right; x1 closer & 1: right; ties predict x0 (argmax index 0).
-    np.testing.assert_array_equal(authors_correct(d0, d1, p), [1.0, 1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(accuracy(d0, d1, p), [1.0, 1.0, 1.0, 0.0])
     np.testing.assert_allclose(twoafc(d0, d1, p), [0.8, 0.9, 0.5, 0.5])

@@ -180,11 +180,32 @@ def test_table1_values_order_and_formats(tmp_path, table1_inputs, ref_csv):
     for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}"):
         assert rule in tex
     assert r"dreamsim\_ensemble" in tex and "68.8" in tex
-    md = Path(f"{prefix}.md").read_text().splitlines()
-    assert md[0].startswith("| Model | Teacher | Stage | Margin | Metric | Natural | Cert. 36/255")
-    assert "Paper natural" in md[0] and "Paper 36/255" in md[0]
-    assert md[1].startswith("|---|")
-    assert sum(line.startswith("| ") for line in md) == 5  # header + 4 rows
+    rows = _md_rows(Path(f"{prefix}.md").read_text())
+    assert rows[0][:7] == [
+        "Model",
+        "Teacher",
+        "Stage",
+        "Margin",
+        "Metric",
+        "Natural",
+        "Cert. 36/255",
+    ]
+    assert "Natural (authors')" in rows[0] and "Cert. 36/255 (authors')" in rows[0]
+    assert "Paper natural" in rows[0] and "Paper 36/255" in rows[0]
+    assert all(c.endswith("-:") for c in rows[1][5:]) and rows[1][0].startswith(":-")
+    assert len(rows) == 2 + 4  # header, alignment, 4 rows
+    assert rows[4][:7] == [
+        "margin0.5",
+        "dreamsim_ensemble",
+        "finetuned",
+        "0.5",
+        "cosine",
+        "68.8",
+        "43.8",
+    ]
+    # LipSim rows, then a rule, then the reference row (as in the paper)
+    body = tex[tex.index(r"\midrule") :].splitlines()
+    assert body[4] == r"\midrule" and body[5].startswith(r"dreamsim\_ensemble & ")
 
 
 def test_table1_other_teacher_gets_no_paper_values(tmp_path, table1_inputs, ref_csv):
@@ -427,14 +448,17 @@ def test_table1_one_row_per_model_and_metric(tmp_path, ref_csv):
     assert t.loc["cosine", "unsound_108"] == pytest.approx(0.0)  # 0.5 > 108/255 = 0.42
     # Both rows carry the model's published values.
     assert (t["natural_paper"] == 60.0).all()
-    assert "p = 0.5 triplets: keep" in Path(f"{prefix}.md").read_text()
+    assert "(authors'): 2AFC score (DreamSim's formula), all triplets" in (
+        Path(f"{prefix}.md").read_text()
+    )
 
 
 def test_table1_accuracy_scoring_uses_the_authors_correct_column(tmp_path):
     path = Path(_certify(tmp_path / "certify/margin0.5.parquet", [0.8, 0.6], [0.5, 0.5]))
-    pd.read_parquet(path).assign(correct=[1.0, 0.0]).to_parquet(path)
+    pd.read_parquet(path).assign(p=0.2, correct=[1.0, 0.0]).to_parquet(path)
     prefix = tmp_path / "out/table1"
-    for scoring, natural in (("twoafc", 70.0), ("accuracy", 50.0)):
+    # natural is always the 2AFC score; natural_authors follows --scoring.
+    for scoring, authors in (("twoafc", 70.0), ("accuracy", 50.0)):
         assert (
             table1_cli.main(
                 [
@@ -454,7 +478,8 @@ def test_table1_accuracy_scoring_uses_the_authors_correct_column(tmp_path):
             == 0
         )
         t = pd.read_parquet(f"{prefix}.parquet")
-        assert t.loc[0, "natural"] == pytest.approx(natural) and t.loc[0, "scoring"] == scoring
+        assert t.loc[0, "natural"] == pytest.approx(70.0) and t.loc[0, "scoring"] == scoring
+        assert t.loc[0, "natural_authors"] == pytest.approx(authors)
 
 
 def _eval(path: Path, scores) -> str:
@@ -536,8 +561,10 @@ def test_table1_groups_rows_by_teacher_with_reference_rows(tmp_path):
     assert r.loc[("demo", "margin0.5", "ball"), "natural"] == pytest.approx(100.0)
     refs = t[t["stage"] == "reference"].set_index("model")["natural"]
     assert refs.to_dict() == pytest.approx({"demo2": 50.0, "demo": 75.0, "l2": 25.0})
-    md = (tmp_path / "out/table1.md").read_text()
-    assert md.index("| demo2 | demo2 | reference") < md.index("| pretrained | demo | pretrained")
+    md = [row[:3] for row in _md_rows((tmp_path / "out/table1.md").read_text())]
+    assert md.index(["demo2", "demo2", "reference"]) < md.index(
+        ["pretrained", "demo", "pretrained"]
+    )
 
 
 def test_table1_model_without_teacher_is_an_error(tmp_path, table1_inputs, capsys):

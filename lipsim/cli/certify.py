@@ -2,19 +2,22 @@
 
 Writes one row per triplet and metric (lipsim.certify.COLUMNS: id, split, metric, p, d0, d1,
 score, radius = the sound radius, radius_authors = the authors' radius, norm = ||f(ref)||)
-as parquet, atomically, and prints the natural and certified scores (percent) per split and
-for 'test' (size-weighted test_imagenet + test_no_imagenet). eps values are given in
-1/--eps-scale units (36 72 108 with --eps-scale 255 are the paper's radii); radii in the
-parquet are in [0, 1]-pixel units. The conventions used (--half-votes, --tie-radius) are
-stored in the parquet as columns of the same names, and the checkpoint's own record of what it
-is as columns stage (pretrained | finetuned), margin (NaN for a pretrained model) and teacher:
-reporting reads them, not the model's file name.
+as parquet, atomically: every triplet, with both per-triplet scores (score = 2AFC, correct =
+the authors' accuracy), so a table can apply any rule. Prints the natural and certified scores
+(percent) per split and for 'test' (size-weighted test_imagenet + test_no_imagenet): the sound
+radius with the 2AFC score over every triplet, the authors' radius under --scoring and
+--half-votes (Table 1's columns). eps values are given in 1/--eps-scale units (36 72 108 with
+--eps-scale 255 are the paper's radii); radii in the parquet are in [0, 1]-pixel units. The
+--tie-radius used is stored in the parquet as a column of that name, and the checkpoint's own
+record of what it is as columns stage (pretrained | finetuned), margin (NaN for a pretrained
+model) and teacher: reporting reads them, not the model's file name.
 """
 
 from __future__ import annotations
 
-from lipsim.certify import HALF_VOTES, TIE_RADIUS
+from lipsim.certify import TIE_RADIUS
 from lipsim.cli._args import parser
+from lipsim.cli._rule import add_rule_options, rule_from_args
 from lipsim.models.net import METRICS
 
 
@@ -35,12 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="LipSim metrics to certify under (rows per metric)",
     )
-    ap.add_argument(
-        "--half-votes",
-        choices=HALF_VOTES,
-        required=True,
-        help="p = 0.5 triplets: keep (score 0.5) or drop (the authors')",
-    )
+    add_rule_options(ap, "printed scores with the authors' radius")
     ap.add_argument(
         "--tie-radius",
         choices=TIE_RADIUS,
@@ -71,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_parquet
-    from lipsim.certify import apply_half_votes, certified_scores, certify_triplets
+    from lipsim.certify import certified_scores, certify_triplets
     from lipsim.cli._night import read_triplets, triplet_loader
     from lipsim.metric import load
     from lipsim.progress import progress_bar
+    from lipsim.scoring import DREAMSIM
 
     metric = load(args.checkpoint, device=args.device)
     df = read_triplets("certify", args.night, splits=args.splits, min_votes=args.min_votes)
@@ -89,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             tie_radius=args.tie_radius,
             on_part=lambda part: bar.update(len(part)),
         )
-    rows = apply_half_votes(rows, args.half_votes)
     margin = metric.info.get("margin")
     rows = rows.assign(
-        half_votes=args.half_votes,
         tie_radius=args.tie_radius,
         stage=str(metric.info["stage"]),
         margin=float("nan") if margin is None else float(margin),
@@ -101,16 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     write_parquet(args.out, rows)
 
     eps = [e / args.eps_scale for e in args.eps]
-    print(
-        f"certify: {args.checkpoint} on {len(df)} triplets ({args.half_votes} p = 0.5 rows: "
-        f"{len(rows) // len(args.metrics)} scored) -> {args.out}"
-    )
+    rule = rule_from_args(args)
+    print(f"certify: {args.checkpoint} on {len(df)} triplets -> {args.out}")
     for name in args.metrics:
         part = rows[rows["metric"] == name]
-        for label, column in (("sound", "radius"), ("authors", "radius_authors")):
-            scores = certified_scores(part, eps, radius=column)
+        for label, column, r in (
+            ("sound", "radius", DREAMSIM),
+            ("authors", "radius_authors", rule),
+        ):
+            scores = certified_scores(part, eps, radius=column, rule=r)
             names = sorted(scores["natural"], key=lambda s: (s == "test", s))
-            print(f"metric {name}, {label} radius")
+            print(f"metric {name}, {label} radius; {r.describe()}")
             print(
                 "split".ljust(18)
                 + "natural".rjust(9)

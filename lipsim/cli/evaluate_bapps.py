@@ -1,19 +1,23 @@
 """`python -m lipsim evaluate-bapps`: 2AFC of any metric on BAPPS, one row per triplet.
 
-Writes parquet (atomically) with columns id, split (the BAPPS category), p, d0, d1, score and,
-for a LipSim checkpoint (lipsim:CKPT), its certified radius (lipsim.certify.certify_triplets);
-prints the natural score per category and overall (and the certified scores at --eps for
-LipSim). Images are loaded at the metric's own input size (LipSim: the certificate holds in
+Writes parquet (atomically) with columns id, split (the BAPPS category), p, d0, d1, score,
+correct (per-triplet 2AFC score and the authors' accuracy; every triplet kept) and, for a
+LipSim checkpoint (lipsim:CKPT), its certified radii (lipsim.certify.certify_triplets); prints
+the natural score per category and overall (and the certified scores at --eps for LipSim)
+under LPIPS's rule (2AFC, every triplet, the sound radius) and under --scoring and
+--half-votes (the authors' radius). Images are loaded at the metric's own input size (LipSim: the certificate holds in
 its input space), else at --image-size (224 in the LipSim authors' BAPPS evaluation).
 """
 
 from __future__ import annotations
 
 from lipsim.cli._args import parser
+from lipsim.cli._rule import add_rule_options, rule_from_args
 from lipsim.configcheck import schema_default
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lipsim.certify import TIE_RADIUS
     from lipsim.cli._metric import add_metric_args
     from lipsim.data.bapps import CATEGORIES
 
@@ -36,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[36.0, 72.0, 108.0],
         help="certified radii to print, in /255 units (LipSim only)",
     )
+    add_rule_options(ap, "the second printed block")
+    ap.add_argument(
+        "--tie-radius",
+        choices=TIE_RADIUS,
+        default=schema_default("certify.tie_radius"),
+        help="the authors' radius of an exact tie (LipSim only; the sound one is always 0)",
+    )
     ap.add_argument(
         "--batch-size",
         type=int,
@@ -51,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.atomic import write_parquet
     from lipsim.certify import certify_triplets
     from lipsim.cli._metric import metric_from_args
-    from lipsim.data.bapps import GROUPS, BappsTriplets, read_bapps
-    from lipsim.eps import convert_eps
+    from lipsim.data.bapps import BappsTriplets, read_bapps
     from lipsim.evaluation import evaluate_triplets
-    from lipsim.reporting.bapps import ALL, category_scores
+    from lipsim.metric import LipSim
+    from lipsim.scoring import DREAMSIM
 
     metric, device, size = metric_from_args(args)
     df = read_bapps(args.bapps, args.categories)
@@ -63,23 +74,40 @@ def main(argv: list[str] | None = None) -> int:
         BappsTriplets(df, size), batch_size=args.batch_size, shuffle=False, num_workers=args.workers
     )
     ids, splits = df["id"].to_numpy(), df["split"].to_numpy()
-    lipsim = args.metric.startswith("lipsim:")
+    # Any LipSim spec (lipsim:, lipsim-cosine:, lipsim-ball:) is certified under its metric.
+    lipsim = isinstance(metric, LipSim)
     if lipsim:
-        rows = certify_triplets(metric, loader, device, ids=ids, splits=splits)
+        rows = certify_triplets(
+            metric, loader, device, ids=ids, splits=splits, tie_radius=args.tie_radius
+        )
     else:
         rows = evaluate_triplets(metric, loader, device, ids, splits)
     write_parquet(args.out, rows)
 
-    eps = [convert_eps(e, "image") for e in args.eps] if lipsim else []
-    s = category_scores(rows, eps)
     print(f"evaluate-bapps: {args.metric} on {len(rows)} triplets at {size}px -> {args.out}")
+    eps = args.eps if lipsim else []
+    _print_scores(rows, args.categories, eps, DREAMSIM, "radius")
+    _print_scores(rows, args.categories, eps, rule_from_args(args), "radius_authors")
+    return 0
+
+
+def _print_scores(rows, categories, eps_255, rule, radius) -> None:
+    """One block: natural (and certified at each eps) per category, group and overall."""
+    from lipsim.data.bapps import GROUPS
+    from lipsim.eps import convert_eps
+    from lipsim.reporting.bapps import ALL, category_scores
+
+    eps = [convert_eps(e, "image") for e in eps_255]
+    s = category_scores(rows, eps, rule, radius)
+    print(f"{rule.describe()}" + (f"; {radius}" if eps else ""))
     print(
         "category".ljust(14)
         + "natural".rjust(9)
-        + "".join(f"{'cert@' + format(e, 'g'):>12}" for e in args.eps if lipsim)
+        + "".join(f"{'cert@' + format(e, 'g'):>12}" for e in eps_255)
     )
-    for cat in [*args.categories, *(g for g in GROUPS if g in s["natural"]), ALL]:
+    for cat in [*categories, *(g for g in GROUPS if g in s["natural"]), ALL]:
+        if cat not in s["natural"]:
+            continue  # every triplet of it dropped by the rule
         line = cat.ljust(14) + f"{s['natural'][cat]:9.2f}"
         line += "".join(f"{s['certified'][e][cat]:12.2f}" for e in eps)
         print(line)
-    return 0

@@ -1,4 +1,4 @@
-r"""Table 1: natural and certified 2AFC scores of the LipSim models, with reference rows.
+r"""Table 1: natural and certified scores of the LipSim models, with reference rows.
 
     python -m lipsim table1 --certify pretrained=R/certify/pretrained.parquet \
         margin0.2=R/certify/margin0.2.parquet --eval dreamsim_ensemble=R/eval/dreamsim_ensemble.parquet \
@@ -12,8 +12,10 @@ given without one):
         --eval demo=R/eval/demo.parquet demo2=R/eval/demo2.parquet --out-prefix R/tables/table1
 
 Rows are grouped by teacher (its students, then its own natural score from the --eval file
-named after it); other --eval metrics come last. Writes {prefix}.csv, .md, .tex, .parquet
-(atomically).
+named after it); other --eval metrics come last. Every row is scored by the same two rules:
+natural / certified_* by DreamSim's 2AFC formula over every test triplet (sound radius), and
+natural_authors / certified_*_authors by --scoring and --half-votes (the authors' radius).
+Writes {prefix}.csv, .md, .tex, .parquet, .html (atomically).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 
 from lipsim.cli._args import parser
+from lipsim.cli._rule import add_rule_options, rule_from_args
 from lipsim.reporting import parse_assignments, report_errors
 from lipsim.reporting.reference import add_reference_options, reference_from_args
 
@@ -51,36 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=float,
         default=[36.0, 72.0, 108.0],
-        help="certified radii in /255 units (default: 36 72 108)",
+        help="certified radii in /255 units",
     )
-    p.add_argument(
-        "--scoring",
-        choices=("twoafc", "accuracy"),
-        default="twoafc",
-        help="LipSim rows: 2AFC score, or hard-label accuracy as the authors' evaluation",
-    )
+    add_rule_options(p, "the *_authors columns of every row")
     add_reference_options(p)
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/table1")
     return p
 
 
 def _run(args) -> None:
-    from lipsim.reporting import tables
+    from lipsim.reporting import table1
+    from lipsim.reporting.tables import write_table
 
-    ref = reference_from_args(args)
-    table = tables.table1(
+    table = table1.table1(
         parse_assignments(args.certify, "--certify"),
         parse_assignments(args.eval, "--eval"),
         args.teacher,
         args.eps,
-        ref,
-        args.scoring,
+        reference_from_args(args),
+        rule_from_args(args),
     )
-    tables.write_table(
+    write_table(
         args.out_prefix,
         table,
-        tables.table1_markdown(table, args.decimals),
-        tables.table1_latex(table, args.decimals),
+        table1.table1_markdown(table, args.decimals),
+        table1.table1_latex(table, args.decimals),
     )
 
 

@@ -3,22 +3,23 @@ r"""BAPPS table: natural 2AFC per category and overall, certified scores of the 
     python -m lipsim table-bapps --inputs lipsim-margin0.5=R/bapps/lipsim-margin0.5.parquet \
         l2=R/bapps/l2.parquet --eps 36 72 108 --out-prefix R/tables/bapps
 
-Inputs are `lipsim evaluate-bapps` outputs; writes {prefix}.csv, .md, .tex, .parquet.
+Inputs are `lipsim evaluate-bapps` outputs. natural / certified_* follow LPIPS's evaluation
+(the 2AFC formula over every triplet, the sound radius), natural_authors / certified_*_authors
+--scoring and --half-votes (the authors' radius), the same for every row. Writes
+{prefix}.csv, .md, .tex, .parquet, .html.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from lipsim.cli._args import parser
+from lipsim.cli._rule import add_rule_options, rule_from_args
 from lipsim.reporting import parse_assignments, report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lipsim table-bapps",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser(__name__, __doc__)
     p.add_argument(
         "--inputs",
         nargs="+",
@@ -31,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=float,
         default=[36.0, 72.0, 108.0],
-        help="certified radii in /255 units (default: 36 72 108)",
+        help="certified radii in /255 units",
     )
-    p.add_argument("--decimals", type=int, default=1, help="decimals in md/tex (default 1)")
+    add_rule_options(p, "the *_authors columns of every row")
+    p.add_argument("--decimals", type=int, default=1, help="decimals in md/tex")
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/bapps")
     return p
 
@@ -41,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args) -> None:
     from lipsim.reporting import bapps, tables
 
-    table = bapps.bapps_table(parse_assignments(args.inputs, "--inputs"), args.eps)
+    inputs = parse_assignments(args.inputs, "--inputs")
+    table = bapps.bapps_table(inputs, args.eps, rule_from_args(args))
     tables.write_table(
         args.out_prefix,
         table,

@@ -1,8 +1,10 @@
-"""Table 1 (natural + certified 2AFC), Table 2 (2AFC under attack) and the retrieval table.
+"""Table 2 (2AFC under attack), the retrieval table, and the one renderer of every table.
 
-Each table is built as a DataFrame (written as csv and parquet: full precision, every column)
-and rendered as a markdown pipe table and a booktabs LaTeX tabular (paper layout, rounded).
-All four files are written atomically, so a half-written table never sits at a final path.
+Each table (these, Table 1 in lipsim.reporting.table1, BAPPS in lipsim.reporting.bapps) is
+built as a DataFrame (written as csv and parquet: full precision, every column), turned into
+display strings, and rendered by markdown_table (a pipe table) and latex_table (a booktabs
+tabular, paper layout), both pandas-based. All files are written atomically, so a
+half-written table never sits at a final path.
 """
 
 from __future__ import annotations
@@ -15,24 +17,20 @@ import numpy as np
 import pandas as pd
 
 from lipsim import atomic
-from lipsim.certify import certified_scores, unsound_share
-from lipsim.eps import convert_eps
 from lipsim.radius import reference_eps, scaled_note
 from lipsim.reporting import (
     ReportingError,
     attack_label,
     attack_setting,
-    checkpoint_stage,
     eps_label,
     fmt,
     metric_sort_key,
     norm_label,
     read_table,
 )
-from lipsim.reporting.reference import lookup_table1, lookup_table2
+from lipsim.reporting.reference import lookup_table2
 from lipsim.scoring import TEST_SPLITS, split_scores
 
-CERTIFY_COLUMNS = ("split", "metric", "score", "radius", "radius_authors")
 EVAL_COLUMNS = ("split", "score")
 ATTACK_COLUMNS = ("id", "split", "score_clean", "score_adv")
 RETRIEVAL_COLUMNS = ("metric", "eps", "k", "recall")
@@ -57,266 +55,7 @@ def natural_score(df: pd.DataFrame, column: str = "score") -> float:
     return split_scores(df, column)["test"]
 
 
-# ----------------------------------------------------------------------------- table 1
-
-
-def _stage(model: str, df: pd.DataFrame, path) -> tuple[str, float]:
-    """The checkpoint's stage and margin, as certify recorded them (the name for old files)."""
-    return checkpoint_stage(model, df, path)
-
-
-def _convention(df: pd.DataFrame, column: str) -> str | None:
-    if column not in df:
-        return None
-    values = sorted(map(str, df[column].unique()))
-    return values[0] if len(values) == 1 else ",".join(values)
-
-
-def split_teacher(key: str, teacher: str | None) -> tuple[str | None, str]:
-    """`TEACHER/MODEL` -> (TEACHER, MODEL); a bare MODEL gets `teacher` (the default)."""
-    t, sep, model = str(key).rpartition("/")
-    if sep and (not t or not model):
-        raise ReportingError(f"--certify expects [TEACHER/]MODEL=FILE, got {key!r}")
-    return (t if sep else teacher), model
-
-
-def table1(
-    certify: dict[str, str | Path],
-    evals: dict[str, str | Path],
-    teacher: str | None,
-    eps: list[float],
-    reference: pd.DataFrame | None,
-    scoring: str = "twoafc",
-) -> pd.DataFrame:
-    """One row per LipSim model and metric (from certify files) and one per reference metric
-    (eval), grouped by teacher as in the paper. scoring: twoafc (DreamSim's 2AFC) or accuracy
-    (the authors' evaluation: hard-label accuracy) for the LipSim rows; reference rows are 2AFC.
-
-    certify keys are `TEACHER/MODEL` or `MODEL` (then `teacher` is its teacher; one of the
-    two is required). Rows come teacher by teacher, in the order teachers first appear in
-    `certify`: that teacher's LipSim rows (pretrained, then by margin, then metric), then its
-    own natural score (the eval row named after it, teacher column filled) as the group's
-    reference row. Eval rows of metrics that are no row's teacher (baselines) come last.
-
-    Columns: model, teacher, stage, margin, metric, natural, certified_{e} (sound radius),
-    certified_{e}_authors (the authors' radius), unsound_{e} (% of triplets the authors'
-    radius certifies and the sound one does not), then {col}_paper for natural and
-    certified_{e}, {col}_diff = ours - paper (certified: the authors' radius, the quantity
-    the paper reports), paper_source, n_test, half_votes, tie_radius (the conventions the
-    certify step used), scoring.
-    """
-    score_col = {"twoafc": "score", "accuracy": "correct"}.get(scoring)
-    if score_col is None:
-        raise ReportingError(f"--scoring must be twoafc or accuracy, got {scoring!r}")
-    if not certify and not evals:
-        raise ReportingError("table1 needs at least one --certify or --eval input")
-    cert_cols = [f"certified_{e:g}" for e in eps]
-    auth_cols = [f"{c}_authors" for c in cert_cols]
-    unsound_cols = [f"unsound_{e:g}" for e in eps]
-    rows = []
-    for key, path in certify.items():
-        row_teacher, model = split_teacher(key, teacher)
-        if row_teacher is None:
-            raise ReportingError(
-                f"--certify {key}: no teacher (write TEACHER/{model}=FILE or give --teacher)"
-            )
-        df = read_table(path, CERTIFY_COLUMNS, f"--certify {key}")
-        _test_rows(df, path, f"--certify {key}")
-        stage, margin = _stage(model, df, path)
-        for metric, part in df.groupby("metric", sort=True):
-            test = part[part["split"].isin(TEST_SPLITS)]
-            if score_col not in part:
-                raise ReportingError(
-                    f"--certify {key}: {path} has no {score_col!r} column "
-                    f"(needed for --scoring {scoring}); rerun certify"
-                )
-            radii = [convert_eps(e, to="image") for e in eps]
-            sound = certified_scores(part, radii, score=score_col)
-            theirs = certified_scores(part, radii, radius="radius_authors", score=score_col)
-            row = {
-                "model": model,
-                "teacher": row_teacher,
-                "stage": stage,
-                "margin": margin,
-                "metric": metric,
-                "natural": sound["natural"]["test"],
-            }
-            for c, a, u, r in zip(cert_cols, auth_cols, unsound_cols, radii, strict=True):
-                row[c] = sound["certified"][r]["test"]
-                row[a] = theirs["certified"][r]["test"]
-                row[u] = unsound_share(part, r)["test"]
-            row.update(
-                n_test=len(test),
-                half_votes=_convention(part, "half_votes"),
-                tie_radius=_convention(part, "tie_radius"),
-                scoring=scoring,
-            )
-            rows.append(row)
-    teachers = list(dict.fromkeys(r["teacher"] for r in rows))
-    order = {"pretrained": 0, "finetuned": 1, "reference": 2, "other": 3}
-    refs = []
-    for metric, path in evals.items():
-        df = read_table(path, EVAL_COLUMNS, f"--eval {metric}")
-        test = _test_rows(df, path, f"--eval {metric}")
-        # A teacher/baseline has no certificate: its certified cells stay empty (NaN).
-        row = {
-            "model": metric,
-            # A teacher's own row belongs to its group; a baseline to none.
-            "teacher": metric if metric in teachers else None,
-            "stage": "reference",
-            "margin": math.nan,
-            "metric": None,
-            "natural": natural_score(df),
-            **{c: math.nan for c in [*cert_cols, *auth_cols, *unsound_cols]},
-            "n_test": len(test),
-            "half_votes": None,
-            "tie_radius": None,
-            "scoring": "twoafc",
-        }
-        refs.append(row)
-    # Grouped by teacher: its students, then its own natural score; baselines last.
-    rows.sort(
-        key=lambda r: (
-            teachers.index(r["teacher"]),
-            order[r["stage"]],
-            0.0 if math.isnan(r["margin"]) else r["margin"],
-            r["model"],
-            r["metric"],
-        )
-    )
-    grouped = sorted(
-        (r for r in refs if r["teacher"] is not None), key=lambda r: teachers.index(r["teacher"])
-    )
-    for ref_row in grouped:
-        # After the last row of its teacher's group.
-        last = max(i for i, r in enumerate(rows) if r["teacher"] == ref_row["teacher"])
-        rows.insert(last + 1, ref_row)
-    rows += [r for r in refs if r["teacher"] is None]
-
-    table = pd.DataFrame(rows)
-    paper_cols = ["natural", *cert_cols]
-    sources = [[] for _ in rows]
-    for col in paper_cols:
-        paper = []
-        for i, r in enumerate(rows):
-            t = r["teacher"] if r["stage"] != "reference" else None
-            value, source = (
-                lookup_table1(reference, r["model"], t, col)
-                if reference is not None
-                else (math.nan, None)
-            )
-            paper.append(value)
-            if source and source not in sources[i]:
-                sources[i].append(source)
-        table[f"{col}_paper"] = np.asarray(paper, dtype=float)
-    table["natural_diff"] = table["natural"] - table["natural_paper"]
-    for c, a in zip(cert_cols, auth_cols, strict=True):
-        table[f"{c}_diff"] = table[a] - table[f"{c}_paper"]
-    table["paper_source"] = ["; ".join(s) if s else None for s in sources]
-    base = [
-        "model",
-        "teacher",
-        "stage",
-        "margin",
-        "metric",
-        "natural",
-        *cert_cols,
-        *auth_cols,
-        *unsound_cols,
-    ]
-    rest = [f"{c}_paper" for c in paper_cols] + [f"{c}_diff" for c in paper_cols]
-    return table[base + rest + ["paper_source", "n_test", "half_votes", "tie_radius", "scoring"]]
-
-
-def _eps_from_columns(table: pd.DataFrame) -> list[str]:
-    return [
-        c[len("certified_") :]
-        for c in table.columns
-        if c.startswith("certified_") and not c.endswith(("_paper", "_diff", "_authors"))
-    ]
-
-
-def _margin_text(m) -> str:
-    return "" if pd.isna(m) else f"{float(m):g}"
-
-
-def _table1_layout(table: pd.DataFrame):
-    """(value columns, header labels, paper columns) shared by markdown and LaTeX."""
-    eps = _eps_from_columns(table)
-    cols = [
-        "natural",
-        *[f"certified_{e}" for e in eps],
-        *[f"certified_{e}_authors" for e in eps],
-        *[f"unsound_{e}" for e in eps],
-    ]
-    labels = [
-        "Natural",
-        *[f"Cert. {e}/255" for e in eps],
-        *[f"Cert. {e}/255 (authors' radius)" for e in eps],
-        *[f"Unsound {e}/255" for e in eps],
-    ]
-    paper = [
-        c
-        for c in ["natural", *[f"certified_{e}" for e in eps]]
-        if table[f"{c}_paper"].notna().any()
-    ]
-    labels += [
-        f"Paper {'natural' if c == 'natural' else c[len('certified_') :] + '/255'}" for c in paper
-    ]
-    return cols, labels, paper
-
-
-def _conventions_note(table: pd.DataFrame) -> str:
-    lipsim = table[table["stage"] != "reference"]
-    if lipsim.empty:
-        return ""
-    half = ", ".join(sorted(map(str, lipsim["half_votes"].dropna().unique())))
-    tie = ", ".join(sorted(map(str, lipsim["tie_radius"].dropna().unique())))
-    scoring = ", ".join(sorted(map(str, lipsim["scoring"].dropna().unique())))
-    how = {
-        "twoafc": "2AFC score (DreamSim's formula)",
-        "accuracy": "hard-label accuracy on round(p) (the authors' evaluation)",
-    }
-    return (
-        "\nMetric: cosine = the authors' 1 - cos(f(x), f(y)); ball = the unit-ball projection. "
-        "Cert. = certified with the sound radius of the row's metric; authors' radius = "
-        "the radius of their code (assumes ||f|| >= 1); Unsound = % of triplets certified by "
-        "the authors' radius only. Paper columns compare with the authors' radius. "
-        f"p = 0.5 triplets: {half}; authors' radius of exact ties: {tie}. LipSim rows scored "
-        f"by {how.get(scoring, scoring)}; reference rows by 2AFC score.\n"
-    )
-
-
-def table1_markdown(table: pd.DataFrame, decimals: int = 1) -> str:
-    cols, labels, paper = _table1_layout(table)
-    header = ["Model", "Teacher", "Stage", "Margin", "Metric", *labels]
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * 5 + ["---:"] * (len(header) - 5)) + "|",
-    ]
-    for _, r in table.iterrows():
-        cells = [
-            str(r["model"]),
-            "" if pd.isna(r["teacher"]) else str(r["teacher"]),
-            str(r["stage"]),
-            _margin_text(r["margin"]),
-            "" if pd.isna(r["metric"]) else str(r["metric"]),
-            *[fmt(r[c], decimals) for c in cols],
-            *[fmt(r[f"{c}_paper"], decimals) for c in paper],
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + _conventions_note(table) + _sources_note(table)
-
-
-def _sources_note(table: pd.DataFrame) -> str:
-    sources = sorted({s for v in table["paper_source"].dropna() for s in str(v).split("; ")})
-    if not sources:
-        return ""
-    return (
-        "\nScores: 2AFC on NIGHT test, %. Paper columns from lipsim/reference_values.csv: "
-        + "; ".join(sources)
-        + ".\n"
-    )
+# ----------------------------------------------------------------------------- LaTeX text
 
 
 _TEX_ESCAPE = {
@@ -335,61 +74,6 @@ _TEX_ESCAPE = {
 
 def tex_escape(text) -> str:
     return "".join(_TEX_ESCAPE.get(ch, ch) for ch in str(text))
-
-
-def _tex_row(cells: list[str]) -> str:
-    return " & ".join(cells) + r" \\"
-
-
-def table1_latex(table: pd.DataFrame, decimals: int = 1) -> str:
-    cols, labels, paper = _table1_layout(table)
-    eps = _eps_from_columns(table)
-    n = len(eps)
-    spec = "lllll" + "r" * (1 + 3 * n + len(paper))
-    top = ["Model", "Teacher", "Stage", "Margin", "Metric", "Natural"]
-    sub = [""] * 6
-    rules = []
-    start = 7
-    for title, count in (
-        ("Certified ($\\epsilon$)", n),
-        ("Authors' radius", n),
-        ("Unsound", n),
-        ("Paper", len(paper)),
-    ):
-        if not count:
-            continue
-        top.append(rf"\multicolumn{{{count}}}{{c}}{{{title}}}")
-        rules.append(rf"\cmidrule(lr){{{start}-{start + count - 1}}}")
-        start += count
-    sub += [f"{e}/255" for e in eps] * 3
-    sub += ["Natural" if c == "natural" else c[len("certified_") :] + "/255" for c in paper]
-    lines = [
-        "% Table 1: natural and certified 2AFC scores (%) on NIGHT test; lipsim table1",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        _tex_row(top),
-    ]
-    if rules:
-        lines += [" ".join(rules), _tex_row(sub)]
-    lines.append(r"\midrule")
-    prev_stage = None
-    for _, r in table.iterrows():
-        # The paper separates its LipSim variants from the reference rows with a rule.
-        if prev_stage is not None and (r["stage"] == "reference") != (prev_stage == "reference"):
-            lines.append(r"\midrule")
-        prev_stage = r["stage"]
-        cells = [
-            tex_escape(r["model"]),
-            "" if pd.isna(r["teacher"]) else tex_escape(r["teacher"]),
-            tex_escape(r["stage"]),
-            _margin_text(r["margin"]),
-            "" if pd.isna(r["metric"]) else tex_escape(r["metric"]),
-            *[fmt(r[c], decimals, "--") for c in cols],
-            *[fmt(r[f"{c}_paper"], decimals, "--") for c in paper],
-        ]
-        lines.append(_tex_row(cells))
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- table 2
@@ -576,7 +260,7 @@ def table2_latex(
     return latex_table(
         pd.DataFrame(rows, columns=header),
         "Table 2: 2AFC scores (%) on NIGHT test under attack; lipsim table2;"
-        " reference values in parentheses.\n% " + note,
+        " reference values in parentheses.\n" + note,
     )
 
 
@@ -670,34 +354,52 @@ def retrieval_latex(
 # ----------------------------------------------------------------------------- writers
 
 
-def markdown_table(display: pd.DataFrame, note: str = "") -> str:
+def markdown_table(display: pd.DataFrame, note: str = "", text_columns: int = 1) -> str:
     """A GitHub pipe table (pandas' DataFrame.to_markdown, i.e. tabulate) of a frame whose
-    cells are display strings; the first column left-aligned, the others (scores) right."""
-    align = ("left",) + ("right",) * (display.shape[1] - 1)
+    cells are display strings; the first `text_columns` left-aligned, the others (scores)
+    right."""
+    align = ("left",) * text_columns + ("right",) * (display.shape[1] - text_columns)
     text = display.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True)
     return text + "\n" + (f"\n{note}\n" if note else "")
 
 
-def latex_table(display: pd.DataFrame, comment: str = "") -> str:
+def latex_table(
+    display: pd.DataFrame, comment: str = "", text_columns: int = 1, breaks: list[int] = ()
+) -> str:
     """A booktabs tabular (pandas' Styler.to_latex) of display strings already escaped for
     LaTeX (tex_escape). Two-level columns become \\multicolumn groups with a \\cmidrule
-    under each group that has sub-headers, as in the paper's tables."""
+    under each group that has sub-headers, as in the paper's tables; a \\midrule goes before
+    each body row listed in `breaks` (0-based)."""
     n = display.shape[1]
     tex = display.style.hide(axis="index").to_latex(
-        hrules=True, column_format="l" + "r" * (n - 1), multicol_align="c"
+        hrules=True,
+        column_format="l" * text_columns + "r" * (n - text_columns),
+        multicol_align="c",
     )
     if isinstance(display.columns, pd.MultiIndex):
-        rules, start = [], 1
-        for _, run in itertools.groupby(display.columns, key=lambda c: c[0]):
-            run = list(run)
-            if any(sub for _, sub in run):  # a group with sub-headers, even of one column
-                rules.append(rf"\cmidrule(lr){{{start}-{start + len(run) - 1}}}")
-            start += len(run)
-        if rules:  # after the group headers, before the sub-headers
-            head_end = tex.index("\\toprule\n") + len("\\toprule\n")
-            first = tex.index("\n", head_end) + 1
-            tex = tex[:first] + " ".join(rules) + "\n" + tex[first:]
-    return (f"% {comment}\n" if comment else "") + tex
+        tex = _group_rules(tex, display.columns)
+    if breaks:
+        head, body = tex.split("\\midrule\n", 1)
+        lines = body.split("\n")
+        for i in sorted(breaks, reverse=True):
+            lines.insert(i, "\\midrule")
+        tex = head + "\\midrule\n" + "\n".join(lines)
+    return "".join(f"% {line}\n" for line in comment.splitlines()) + tex
+
+
+def _group_rules(tex: str, columns: pd.MultiIndex) -> str:
+    """A \\cmidrule under each header group with sub-headers, before the sub-header line."""
+    rules, start = [], 1
+    for _, run in itertools.groupby(columns, key=lambda c: c[0]):
+        run = list(run)
+        if any(sub for _, sub in run):  # a group with sub-headers, even of one column
+            rules.append(rf"\cmidrule(lr){{{start}-{start + len(run) - 1}}}")
+        start += len(run)
+    if not rules:
+        return tex
+    head_end = tex.index("\\toprule\n") + len("\\toprule\n")
+    first = tex.index("\n", head_end) + 1
+    return tex[:first] + " ".join(rules) + "\n" + tex[first:]
 
 
 # ----------------------------------------------------------------------------- output

@@ -77,6 +77,10 @@ rule evaluate_bapps:
         categories=" ".join(BAPPS["categories"]),
         eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
         batch=BAPPS["batch_size"],
+        # The scoring rule of the authors' columns: the certify step's keys.
+        scoring=config["certify"]["scoring"],
+        half_votes=config["certify"]["half_votes"],
+        tie_radius=config["certify"]["tie_radius"],
     resources:
         **slurm_resources(config["resources"]["eval"]),
     conda:
@@ -87,6 +91,7 @@ rule evaluate_bapps:
         "python -m lipsim evaluate-bapps --metric {params.spec} --bapps {params.root} "
         "--categories {params.categories} --eps {params.eps} --batch-size {params.batch} "
         "--device {params.device} --weights-dir {params.weights} --image-size {params.size} "
+        "--scoring {params.scoring} --half-votes {params.half_votes} --tie-radius {params.tie_radius} "
         "{params.rw} --out {output} > {log} 2>&1"
 
 
@@ -100,6 +105,8 @@ if BAPPS["enabled"]:
         params:
             inputs=" ".join(f"{m}={R}/bapps/{m}.parquet" for m in BAPPS_METRICS),
             eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
+            scoring=config["certify"]["scoring"],
+            half_votes=config["certify"]["half_votes"],
             prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         conda:
             "../../envs/lipsim.yaml"
@@ -107,4 +114,5 @@ if BAPPS["enabled"]:
             f"{R}/logs/table_bapps.log",
         shell:
             "python -m lipsim table-bapps --inputs {params.inputs} --eps {params.eps} "
+            "--scoring {params.scoring} --half-votes {params.half_votes} "
             "--out-prefix {params.prefix} > {log} 2>&1"

@@ -16,6 +16,7 @@ rule certify:
         metrics=" ".join(config["certify"]["metrics"]),
         half_votes=config["certify"]["half_votes"],
         tie_radius=config["certify"]["tie_radius"],
+        scoring=config["certify"]["scoring"],
     resources:
         **slurm_resources(config["certify"]["resources"]),
     conda:
@@ -25,6 +26,7 @@ rule certify:
     shell:
         "python -m lipsim certify --checkpoint {input.ckpt} --night {input.night} --splits {params.splits} "
         "--metrics {params.metrics} --half-votes {params.half_votes} --tie-radius {params.tie_radius} "
+        "--scoring {params.scoring} "
         "--eps {params.eps} --eps-scale 255 --batch-size {params.batch} "
         "--device {params.device} --min-votes {params.min_votes} --out {output} > {log} 2>&1"
 
@@ -44,6 +46,9 @@ rule evaluate:
         size=config["image_size"],
         batch=config["evaluation"]["batch_size"],
         min_votes=config["night"]["min_votes"],
+        # One scoring rule for every row of Table 1: the certify step's keys.
+        scoring=config["certify"]["scoring"],
+        half_votes=config["certify"]["half_votes"],
     resources:
         **slurm_resources(config["resources"]["eval"]),
     conda:
@@ -53,4 +58,5 @@ rule evaluate:
     shell:
         "python -m lipsim evaluate --metric {params.spec} --night {input.night} --splits {params.splits} "
         "--batch-size {params.batch} --device {params.device} --min-votes {params.min_votes} "
+        "--scoring {params.scoring} --half-votes {params.half_votes} "
         "--weights-dir {params.weights} --image-size {params.size} {params.rw} --out {output} > {log} 2>&1"

@@ -27,6 +27,7 @@ rule table1:
         evals=" ".join(f"{t}={R}/eval/{t}.parquet" for t in SWEEP),
         eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
         scoring=config["certify"]["scoring"],
+        half_votes=config["certify"]["half_votes"],
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
     conda:
         "../../envs/lipsim.yaml"
@@ -35,6 +36,7 @@ rule table1:
     shell:
         "python -m lipsim table1 --certify {params.certify} --eval {params.evals} "
         "--teacher {params.teacher} --eps {params.eps} --scoring {params.scoring} "
+        "--half-votes {params.half_votes} "
         "--out-prefix {params.prefix} > {log} 2>&1"
 
 
