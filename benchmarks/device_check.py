@@ -269,7 +269,7 @@ def markdown(report: dict) -> str:
         }
         for i, s in enumerate(report["stages"])
     ]
-    parts = ["\n".join(head) + md_table(summary)]
+    parts = ["\n".join(head) + "\n" + md_table(summary)]
     for i, s in enumerate(report["stages"]):
         text = [f"## {i + 1}. {s['title']}", f"Status: **{s['status']}**."]
         if s.get("error"):
@@ -297,6 +297,7 @@ class Stage:
         self.extra: dict = {}
         self.summary = ""
         self.failed_checks: list[str] = []
+        self.row_errors: list[str] = []
         self.skipped = 0
         self.status = "running"
 
@@ -325,8 +326,24 @@ class Stage:
         self.skipped += 1
         self.flush()
 
+    @contextlib.contextmanager
+    def guarded(self, row: dict):
+        """Run one row: an exception (out of memory, a compile error) fails the row and the
+        stage, and the stage's next rows still run."""
+        try:
+            yield
+        except Exception as exc:
+            traceback.print_exc()
+            msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            row["status"] = f"failed: {msg}"
+            self.row_errors.append(f"{row.get('what', '')} {row.get('variant', '')}: {msg}")
+            self.flush()
+
     def finish(self) -> None:
         self.status = "mismatch" if self.failed_checks else "partial" if self.skipped else "ok"
+        if self.row_errors:
+            self.status = "failed"
+            self.extra["error"] = f"{len(self.row_errors)} row(s) failed; {self.row_errors[0]}"
         if self.failed_checks:
             self.notes.append("Outside tolerance: " + "; ".join(self.failed_checks) + ".")
         self.flush()
@@ -570,7 +587,6 @@ def stage_numerics(st: Stage) -> None:
                     rel_vs_cpu_fp32=e32,
                     rel_vs_cpu_float64=e64,
                     within_tol=err <= TOL,
-                    status="ok",
                 )
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
             emb16 = LipSim(dnet).embed(dref)
@@ -583,7 +599,6 @@ def stage_numerics(st: Stage) -> None:
             rel_vs_cpu_fp32=None,
             rel_vs_cpu_float64=gap,
             within_tol=None,
-            status="ok",
         )
         # one training step: the loss and every parameter's gradient, device vs float64 CPU
         b = st.sizes["grad_batch"]
@@ -606,7 +621,6 @@ def stage_numerics(st: Stage) -> None:
                 rel_vs_cpu_fp32=None,
                 rel_vs_cpu_float64=err,
                 within_tol=err <= TOL,
-                status="ok",
             )
     ref_name = "CPU fp32" if on_gpu else "CPU float64"
     st.summary = (
@@ -694,12 +708,22 @@ def _distill_layout(st: Stage) -> tuple[int, str]:
     timeout = min(90.0, max(10.0, st.remaining() / 6))
     ok, msg = _probe("pipeline", dev, timeout)
     backend = "NCCL" if dev == "cuda" else "gloo"
-    st.row(run="probe", what=f"2 ranks, one {dev}, {backend} (the pipeline's)", result=msg, ok=ok)
+    st.row(
+        run="probe",
+        what=f"2 ranks, one {dev}, {backend} (the pipeline's)",
+        result=msg,
+        status="ok" if ok else "refused",
+    )
     if ok:
         return 2, f"2 processes ({backend})"
     if dev == "cuda":
         gok, gmsg = _probe("gloo", dev, timeout)
-        st.row(run="probe", what="2 ranks, one cuda, gloo", result=gmsg, ok=gok)
+        st.row(
+            run="probe",
+            what="2 ranks, one cuda, gloo",
+            result=gmsg,
+            status="ok" if gok else "refused",
+        )
         why = "gloo works" if gok else "gloo fails too"
         return 1, (
             f"1 process: NCCL refused 2 ranks on one GPU; {why}, but lipsim.train.distributed "
@@ -916,12 +940,16 @@ def stage_train(st: Stage) -> None:
             st.skip(row, f"{st.remaining():.0f} s left")
             return
         fmt = torch.channels_last if variant == "channels_last" else torch.contiguous_format
-        model = net.to(memory_format=fmt)
-        if variant == "compile":
-            model = torch.compile(net, backend=st.sizes["compile_backend"])
-        fn = step_fn(model, batch_of(b, variant == "channels_last"), variant == "bf16", backward)
-        measure(row, fn, 2 * b, compile_row=variant == "compile")
+        with st.guarded(row):
+            model = net.to(memory_format=fmt)
+            if variant == "compile":
+                model = torch.compile(net, backend=st.sizes["compile_backend"])
+            batch = batch_of(b, variant == "channels_last")
+            measure(
+                row, step_fn(model, batch, variant == "bf16", backward), 2 * b, variant == "compile"
+            )
         net.to(memory_format=torch.contiguous_format)
+        opt.zero_grad(set_to_none=True)
 
     kinds = [("forward", False), ("train step (fwd+bwd+Adam)", True)]
     for variant in ("fp32", "bf16", "channels_last"):
@@ -949,7 +977,8 @@ def stage_train(st: Stage) -> None:
                     if backward:
                         y.float().sum().backward()
 
-            measure(row, call, len(x))
+            with st.guarded(row):
+                measure(row, call, len(x))
     x = layer = None
 
     largest = largest_batch(st, net, opt, lambda b: step_fn(net, batch_of(b), False, True))
@@ -962,7 +991,7 @@ def stage_train(st: Stage) -> None:
     fp32 = next(r for r in st.rows if r["variant"] == "fp32" and r["what"].startswith("train"))
     st.summary = (
         f"{sz['preset']}@{sz['size']} batch {sz['batch']}: fp32 train step "
-        f"{_cell(fp32.get('images_per_s'))} img/s; largest fp32 batch {largest}"
+        f"{fp32.get('images_per_s') or 'n/a'} img/s; largest fp32 batch {largest}"
     )
     st.notes.append(
         "A distillation step of batch b forwards 2b images (two views); images/s counts them. "
