@@ -78,7 +78,7 @@ STAGES = {
 # Share of the budget per stage (in STAGES order).
 SHARES = {
     "cuda": (0.02, 0.10, 0.30, 0.20, 0.16, 0.22),
-    "cpu": (0.03, 0.12, 0.50, 0.13, 0.12, 0.10),
+    "cpu": (0.03, 0.08, 0.60, 0.10, 0.10, 0.09),
 }
 # What each stage runs at. The GPU sizes are the paper's; the CPU ones fit 2 busy cores.
 SIZES = {
@@ -93,12 +93,12 @@ SIZES = {
         "cost": ["config/paper.yaml", "config/released.yaml"],
     },
     "cpu": {
-        "numerics": [("small", 64, 512, 2), ("tiny", 32, 128, 8)],
+        "numerics": [("small", 32, 128, 2), ("tiny", 32, 128, 8)],
         "grad_batch": 2,
-        "train": {"preset": "tiny", "size": 32, "emb": 128, "batch": 4, "max_batch": 16},
+        "train": {"preset": "tiny", "size": 32, "emb": 128, "batch": 4, "max_batch": 8},
         "compile_backend": "aot_eager",
         "iters": 1,
-        "attack": {"preset": "tiny", "budget": "demo", "eps": 0.5, "triplets": 32},
+        "attack": {"preset": "tiny", "budget": "demo", "eps": 0.5, "triplets": 16},
         "cost": ["config/test.yaml"],
     },
 }
@@ -163,6 +163,7 @@ def run_stage(name: str, args, box: float, scratch: Path, log) -> dict:
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=child_env()
     )
+    _CHILD_GROUPS.append(proc)
     timed_out = False
     try:
         proc.wait(timeout=max(box, 1.0))
@@ -172,7 +173,10 @@ def run_stage(name: str, args, box: float, scratch: Path, log) -> dict:
     rec = json.loads(result.read_text()) if result.exists() else {}
     rec.setdefault("rows", [])
     rec["wall_s"] = round(time.monotonic() - start, 1)
-    if timed_out:
+    if timed_out and rec.get("status") not in (None, "running"):
+        # it had written its result and was stopped on its way out (CUDA teardown, say)
+        rec.setdefault("notes", []).append(f"Finished; stopped at its time box ({box:.0f} s).")
+    elif timed_out:
         rec["status"] = "timeout"
         rec["error"] = f"stopped at its time box ({box:.0f} s)"
         for row in rec["rows"]:
@@ -198,6 +202,9 @@ def orchestrate(args) -> int:
     }
     ends = deadlines(args.budget_s, SHARES[args.device])
     t0 = time.monotonic()
+    # a stage runs in a session of its own: stopped from outside, take it along
+    signal.signal(signal.SIGTERM, _stop_children)
+    signal.signal(signal.SIGINT, _stop_children)
     with (
         tempfile.TemporaryDirectory(prefix="device_check_") as tmp,
         open(out / "device_check.log", "w") as log,
@@ -1180,15 +1187,18 @@ STAGE_FUNCS = {
 _CHILD_GROUPS: list[subprocess.Popen] = []  # snakemake / benchmark processes of this stage
 
 
+def _stop_children(signum, frame):
+    # SIGTERM (a time box, or the device command's limit): the process groups this process
+    # started go too, else a stage, snakemake or a benchmark would run on in its own session
+    for p in _CHILD_GROUPS:
+        if p.poll() is None:
+            stop_group(p, grace=1.0)
+    raise SystemExit(128 + signum)
+
+
 def run_one_stage(args) -> int:
     st = Stage(args.run_stage, args.device, args.box_s, Path(args.scratch))
-
-    def on_term(signum, frame):  # the orchestrator's time box: take the children along
-        for p in _CHILD_GROUPS:
-            stop_group(p, grace=1.0)
-        raise SystemExit(143)
-
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGTERM, _stop_children)
     st.flush()
     try:
         if args.forced_failure:

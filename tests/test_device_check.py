@@ -204,3 +204,30 @@ def test_markdown_report_has_a_row_and_a_section_per_stage():
     # a column that is empty in every row is left out; booleans read as yes / no
     assert "| quantity | rel | ok |" in md and "| radius | 0.002 | no |" in md
     assert "unused" not in md
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_running_stage_and_its_snakemake(tmp_path):
+    """Stopped from outside (a device command's limit), nothing runs on in its own session."""
+    out = tmp_path / "out"
+    before = _scratch_dirs()
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--budget-s", "300", "--out", str(out)]
+        + ["--stages", "smoke"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    # wait until snakemake runs (the smoke stage's scratch folder has its log)
+    while not list(Path(tempfile.gettempdir()).glob("device_check_*/smoke/cpu/work/snakemake.log")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.5)
+    time.sleep(3)
+    assert _processes_mentioning("device_check_")  # the stage and snakemake are running
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert proc.returncode != 0
+    time.sleep(1)
+    assert not _processes_mentioning("device_check_"), _processes_mentioning("device_check_")
+    assert _scratch_dirs() <= before
