@@ -178,3 +178,37 @@ def test_study_adds_only_its_chains_and_keeps_the_run_own_models(tmp_path):
     assert "--metric lipsim-cosine:" in attack[key]
     (study,) = [s for r, _, s in on if r == "study"]
     assert "hinge-ball/margin0.5=" in study and "hinge_sound-cosine/margin0.2-hinge_sound" in study
+
+
+@pytest.mark.slow
+def test_a_study_chain_runs_through_the_workflow(tmp_path):
+    """hinge_sound under cosine: finetuned, certified and attacked for real (config/test.yaml,
+    one objective, the primary margin); the reporting on such files is tested above."""
+    import torch
+
+    from lipsim.models import load_checkpoint
+
+    work = tmp_path / "w"
+    shutil.copytree(ROOT / "config", work / "config")
+    (work / "config" / "study.yaml").write_text("study: {objectives: [hinge_sound-cosine]}\n")
+    model = "margin0.5-hinge_sound-cosine"
+    run = work / "results" / "test"
+    targets = [f"results/test/certify/{model}.parquet"]
+    targets += [f"results/test/attacks/lipsim-{model}/autoattack-L2-2.parquet"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(ROOT / "workflow/Snakefile")]
+    cmd += ["-d", str(work), "--cores", "2", "--configfile"]
+    cmd += [str(work / "config/test.yaml"), str(work / "config/study.yaml")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    net, ck = load_checkpoint(run / "checkpoints" / f"{model}.pt")
+    assert ck["meta"]["loss"] == "hinge_sound" and ck["metric"] == "cosine"
+    assert not (run / "checkpoints" / "margin0.5.pt").exists()  # only what the chain needs
+    pre, _ = load_checkpoint(run / "checkpoints" / "pretrained.pt")
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(net(x), pre(x))
+    cert = pd.read_parquet(run / "certify" / f"{model}.parquet")
+    assert set(cert["metric"]) == {"cosine", "ball"} and (cert["stage"] == "finetuned").all()
+    att = pd.read_parquet(run / "attacks" / f"lipsim-{model}" / "autoattack-L2-2.parquet")
+    assert set(att["lipsim_metric"]) == {"cosine"}
+    assert att["score_adv"].mean() <= att["score_clean"].mean()
