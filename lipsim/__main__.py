@@ -51,6 +51,8 @@ STAGES: dict[str, tuple[str, ...]] = {
         "fig3a",
         "fig3b",
         "fig-margins",
+        "radii",
+        "study",
     ),
     "provenance": ("manifest", "provenance"),
     "maintenance": ("config-doc",),

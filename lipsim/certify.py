@@ -85,26 +85,44 @@ COLUMNS = (
 TIE_RADIUS = ("zero", "infinite")
 
 
+def distance_gap(
+    e_ref: torch.Tensor, e0: torch.Tensor, e1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d0 - d1, ||e1 - e0||) of projected embeddings e, differentiable, in their dtype.
+
+    d0 - d1 is formed as <e_ref, e1 - e0> + (||e0||^2 - ||e1||^2) / 2 rather than as a
+    difference of two close distances, which keeps near-ties accurate; |d0 - d1| divided by
+    the chord ||e1 - e0|| is the authors' radius m.
+    """
+    g = e1 - e0
+    gap = (e_ref * g).sum(-1) + 0.5 * (e0.square().sum(-1) - e1.square().sum(-1))
+    return gap, torch.linalg.vector_norm(g, dim=-1)
+
+
+def sound_factor(f_ref: torch.Tensor, metric: str) -> torch.Tensor:
+    """R / m, the sound radius over the authors': ||f(ref)|| for cosine (the proof above), 1
+    for ball (its formula is already sound). Differentiable, in f_ref's dtype."""
+    if metric == "cosine":
+        return torch.linalg.vector_norm(f_ref, dim=-1)
+    return torch.ones_like(f_ref[..., 0])
+
+
 def radii(
     f_ref: torch.Tensor, f0: torch.Tensor, f1: torch.Tensor, metric: str, tie_radius: str = "zero"
 ) -> dict[str, torch.Tensor]:
-    """d0, d1, the sound radius, the authors' radius and ||f(ref)|| from raw embeddings f.
-
-    float64 throughout. d0 - d1 is formed as <e_ref, e1 - e0> + (||e0||^2 - ||e1||^2) / 2
-    rather than as a difference of two close distances, which keeps near-ties accurate.
-    """
+    """d0, d1, the sound radius, the authors' radius and ||f(ref)|| from raw embeddings f,
+    float64 throughout."""
     if tie_radius not in TIE_RADIUS:
         raise ValueError(f"tie_radius must be one of {TIE_RADIUS}, got {tie_radius!r}")
     f_ref, f0, f1 = (f.detach().double() for f in (f_ref, f0, f1))
     e_ref, e0, e1 = (project(f, metric) for f in (f_ref, f0, f1))
     d0, d1 = ball_distance(e_ref, e0), ball_distance(e_ref, e1)
-    g = e1 - e0
-    margin = ((e_ref * g).sum(-1) + 0.5 * (e0.square().sum(-1) - e1.square().sum(-1))).abs()
-    gap = torch.linalg.vector_norm(g, dim=-1)
+    margin, gap = distance_gap(e_ref, e0, e1)
+    margin = margin.abs()
     tie = (d0 == d1) | (gap == 0)
     m = torch.where(tie, torch.zeros_like(gap), margin / torch.where(gap > 0, gap, 1.0))
     norm = torch.linalg.vector_norm(f_ref, dim=-1)
-    sound = m * norm if metric == "cosine" else m
+    sound = m * sound_factor(f_ref, metric)
     authors = m
     if tie_radius == "infinite":
         authors = torch.where(tie, torch.full_like(m, float("inf")), m)
@@ -237,7 +255,9 @@ __all__ = [
     "certified_mask",
     "certified_scores",
     "certify_triplets",
+    "distance_gap",
     "radii",
     "radius_from_embeddings",
+    "sound_factor",
     "unsound_share",
 ]

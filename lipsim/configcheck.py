@@ -177,6 +177,12 @@ def teacher_section(config: dict[str, Any], section: str, teacher: str) -> dict[
     return {**config[section], **override}
 
 
+def split_objective(name: str) -> tuple[str, str]:
+    """(loss, metric) of a finetuning objective named LOSS-METRIC (study.objectives)."""
+    loss, _, metric = str(name).rpartition("-")
+    return loss, metric
+
+
 def _check_teacher_settings(config: dict[str, Any], schema: dict, cls) -> None:
     # An override is checked as the section it ends up in, so a bad type or an unknown key
     # is named as in the section itself.

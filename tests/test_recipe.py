@@ -480,6 +480,8 @@ def test_authors_recipe_end_to_end_distill_then_finetune(tmp_path, capsys):
         "6",
         "--metric",
         "cosine",
+        "--loss",
+        "hinge",
         "--loss-reduction",
         "sum",
         "--optimizer-state",

@@ -25,9 +25,9 @@ report: "../report/workflow.rst"
 for _folder, (_exts, _c, _l, _names) in REPORT_FILES.items():
     for _name in _names:
         rule:
-            name: f"make_{{_name}}"
+            name: f"make_{{_folder}}_{{_name}}"  # radii and study: a table and a figure
             output: report_outputs(_folder, _name)
-            log: f"logs/{{_name}}.log"
+            log: f"logs/{{_folder}}/{{_name}}.log"
             params: folder=_folder
             run:
                 make(params.folder, output)

@@ -11,8 +11,7 @@ from matplotlib.image import imread
 
 from lipsim.cli import fig3a as fig3a_cli
 from lipsim.cli import fig3b as fig3b_cli
-from lipsim.cli import fig_margins as margins_cli
-from lipsim.reporting.figures import fig3a_data
+from lipsim.reporting.figures import fig3a_data, fig_margins
 
 
 def _check(prefix: Path):
@@ -120,10 +119,9 @@ def test_fig_margins(tmp_path):
             "certified_36_paper": np.nan,
         }
     )
-    src = tmp_path / "table1.parquet"
-    t.to_parquet(src)
     prefix = tmp_path / "figures/margins"
-    assert margins_cli.main(["--table1", str(src), "--out-prefix", str(prefix)]) == 0
+    prefix.parent.mkdir()
+    fig_margins(t, prefix)  # Table 1's columns; the CLI scores certify files (test_radii.py)
     _check(prefix)
 
 
@@ -192,13 +190,10 @@ def test_fig_margins_one_line_set_per_teacher(tmp_path):
         assert (s["finetuned"]["metric"] == "ball").all()
         assert list(s["pretrained"]["natural"]) == [80 + shift]
         assert list(s["references"]["model"]) == [s["teacher"]]  # its own natural score
-    src = tmp_path / "table1.parquet"
-    t.to_parquet(src)
     prefix = tmp_path / "figures/margins"
-    assert (
-        margins_cli.main(["--table1", str(src), "--metric", "ball", "--out-prefix", str(prefix)])
-        == 0
-    )
+    prefix.parent.mkdir()
+    fig_margins(t, prefix, metric="ball")
+    _check(prefix)
 
 
 def test_fig3a_scaled_radius_label(tmp_path, inputs):

@@ -145,6 +145,8 @@ def test_finetune_cli_writes_finetuned_checkpoint(tmp_path):
             "6",
             "--metric",
             "ball",
+            "--loss",
+            "hinge",
             "--loss-reduction",
             "mean",
             "--optimizer-state",

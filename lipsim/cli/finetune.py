@@ -1,9 +1,10 @@
 """`python -m lipsim finetune --init CKPT --night DIR --margin M --metric {cosine,ball}
---loss-reduction {mean,sum} --optimizer-state {fresh,reload} --workdir DIR --out CKPT
+--loss {hinge,hinge_sound} --loss-reduction {mean,sum} --optimizer-state {fresh,reload} --workdir DIR --out CKPT
 [training options]`
 
 Finetunes a distilled LipSim checkpoint on NIGHT train with the hinge loss at margin M on the
-distance of --metric (lipsim.train.finetune) and writes the stage "finetuned" checkpoint with
+distance of --metric, or with --loss hinge_sound on its sound certified radius
+(lipsim.train.finetune) and writes the stage "finetuned" checkpoint with
 the margin and metric recorded. --optimizer-state reload starts Adam from the state stored in
 the --init checkpoint (the authors' recipe; betas and weight decay still come from the
 options, and so does the lr, except for the first step under --lr-timing previous_step,
@@ -24,7 +25,7 @@ from lipsim.errors import LipSimError
 from lipsim.models import METRICS, load_checkpoint, save_checkpoint
 from lipsim.train.checkpointing import clear_resume
 from lipsim.train.distributed import cleanup, init_distributed
-from lipsim.train.finetune import LOSS_REDUCTIONS, FinetuneTask
+from lipsim.train.finetune import LOSS_REDUCTIONS, LOSSES, FinetuneTask
 from lipsim.train.trainer import (
     OptimizerStateError,
     Trainer,
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="cosine: 1 - cos (the authors'); ball: the unit-ball projection",
     )
     g.add_argument(
+        "--loss",
+        choices=LOSSES,
+        required=True,
+        help="hinge on the distance gap (the paper's) or on the sound radius (hinge_sound)",
+    )
+    g.add_argument(
         "--loss-reduction",
         choices=LOSS_REDUCTIONS,
         required=True,
@@ -98,13 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         df = read_night(args.night, min_votes=args.min_votes, splits=["train"])
         dataset = NightTriplets(df, net.image_size)
         recipe = {
+            "loss": args.loss,
             "metric": args.metric,
             "loss_reduction": args.loss_reduction,
             "optimizer_state": args.optimizer_state,
         }
         trainer = Trainer(cfg, env, device)
         task = FinetuneTask(
-            dataset, args.margin, metric=args.metric, loss_reduction=args.loss_reduction
+            dataset,
+            args.margin,
+            metric=args.metric,
+            loss_reduction=args.loss_reduction,
+            loss=args.loss,
         )
         try:
             net = trainer.fit(
@@ -152,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
                     "triplets": len(dataset),
                     "min_votes": args.min_votes,
                     "world_size": env.world_size,
-                    "loss": "hinge",
                     **recipe,
                 },
             )

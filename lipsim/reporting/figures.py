@@ -270,19 +270,56 @@ def margin_line_sets(table1: pd.DataFrame, metric: str | None = None) -> list[di
     return sets
 
 
+def margins_table(
+    certify: dict[str, str | Path],
+    evals: dict[str, str | Path],
+    metric: str,
+    radii: list[tuple[float, float]],
+    scoring: str = "twoafc",
+) -> pd.DataFrame:
+    """The margins figure's rows, Table 1's columns at the radii it is drawn at: one per LipSim
+    model of `certify` (MODEL -> certify file; teacher, stage and margin from the file) under
+    `metric`, natural and certified_{paper eps} at the applied radii (lipsim.reporting.radii
+    .certify_radii), and one reference row per --eval teacher (its natural score)."""
+    from lipsim.reporting.radii import certified_row
+
+    if not certify:
+        raise ReportingError("fig-margins needs --certify inputs")
+    rows = [
+        {"model": m, **certified_row(path, f"--certify {m}", metric, radii, scoring)}
+        for m, path in certify.items()
+    ]
+    for teacher, path in evals.items():
+        df = read_table(path, EVAL_COLUMNS, f"--eval {teacher}")
+        natural = natural_score(_test(df, path, f"--eval {teacher}"))
+        rows.append(
+            {"model": teacher, "teacher": teacher, "stage": "reference", "natural": natural}
+        )
+    return pd.DataFrame(rows)
+
+
 def fig_margins(
-    table1: pd.DataFrame, out_prefix: str | Path, metric: str | None = None
+    table1: pd.DataFrame,
+    out_prefix: str | Path,
+    metric: str | None = None,
+    radii: list[tuple[float, float]] | None = None,
 ) -> list[Path]:
     """Natural and certified scores (sound radius) against the hinge margin, one line set per
     teacher (colour = score, line style and marker = teacher).
 
-    `metric` selects the LipSim rows of that metric when Table 1 has several (the pipeline's
-    primary metric); reference rows are kept.
-    Finetuned models are lines over their margin. The pretrained model was never trained with
-    a hinge loss, so it is not "margin 0": it gets its own open markers at the left, labelled
-    "pretrained" on the x axis. Reference (teacher) rows appear as dotted horizontal lines of
-    their natural score.
+    `table1` has Table 1's columns (margins_table, or Table 1 itself); `metric` selects the
+    LipSim rows of that metric when it has several; reference rows are kept. `radii`
+    ((applied, paper /255) per certified column, lipsim.reporting.radii.certify_radii) labels
+    the certified lines with the radius they were scored at; without it, `certified_36` reads
+    36/255. Finetuned models are lines over their margin. The pretrained model was never
+    trained with a hinge loss, so it is not "margin 0": it gets its own open markers at the
+    left, labelled "pretrained" on the x axis. Each teacher's own natural score is a grey
+    horizontal line in its line style. Every label is in the legend, outside the axes.
     """
+    from matplotlib.lines import Line2D
+
+    from lipsim.reporting.radii import radius_label
+
     sets = margin_line_sets(table1, metric)
     # Reference rows of no set (baselines, or teachers whose students are absent): drawn once.
     drawn = {i for lines in sets for i in lines["references"].index}
@@ -292,8 +329,11 @@ def fig_margins(
         for c in table1.columns
         if c.startswith("certified_") and not c.endswith(("_paper", "_diff", "_authors"))
     ]
+    labels = {f"certified_{p:g}": radius_label(r, p) for r, p in radii or []}
     names = {
-        c: "Natural" if c == "natural" else rf"Certified $\epsilon$={c[len('certified_') :]}/255"
+        c: "Natural"
+        if c == "natural"
+        else "Certified " + labels.get(c, rf"$\epsilon$={c[len('certified_') :]}/255")
         for c in score_cols
     }
     several = sum(s["teacher"] is not None for s in sets) > 1
@@ -308,10 +348,9 @@ def fig_margins(
     palette = sns.color_palette("deep", len(score_cols))
     styles = ["-", "--", "-.", ":"]
     marks = ["o", "^", "D", "v", "P", "X"]
-    fig, ax = plt.subplots(figsize=(5.6 if several else 4.8, 3.4))
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for k, lines in enumerate(sets):
         fin, pre = lines["finetuned"], lines["pretrained"]
-        tag = f" ({display_name(lines['teacher'])})" if several and lines["teacher"] else ""
         for color, col in zip(palette, score_cols, strict=True):
             if len(fin):
                 ax.plot(
@@ -320,32 +359,63 @@ def fig_margins(
                     marker=marks[k % len(marks)],
                     linestyle=styles[k % len(styles)],
                     color=color,
-                    label=names[col] + tag,
                 )
             if len(pre):
                 ax.scatter(
                     np.full(len(pre), pre_x),
                     pre[col].astype(float),
-                    marker="s" if k == 0 else marks[k % len(marks)],
+                    marker=marks[k % len(marks)],
                     facecolors="none",
                     edgecolors=color,
                     s=36,
-                    label=None if len(fin) else names[col] + tag,
                     zorder=3,
                 )
-    for refs in [lines["references"] for lines in sets] + [others]:
-        for _, r in refs.iterrows():
-            if pd.notna(r["natural"]):
-                ax.axhline(float(r["natural"]), color="0.4", linestyle=":", linewidth=1)
-                ax.annotate(
-                    f"{display_name(r['model'])} natural",
-                    (1.0, float(r["natural"])),
-                    xycoords=("axes fraction", "data"),
-                    ha="right",
-                    va="bottom",
-                    fontsize=6,
-                    color="0.3",
+    # The legend: scores by colour, teachers by line style, reference lines by name.
+    handles = [
+        Line2D([], [], color=c, linewidth=2, label=names[col])
+        for c, col in zip(palette, score_cols, strict=True)
+    ]
+    for k, lines in enumerate(sets):
+        if several or lines["teacher"] is not None:
+            name = display_name(lines["teacher"]) if lines["teacher"] else "LipSim"
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.2",
+                    marker=marks[k % len(marks)],
+                    linestyle=styles[k % len(styles)],
+                    label=f"student of {name}",
                 )
+            )
+    refs = [(k, r) for k, lines in enumerate(sets) for _, r in lines["references"].iterrows()]
+    refs += [(None, r) for _, r in others.iterrows()]
+    for k, r in refs:
+        if pd.notna(r["natural"]):
+            style = (0, (1, 1.5)) if k is None else styles[k % len(styles)]
+            ax.axhline(float(r["natural"]), color="0.55", linestyle=style, linewidth=1)
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.55",
+                    linestyle=style,
+                    linewidth=1,
+                    label=f"{display_name(r['model'])}: natural",
+                )
+            )
+    if has_pre:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.2",
+                marker="o",
+                markerfacecolor="none",
+                linestyle="none",
+                label="pretrained (no hinge loss)",
+            )
+        )
     ticks = list(margins)
     ticklabels = [f"{m:g}" for m in margins]
     if has_pre:
@@ -357,5 +427,12 @@ def fig_margins(
     ax.set_ylabel("2AFC score (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Margin trade-off: natural vs certified" + (" per teacher" if several else ""))
-    ax.legend(fontsize=6 if several else 7, loc="lower left", ncol=2 if several else 1)
+    ax.legend(
+        handles=handles,
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        frameon=False,
+        borderaxespad=0,
+    )
     return save_figure(fig, out_prefix)

@@ -40,12 +40,12 @@ rule attack:
 
 rule check_consistency:
     input:
-        certify=expand(f"{R}/certify/{{model}}.parquet", model=MODELS),
+        certify=expand(f"{R}/certify/{{model}}.parquet", model=MODELS + EXTRA_MODELS),
         attacks=[f for _, f in consistency_pairs()],
     output:
         f"{R}/checks/consistency.csv",
     params:
-        certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in MODELS),
+        certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in MODELS + EXTRA_MODELS),
         attacks=" ".join(f"{m}={f}" for m, f in consistency_pairs()),
         size=config["image_size"],
     conda:

@@ -3,7 +3,7 @@ import os
 import sys
 import re
 
-from lipsim.configcheck import sweep_teachers, teacher_section, validate_config
+from lipsim.configcheck import split_objective, sweep_teachers, teacher_section, validate_config
 from lipsim.provenance import config_hash
 from lipsim.registry import ATTACKS_TABLE, METRICS_TABLE, names, needs_weights
 
@@ -23,6 +23,10 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
 os.environ.update(LIPSIM_SOURCE=os.path.dirname(os.path.abspath(workflow.basedir)))
 
 R = f"{config['results_dir']}/{config['run']}"
+# Beyond the paper: sound vs authors' radii (where cosine is certified) and the objectives study.
+BEYOND = (("radii",) if "cosine" in config["certify"]["metrics"] else ()) + (
+    ("study",) if config["study"]["objectives"] else ()
+)
 # The final tables and figures: folder -> (formats, report category, label, names).
 # The report shows html and png inline, so they come first; the other formats are downloads.
 REPORT_FILES = {
@@ -30,9 +34,11 @@ REPORT_FILES = {
         ("html", "csv", "md", "tex", "parquet"),
         "Tables",
         "table",
-        ("table1", "table2", "retrieval") + (("bapps",) if config["bapps"]["enabled"] else ()),
+        ("table1", "table2", "retrieval")
+        + (("bapps",) if config["bapps"]["enabled"] else ())
+        + BEYOND,
     ),
-    "figures": (("png", "pdf"), "Figures", "figure", ("fig3a", "fig3b", "margins")),
+    "figures": (("png", "pdf"), "Figures", "figure", ("fig3a", "fig3b", "margins") + BEYOND),
 }
 # The hash `lipsim manifest` and `lipsim provenance` compute for the same config.
 CONFIG_HASH = config_hash(config)
@@ -73,6 +79,31 @@ def teacher_prefix_re(teachers):
 
 # Every LipSim model of the sweep (Table 1, the margins figure), primary teacher first.
 SWEEP_MODELS = [model_id(t, m) for t in SWEEP for m in MODELS]
+
+
+# ---- finetuning objectives compared at equal margins (study.objectives) -------------------
+def model_objective(mid):
+    """(loss, metric) a model is finetuned with: its id's LOSS-METRIC suffix (margin0.5-
+    hinge_sound-cosine), else the run's own (finetune.loss of its teacher, metric)."""
+    teacher, model = model_teacher(mid)
+    suffix = model.partition("-")[2]
+    if suffix:
+        return split_objective(suffix)
+    return teacher_section(config, "finetune", teacher)["loss"], config["metric"]
+
+
+def objective_model(margin, objective):
+    """Model id of the primary teacher's model at `margin` finetuned with `objective`; the
+    run's own objective is the plain margin model (trained once)."""
+    own = "-".join(model_objective(f"margin{margin}"))
+    return f"margin{margin}" if objective == own else f"margin{margin}-{objective}"
+
+
+OBJECTIVES = config["study"]["objectives"]
+STUDY_MODELS = {o: [objective_model(m, o) for m in MARGINS] for o in OBJECTIVES}
+EXTRA_MODELS = [mid for ms in STUDY_MODELS.values() for mid in ms if mid not in MODELS]
+# The optional objective suffix of model ids, for wildcard constraints.
+OBJECTIVE_RE = f"(?:-(?:{'|'.join(re.escape(o) for o in OBJECTIVES)}))?" if OBJECTIVES else ""
 
 
 # ---- released checkpoints (rules/released.smk fetches them) -------------------------------
@@ -156,8 +187,9 @@ def ckpt_path(model):
 def metric_spec(metric):
     """Metric name in file names -> spec understood by lipsim.factory.build_metric."""
     if metric.startswith("lipsim-"):
-        # LipSim models are attacked / retrieved / drawn under the configured metric.
-        return f"lipsim-{config['metric']}:{ckpt_path(metric[len('lipsim-'):])}"
+        # LipSim models are attacked / retrieved / drawn under the metric they were tuned on.
+        model = metric[len("lipsim-") :]
+        return f"lipsim-{model_objective(model)[1]}:{ckpt_path(model)}"
     return metric
 
 
@@ -225,6 +257,12 @@ def table2_attack_files():
 
 def fig3a_attack_files():
     return [attack_file(m, "autoattack", "L2", fmt(config["attacks"]["fig3a_eps"])) for m in FIG3A_METRICS]
+
+
+def finetune_hparams(mid):
+    """The finetune section of a model's teacher, with the loss of its objective."""
+    teacher = model_teacher(mid)[0]
+    return {**hparams("finetune", teacher), "loss": model_objective(mid)[0]}
 
 
 def hparams(section, teacher=None):
@@ -341,7 +379,14 @@ def consistency_pairs():
     for model in MODELS:
         for attack, norm, eps in attack_grid():
             pairs.append((model, attack_file(f"lipsim-{model}", attack, norm, eps)))
+    for model in EXTRA_MODELS:
+        pairs.append((model, study_attack_file(model)))
     return pairs
+
+
+def study_attack_file(model):
+    """The study's attack: AutoAttack l2 at the paper's radius (that of figure 3a)."""
+    return attack_file(f"lipsim-{model}", "autoattack", "L2", fmt(config["attacks"]["fig3a_eps"]))
 
 
 def report_outputs(folder, name):

@@ -1,4 +1,6 @@
 # Certification of every LipSim model and natural 2AFC scores of every metric on NIGHT test.
+from lipsim.eps import LEVELS
+from lipsim.radius import config_eps_scale
 
 
 rule certify:
@@ -11,6 +13,8 @@ rule certify:
         device=config["device"],
         splits=EVAL_SPLITS,
         eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
+        # /255 radii, l2: applied at image_size like the attacks' (lipsim.radius).
+        scale=fmt(LEVELS * config_eps_scale(config, "L2")),
         batch=config["certify"]["batch_size"],
         min_votes=config["night"]["min_votes"],
         metrics=" ".join(config["certify"]["metrics"]),
@@ -27,7 +31,7 @@ rule certify:
         "python -m lipsim certify --checkpoint {input.ckpt} --night {input.night} --splits {params.splits} "
         "--metrics {params.metrics} --half-votes {params.half_votes} --tie-radius {params.tie_radius} "
         "--scoring {params.scoring} "
-        "--eps {params.eps} --eps-scale 255 --batch-size {params.batch} "
+        "--eps {params.eps} --eps-scale {params.scale} --batch-size {params.batch} "
         "--device {params.device} --min-votes {params.min_votes} --out {output} > {log} 2>&1"
 
 

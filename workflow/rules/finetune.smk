@@ -1,5 +1,6 @@
 # Step 2: finetuning on NIGHT with the hinge loss, one job per teacher and margin (or imported
-# checkpoints). Model ids: margin0.5 (primary teacher), {teacher}/margin0.5 (the others).
+# checkpoints). Model ids: margin0.5 (primary teacher), {teacher}/margin0.5 (the others),
+# margin0.5-hinge_sound-cosine (an objective of study.objectives).
 
 
 rule finetune:
@@ -9,12 +10,12 @@ rule finetune:
     output:
         f"{R}/checkpoints/{{model}}.pt",
     wildcard_constraints:
-        model=teacher_prefix_re(OTHER_TEACHERS) + r"margin\d+(\.\d+)?",
+        model=rf"{teacher_prefix_re(OTHER_TEACHERS)}margin\d+(\.\d+)?{OBJECTIVE_RE}",
     params:
         device=config["device"],
-        f=lambda wc: hparams("finetune", model_teacher(wc.model)[0]),
-        margin=lambda wc: model_teacher(wc.model)[1][len("margin") :],
-        metric=config["metric"],
+        f=lambda wc: finetune_hparams(wc.model),
+        margin=lambda wc: model_teacher(wc.model)[1][len("margin") :].partition("-")[0],
+        metric=lambda wc: model_objective(wc.model)[1],
         min_votes=config["night"]["min_votes"],
         workdir=lambda wc: f"{R}/train/{wc.model}",
     resources:
@@ -30,7 +31,7 @@ rule finetune:
         "--epochs {params.f[epochs]} --batch-size {params.f[batch_size]} --lr {params.f[lr]} "
         "--beta1 {params.f[beta1]} --beta2 {params.f[beta2]} "
         "--weight-decay {params.f[weight_decay]} --schedule {params.f[schedule]} "
-        "--warmup-steps {params.f[warmup_steps]} --metric {params.metric} "
+        "--warmup-steps {params.f[warmup_steps]} --metric {params.metric} --loss {params.f[loss]} "
         "--lr-timing {params.f[lr_timing]} "
         "--schedule-items {params.f[schedule_items]} "
         "--partial-batches {params.f[partial_batches]} "

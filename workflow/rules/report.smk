@@ -1,4 +1,5 @@
-# Tables 1, 2 and retrieval, figures 3a, 3b and the margin trade-off, the manifest.
+# Tables 1, 2 and retrieval, figures 3a, 3b and the margin trade-off, the manifest; beyond the
+# paper: sound vs authors' radii and the finetuning objectives study.
 
 # Labels of radii meant at another image size (attacks.eps_reference_size; lipsim.radius).
 EPS_SCALING = (
@@ -114,20 +115,81 @@ rule fig3b:
 
 
 rule fig_margins:
+    # From the certify files rather than Table 1: its radii are scaled like the attacks'.
     input:
-        f"{R}/tables/table1.parquet",
+        certify=expand(f"{R}/certify/{{model}}.parquet", model=SWEEP_MODELS),
+        teachers=expand(f"{R}/eval/{{metric}}.parquet", metric=SWEEP),
+        check=f"{R}/checks/consistency.csv",
     output:
         report_outputs("figures", "margins"),
     params:
+        certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in SWEEP_MODELS),
+        evals=" ".join(f"{t}={R}/eval/{t}.parquet" for t in SWEEP),
+        eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
+        scoring=config["certify"]["scoring"],
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         metric=config["metric"],
+        scaling=EPS_SCALING,
     conda:
         "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/fig_margins.log",
     shell:
-        "python -m lipsim fig-margins --table1 {input} --metric {params.metric} "
-        "--out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim fig-margins --certify {params.certify} --eval {params.evals} "
+        "--metric {params.metric} --eps {params.eps} --scoring {params.scoring} "
+        "{params.scaling} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule radii:
+    # Sound vs authors' radius per triplet (figure) and model (table), where cosine is certified.
+    input:
+        expand(f"{R}/certify/{{model}}.parquet", model=SWEEP_MODELS + EXTRA_MODELS),
+    output:
+        report_outputs("tables", "radii"),
+        report_outputs("figures", "radii"),
+    params:
+        certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in SWEEP_MODELS + EXTRA_MODELS),
+        eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
+        scaling=EPS_SCALING,
+        table=lambda wc, output: output[0].rsplit(".", 1)[0],
+        figure=lambda wc, output: output[-1].rsplit(".", 1)[0],
+    conda:
+        "../../envs/lipsim.yaml"
+    log:
+        f"{R}/logs/radii.log",
+    shell:
+        "python -m lipsim radii --certify {params.certify} --metric cosine --eps {params.eps} "
+        "{params.scaling} --table-prefix {params.table} --figure-prefix {params.figure} "
+        "> {log} 2>&1"
+
+
+rule study:
+    # Finetuning objectives at equal margins (study.objectives).
+    input:
+        certify=[f"{R}/certify/{m}.parquet" for ms in STUDY_MODELS.values() for m in ms],
+        attacks=[study_attack_file(m) for ms in STUDY_MODELS.values() for m in ms],
+        check=f"{R}/checks/consistency.csv",
+    output:
+        report_outputs("tables", "study"),
+        report_outputs("figures", "study"),
+    params:
+        certify=" ".join(
+            f"{o}/{m}={R}/certify/{m}.parquet" for o, ms in STUDY_MODELS.items() for m in ms
+        ),
+        attacks=" ".join(f"{o}/{m}={study_attack_file(m)}" for o, ms in STUDY_MODELS.items() for m in ms),
+        eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
+        scoring=config["certify"]["scoring"],
+        scaling=EPS_SCALING,
+        table=lambda wc, output: output[0].rsplit(".", 1)[0],
+        figure=lambda wc, output: output[-1].rsplit(".", 1)[0],
+    conda:
+        "../../envs/lipsim.yaml"
+    log:
+        f"{R}/logs/study.log",
+    shell:
+        "python -m lipsim study --certify {params.certify} --attacks {params.attacks} "
+        "--eps {params.eps} --scoring {params.scoring} {params.scaling} "
+        "--table-prefix {params.table} --figure-prefix {params.figure} > {log} 2>&1"
 
 
 localrules:

@@ -1,0 +1,306 @@
+"""Where the authors' cosine certificate is unsound and where it is loose: per test triplet,
+their radius m against the sound radius R = ||f(ref)|| m (lipsim.certify), and per model the
+spread of ||f(ref)|| and of R / m.
+
+Below the diagonal (R < m, i.e. ||f(ref)|| < 1) the authors' radius claims more than the
+Lipschitz bound proves; above it (||f(ref)|| > 1) it proves less than it could. For the ball
+metric R = m on every triplet (its formula is already sound), which the table shows as R / m = 1.
+
+Radii to certify at are the configured ones in /255 units, applied at the run's image size
+the way attack radii are (lipsim.radius: x image_size / eps_reference_size) and labelled with
+both values, as figure 3a labels its attack.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lipsim.eps import convert_eps
+from lipsim.radius import applied_eps
+from lipsim.reporting import ReportingError, read_table
+from lipsim.scoring import TEST_SPLITS
+
+# The columns of a certify file this module reads (lipsim.certify.COLUMNS and the checkpoint's
+# record that `lipsim certify` adds).
+CERTIFY_COLUMNS = ("split", "metric", "radius", "radius_authors", "norm", "stage", "teacher")
+QUANTILES = (0.05, 0.5, 0.95)
+_QNAME = {0.05: "5%", 0.5: "median", 0.95: "95%"}
+
+
+# ----------------------------------------------------------------------------- radii
+
+
+def certify_radii(
+    eps_255: list[float], image_size: int | None = None, reference_size: int | None = None
+) -> list[tuple[float, float]]:
+    """(radius applied, in image units; the configured radius, in /255 units) per eps: the
+    configured radii are meant at reference_size px and applied at image_size (l2 scaling,
+    lipsim.radius); without both, as written."""
+    size, ref = (image_size, reference_size) if image_size else (1, None)
+    return [(applied_eps(convert_eps(e, "image"), "l2", size, ref), float(e)) for e in eps_255]
+
+
+def radius_label(applied: float, paper_255: float, tex: bool = True) -> str:
+    """`ε=0.0202 (paper 36/255)` for a scaled radius, `ε=36/255` for one applied as written."""
+    eps = r"$\epsilon$" if tex else "ε"
+    if math.isclose(applied, convert_eps(paper_255, "image"), rel_tol=1e-9):
+        return f"{eps}={paper_255:g}/255"
+    return f"{eps}={applied:.3g} (paper {paper_255:g}/255)"
+
+
+def read_test_rows(path: str | Path, what: str, required=CERTIFY_COLUMNS) -> pd.DataFrame:
+    """The test-split rows of a per-triplet file, its columns checked."""
+    df = read_table(path, required, what)
+    test = df[df["split"].isin(TEST_SPLITS)]
+    if test.empty:
+        raise ReportingError(f"{what}: {path} has no test rows (split in {list(TEST_SPLITS)})")
+    return test
+
+
+def _one(df: pd.DataFrame, column: str, path) -> str:
+    values = sorted(map(str, df[column].dropna().unique()))
+    if len(values) != 1:
+        raise ReportingError(f"{path}: expected one {column}, found {values}")
+    return values[0]
+
+
+SCORE_COLUMNS = {"twoafc": "score", "accuracy": "correct"}
+
+
+def certified_row(
+    path: str | Path, what: str, metric: str, radii: list[tuple[float, float]], scoring: str
+) -> dict:
+    """Test scores (%) of one model of a certify file under `metric`: natural and
+    certified_{paper eps} with the sound radius at each applied radius of `radii`
+    (certify_radii), plus its record (teacher, stage, margin) and the median ||f(ref)||."""
+    from lipsim.certify import certified_scores
+
+    score = SCORE_COLUMNS.get(scoring)
+    if score is None:
+        raise ReportingError(f"--scoring must be one of {list(SCORE_COLUMNS)}, got {scoring!r}")
+    df = read_test_rows(path, what, CERTIFY_COLUMNS + (score,))
+    part = df[df["metric"] == metric]
+    if part.empty:
+        raise ReportingError(f"{what}: {path} has no rows of metric {metric!r}")
+    scores = certified_scores(part, [r for r, _ in radii], score=score)
+    row = {
+        "teacher": _one(part, "teacher", path),
+        "stage": _one(part, "stage", path),
+        "margin": float(part["margin"].iloc[0]) if "margin" in part else math.nan,
+        "metric": metric,
+        "natural": scores["natural"]["test"],
+    }
+    for r, paper in radii:
+        row[f"certified_{paper:g}"] = scores["certified"][float(r)]["test"]
+    row["norm_q50"] = float(part["norm"].median())
+    row["n_test"] = len(part)
+    return row
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def radii_table(certify: dict[str, str | Path]) -> pd.DataFrame:
+    """One row per model (key of `certify`) and metric: n (test triplets), quantiles of
+    ||f(ref)|| (norm_*) and of R / m (ratio_*, over triplets with 0 < m < inf), and below =
+    % of triplets whose sound radius is below the authors' (where their certificate claims
+    too much)."""
+    if not certify:
+        raise ReportingError("radii needs --certify inputs")
+    rows = []
+    for model, path in certify.items():
+        df = read_test_rows(path, f"--certify {model}")
+        for metric, part in df.groupby("metric", sort=True):
+            sound = part["radius"].to_numpy(np.float64)
+            authors = part["radius_authors"].to_numpy(np.float64)
+            usable = (authors > 0) & np.isfinite(authors)
+            ratio = sound[usable] / authors[usable]
+            row = {
+                "model": model,
+                "teacher": _one(part, "teacher", path),
+                "stage": _one(part, "stage", path),
+                "margin": float(part["margin"].iloc[0]) if "margin" in part else math.nan,
+                "metric": metric,
+                "n": len(part),
+            }
+            for q in QUANTILES:
+                row[f"norm_q{round(100 * q):02d}"] = float(np.quantile(part["norm"], q))
+            for q in QUANTILES:
+                row[f"ratio_q{round(100 * q):02d}"] = (
+                    float(np.quantile(ratio, q)) if len(ratio) else math.nan
+                )
+            row["below"] = 100.0 * float(np.mean(sound[usable] < authors[usable]))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _display(table: pd.DataFrame, decimals: int, tex: bool) -> pd.DataFrame:
+    from lipsim.reporting import fmt
+    from lipsim.reporting.tables import tex_escape
+
+    norm = r"$\|f(\mathrm{ref})\|$" if tex else "‖f(ref)‖"
+    cols = {"model": "Model", "teacher": "Teacher", "metric": "Metric", "n": "n"}
+    out = pd.DataFrame({v: table[k].astype(str) for k, v in cols.items()})
+    if tex:
+        out = out.map(tex_escape)
+    for q in QUANTILES:
+        c = f"norm_q{round(100 * q):02d}"
+        out[f"{norm} {_QNAME[q]}"] = [fmt(v, decimals + 1) for v in table[c]]
+    for q in QUANTILES:
+        c = f"ratio_q{round(100 * q):02d}"
+        out[f"R/m {_QNAME[q]}"] = [fmt(v, decimals + 1) for v in table[c]]
+    below = r"R $<$ m (\%)" if tex else "R < m (%)"
+    out[below] = [fmt(v, decimals) for v in table["below"]]
+    return out
+
+
+RADII_NOTE = (
+    "R = the sound radius, m = the authors' (their code's) radius, per test triplet; "
+    "R / m over triplets with 0 < m < ∞. For cosine R / m = ‖f(ref)‖ (the sound radius is "
+    "‖f(ref)‖ m); for ball R = m. R < m: % of triplets on which the authors' radius claims "
+    "more than the Lipschitz bound proves."
+)
+
+
+def radii_markdown(table: pd.DataFrame, decimals: int = 1) -> str:
+    from lipsim.reporting.tables import markdown_table
+
+    return markdown_table(_display(table, decimals, tex=False), RADII_NOTE)
+
+
+def radii_latex(table: pd.DataFrame, decimals: int = 1) -> str:
+    from lipsim.reporting.tables import latex_table
+
+    return latex_table(_display(table, decimals, tex=True), RADII_NOTE)
+
+
+# ----------------------------------------------------------------------------- figure
+
+
+def fig_radii(
+    certify: dict[str, str | Path],
+    out_prefix: str | Path,
+    radii: list[tuple[float, float]],
+    metric: str = "cosine",
+) -> list[Path]:
+    """Authors' radius (x) against the sound radius (y), log-log, one panel per finetuned
+    model of `certify`, points coloured by ||f(ref)||; the diagonal, the unsound region below
+    it shaded, and the certification radii (certify_radii) as dotted lines on both axes.
+    Triplets with a zero or infinite radius (ties, p = 0.5 rows kept) cannot be drawn on log
+    axes; their count is in the panel's legend."""
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.patches import Patch
+
+    # pyplot as figures.py set it up (the headless Agg backend)
+    from lipsim.reporting.figures import plt, save_figure, sns
+
+    panels = []
+    for model, path in certify.items():
+        df = read_test_rows(path, f"--certify {model}")
+        if _one(df, "stage", path) != "finetuned":
+            continue
+        part = df[df["metric"] == metric]
+        if part.empty:
+            raise ReportingError(f"--certify {model}: {path} has no rows of metric {metric!r}")
+        panels.append((model, part))
+    if not panels:
+        raise ReportingError("radii: no finetuned model among the --certify inputs")
+    data = pd.concat([p for _, p in panels])
+    drawable = _drawable(data)
+    if not drawable.any():
+        raise ReportingError("radii: no triplet with a finite positive radius to draw")
+    values = data.loc[drawable, ["radius", "radius_authors"]].to_numpy(np.float64)
+    values = np.concatenate([values.ravel(), [r for r, _ in radii]])
+    lo, hi = values.min() / 1.5, values.max() * 1.5
+    norms = data["norm"].to_numpy(np.float64)
+    cnorm = TwoSlopeNorm(vcenter=1.0, vmin=min(norms.min(), 0.99), vmax=max(norms.max(), 1.01))
+
+    sns.set_theme(style="whitegrid", context="paper")
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(3.1 * ncols + 0.9, 3.1 * nrows + 0.4),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
+    points = None
+    for ax, (model, part) in zip(axes.flat, panels, strict=False):
+        ok = _drawable(part)
+        x, y = part["radius_authors"][ok], part["radius"][ok]
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        grid = np.geomspace(lo, hi, 64)
+        ax.fill_between(grid, lo, grid, color="#d62728", alpha=0.08, linewidth=0)
+        ax.plot(grid, grid, color="0.2", linewidth=0.8)
+        for r, _ in radii:
+            ax.axvline(r, color="0.45", linestyle=":", linewidth=0.8)
+            ax.axhline(r, color="0.45", linestyle=":", linewidth=0.8)
+        points = ax.scatter(
+            x,
+            y,
+            c=part["norm"][ok],
+            cmap="RdBu",
+            norm=cnorm,
+            s=10,
+            edgecolors="0.4",  # ||f(ref)|| near 1 is white in this map
+            linewidths=0.2,
+            zorder=3,
+        )
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_title(model, fontsize=8)
+        below = float(np.mean(y < x)) * 100
+        handles = [
+            Patch(color="#d62728", alpha=0.25, label=f"R < m, unsound: {below:.0f}%"),
+            Patch(facecolor="white", edgecolor="0.6", label=f"R ≥ m, loose: {100 - below:.0f}%"),
+        ]
+        dropped = int((~ok).sum())
+        if dropped:
+            handles.append(Patch(color="none", label=f"{dropped} with R or m 0 / ∞ not drawn"))
+        # Lower right, far below the diagonal: empty unless some ||f(ref)|| is tiny.
+        ax.legend(handles=handles, fontsize=6, loc="lower right", frameon=True, framealpha=0.9)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("authors' radius m")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(r"sound radius $R = \|f(\mathrm{ref})\|\, m$")
+    bar = fig.colorbar(points, ax=axes, shrink=0.8, pad=0.01)
+    bar.set_label(r"$\|f(\mathrm{ref})\|$")
+    applied = ", ".join(f"{r:.3g}" for r, _ in radii)
+    paper = ", ".join(f"{p:g}" for _, p in radii)
+    scaled = any("paper" in radius_label(r, p) for r, p in radii)
+    fig.suptitle(
+        f"Sound vs authors' certified radius per test triplet ({metric} metric); dotted: the "
+        f"certification radii ε = {applied}" + (f" (paper {paper}/255)" if scaled else ""),
+        fontsize=9,
+    )
+    return save_figure(fig, out_prefix)
+
+
+def _drawable(df: pd.DataFrame) -> np.ndarray:
+    r = df[["radius", "radius_authors"]].to_numpy(np.float64)
+    return ((r > 0) & np.isfinite(r)).all(axis=1)
+
+
+__all__ = [
+    "CERTIFY_COLUMNS",
+    "QUANTILES",
+    "SCORE_COLUMNS",
+    "certified_row",
+    "certify_radii",
+    "fig_radii",
+    "radii_latex",
+    "radii_markdown",
+    "radii_table",
+    "radius_label",
+    "read_test_rows",
+]
