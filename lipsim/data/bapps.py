@@ -80,7 +80,13 @@ def _judge(path: Path) -> float:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any read failure is a format error
         raise BappsFormatError(f"BAPPS: cannot read judge file {path}: {exc}") from exc
-    arr = np.asarray(arr, dtype=np.float64).reshape(-1)
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        # strings, records, complex, booleans, an .npz archive: not a share of judges
+        what = f"dtype {arr.dtype}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise BappsFormatError(
+            f"BAPPS: judge file {path} holds {what}, not a number (BAPPS stores one float)"
+        )
+    arr = arr.astype(np.float64).reshape(-1)
     if arr.size != 1 or not np.isfinite(arr[0]) or not 0.0 <= arr[0] <= 1.0:
         raise BappsFormatError(
             f"BAPPS: judge file {path} must hold one number in [0, 1], "
@@ -246,26 +252,38 @@ def download_bapps(
     workdir: str | os.PathLike | None = None,
     keep_archive: bool = False,
     progress: bool = True,
+    max_members: int | None = None,
 ) -> Path:
     """Download the BAPPS 2AFC validation archive and extract it safely into `out`.
 
-    The archive is fetched resumably (lipsim.data.download.fetch, verified against `sha256`
-    when given) into `workdir` (default `.{out name}.download` beside `out`), extracted with
-    lipsim.data.extract.safe_extract into a temporary folder that replaces `out` only when
-    complete, then checked (`check_bapps`, without decoding). Returns `out`; an `out` that
-    already passes the check is kept as it is.
+    The archive is fetched resumably (lipsim.data.transfer.fetch, verified against `sha256`
+    when given; a page or anything that is no archive is refused before it gets the archive's
+    name) into `workdir` (default `.{out name}.download` beside `out`), extracted with
+    lipsim.data.extract.safe_extract (member limit `max_members`, default the schema's) into
+    a temporary folder that replaces `out` only when complete, then checked (`check_bapps`,
+    without decoding); an archive that the extraction or the check refuses is deleted.
+    Returns `out`; an `out` that already passes the check is kept as it is.
     """
-    from lipsim.data.download import fetch
-    from lipsim.data.extract import safe_extract
+    from lipsim.data.extract import MAX_MEMBERS, removed_if_refused, safe_extract
+    from lipsim.data.transfer import fetch
 
     out = Path(out).expanduser().resolve()
     if out.is_dir() and any(out.iterdir()) and not check_bapps(out, decode=False)[0]:
         return out  # a complete folder (this layout is only ever renamed into place whole)
     workdir = Path(workdir).resolve() if workdir else out.parent / f".{out.name}.download"
     archive = workdir / Path(url.split("?", 1)[0]).name
-    fetch(url, archive, sha256=sha256, retries=retries, timeout=timeout, progress=progress)
-    with atomic_dir(out) as tmp:
-        safe_extract(archive, tmp)
+    fetch(
+        url,
+        archive,
+        sha256=sha256,
+        retries=retries,
+        timeout=timeout,
+        progress=progress,
+        expect="archive",
+    )
+    limit = MAX_MEMBERS if max_members is None else max_members
+    with removed_if_refused(archive, BappsFormatError), atomic_dir(out) as tmp:
+        safe_extract(archive, tmp, max_members=limit)
         problems, _ = check_bapps(tmp, decode=False)
         if problems:
             shown = "\n  ".join(problems[:10])
