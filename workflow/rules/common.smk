@@ -3,7 +3,7 @@ import os
 import sys
 import re
 
-from lipsim.configcheck import sweep_teachers, teacher_section, validate_config
+from lipsim.configcheck import file_number, sweep_teachers, teacher_section, validate_config
 from lipsim.provenance import config_hash
 from lipsim.registry import METRICS_TABLE, needs_weights
 
@@ -40,7 +40,7 @@ CONFIG_HASH = config_hash(config)
 
 def fmt(x):
     """One spelling per number in file names: 0.5, 2, 0.25 (never 0.50 or 2.0)."""
-    return f"{float(x):g}"
+    return file_number(x)
 
 
 MARGINS = [fmt(m) for m in config["margins"]]
@@ -379,3 +379,20 @@ def missing_user_data():
         if needed[key] and sec["source"] == "path" and not os.path.exists(sec["path"]):
             out.append((f"{key}.path", sec["path"], how[key]))
     return out
+
+
+def user_data_message(missing):
+    lines = [f"  {key} = {path!r} does not exist: provide {how}" for key, path, how in missing]
+    return "data to provide before this run:\n" + "\n".join(lines)
+
+
+def check_user_data():
+    """At parse time, dry runs included: NIGHT's folder is an input of the DAG, so a missing
+    night.path stops here, named (snakemake would only say MissingInputException). The other
+    folders are parameters: named here as a note, required when a real run starts (onstart)."""
+    missing = missing_user_data()
+    night = [m for m in missing if m[0] == "night.path"]
+    if night:
+        raise WorkflowError(user_data_message(night))
+    if missing:
+        print(f"note: {user_data_message(missing)}", file=sys.stderr)
