@@ -346,6 +346,41 @@ def test_a_trickling_drive_answer_is_given_up_on(tmp_path, slow):
     assert not (tmp_path / "ckpt.pth").exists()
 
 
+class _SlowRedirectServer(LoopbackServer):
+    """/download answers 302 to /file with a long body sent at a trickle (never read whole)."""
+
+    def _handler_class(self):
+        base = super()._handler_class()
+
+        class Handler(base):
+            def do_GET(self):
+                if self.path.split("?")[0] != "/download":
+                    return super().do_GET()
+                self.send_response(302)
+                self.send_header("Location", "/file")
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                try:
+                    for _ in range(100000):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                except OSError:  # the client went on without reading it: as it should
+                    pass
+
+        return Handler
+
+
+@pytest.mark.network  # the loopback server
+def test_a_redirect_with_a_trickling_body_is_followed_without_reading_it(tmp_path):
+    payload = io.BytesIO()
+    torch.save({"w": torch.zeros(1000)}, payload)
+    with _SlowRedirectServer({"/download": b"", "/file": payload.getvalue()}) as srv:
+        t0 = time.monotonic()
+        res = fetch_drive("abc", tmp_path / "ckpt.pth", base=srv.url + "/download", **FAST)
+    assert time.monotonic() - t0 < 10 and res.path.read_bytes() == payload.getvalue()
+
+
 # --------------------------------------------------------------------------- 4. full disks
 _FULL = re.compile(
     r"^lipsim (?P<step>[\w-]+): error: (no space left on device|disk quota exceeded|"

@@ -46,6 +46,7 @@ from lipsim.data.transfer import (
     TIMEOUT,
     DownloadError,
     FetchResult,
+    Session,
     fetch,
 )
 
@@ -252,7 +253,7 @@ def download_night(
         sources=_sources(mode, url, chunks, sha256, csv_url),
         own_workdir=workdir is None,  # only a folder we chose may be removed at the end
         workdir=Path(workdir).resolve() if workdir else out.parent / f".{out.name}.download",
-        session=requests.Session(),
+        session=Session(),
         net=dict(
             retries=retries,
             timeout=timeout,

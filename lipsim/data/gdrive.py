@@ -29,8 +29,10 @@ from lipsim.data.transfer import (
     FetchResult,
     RateWatch,
     Retry,
+    Session,
     Stalled,
     fetch,
+    get,
     read_body,
     read_timeout,
     transient,
@@ -107,16 +109,15 @@ def confirmed_url(
     its confirmation page. Connection errors, 5xx answers and a page served slower than the
     stall rule are retried (`retries` consecutive failures); a redirect loop is permanent."""
     own = session is None
-    session = session or requests.Session()
+    session = session or Session()
     retry = Retry(retries, backoff=backoff)
     timeouts = (timeout, read_timeout(timeout, min_rate, stall_time))
     try:
         while not retry.exhausted:
             retry.wait()
             try:
-                with session.get(
-                    url, stream=True, timeout=timeouts, headers={"Accept-Encoding": "identity"}
-                ) as resp:
+                headers = {"Accept-Encoding": "identity"}
+                with get(session, url, headers=headers, timeouts=timeouts) as resp:
                     if resp.status_code in RETRY_STATUS:
                         retry.failed(f"HTTP {resp.status_code} {resp.reason}")
                         continue
@@ -165,7 +166,7 @@ def fetch_drive(
     rules = dict(
         retries=retries, timeout=timeout, backoff=backoff, min_rate=min_rate, stall_time=stall_time
     )
-    with requests.Session() as session:
+    with Session() as session:
         target = confirmed_url(url, session=session, **rules)
         return fetch(
             target, dest, sha256=sha256, session=session, progress=progress, expect=expect, **rules

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 import urllib3
@@ -56,8 +57,10 @@ __all__ = [
     "FetchResult",
     "RateWatch",
     "Retry",
+    "Session",
     "Stalled",
     "fetch",
+    "get",
     "read_body",
     "read_timeout",
     "transient",
@@ -176,6 +179,31 @@ class RateWatch:
                     f"(--min-rate / --stall-time)"
                 )
             self.start, self.bytes = now, 0
+
+
+MAX_REDIRECTS = 30  # as requests
+
+
+class Session(requests.Session):
+    """requests' session, leaving redirects to `get`: requests reads a redirect's body whole
+    before it follows (even with allow_redirects=False), beyond the stall rule's reach."""
+
+    def resolve_redirects(self, resp, req, **kwargs):
+        return iter(())
+
+
+def get(session: requests.Session, url: str, *, headers: dict, timeouts) -> requests.Response:
+    """A streamed GET that follows redirects itself, never reading their bodies (with a
+    `Session`); more than MAX_REDIRECTS hops is a redirect loop (TooManyRedirects)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        resp = session.get(
+            url, headers=headers, stream=True, timeout=timeouts, allow_redirects=False
+        )
+        if not (resp.is_redirect and resp.headers.get("Location")):
+            return resp
+        url = urljoin(resp.url, resp.headers["Location"])
+        resp.close()
+    raise requests.TooManyRedirects(f"Exceeded {MAX_REDIRECTS} redirects.")
 
 
 def read_timeout(timeout: float, min_rate: float, stall_time: float) -> float:
@@ -312,7 +340,7 @@ def fetch(
         tr.total, tr.validator = known.get("total"), known.get("validator")
     retry = Retry(retries, backoff=backoff, max_backoff=max_backoff, sleep=sleep)
     own_session = session is None
-    session = session or requests.Session()
+    session = session or Session()
     timeouts = (timeout, read_timeout(timeout, min_rate, stall_time))
     try:
         while True:
@@ -350,7 +378,7 @@ def _attempt(tr: _Transfer, session, timeouts, rate: RateWatch, chunk: int, prog
             headers["If-Range"] = tr.validator
     tr.attempts += 1
     try:
-        with session.get(tr.url, headers=headers, stream=True, timeout=timeouts) as resp:
+        with get(session, tr.url, headers=headers, timeouts=timeouts) as resp:
             mode = _answer(tr, resp, offset)
             if mode is not None:
                 _start_bar(tr, progress, 0 if mode == "wb" else offset)
