@@ -716,10 +716,13 @@ def _snakemake_n(tmp_path: Path, *config: str, flags: tuple = ()) -> subprocess.
     ("config", "key"),
     [
         (['night={"source": "path", "path": "/nonexistent/night"}'], "night.path"),
+        (["pretrained_checkpoint=/nonexistent/pretrained.pt"], "pretrained_checkpoint"),
+        # (without the check, snakemake silently plans a finetune instead of the import)
+        (['finetuned_checkpoints={"0.5": "/nonexistent/m.pt"}'], "finetuned_checkpoints.0.5"),
         (["margins=[1e-5,0.5]"], "margins"),
         (['attacks={"pgd_l2_eps": [1e6]}'], "attacks.pgd_l2_eps"),
     ],
-    ids=["night.path", "margins", "pgd_l2_eps"],
+    ids=["night.path", "pretrained", "finetuned", "margins", "pgd_l2_eps"],
 )
 def test_a_dry_run_names_the_key_before_planning(tmp_path, config, key):
     proc = _snakemake_n(tmp_path, *config)

@@ -348,7 +348,8 @@ def report_outputs(folder, name):
 
 
 def missing_user_data():
-    """Folders the user must provide (licensed data) that a run still needs but are not there.
+    """Folders (licensed data) and checkpoint files the user must provide that a run still
+    needs but are not there.
 
     A folder counts only while the outputs it feeds are missing: regenerating a figure after
     ImageNet left the scratch space must not be blocked. (If such outputs exist but are stale,
@@ -378,6 +379,16 @@ def missing_user_data():
         sec = config[key]
         if needed[key] and sec["source"] == "path" and not os.path.exists(sec["path"]):
             out.append((f"{key}.path", sec["path"], how[key]))
+    # Checkpoints to import (not 'released': the fetch_released rule makes those).
+    imports = [("pretrained_checkpoint", "pretrained", config["pretrained_checkpoint"])]
+    imports += [
+        (f"finetuned_checkpoints.{k}", f"margin{fmt(k)}", v)
+        for k, v in config["finetuned_checkpoints"].items()
+    ]
+    for key, model, src in imports:
+        if src is not None and src != "released" and not os.path.exists(ckpt_path(model)):
+            if not os.path.exists(src):
+                out.append((key, src, "the checkpoint file to import (or 'released')"))
     return out
 
 
@@ -387,12 +398,13 @@ def user_data_message(missing):
 
 
 def check_user_data():
-    """At parse time, dry runs included: NIGHT's folder is an input of the DAG, so a missing
-    night.path stops here, named (snakemake would only say MissingInputException). The other
+    """At parse time, dry runs included. NIGHT's folder and the checkpoints to import are inputs
+    of the DAG: without them snakemake would stop with a MissingInputException (or, for a
+    finetuned checkpoint, plan a finetune instead), so they stop here, named. The other
     folders are parameters: named here as a note, required when a real run starts (onstart)."""
     missing = missing_user_data()
-    night = [m for m in missing if m[0] == "night.path"]
-    if night:
-        raise WorkflowError(user_data_message(night))
+    inputs = [m for m in missing if m[0] == "night.path" or not m[0].endswith(".path")]
+    if inputs:
+        raise WorkflowError(user_data_message(inputs))
     if missing:
         print(f"note: {user_data_message(missing)}", file=sys.stderr)
