@@ -914,6 +914,38 @@ def test_archives_over_the_member_limit_are_refused_before_extracting(tmp_path, 
     )
 
 
+@pytest.mark.network  # the loopback server
+@pytest.mark.parametrize("names", ["refs-only", "junk"])
+def test_a_bapps_archive_with_the_wrong_file_list_is_refused_before_extracting(
+    tmp_path, capsys, names
+):
+    """issue 23: under the member limit, a BAPPS-style tar of thousands of small members is
+    refused from its file list, before any file is written (the problems name archive paths,
+    not extracted files)."""
+    if names == "refs-only":
+        entries = {f"val/cnn/ref/{i:06d}.png": b"" for i in range(3000)}
+    else:
+        entries = {f"val/x{i % 7}/{i:06d}.png": b"" for i in range(3000)}
+    with LoopbackServer({"/twoafc_val.tar.gz": _tar_gz(entries)}) as srv:
+        url = srv.url + "/twoafc_val.tar.gz"
+        out = tmp_path / "bapps"
+        rc, err = _cli(
+            ["download-bapps", "--url", url, "--sha256", "", "--out", str(out), "--no-progress"],
+            capsys,
+        )
+    assert rc == 1
+    (line,) = _errors(err)
+    assert "does not hold the BAPPS 2AFC layout" in line and "a rerun downloads it again" in line
+    first = err.splitlines()[err.splitlines().index(line) + 1].strip()
+    assert first == (
+        "cnn/p0/000000.png: missing (ref/000000.png exists)"
+        if names == "refs-only"
+        else "no file in <category>/{ref,p0,p1,judge}/ for any of traditional, cnn, superres, "
+        "deblur, color, frameinterp"
+    )
+    assert not out.exists() and not _files(tmp_path)
+
+
 def test_a_zip64_listing_is_refused_without_reading_it(tmp_path):
     import tracemalloc
 

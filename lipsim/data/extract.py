@@ -36,7 +36,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from lipsim.atomic import no_space
@@ -454,6 +454,7 @@ def safe_extract(
     max_ratio: float | None = MAX_RATIO,
     max_members: int | None = MAX_MEMBERS,
     replace: bool = True,
+    accept: Callable[[list[str]], None] | None = None,
 ) -> list[ExtractedFile]:
     """Extract a zip or tar `archive` into `dest`/`into`, returning the files written (paths
     relative to `dest`). `strip` removes a leading folder (e.g. "nights" or "ref") when every
@@ -464,7 +465,8 @@ def safe_extract(
     against `max_members`; the zip CRC test with `test_crc`); files are extracted into a
     temporary folder beside `dest` and moved into place only when all succeeded, so a failure
     leaves `dest` as it was. Files already in `dest` are replaced, unless `replace` is False
-    (then ExtractClash names the member).
+    (then ExtractClash names the member). `accept`, when given, sees the list of files
+    (paths inside the archive) before anything is written, and may refuse it by raising.
     """
     archive, dest = Path(archive), Path(dest)
     into_parts = [p for p in into.replace("\\", "/").split("/") if p not in ("", ".")]
@@ -478,6 +480,8 @@ def safe_extract(
         max_members=max_members,
         dest=dest,
     )
+    if accept is not None:
+        accept([m.rel for m in members])
     prefix = _common_strip([m.rel for m in members], strip)
     final = ["/".join([*into_parts, m.rel[len(prefix) :]]) for m in members]
     for m, rel in zip(members, final, strict=True):
