@@ -876,11 +876,17 @@ def test_staging_holds_only_recorded_complete_files(night, tmp_path, short):
         assert set(on_disk) == set(recorded)  # nothing there that no record vouches for
         for rel, p in on_disk.items():
             assert hashlib.sha256(p.read_bytes()).hexdigest() == recorded[rel]["sha256"]
-        # A staged file damaged between runs is not trusted: the rerun fetches it again.
+        # A staged file damaged between runs is not trusted: the rerun fetches it again; a
+        # file no record vouches for (an interrupted extraction's) does not survive.
         (staging / "data.csv").write_bytes((staging / "data.csv").read_bytes()[:40])
+        (staging / "distort" / "000").mkdir(parents=True, exist_ok=True)
+        (staging / "distort" / "000" / "000_0.png").write_bytes(b"half a png")
         srv.behave("/distort/000.zip")
         download_night(out, mode="chunked", url=srv.url, chunks=1, retries=1, **FAST)
         assert srv.count("/data.csv") == 2
+    assert [p.relative_to(out) for p in _files(out)] == sorted(
+        [p.relative_to(night) for p in _files(night)] + [Path(".night-complete.json")]
+    )
     for p in _files(night):
         assert (out / p.relative_to(night)).read_bytes() == p.read_bytes()
 

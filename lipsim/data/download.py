@@ -363,7 +363,10 @@ def _fetch_into(job: _Job, staging: Path) -> dict:
     """Fetch and install every source not yet in `staging`; return the record of all of them
     (source name -> url, size, sha256, files), kept in workdir/progress.json as it grows."""
     done_path = job.workdir / "progress.json"
-    done = _still_there(_read_progress(done_path), staging) if staging.is_dir() else {}
+    done = {}
+    if staging.is_dir():  # a rerun: keep what the record vouches for, and nothing else
+        done = _still_there(_read_progress(done_path), staging)
+        _prune(staging, {e["path"] for rec in done.values() for e in rec["files"]})
     staging.mkdir(parents=True, exist_ok=True)
     for i, src in enumerate(job.sources):
         if src.name in done and src.url == done[src.name]["url"]:
@@ -402,6 +405,15 @@ def _still_there(done: dict, staging: Path) -> dict:
         except (KeyError, TypeError):
             continue
     return kept
+
+
+def _prune(staging: Path, keep: set[str]) -> None:
+    """Delete the files in `staging` outside `keep` (left by an interrupted run)."""
+    for path in list(staging.rglob("*")):
+        if (path.is_file() or path.is_symlink()) and path.relative_to(
+            staging
+        ).as_posix() not in keep:
+            path.unlink()
 
 
 def _repair(job: _Job) -> Path:
