@@ -712,6 +712,14 @@ def _snakemake_n(tmp_path: Path, *config: str, flags: tuple = ()) -> subprocess.
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
 
 
+def test_a_dry_run_names_a_missing_night_path(tmp_path):
+    proc = _snakemake_n(tmp_path, 'night={"source": "path", "path": "/nonexistent/night"}')
+    said = proc.stdout + proc.stderr  # snakemake prints its errors on either
+    assert proc.returncode != 0 and "MissingInputException" not in said
+    assert "  night.path = '/nonexistent/night' does not exist: provide a NIGHT folder" in said
+
+
+@pytest.mark.slow  # a snakemake dry run each
 @pytest.mark.parametrize(
     ("config", "key"),
     [
@@ -732,6 +740,7 @@ def test_a_dry_run_names_the_key_before_planning(tmp_path, config, key):
     assert re.search(rf"^\s+{re.escape(key)}[: =]", said, flags=re.M), said[-3000:]
 
 
+@pytest.mark.slow  # a snakemake dry run
 def test_the_member_limit_reaches_the_download_rule(tmp_path):
     config = 'night={"source": "download", "download": {"max_members": 1234}}'
     proc = _snakemake_n(tmp_path, config, flags=("-p",))
@@ -952,6 +961,7 @@ def test_a_bapps_archive_with_the_wrong_file_list_is_refused_before_extracting(
     assert not out.exists() and not _files(tmp_path)
 
 
+@pytest.mark.slow  # writes a 70 000-member zip
 def test_a_zip64_listing_is_refused_without_reading_it(tmp_path):
     import tracemalloc
 
