@@ -105,12 +105,8 @@ class Retry:
         max_backoff: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.retries, self.backoff, self.max_backoff, self.sleep = (
-            retries,
-            backoff,
-            max_backoff,
-            sleep,
-        )
+        self.retries, self.sleep = retries, sleep
+        self.backoff, self.max_backoff = backoff, max_backoff
         self.failures = 0  # consecutive attempts without progress
         self.last = "no attempt made"  # why the last attempt failed
 
