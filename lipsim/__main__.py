@@ -8,6 +8,7 @@ step never needs more here than naming its stage in STAGES (unnamed ones are lis
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import pkgutil
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import lipsim
 import lipsim.cli
+from lipsim.atomic import no_space
 from lipsim.cli._args import module_doc, summary
 from lipsim.errors import LipSimError
 
@@ -111,6 +113,37 @@ def _run(argv: list[str]) -> int:
     except LipSimError as exc:  # expected: one line, no traceback
         print(f"lipsim {name}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a full disk is expected too, wherever the step was writing
+        full = no_space(exc, _written_file(exc))
+        if full is None:
+            raise
+        print(f"lipsim {name}: error: {full}", file=sys.stderr)
+        return 1
+
+
+def _written_file(exc: OSError) -> str:
+    """The file a failed write was writing: the error's own filename, else the open writable
+    file nearest the failure in the traceback (a plain fh.write names no file)."""
+    if exc.filename:
+        return os.fsdecode(exc.filename)
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            # (closed by now: the `with open(...)` around the write has exited)
+            mode, name = getattr(value, "mode", ""), getattr(value, "name", None)
+            if (
+                isinstance(value, io.IOBase)
+                and isinstance(mode, str)
+                and set(mode) & set("wax+")
+                and isinstance(name, (str, bytes))
+                and not os.fsdecode(name).startswith("<")  # <stderr>, <stdout>
+            ):
+                return os.fsdecode(name)
+    return "an output file"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ import copy
 import functools
 import importlib.resources
 import inspect
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -326,5 +328,101 @@ def _cross_checks(config: dict[str, Any]) -> None:
                 "  distill.launcher: 'none' runs one process but distill.resources asks for "
                 "several tasks; use torchrun (one node) or srun (SLURM)"
             )
+    problems += _number_checks(config)
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
+
+
+# Numbers that become parts of file names (and command-line values) are written by
+# `file_number`; the rules' wildcards (workflow/Snakefile) accept plain decimals only.
+_PLAIN_DECIMAL = re.compile(r"\d+(\.\d+)?")
+# key -> what the number names (for the message).
+_ATTACK = "the attack rule's output (attacks/<metric>/{}-<eps>.parquet)"
+_FILE_NUMBERS = {
+    "margins": "the finetune/certify/attack chain of that margin (checkpoints/margin<m>.pt)",
+    "primary_margin": "the primary model (checkpoints/margin<m>.pt)",
+    "finetuned_checkpoints": "the imported model (checkpoints/margin<m>.pt)",
+    "attacks.autoattack_l2_eps": _ATTACK.format("autoattack-L2"),
+    "attacks.autoattack_linf_eps_255": _ATTACK.format("autoattack-Linf"),
+    "attacks.pgd_l2_eps": _ATTACK.format("pgd-L2"),
+    "attacks.pgd_linf_eps_255": _ATTACK.format("pgd-Linf"),
+    "attacks.fig3a_eps": _ATTACK.format("autoattack-L2") + " for figure 3a",
+    "certify.eps_255": "the certify rule's --eps and Table 1's certified_<eps> columns",
+    "retrieval.eps": "the retrieval rule's --eps",
+}
+_LINF_KEYS = ("attacks.autoattack_linf_eps_255", "attacks.pgd_linf_eps_255")
+
+
+def file_number(x: Any) -> str:
+    """One spelling per number in file names and rule options: 0.5, 2, 0.25 (never 0.50, 2.0)."""
+    return f"{float(x):g}"
+
+
+def _number_checks(config: dict[str, Any]) -> list[str]:
+    """Every number finite; numbers that name files round-trip through `file_number` and stay
+    distinct; l-inf radii within the pixel range; folders of outputs named."""
+    problems = [
+        f"  {key}: {value!r} is not a finite number"
+        for key, value in _numbers(config)
+        if not math.isfinite(value)
+    ]
+    for key in ("results_dir", "weights_dir"):
+        if isinstance(config.get(key), str) and not config[key].strip():
+            problems.append(
+                f"  {key}: empty; every path under it would start at the filesystem root "
+                "(use '.' for the working directory)"
+            )
+    for key, what in _FILE_NUMBERS.items():
+        values = _get(config, key)
+        if values is None:
+            continue
+        values = list(values) if isinstance(values, (list, dict)) else [values]
+        seen: dict[str, Any] = {}
+        for value in values:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue  # named by the schema or by the checks above
+            if not math.isfinite(number):
+                continue
+            name = file_number(number)
+            if not _PLAIN_DECIMAL.fullmatch(name) or float(name) != number:
+                why = "another number" if _PLAIN_DECIMAL.fullmatch(name) else "not a plain decimal"
+                problems.append(
+                    f"  {key}: {value!r} cannot name {what}: it would be spelled {name!r}, "
+                    f"{why}; use a plain decimal of at most 6 significant digits, "
+                    "from 0.0001 to 999999"
+                )
+            elif name in seen and key != "margins":  # margins: named above
+                problems.append(f"  {key}: {seen[name]!r} and {value!r} are the same {name}")
+            seen.setdefault(name, value)
+    for key in _LINF_KEYS:
+        for value in _get(config, key) or []:
+            if isinstance(value, (int, float)) and value > 255:
+                problems.append(
+                    f"  {key}: {value!r} is over 255: l-inf radii are in /255 units, and 255 "
+                    "already lets an attack reach any image"
+                )
+    return problems
+
+
+def _numbers(value: Any, path: str = "") -> list[tuple[str, float]]:
+    """(key path, value) of every float in a config (integers are always finite)."""
+    if isinstance(value, float):
+        return [(path, value)]
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return []
+    return [n for k, v in items for n in _numbers(v, f"{path}.{k}" if path else str(k))]
+
+
+def _get(config: dict[str, Any], key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node

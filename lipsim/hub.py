@@ -6,6 +6,8 @@ The first call downloads the authors' file from Google Drive (lipsim.data.gdrive
 confirmation page, resumable, HTML pages refused), converts it once to the lipsim-repro
 format (lipsim.models.released: weights_only with the numpy allow-list) and keeps both in
 the cache folder ($LIPSIM_CACHE, else ~/.cache/lipsim); later calls read the converted file.
+A fetched file that the conversion refuses is moved aside (`.refused`), never kept under
+the cache's name, so the next call downloads it again.
 The Drive ids are the config's `released.ids` (the schema is their one source).
 """
 
@@ -63,7 +65,7 @@ def released_checkpoint(
     if converted.is_file():
         return converted
     from lipsim.data.gdrive import DRIVE_DOWNLOAD_URL, fetch_drive
-    from lipsim.models import import_released, save_checkpoint
+    from lipsim.models import CheckpointError, import_released, save_checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
     raw = folder / f"released-{key}.pth"
@@ -76,7 +78,16 @@ def released_checkpoint(
             sha256=sha,
             progress=progress,
         )
-    imp = import_released(raw, **arch)
+    try:
+        imp = import_released(raw, **arch)
+    except CheckpointError as exc:
+        # Never keep a refused file under the name the cache trusts: the next call fetches
+        # again (the server may serve the right file by then); the refused one stays aside.
+        refused = raw.with_name(raw.name + ".refused")
+        os.replace(raw, refused)
+        raise CheckpointError(
+            f"{exc} (moved to {refused}; the next call downloads it again)"
+        ) from exc
     finetuned = key != "pretrained"
     save_checkpoint(
         converted,

@@ -160,13 +160,31 @@ def check_images(x, name: str = "x") -> torch.Tensor:
     if x.dtype == torch.float64:
         x = x.float()
     if x.numel():
-        lo, hi = float(x.detach().min()), float(x.detach().max())
-        if lo < -1e-4 or hi > 1.0 + 1e-4:
-            hint = " (0..255 values? divide by 255)" if hi > 1.5 else ""
+        rows = x.detach().flatten(1)
+        nan = torch.isnan(rows).any(1)
+        if nan.any():  # NaN compares false with any bound: refused by name, not by range
             raise ValueError(
-                f"{name}: values in [{lo:.3g}, {hi:.3g}]; LipSim takes images in [0, 1]{hint}"
+                f"{name}: {_rows(nan)} hold{'s' if int(nan.sum()) == 1 else ''} NaN; "
+                "LipSim takes images in [0, 1]"
+            )
+        lo, hi = rows.amin(1), rows.amax(1)
+        bad = (lo < -1e-4) | (hi > 1.0 + 1e-4)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            top = float(hi[bad].max())
+            hint = " (0..255 values? divide by 255)" if 1.5 < top < float("inf") else ""
+            raise ValueError(
+                f"{name}: values in [{float(lo[i]):.3g}, {float(hi[i]):.3g}] in "
+                f"{_rows(bad)}; LipSim takes images in [0, 1]{hint}"
             )
     return x
+
+
+def _rows(mask: torch.Tensor) -> str:
+    """ "row 3" / "rows 3, 5, 9 (and 2 more)" for a boolean mask over a batch."""
+    idx = mask.nonzero().flatten().tolist()
+    shown = ", ".join(map(str, idx[:3])) + (f" (and {len(idx) - 3} more)" if len(idx) > 3 else "")
+    return f"row{'s' if len(idx) > 1 else ''} {shown}"
 
 
 def load(

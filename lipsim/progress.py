@@ -43,8 +43,10 @@ def progress_bar(
     enabled: bool = True,
     initial: int = 0,
     interval_s: float | None = None,
+    unit_scale: bool = False,
 ):
-    """A tqdm bar (a no-op one when not enabled) on `file` (default: stderr at call time)."""
+    """A tqdm bar (a no-op one when not enabled) on `file` (default: stderr at call time).
+    `unit_scale`: show 1.20G/58.0G (binary prefixes) rather than a raw count (bytes)."""
     from tqdm import tqdm
 
     file = sys.stderr if file is None else file
@@ -61,6 +63,8 @@ def progress_bar(
         maxinterval=max(interval, 10.0),
         dynamic_ncols=tty,
         ascii=not tty,
+        unit_scale=unit_scale,
+        unit_divisor=1024 if unit_scale else 1000,
     )
 
 

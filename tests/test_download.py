@@ -343,3 +343,15 @@ def test_refuses_to_replace_a_foreign_folder(server, demo, tmp_path):
     with pytest.raises(DownloadError, match="not a completed download"):
         download_night(out, mode="chunked", url=server.url, chunks=1, **FAST)
     assert (out / "precious.txt").read_text() == "keep me" and not server.requests
+
+
+def test_the_bar_in_a_log_is_whole_lines_in_bytes(server, payload, tmp_path, capsys):
+    """The download bar is lipsim.progress's: in a log (not a terminal) every redraw is its
+    own line, never a carriage-return pile-up, with sizes in binary units."""
+    server.files["/f.bin"] = payload
+    server.behave("/f.bin", drop_after=[500_000])  # a resume redraws from the .part's size
+    fetch(server.url + "/f.bin", tmp_path / "f.bin", **{**FAST, "progress": True})
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("f.bin:")]
+    assert lines and lines[-1].startswith("f.bin: 100%") and "1.43M/1.43M" in lines[-1], err

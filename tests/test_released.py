@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +21,7 @@ import pytest
 import torch
 from loopback_server import LoopbackServer
 
+import lipsim
 from lipsim.data.download import DownloadError
 from lipsim.data.gdrive import confirmed_url, drive_url, fetch_drive
 from lipsim.errors import LipSimError
@@ -367,3 +369,47 @@ def test_load_by_name_fetches_once_into_the_cache(tmp_path, monkeypatch):
         )
     with pytest.raises(LipSimError, match="unknown released model 'released:margin0.3'"):
         released_checkpoint("released:margin0.3", folder=tmp_path / "cache")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def _refused_file(kind: str) -> bytes:
+    buf = io.BytesIO()
+    if kind == "pickle-payload":
+        torch.save({"model_state_dict": {}, "evil": _RunsCode()}, buf)
+    elif kind == "wrong-layout":
+        torch.save({"model_state_dict": {"encoder.weight": torch.zeros(3, 3)}}, buf)
+    else:  # a zip that is no checkpoint at all, saved by a misbehaving server (no sha256 pinned)
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("index.html", "<html>Service unavailable</html>")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("bad", ["pickle-payload", "wrong-layout", "not-a-checkpoint"])
+def test_a_refused_released_file_is_never_kept_under_the_cache_name(bad, tmp_path):
+    """issue 23: a file refused at import is moved aside, so the next call fetches again and,
+    once the server serves the right file, succeeds."""
+    from test_import_released import CFG, _save_finetuner_style
+
+    from lipsim.configcheck import schema_default
+    from lipsim.hub import released_checkpoint
+    from lipsim.models import CheckpointError
+
+    fid = schema_default("released.ids")["0.5"]
+    _save_finetuner_style(tmp_path / "authors.pth")
+    cache = tmp_path / "cache"
+    args = dict(folder=cache, arch=CFG, progress=False)
+    with DriveServer({fid: _refused_file(bad)}) as srv:
+        for attempt in (1, 2):  # every call fetches again while the server is wrong
+            with pytest.raises(CheckpointError, match=r"moved to .*\.refused; the next call"):
+                released_checkpoint("released:margin0.5", base_url=f"{srv.url}/download", **args)
+            assert srv.count(f"/{fid}") == attempt
+            assert sorted(p.name for p in cache.iterdir()) == ["released-margin0.5.pth.refused"]
+        srv.files[f"/{fid}"] = (tmp_path / "authors.pth").read_bytes()
+        path = released_checkpoint("released:margin0.5", base_url=f"{srv.url}/download", **args)
+        assert srv.count(f"/{fid}") == 3
+    assert path.is_file() and (cache / "released-margin0.5.pth").is_file()
+    assert lipsim.load(path).info["margin"] == 0.5

@@ -11,7 +11,7 @@ from lipsim.configcheck import schema_default
 
 def main(argv: list[str] | None = None) -> int:
     from lipsim.data.download import MIN_RATE, NIGHT_CHUNKED_URL, NIGHT_ZIP_URL, STALL_TIME
-    from lipsim.data.extract import MAX_RATIO
+    from lipsim.data.extract import MAX_MEMBERS, MAX_RATIO
 
     ap = parser(__name__, __doc__)
     ap.add_argument(
@@ -77,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         "exceeds its compressed size by more than this factor (default %(default)g)",
     )
     ap.add_argument(
+        "--max-members",
+        type=int,
+        default=MAX_MEMBERS,
+        help="refuse an archive of more members than this, counted before extracting "
+        "(default %(default)d)",
+    )
+    ap.add_argument(
         "--workdir",
         help="where archives (*.part) are downloaded (default: .OUT.download beside OUT)",
     )
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for opt in ("retries", "chunks", "min_rate", "max_ratio"):
         if getattr(args, opt) < 0:
             ap.error(f"--{opt.replace('_', '-')} must be >= 0, got {getattr(args, opt)}")
-    for opt in ("timeout", "stall_time", "max_extract_gb"):
+    for opt in ("timeout", "stall_time", "max_extract_gb", "max_members"):
         if getattr(args, opt) is not None and getattr(args, opt) <= 0:
             ap.error(f"--{opt.replace('_', '-')} must be > 0, got {getattr(args, opt)}")
     from lipsim.data.download import download_night
@@ -113,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         min_rate=args.min_rate,
         stall_time=args.stall_time,
         max_ratio=args.max_ratio or None,
+        max_members=args.max_members,
         max_bytes=None if args.max_extract_gb is None else int(args.max_extract_gb * 1e9),
     )
     return 0

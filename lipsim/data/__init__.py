@@ -1,5 +1,6 @@
-"""Data: demo generators (synthetic), the NIGHT loader/verifier (night), the downloader
-(download, extract) and image-folder checks (folders).
+"""Data: demo generators (synthetic), the NIGHT loader/verifier (night), the downloads (transfer:
+one file, resumable and verified; content: what a file must be; download: NIGHT; gdrive:
+Google Drive; extract: safe archives) and image-folder checks (folders).
 
 `atomic_dir` is the folder-level counterpart of `lipsim.atomic`: a generator or an extractor
 fills a temporary folder beside the target and the finished folder is renamed into place, so

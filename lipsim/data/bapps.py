@@ -38,6 +38,7 @@ __all__ = [
     "check_bapps",
     "download_bapps",
     "find_bapps_root",
+    "layout_problems",
     "make_bapps",
     "read_bapps",
 ]
@@ -80,7 +81,13 @@ def _judge(path: Path) -> float:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any read failure is a format error
         raise BappsFormatError(f"BAPPS: cannot read judge file {path}: {exc}") from exc
-    arr = np.asarray(arr, dtype=np.float64).reshape(-1)
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        # strings, records, complex, booleans, an .npz archive: not a share of judges
+        what = f"dtype {arr.dtype}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise BappsFormatError(
+            f"BAPPS: judge file {path} holds {what}, not a number (BAPPS stores one float)"
+        )
+    arr = arr.astype(np.float64).reshape(-1)
     if arr.size != 1 or not np.isfinite(arr[0]) or not 0.0 <= arr[0] <= 1.0:
         raise BappsFormatError(
             f"BAPPS: judge file {path} must hold one number in [0, 1], "
@@ -91,29 +98,53 @@ def _judge(path: Path) -> float:
 
 def _category_items(folder: Path) -> tuple[list[str], list[str]]:
     """(stems with a reference image, problems) of one category folder."""
-    problems = []
-    for sub in _FOLDERS:
-        if not (folder / sub).is_dir():
-            problems.append(f"{folder / sub}: missing folder")
-    if problems:
-        return [], problems
+    missing = [f"{folder / sub}: missing folder" for sub in _FOLDERS if not (folder / sub).is_dir()]
+    if missing:
+        return [], missing
     stems = {
-        sub: {
-            p.stem
-            for p in (folder / sub).iterdir()
-            if p.suffix == (".npy" if sub == "judge" else ".png")
-        }
+        sub: {p.stem for p in (folder / sub).iterdir() if p.suffix == _suffix(sub)}
         for sub in _FOLDERS
     }
+    return sorted(stems["ref"]), _pairing(folder, stems)
+
+
+def _suffix(sub: str) -> str:
+    return ".npy" if sub == "judge" else ".png"
+
+
+def _pairing(folder: Path | str, stems: dict[str, set[str]]) -> list[str]:
+    """Problems of one category's files: every reference has its p0, p1 and judge file, and
+    nothing is unpaired."""
+    problems = []
     for sub in _FOLDERS[1:]:
-        ext = ".npy" if sub == "judge" else ".png"
+        ext = _suffix(sub)
         for stem in sorted(stems["ref"] - stems[sub]):
-            problems.append(f"{folder / sub / (stem + ext)}: missing (ref/{stem}.png exists)")
+            problems.append(f"{folder}/{sub}/{stem}{ext}: missing (ref/{stem}.png exists)")
         for stem in sorted(stems[sub] - stems["ref"]):
-            problems.append(f"{folder / sub / (stem + ext)}: no ref/{stem}.png")
+            problems.append(f"{folder}/{sub}/{stem}{ext}: no ref/{stem}.png")
     if not stems["ref"]:
-        problems.append(f"{folder / 'ref'}: no images")
-    return sorted(stems["ref"]), problems
+        problems.append(f"{folder}/ref: no images")
+    return problems
+
+
+def layout_problems(names: Iterable[str]) -> list[str]:
+    """Problems of an archive's file list (paths inside it) against the BAPPS layout, before
+    anything is extracted: no category at all, unpaired triplets. Files beside the layout
+    (a README, macOS `._` files) are ignored, as the folder check ignores them."""
+    found: dict[str, dict[str, set[str]]] = {}
+    for name in names:
+        parts = name.split("/")
+        parts = parts[1:] if parts[:1] == ["val"] else parts
+        if len(parts) != 3 or parts[0] not in CATEGORIES or parts[1] not in _FOLDERS:
+            continue
+        stem, dot, ext = parts[2].rpartition(".")
+        if dot and f".{ext}" == _suffix(parts[1]) and not stem.startswith("._"):
+            found.setdefault(parts[0], {sub: set() for sub in _FOLDERS})[parts[1]].add(stem)
+    if not found:
+        return [
+            f"no file in <category>/{{{','.join(_FOLDERS)}}}/ for any of {', '.join(CATEGORIES)}"
+        ]
+    return [p for cat, stems in found.items() for p in _pairing(cat, stems)]
 
 
 def _categories(categories: Iterable[str] | str | None) -> list[str]:
@@ -246,33 +277,49 @@ def download_bapps(
     workdir: str | os.PathLike | None = None,
     keep_archive: bool = False,
     progress: bool = True,
+    max_members: int | None = None,
 ) -> Path:
     """Download the BAPPS 2AFC validation archive and extract it safely into `out`.
 
-    The archive is fetched resumably (lipsim.data.download.fetch, verified against `sha256`
-    when given) into `workdir` (default `.{out name}.download` beside `out`), extracted with
-    lipsim.data.extract.safe_extract into a temporary folder that replaces `out` only when
-    complete, then checked (`check_bapps`, without decoding). Returns `out`; an `out` that
-    already passes the check is kept as it is.
+    The archive is fetched resumably (lipsim.data.transfer.fetch, verified against `sha256`
+    when given; a page or anything that is no archive is refused before it gets the archive's
+    name) into `workdir` (default `.{out name}.download` beside `out`), extracted with
+    lipsim.data.extract.safe_extract (member limit `max_members`, default the schema's) into
+    a temporary folder that replaces `out` only when complete, then checked (`check_bapps`,
+    without decoding); an archive that the extraction or the check refuses is deleted.
+    Returns `out`; an `out` that already passes the check is kept as it is.
     """
-    from lipsim.data.download import fetch
-    from lipsim.data.extract import safe_extract
+    from lipsim.data.extract import MAX_MEMBERS, removed_if_refused, safe_extract
+    from lipsim.data.transfer import fetch
 
     out = Path(out).expanduser().resolve()
     if out.is_dir() and any(out.iterdir()) and not check_bapps(out, decode=False)[0]:
         return out  # a complete folder (this layout is only ever renamed into place whole)
     workdir = Path(workdir).resolve() if workdir else out.parent / f".{out.name}.download"
     archive = workdir / Path(url.split("?", 1)[0]).name
-    fetch(url, archive, sha256=sha256, retries=retries, timeout=timeout, progress=progress)
-    with atomic_dir(out) as tmp:
-        safe_extract(archive, tmp)
-        problems, _ = check_bapps(tmp, decode=False)
+    fetch(
+        url,
+        archive,
+        sha256=sha256,
+        retries=retries,
+        timeout=timeout,
+        progress=progress,
+        expect="archive",
+    )
+    limit = MAX_MEMBERS if max_members is None else max_members
+
+    def refuse(problems: list[str]) -> None:
         if problems:
             shown = "\n  ".join(problems[:10])
             raise BappsFormatError(
                 f"BAPPS: {archive} (from {url}) does not hold the BAPPS "
                 f"2AFC layout ({len(problems)} problem(s)):\n  {shown}"
             )
+
+    with removed_if_refused(archive, BappsFormatError), atomic_dir(out) as tmp:
+        # The file list is checked before extraction, the files themselves after it.
+        safe_extract(archive, tmp, max_members=limit, accept=lambda n: refuse(layout_problems(n)))
+        refuse(check_bapps(tmp, decode=False)[0])
     if not keep_archive:
         archive.unlink(missing_ok=True)
         if workdir.is_dir() and not any(workdir.iterdir()):

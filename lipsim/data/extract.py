@@ -14,33 +14,43 @@ Rejected (ExtractError naming the archive and the entry, nothing written):
   `max_ratio` (a decompression bomb). These checks use the declared sizes only, before
   anything is decompressed (a tar's headers are read as the stream is scanned, and the scan
   stops at the first header that breaks a limit). While extracting, a member that yields
-  more bytes than declared stops the extraction.
+  more bytes than declared stops the extraction;
+- archives of more than `max_members` members, zip or tar: a zip's central directory is
+  counted record by record before zipfile reads it into memory (its declared count is not
+  trusted), a tar's headers as they are scanned.
 Files are streamed in 1 MiB blocks (memory does not grow with archive size) and hashed while
 they are written, so the caller gets (path, size, sha256) for a manifest without a second read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
+from lipsim.atomic import no_space
+from lipsim.configcheck import schema_default
 from lipsim.errors import LipSimError
 
 __all__ = [
+    "MAX_MEMBERS",
     "MAX_RATIO",
     "ExtractClash",
     "ExtractError",
     "ExtractedFile",
     "check_archive",
+    "removed_if_refused",
     "safe_extract",
 ]
 
@@ -50,6 +60,8 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 # _RATIO_FLOOR are not judged (a small file of zeros is no bomb).
 MAX_RATIO = 100.0
 _RATIO_FLOOR = 1 << 20
+# Members of one archive, zip or tar (NIGHT's zip holds ~60k, BAPPS val ~145k); the schema's.
+MAX_MEMBERS = schema_default("night.download.max_members")
 
 
 class ExtractError(LipSimError, RuntimeError):
@@ -141,18 +153,30 @@ class _Plan:
         compressed: int,
         max_bytes: int | None,
         max_ratio: float | None,
+        max_members: int | None,
         free: int | None,
         free_at: Path | None,
     ):
         self.archive, self.compressed = archive, compressed
-        self.max_bytes, self.max_ratio = max_bytes, max_ratio
+        self.max_bytes, self.max_ratio, self.max_members = max_bytes, max_ratio, max_members
         self.free, self.free_at = free, free_at
         self.files: dict[str, str] = {}  # rel -> entry name
         self.dirs: dict[str, str] = {}  # rel of a folder (explicit or implied) -> entry name
         self.members: list[_Member] = []
         self.total = 0
+        self.count = 0  # every entry, folders and skipped ones included
+
+    def check_count(self, count: int, how: str = "holds at least") -> None:
+        if self.max_members is not None and count > self.max_members:
+            raise ExtractError(
+                f"{self.archive}: {how} {count} members, over the limit of "
+                f"{self.max_members}; refusing to extract (raise the member limit, "
+                "night.download.max_members, if the archive is trusted)"
+            )
 
     def add(self, raw: str, kind: str, size: int, info, compress_size: int | None = None) -> None:
+        self.count += 1
+        self.check_count(self.count)
         rel = _safe_rel(self.archive, raw)
         if rel is None:
             return
@@ -239,6 +263,7 @@ def check_archive(
     test_crc: bool = True,
     max_bytes: int | None = None,
     max_ratio: float | None = MAX_RATIO,
+    max_members: int | None = MAX_MEMBERS,
     dest: str | os.PathLike | None = None,
 ) -> list[_Member]:
     """Validate a zip or tar archive without writing anything; return its file members.
@@ -257,6 +282,7 @@ def check_archive(
         compressed=compressed,
         max_bytes=max_bytes,
         max_ratio=max_ratio,
+        max_members=max_members,
         free=free,
         free_at=free_at,
     )
@@ -275,6 +301,8 @@ def _is_zip(archive: Path) -> bool:
 
 
 def _scan_zip(archive: Path, plan: _Plan, test_crc: bool) -> None:
+    if plan.max_members is not None:
+        _count_zip_members(archive, plan)
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -291,6 +319,45 @@ def _scan_zip(archive: Path, plan: _Plan, test_crc: bool) -> None:
                 raise ExtractError(f"{archive}: integrity test failed: {exc}") from exc
             if bad is not None:
                 raise ExtractError(f"{archive}: integrity test failed: bad CRC in entry {bad!r}")
+
+
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
+_EOCD64_LOCATOR = struct.Struct("<4sLQL")  # (only its size is needed: 20 bytes)
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")
+_CENTRAL = struct.Struct("<4s24x3H12x")  # a central directory header: name/extra/comment lengths
+
+
+def _count_zip_members(archive: Path, plan: _Plan) -> None:
+    """Count the central directory's records one by one (memory does not grow with them),
+    stopping past the member limit: zipfile would read the whole directory into memory first.
+    An archive whose directory cannot be found is left to zipfile to refuse."""
+    with open(archive, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        tail = min(size, _EOCD.size + 0xFFFF)  # the record, then a comment of up to 64 KiB
+        fh.seek(size - tail)
+        buf = fh.read(tail)
+        pos = buf.rfind(b"PK\x05\x06")
+        if pos < 0 or len(buf) - pos < _EOCD.size:
+            return
+        _, _, _, _, declared, cd_size, _, _ = _EOCD.unpack_from(buf, pos)
+        end = size - tail + pos  # where the directory ends (zip64: its own end record)
+        zip64 = end - _EOCD64_LOCATOR.size - _EOCD64.size  # as zipfile: right before
+        if zip64 >= 0 and (declared == 0xFFFF or cd_size == 0xFFFFFFFF):
+            fh.seek(zip64)
+            rec = _EOCD64.unpack(fh.read(_EOCD64.size))
+            if rec[0] == b"PK\x06\x06":
+                declared, cd_size, end = rec[7], rec[8], zip64
+        plan.check_count(declared, "declares")
+        fh.seek(max(0, end - cd_size))
+        count = 0
+        while count <= (plan.max_members or 0):
+            head = fh.read(_CENTRAL.size)
+            if len(head) < _CENTRAL.size or head[:4] != b"PK\x01\x02":
+                return
+            _, n, m, k = _CENTRAL.unpack(head)
+            fh.seek(n + m + k, os.SEEK_CUR)
+            count += 1
+        plan.check_count(count)
 
 
 def _open_tar(archive: Path) -> tarfile.TarFile:
@@ -385,25 +452,36 @@ def safe_extract(
     test_crc: bool = True,
     max_bytes: int | None = None,
     max_ratio: float | None = MAX_RATIO,
+    max_members: int | None = MAX_MEMBERS,
     replace: bool = True,
+    accept: Callable[[list[str]], None] | None = None,
 ) -> list[ExtractedFile]:
     """Extract a zip or tar `archive` into `dest`/`into`, returning the files written (paths
     relative to `dest`). `strip` removes a leading folder (e.g. "nights" or "ref") when every
     entry has it.
 
     Everything is validated before anything is written (names, member types, duplicates,
-    declared sizes against `max_bytes` bytes, the free disk and `max_ratio`; the zip CRC test
-    with `test_crc`); files are extracted into a temporary folder beside `dest` and moved
-    into place only when all succeeded, so a failure leaves `dest` as it was. Files already
-    in `dest` are replaced, unless `replace` is False (then ExtractClash names the member).
+    declared sizes against `max_bytes` bytes, the free disk and `max_ratio`, the member count
+    against `max_members`; the zip CRC test with `test_crc`); files are extracted into a
+    temporary folder beside `dest` and moved into place only when all succeeded, so a failure
+    leaves `dest` as it was. Files already in `dest` are replaced, unless `replace` is False
+    (then ExtractClash names the member). `accept`, when given, sees the list of files
+    (paths inside the archive) before anything is written, and may refuse it by raising.
     """
     archive, dest = Path(archive), Path(dest)
     into_parts = [p for p in into.replace("\\", "/").split("/") if p not in ("", ".")]
     if ".." in into_parts:
         raise ValueError(f"safe_extract: into={into!r} must not contain '..'")
     members = check_archive(
-        archive, test_crc=test_crc, max_bytes=max_bytes, max_ratio=max_ratio, dest=dest
+        archive,
+        test_crc=test_crc,
+        max_bytes=max_bytes,
+        max_ratio=max_ratio,
+        max_members=max_members,
+        dest=dest,
     )
+    if accept is not None:
+        accept([m.rel for m in members])
     prefix = _common_strip([m.rel for m in members], strip)
     final = ["/".join([*into_parts, m.rel[len(prefix) :]]) for m in members]
     for m, rel in zip(members, final, strict=True):
@@ -412,6 +490,8 @@ def safe_extract(
         dest.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
     except OSError as exc:
+        if (full := no_space(exc, dest)) is not None:
+            raise full from exc
         raise ExtractError(f"{archive}: cannot extract into {dest}: {exc}") from exc
     tmp_root = tmp.resolve()
     out: list[ExtractedFile] = []
@@ -435,6 +515,8 @@ def safe_extract(
                 ) as exc:
                     raise ExtractError(f"{archive}: entry {m.name!r}: {exc}") from exc
                 except OSError as exc:  # a name the filesystem refuses, no space left, ...
+                    if (full := no_space(exc, dest / PurePosixPath(rel))) is not None:
+                        raise full from exc
                     raise ExtractError(
                         f"{archive}: entry {m.name!r}: cannot write it: {exc}"
                     ) from exc
@@ -446,10 +528,29 @@ def safe_extract(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp / PurePosixPath(f.path), target)
             except OSError as exc:
+                if (full := no_space(exc, target)) is not None:
+                    raise full from exc
                 raise ExtractError(f"{archive}: cannot move {f.path} into {dest}: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+@contextlib.contextmanager
+def removed_if_refused(archive: Path, *refusals: type[Exception]) -> Iterator[None]:
+    """Delete a downloaded `archive` that the block refuses (ExtractError, or one of
+    `refusals`): a complete-looking file with wrong bytes must not stay under its final name.
+    The error says so; a rerun downloads the archive again. A full disk keeps it."""
+    try:
+        yield
+    except (ExtractError, *refusals) as exc:
+        archive.unlink(missing_ok=True)
+        # On the first line (a layout error lists its problems on the next ones).
+        first, sep, rest = str(exc).partition("\n")
+        colon = ":" if first.endswith(":") else ""
+        note = f"{first.removesuffix(':')} (removed {archive}: a rerun downloads it again)"
+        exc.args = (note + colon + sep + rest, *exc.args[1:])
+        raise
 
 
 class _Reader:

@@ -1,26 +1,42 @@
 """Google Drive downloads by file id, through Drive's confirmation page, with the project's
-resumable downloader (lipsim.data.download.fetch).
+resumable transfer (lipsim.data.transfer.fetch).
 
 Drive answers `DRIVE_DOWNLOAD_URL?id=ID&export=download` for a large file with an HTML page
 ("can't scan this file for viruses") instead of the file: a form whose hidden inputs (id,
 export, confirm, uuid) make the real download URL, or (older pages) a link carrying
 `confirm=`. `confirmed_url` reads that page; `fetch_drive` then streams the file with `fetch`
 (resume from `.part`, retries, size from Content-Length, sha256 when given). A rerun resumes
-the `.part` through a freshly confirmed URL.
+the `.part` through a freshly confirmed URL. Both requests follow the transfer's rules: the
+same retry budget and backoff, redirect loops and bad URLs permanent, and the stall rule
+(`min_rate` over `stall_time`) for the page as for the file.
 """
 
 from __future__ import annotations
 
 import html
-import random
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlencode, urljoin
 
 import requests
 
-from lipsim.data.download import _RETRY_STATUS, DownloadError, FetchResult, fetch
+from lipsim.data.transfer import (
+    MIN_RATE,
+    REQUEST_ERRORS,
+    RETRY_STATUS,
+    STALL_TIME,
+    DownloadError,
+    FetchResult,
+    RateWatch,
+    Retry,
+    Session,
+    Stalled,
+    fetch,
+    get,
+    read_body,
+    read_timeout,
+    transient,
+)
 
 __all__ = ["DRIVE_DOWNLOAD_URL", "confirmed_url", "drive_url", "fetch_drive"]
 
@@ -86,22 +102,24 @@ def confirmed_url(
     timeout: float = 60.0,
     retries: int = 8,
     backoff: float = 1.0,
+    min_rate: float = MIN_RATE,
+    stall_time: float = STALL_TIME,
 ) -> str:
     """The URL that serves the file: `url` itself when Drive sends the file, else the target of
-    its confirmation page. Connection errors and 5xx answers are retried (`retries` times)."""
+    its confirmation page. Connection errors, 5xx answers and a page served slower than the
+    stall rule are retried (`retries` consecutive failures); a redirect loop is permanent."""
     own = session is None
-    session = session or requests.Session()
-    last = ""
+    session = session or Session()
+    retry = Retry(retries, backoff=backoff)
+    timeouts = (timeout, read_timeout(timeout, min_rate, stall_time))
     try:
-        for attempt in range(retries + 1):
-            if attempt:
-                time.sleep(min(60.0, backoff * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random()))
+        while not retry.exhausted:
+            retry.wait()
             try:
-                with session.get(
-                    url, stream=True, timeout=timeout, headers={"Accept-Encoding": "identity"}
-                ) as resp:
-                    if resp.status_code in _RETRY_STATUS:
-                        last = f"HTTP {resp.status_code} {resp.reason}"
+                headers = {"Accept-Encoding": "identity"}
+                with get(session, url, headers=headers, timeouts=timeouts) as resp:
+                    if resp.status_code in RETRY_STATUS:
+                        retry.failed(f"HTTP {resp.status_code} {resp.reason}")
                         continue
                     if resp.status_code >= 400:
                         raise DownloadError(
@@ -109,11 +127,16 @@ def confirmed_url(
                         )
                     if "text/html" not in resp.headers.get("Content-Type", "").lower():
                         return resp.url  # the file itself (small files skip the page)
-                    page = resp.raw.read(_PAGE_LIMIT).decode(resp.encoding or "utf-8", "replace")
+                    body = read_body(resp, _PAGE_LIMIT, RateWatch(min_rate, stall_time))
+                    page = body.decode(resp.encoding or "utf-8", "replace")
                     return _from_page(page, resp.url, url)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-        raise DownloadError(f"download failed: {url}: {last} ({retries + 1} attempts)")
+            except Stalled as exc:
+                retry.failed(f"confirmation page: {exc}")
+            except REQUEST_ERRORS as exc:
+                retry.failed(transient(exc, url))
+        raise DownloadError(
+            f"download failed: {url}: {retry.last} ({retry.failures} attempts in a row)"
+        )
     finally:
         if own:
             session.close()
@@ -128,6 +151,8 @@ def fetch_drive(
     retries: int = 8,
     timeout: float = 60.0,
     backoff: float = 1.0,
+    min_rate: float = MIN_RATE,
+    stall_time: float = STALL_TIME,
     progress: bool = True,
     expect: str | None = "torch",
 ) -> FetchResult:
@@ -138,19 +163,11 @@ def fetch_drive(
     check, before the file gets its final name: an HTML page never passes for a checkpoint).
     """
     url = drive_url(file_id, base)
-    with requests.Session() as session:
-        target = confirmed_url(
-            url, session=session, timeout=timeout, retries=retries, backoff=backoff
+    rules = dict(
+        retries=retries, timeout=timeout, backoff=backoff, min_rate=min_rate, stall_time=stall_time
+    )
+    with Session() as session:
+        target = confirmed_url(url, session=session, **rules)
+        return fetch(
+            target, dest, sha256=sha256, session=session, progress=progress, expect=expect, **rules
         )
-        res = fetch(
-            target,
-            dest,
-            sha256=sha256,
-            retries=retries,
-            timeout=timeout,
-            session=session,
-            progress=progress,
-            backoff=backoff,
-            expect=expect,
-        )
-    return res

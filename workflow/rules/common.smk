@@ -3,7 +3,13 @@ import os
 import sys
 import re
 
-from lipsim.configcheck import split_objective, sweep_teachers, teacher_section, validate_config
+from lipsim.configcheck import (
+    file_number,
+    split_objective,
+    sweep_teachers,
+    teacher_section,
+    validate_config,
+)
 from lipsim.provenance import config_hash
 from lipsim.registry import ATTACKS_TABLE, METRICS_TABLE, names, needs_weights
 
@@ -46,7 +52,7 @@ CONFIG_HASH = config_hash(config)
 
 def fmt(x):
     """One spelling per number in file names: 0.5, 2, 0.25 (never 0.50 or 2.0)."""
-    return f"{float(x):g}"
+    return file_number(x)
 
 
 MARGINS = [fmt(m) for m in config["margins"]]
@@ -403,7 +409,8 @@ def report_outputs(folder, name):
 
 
 def missing_user_data():
-    """Folders the user must provide (licensed data) that a run still needs but are not there.
+    """Folders (licensed data) and checkpoint files the user must provide that a run still
+    needs but are not there.
 
     A folder counts only while the outputs it feeds are missing: regenerating a figure after
     ImageNet left the scratch space must not be blocked. (If such outputs exist but are stale,
@@ -433,4 +440,32 @@ def missing_user_data():
         sec = config[key]
         if needed[key] and sec["source"] == "path" and not os.path.exists(sec["path"]):
             out.append((f"{key}.path", sec["path"], how[key]))
+    # Checkpoints to import (not 'released': the fetch_released rule makes those).
+    imports = [("pretrained_checkpoint", "pretrained", config["pretrained_checkpoint"])]
+    imports += [
+        (f"finetuned_checkpoints.{k}", f"margin{fmt(k)}", v)
+        for k, v in config["finetuned_checkpoints"].items()
+    ]
+    for key, model, src in imports:
+        if src is not None and src != "released" and not os.path.exists(ckpt_path(model)):
+            if not os.path.exists(src):
+                out.append((key, src, "the checkpoint file to import (or 'released')"))
     return out
+
+
+def user_data_message(missing):
+    lines = [f"  {key} = {path!r} does not exist: provide {how}" for key, path, how in missing]
+    return "data to provide before this run:\n" + "\n".join(lines)
+
+
+def check_user_data():
+    """At parse time, dry runs included. NIGHT's folder and the checkpoints to import are inputs
+    of the DAG: without them snakemake would stop with a MissingInputException (or, for a
+    finetuned checkpoint, plan a finetune instead), so they stop here, named. The other
+    folders are parameters: named here as a note, required when a real run starts (onstart)."""
+    missing = missing_user_data()
+    inputs = [m for m in missing if m[0] == "night.path" or not m[0].endswith(".path")]
+    if inputs:
+        raise WorkflowError(user_data_message(inputs))
+    if missing:
+        print(f"note: {user_data_message(missing)}", file=sys.stderr)

@@ -46,7 +46,7 @@ elif config["night"]["source"] == "download":
             "--chunks {params.d[chunks]} --retries {params.d[retries]} "
             "--timeout {params.d[timeout]} --min-rate {params.d[min_rate]} "
             "--stall-time {params.d[stall_time]} --max-ratio {params.d[max_ratio]} "
-            "{params.max_gb} {params.sha} > {log} 2>&1"
+            "--max-members {params.d[max_members]} {params.max_gb} {params.sha} > {log} 2>&1"
 
 
 rule verify_night:
