@@ -33,12 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.atomic import write_parquet
     from lipsim.cli._metric import metric_from_args
     from lipsim.cli._night import read_triplets, triplet_loader
-<<<<<<< HEAD
     from lipsim.evaluation import evaluate_triplets
-    from lipsim.scoring import split_scores
-=======
     from lipsim.scoring import rule_scores
->>>>>>> tables
 
     metric, device, size = metric_from_args(args)
     df = read_triplets("evaluate", args.night, splits=args.splits, min_votes=args.min_votes)
