@@ -13,9 +13,7 @@ reporting reads them, not the model's file name.
 
 from __future__ import annotations
 
-from lipsim.certify import HALF_VOTES, TIE_RADIUS
-from lipsim.cli._args import parser
-from lipsim.models.net import METRICS
+from lipsim.cli._args import add_config_options, parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,51 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", required=True, help="lipsim-repro checkpoint (.pt)")
     ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
     ap.add_argument(
-        "--splits",
-        nargs="+",
-        required=True,
-        help="NIGHT splits to score, e.g. test_imagenet test_no_imagenet",
-    )
-    ap.add_argument(
-        "--metrics",
-        nargs="+",
-        choices=METRICS,
-        required=True,
-        help="LipSim metrics to certify under (rows per metric)",
-    )
-    ap.add_argument(
-        "--half-votes",
-        choices=HALF_VOTES,
-        required=True,
-        help="p = 0.5 triplets: keep (score 0.5) or drop (the authors')",
-    )
-    ap.add_argument(
-        "--tie-radius",
-        choices=TIE_RADIUS,
-        required=True,
-        help="the authors' radius of an exact tie (the sound one is always 0)",
-    )
-    ap.add_argument(
-        "--eps",
-        nargs="+",
-        type=float,
-        required=True,
-        help="radii to report, in 1/--eps-scale units",
-    )
-    ap.add_argument(
         "--eps-scale",
         type=float,
         default=255.0,
-        help="eps are divided by this (255: eps in pixel levels)",
-    )
-    ap.add_argument("--batch-size", type=int, required=True, help="triplets per batch")
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    ap.add_argument(
-        "--min-votes", type=int, required=True, help="keep triplets with at least this many votes"
+        help="--eps are divided by this (255: eps in pixel levels)",
     )
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--no-progress", action="store_true", help="no progress lines")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
+    add_config_options(ap, "certify")
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_parquet
@@ -77,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.progress import progress_bar
 
     metric = load(args.checkpoint, device=args.device)
-    df = read_triplets("certify", args.night, splits=args.splits, min_votes=args.min_votes)
+    df = read_triplets(args.night, splits=args.splits, min_votes=args.min_votes)
     loader = triplet_loader(df, metric.image_size, args.batch_size, args.workers)
     device = next(metric.parameters()).device
     with progress_bar(len(df), "certify", "triplet", enabled=not args.no_progress) as bar:

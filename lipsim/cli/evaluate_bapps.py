@@ -9,48 +9,29 @@ its input space), else at --image-size (224 in the LipSim authors' BAPPS evaluat
 
 from __future__ import annotations
 
-from lipsim.cli._args import parser
-from lipsim.configcheck import schema_default
+from lipsim.cli._args import add_config_options, parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipsim.baselines import add_metric_args
-    from lipsim.data.bapps import CATEGORIES
+    from lipsim.cli._metric import add_metric_args
 
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument(
         "--bapps", required=True, help="BAPPS 2AFC folder (holding the categories or val/)"
     )
-    ap.add_argument(
-        "--categories",
-        nargs="+",
-        default=list(CATEGORIES),
-        choices=CATEGORIES,
-        help="BAPPS categories to score",
-    )
-    ap.add_argument(
-        "--eps",
-        nargs="+",
-        type=float,
-        default=[36.0, 72.0, 108.0],
-        help="certified radii to print, in /255 units (LipSim only)",
-    )
-    ap.add_argument(
-        "--batch-size",
-        type=int,
-        default=schema_default("bapps.batch_size"),
-        help="triplets per batch",
-    )
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
+    # --eps: the certified radii printed for LipSim, in /255 units
+    add_config_options(ap, "evaluate-bapps")
     args = ap.parse_args(argv)
 
     import torch
 
     from lipsim.atomic import write_parquet
-    from lipsim.baselines import evaluate_triplets, metric_from_args
+    from lipsim.baselines import evaluate_triplets
     from lipsim.certify import certify_triplets
+    from lipsim.cli._metric import metric_from_args
     from lipsim.data.bapps import GROUPS, BappsTriplets, read_bapps
     from lipsim.eps import convert_eps
     from lipsim.reporting.bapps import ALL, category_scores

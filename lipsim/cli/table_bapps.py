@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 
+from lipsim.cli._args import add_config_options, parser
 from lipsim.reporting import parse_assignments, report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lipsim table-bapps",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser(__name__, __doc__)
     p.add_argument(
         "--inputs",
         nargs="+",
@@ -26,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC=FILE",
         help="evaluate-bapps output per metric",
     )
-    p.add_argument(
-        "--eps",
-        nargs="+",
-        type=float,
-        default=[36.0, 72.0, 108.0],
-        help="certified radii in /255 units (default: 36 72 108)",
-    )
+    add_config_options(p, "table-bapps")  # --eps: certified radii in /255 units
     p.add_argument("--decimals", type=int, default=1, help="decimals in md/tex (default 1)")
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/bapps")
     return p

@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import sys
 
-from lipsim.cli._args import parser
-from lipsim.configcheck import schema_default
+from lipsim.cli._args import add_config_options, parser
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     ap.add_argument("--root", required=True, help="folder holding data.csv (or its parent)")
     ap.add_argument(
-        "--min-votes",
-        type=int,
-        default=schema_default("night.min_votes"),
-        help="rows with fewer votes are ignored",
-    )
-    ap.add_argument(
         "--no-decode", action="store_true", help="check that images exist, do not decode them"
     )
     ap.add_argument("--report", help="write {ok, n_problems, problems: [...]} as JSON (atomically)")
+    add_config_options(ap, "verify-night")  # --min-votes
     args = ap.parse_args(argv)
     import dataclasses
 

@@ -10,16 +10,13 @@ rule attack:
     output:
         f"{R}/attacks/{{metric}}/{{attack}}-{{norm}}-{{eps}}.parquet",
     params:
-        device=config["device"],
+        opts=options("attack"),
         weights=lambda wc: config["weights_dir"],
-        splits=EVAL_SPLITS,
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
         size=config["image_size"],
         # Radii in file names are the configured ones (Linf in /255 units).
         scale=lambda wc: config_eps_scale(config, wc.norm),
-        a=hparams("attacks"),
-        min_votes=config["night"]["min_votes"],
     resources:
         **slurm_resources(config["attacks"]["resources"]),
     conda:
@@ -29,13 +26,10 @@ rule attack:
     benchmark:
         f"{R}/benchmarks/attack/{{metric}}/{{attack}}-{{norm}}-{{eps}}.tsv"
     shell:
-        "python -m lipsim attack --metric {params.spec} --night {input.night} --splits {params.splits} "
+        "python -m lipsim attack {params.opts} --metric {params.spec} --night {input.night} "
         "--attack {wildcards.attack} --norm {wildcards.norm} --eps {wildcards.eps} "
-        "--eps-scale {params.scale} --budget {params.a[budget]} --steps {params.a[pgd_steps]} "
-        "--restarts {params.a[pgd_restarts]} --max-triplets {params.a[max_triplets]} "
-        "--batch-size {params.a[batch_size]} --seed {params.a[seed]} "
-        "--min-votes {params.min_votes} --device {params.device} "
-        "--weights-dir {params.weights} --image-size {params.size} {params.rw} --out {output} > {log} 2>&1"
+        "--eps-scale {params.scale} --weights-dir {params.weights} --image-size {params.size} "
+        "{params.rw} --out {output} > {log} 2>&1"
 
 
 rule check_consistency:
@@ -64,13 +58,12 @@ rule distances:
     output:
         f"{R}/distances/{{metric}}.parquet",
     params:
-        device=config["device"],
+        opts=options("distances"),
         weights=lambda wc: config["weights_dir"],
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
         size=config["image_size"],
         images=natural_dir(),
-        d=config["distances"],
         scale=config_eps_scale(config, "L2"),
     resources:
         **slurm_resources(config["resources"]["eval"]),
@@ -79,11 +72,9 @@ rule distances:
     log:
         f"{R}/logs/distances/{{metric}}.log",
     shell:
-        "python -m lipsim distances --metric {params.spec} --images {params.images} --eps {params.d[eps]} "
-        "--eps-scale {params.scale} "
-        "--steps {params.d[steps]} --n-images {params.d[n_images]} --seed 0 "
-        "--device {params.device} --weights-dir {params.weights} --image-size {params.size} {params.rw} "
-        "--out {output} > {log} 2>&1"
+        "python -m lipsim distances {params.opts} --metric {params.spec} --images {params.images} "
+        "--eps-scale {params.scale} --seed 0 --weights-dir {params.weights} "
+        "--image-size {params.size} {params.rw} --out {output} > {log} 2>&1"
 
 
 rule retrieval:
@@ -93,15 +84,12 @@ rule retrieval:
     output:
         f"{R}/retrieval/{{metric}}.parquet",
     params:
-        device=config["device"],
+        opts=options("retrieval"),
         weights=lambda wc: config["weights_dir"],
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
         size=config["image_size"],
         images=natural_dir(),
-        r=config["retrieval"],
-        eps=" ".join(fmt(e) for e in config["retrieval"]["eps"]),
-        k=" ".join(str(k) for k in config["retrieval"]["k"]),
         scale=config_eps_scale(config, "L2"),
     resources:
         **slurm_resources(config["resources"]["eval"]),
@@ -110,8 +98,6 @@ rule retrieval:
     log:
         f"{R}/logs/retrieval/{{metric}}.log",
     shell:
-        "python -m lipsim retrieval --metric {params.spec} --images {params.images} "
-        "--n-queries {params.r[n_queries]} --eps {params.eps} --eps-scale {params.scale} --k {params.k} "
-        "--steps {params.r[steps]} --distractors {params.r[distractors]} "
-        "--distractor-noise {params.r[distractor_noise]} --seed 0 --device {params.device} "
-        "--weights-dir {params.weights} --image-size {params.size} {params.rw} --out {output} > {log} 2>&1"
+        "python -m lipsim retrieval {params.opts} --metric {params.spec} --images {params.images} "
+        "--eps-scale {params.scale} --seed 0 --weights-dir {params.weights} "
+        "--image-size {params.size} {params.rw} --out {output} > {log} 2>&1"

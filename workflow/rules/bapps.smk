@@ -7,14 +7,13 @@ if BAPPS["enabled"] and BAPPS["source"] == "generate":
         output:
             directory(f"{R}/data/bapps"),
         params:
-            g=BAPPS["generate"],
+            opts=options("make-demo-bapps"),
         conda:
             "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_bapps.log",
         shell:
-            "python -m lipsim make-demo-bapps --out {output} --seed {params.g[seed]} "
-            "--n-per-category {params.g[n_per_category]} > {log} 2>&1"
+            "python -m lipsim make-demo-bapps {params.opts} --out {output} > {log} 2>&1"
 
 elif BAPPS["enabled"] and BAPPS["source"] == "download":
 
@@ -47,15 +46,15 @@ rule check_bapps:
     output:
         f"{R}/checks/bapps.json",
     params:
+        opts=options("check-bapps"),
         root=lambda wc, input: input[0] if input else bapps_dir(),
-        categories=" ".join(BAPPS["categories"]),
     conda:
         "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/check_bapps.log",
     shell:
-        "python -m lipsim check-bapps --root {params.root} --categories {params.categories} "
-        "--report {output} > {log} 2>&1"
+        "python -m lipsim check-bapps {params.opts} --root {params.root} --report {output} "
+        "> {log} 2>&1"
 
 
 rule evaluate_bapps:
@@ -66,17 +65,14 @@ rule evaluate_bapps:
     output:
         f"{R}/bapps/{{metric}}.parquet",
     params:
+        opts=options("evaluate-bapps"),
         root=lambda wc, input: input.data[0] if input.data else bapps_dir(),
-        device=config["device"],
         weights=lambda wc: config["weights_dir"],
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
         # The LipSim authors load BAPPS at 224 (the paper's image_size); LipSim models
         # always take their own input size (the certificate holds there).
         size=config["image_size"],
-        categories=" ".join(BAPPS["categories"]),
-        eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
-        batch=BAPPS["batch_size"],
     resources:
         **slurm_resources(config["resources"]["eval"]),
     conda:
@@ -84,9 +80,8 @@ rule evaluate_bapps:
     log:
         f"{R}/logs/evaluate_bapps/{{metric}}.log",
     shell:
-        "python -m lipsim evaluate-bapps --metric {params.spec} --bapps {params.root} "
-        "--categories {params.categories} --eps {params.eps} --batch-size {params.batch} "
-        "--device {params.device} --weights-dir {params.weights} --image-size {params.size} "
+        "python -m lipsim evaluate-bapps {params.opts} --metric {params.spec} "
+        "--bapps {params.root} --weights-dir {params.weights} --image-size {params.size} "
         "{params.rw} --out {output} > {log} 2>&1"
 
 
@@ -98,13 +93,13 @@ if BAPPS["enabled"]:
         output:
             report_outputs("tables", "bapps"),
         params:
+            opts=options("table-bapps"),
             inputs=" ".join(f"{m}={R}/bapps/{m}.parquet" for m in BAPPS_METRICS),
-            eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
             prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         conda:
             "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/table_bapps.log",
         shell:
-            "python -m lipsim table-bapps --inputs {params.inputs} --eps {params.eps} "
+            "python -m lipsim table-bapps {params.opts} --inputs {params.inputs} "
             "--out-prefix {params.prefix} > {log} 2>&1"

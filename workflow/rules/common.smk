@@ -3,6 +3,7 @@ import os
 import sys
 import re
 
+from lipsim.cli._args import config_argv
 from lipsim.configcheck import sweep_teachers, teacher_section, validate_config
 from lipsim.provenance import config_hash
 from lipsim.registry import METRICS_TABLE, needs_weights
@@ -217,12 +218,12 @@ def fig3a_attack_files():
     return [attack_file(m, "autoattack", "L2", fmt(config["attacks"]["fig3a_eps"])) for m in FIG3A_METRICS]
 
 
-def hparams(section, teacher=None):
-    """A config section without its cluster resources, for params (they are rerun triggers,
-    and a new time limit or memory request must not retrain a model). With a teacher: its
-    teacher_settings applied (distill, finetune)."""
-    sec = teacher_section(config, section, teacher) if teacher else config[section]
-    return {k: v for k, v in sec.items() if k != "resources"}
+def options(command, teacher=None, section=None):
+    """The config options of `python -m lipsim {command}`: every key the schema gives it
+    (x-cli), as one string. Rules pass it as a params value, so a changed key reruns the job
+    (cluster resources are no option: a new time limit retrains nothing) and no rule spells a
+    key. teacher: its teacher_settings apply; section: that section's keys only (lipsim.cli._args.config_argv)."""
+    return config_argv(config, command, teacher=teacher, section=section)
 
 
 # ---- resources ------------------------------------------------------------------------
@@ -255,7 +256,6 @@ def teacher_emb_dim():
 
 
 # ---- helpers of the stage modules ----
-EVAL_SPLITS = " ".join(config["evaluation"]["splits"])
 DISTANCE_METRICS = [f"lipsim-{PRIMARY}", TEACHER]
 
 

@@ -6,16 +6,13 @@ if config["night"]["source"] == "generate":
         output:
             directory(f"{R}/data/night"),
         params:
-            g=config["night"]["generate"],
-            size=config["image_size"],
+            opts=options("make-demo-night"),
         conda:
             "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_night.log",
         shell:
-            "python -m lipsim make-demo-night --out {output} --seed {params.g[seed]} "
-            "--n-train {params.g[n_train]} --n-val {params.g[n_val]} "
-            "--n-test {params.g[n_test]} --image-size {params.size} > {log} 2>&1"
+            "python -m lipsim make-demo-night {params.opts} --out {output} > {log} 2>&1"
 
 elif config["night"]["source"] == "download":
 
@@ -55,15 +52,15 @@ rule verify_night:
     output:
         f"{R}/checks/night-verified.json",
     params:
+        opts=options("verify-night"),
         root=lambda wc, input: input[0] if input else night_dir(),
-        min_votes=config["night"]["min_votes"],
     conda:
         "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/verify_night.log",
     shell:
-        "python -m lipsim verify-night --root {params.root} --min-votes {params.min_votes} "
-        "--report {output} > {log} 2>&1"
+        "python -m lipsim verify-night {params.opts} --root {params.root} --report {output} "
+        "> {log} 2>&1"
 
 
 if config["imagenet"]["source"] == "generate":
@@ -72,16 +69,14 @@ if config["imagenet"]["source"] == "generate":
         output:
             directory(f"{R}/data/imagenet"),
         params:
-            g=config["imagenet"]["generate"],
-            size=config["image_size"],
+            opts=options("make-demo-images", section="imagenet.generate"),
         conda:
             "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_imagenet.log",
         shell:
-            "python -m lipsim make-demo-images --out {output} --layout imagenet --seed {params.g[seed]} "
-            "--classes {params.g[classes]} --per-class {params.g[per_class]} "
-            "--image-size {params.size} > {log} 2>&1"
+            "python -m lipsim make-demo-images {params.opts} --layout imagenet --out {output} "
+            "> {log} 2>&1"
 
 
 if config["natural_images"]["source"] == "generate":
@@ -90,15 +85,14 @@ if config["natural_images"]["source"] == "generate":
         output:
             directory(f"{R}/data/natural"),
         params:
-            g=config["natural_images"]["generate"],
-            size=config["image_size"],
+            opts=options("make-demo-images", section="natural_images.generate"),
         conda:
             "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_natural.log",
         shell:
-            "python -m lipsim make-demo-images --out {output} --layout flat --seed {params.g[seed]} "
-            "--n {params.g[n]} --image-size {params.size} > {log} 2>&1"
+            "python -m lipsim make-demo-images {params.opts} --layout flat --out {output} "
+            "> {log} 2>&1"
 
 
 rule check_imagenet:

@@ -8,14 +8,7 @@ rule certify:
     output:
         f"{R}/certify/{{model}}.parquet",
     params:
-        device=config["device"],
-        splits=EVAL_SPLITS,
-        eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
-        batch=config["certify"]["batch_size"],
-        min_votes=config["night"]["min_votes"],
-        metrics=" ".join(config["certify"]["metrics"]),
-        half_votes=config["certify"]["half_votes"],
-        tie_radius=config["certify"]["tie_radius"],
+        opts=options("certify"),
     resources:
         **slurm_resources(config["certify"]["resources"]),
     conda:
@@ -23,10 +16,8 @@ rule certify:
     log:
         f"{R}/logs/certify/{{model}}.log",
     shell:
-        "python -m lipsim certify --checkpoint {input.ckpt} --night {input.night} --splits {params.splits} "
-        "--metrics {params.metrics} --half-votes {params.half_votes} --tie-radius {params.tie_radius} "
-        "--eps {params.eps} --eps-scale 255 --batch-size {params.batch} "
-        "--device {params.device} --min-votes {params.min_votes} --out {output} > {log} 2>&1"
+        "python -m lipsim certify {params.opts} --eps-scale 255 --checkpoint {input.ckpt} "
+        "--night {input.night} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -36,14 +27,11 @@ rule evaluate:
     output:
         f"{R}/eval/{{metric}}.parquet",
     params:
-        device=config["device"],
+        opts=options("evaluate"),
         weights=lambda wc: config["weights_dir"],
-        splits=EVAL_SPLITS,
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
         size=config["image_size"],
-        batch=config["evaluation"]["batch_size"],
-        min_votes=config["night"]["min_votes"],
     resources:
         **slurm_resources(config["resources"]["eval"]),
     conda:
@@ -51,6 +39,6 @@ rule evaluate:
     log:
         f"{R}/logs/evaluate/{{metric}}.log",
     shell:
-        "python -m lipsim evaluate --metric {params.spec} --night {input.night} --splits {params.splits} "
-        "--batch-size {params.batch} --device {params.device} --min-votes {params.min_votes} "
-        "--weights-dir {params.weights} --image-size {params.size} {params.rw} --out {output} > {log} 2>&1"
+        "python -m lipsim evaluate {params.opts} --metric {params.spec} --night {input.night} "
+        "--weights-dir {params.weights} --image-size {params.size} {params.rw} --out {output} "
+        "> {log} 2>&1"

@@ -11,11 +11,8 @@ rule finetune:
     wildcard_constraints:
         model=teacher_prefix_re(OTHER_TEACHERS) + r"margin\d+(\.\d+)?",
     params:
-        device=config["device"],
-        f=lambda wc: hparams("finetune", model_teacher(wc.model)[0]),
+        opts=lambda wc: options("finetune", model_teacher(wc.model)[0]),
         margin=lambda wc: model_teacher(wc.model)[1][len("margin") :],
-        metric=config["metric"],
-        min_votes=config["night"]["min_votes"],
         workdir=lambda wc: f"{R}/train/{wc.model}",
     resources:
         **slurm_resources(config["finetune"]["resources"]),
@@ -26,15 +23,8 @@ rule finetune:
     benchmark:
         f"{R}/benchmarks/finetune/{{model}}.tsv"
     shell:
-        "python -m lipsim finetune --init {input.init} --night {input.night} --margin {params.margin} "
-        "--epochs {params.f[epochs]} --batch-size {params.f[batch_size]} --lr {params.f[lr]} "
-        "--beta1 {params.f[beta1]} --beta2 {params.f[beta2]} "
-        "--weight-decay {params.f[weight_decay]} --schedule {params.f[schedule]} "
-        "--warmup-steps {params.f[warmup_steps]} --metric {params.metric} "
-        "--loss-reduction {params.f[loss_reduction]} --optimizer-state {params.f[optimizer_state]} "
-        "--seed {params.f[seed]} --workers {params.f[workers]} --amp {params.f[amp]} "
-        "--ckpt-every {params.f[ckpt_every]} --device {params.device} "
-        "--min-votes {params.min_votes} --workdir {params.workdir} "
+        "python -m lipsim finetune {params.opts} --init {input.init} --night {input.night} "
+        "--margin {params.margin} --workdir {params.workdir} "
         "--metrics {params.workdir}/metrics.csv --out {output} > {log} 2>&1"
 
 
@@ -50,9 +40,8 @@ if IMPORTED:
         wildcard_constraints:
             margin="|".join(re.escape(m) for m in IMPORTED),
         params:
+            opts=options("import-checkpoint"),
             teacher=TEACHER,
-            preset=config["model"]["preset"],
-            size=config["image_size"],
             emb_dim=teacher_emb_dim(),
             # The authors finetuned with their metric, 1 - cos (method.md section 11).
             metric="cosine",
@@ -61,7 +50,7 @@ if IMPORTED:
         log:
             f"{R}/logs/import_finetuned/margin{{margin}}.log",
         shell:
-            "python -m lipsim import-checkpoint --src {input} --preset {params.preset} "
-            "--image-size {params.size} --emb-dim {params.emb_dim} --stage finetuned "
+            "python -m lipsim import-checkpoint {params.opts} --src {input} "
+            "--emb-dim {params.emb_dim} --stage finetuned "
             "--margin {wildcards.margin} --metric {params.metric} --teacher {params.teacher} "
             "--out {output} > {log} 2>&1"

@@ -19,23 +19,21 @@ rule table1:
     output:
         report_outputs("tables", "table1"),
     params:
+        opts=options("table1"),
         teacher=TEACHER,
         # TEACHER/MODEL=FILE: every row is labelled with the teacher it was distilled from.
         certify=" ".join(
             f"{'/'.join(model_teacher(m))}={R}/certify/{m}.parquet" for m in SWEEP_MODELS
         ),
         evals=" ".join(f"{t}={R}/eval/{t}.parquet" for t in SWEEP),
-        eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
-        scoring=config["certify"]["scoring"],
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
     conda:
         "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/table1.log",
     shell:
-        "python -m lipsim table1 --certify {params.certify} --eval {params.evals} "
-        "--teacher {params.teacher} --eps {params.eps} --scoring {params.scoring} "
-        "--out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim table1 {params.opts} --certify {params.certify} --eval {params.evals} "
+        "--teacher {params.teacher} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule table2:
