@@ -179,9 +179,9 @@ def test_config_options_are_the_schemas(command, monkeypatch):
 
 
 def test_schema_bounds_are_usage_errors():
-    out = _lipsim("verify-night", "--root", ".", "--min-votes", "0")
+    out = _lipsim("verify-night", "--root", ".", "--min-votes", "-1")
     assert out.returncode == 2
-    assert "argument --min-votes: must be >= 1 (night.min_votes), got 0" in out.stderr
+    assert "argument --min-votes: must be >= 0 (night.min_votes), got -1" in out.stderr
 
 
 def _validated(**overrides):
