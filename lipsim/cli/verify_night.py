@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lipsim.atomic import write_json
     from lipsim.data.night import verify_night
+    from lipsim.errors import LipSimError
 
     problems = verify_night(args.root, args.min_votes, decode=not args.no_decode)
     if args.report:
@@ -39,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     for p in problems:
         print(f"verify-night: {p}", file=sys.stderr)
     if problems:
-        print(f"verify-night: {len(problems)} problem(s) in {args.root}", file=sys.stderr)
-        return 1
+        raise LipSimError(f"{len(problems)} problem(s) in {args.root} (listed above)")
     print(f"verify-night: {args.root} OK")
     return 0
