@@ -9,6 +9,14 @@ rule attack:
         deps=metric_inputs,
     output:
         f"{R}/attacks/{{metric}}/{{attack}}-{{norm}}-{{eps}}.parquet",
+    log:
+        f"{R}/logs/attack/{{metric}}/{{attack}}-{{norm}}-{{eps}}.log",
+    benchmark:
+        f"{R}/benchmarks/attack/{{metric}}/{{attack}}-{{norm}}-{{eps}}.tsv"
+    conda:
+        "../../envs/lipsim.yaml"
+    resources:
+        **slurm_resources(config["attacks"]["resources"]),
     params:
         opts=options("attack"),
         weights=lambda wc: config["weights_dir"],
@@ -17,14 +25,6 @@ rule attack:
         size=config["image_size"],
         # Radii in file names are the configured ones (Linf in /255 units).
         scale=lambda wc: config_eps_scale(config, wc.norm),
-    resources:
-        **slurm_resources(config["attacks"]["resources"]),
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/attack/{{metric}}/{{attack}}-{{norm}}-{{eps}}.log",
-    benchmark:
-        f"{R}/benchmarks/attack/{{metric}}/{{attack}}-{{norm}}-{{eps}}.tsv"
     shell:
         "python -m lipsim attack {params.opts} --metric {params.spec} --night {input.night} "
         "--attack {wildcards.attack} --norm {wildcards.norm} --eps {wildcards.eps} "
@@ -38,14 +38,14 @@ rule check_consistency:
         attacks=[f for _, f in consistency_pairs()],
     output:
         f"{R}/checks/consistency.csv",
+    log:
+        f"{R}/logs/check_consistency.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in MODELS),
         attacks=" ".join(f"{m}={f}" for m, f in consistency_pairs()),
         size=config["image_size"],
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/check_consistency.log",
     shell:
         "python -m lipsim check-consistency --certify {params.certify} --attacks {params.attacks} "
         "--eps-scale 255 --image-size {params.size} --out {output} > {log} 2>&1"
@@ -57,6 +57,12 @@ rule distances:
         deps=metric_inputs,
     output:
         f"{R}/distances/{{metric}}.parquet",
+    log:
+        f"{R}/logs/distances/{{metric}}.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    resources:
+        **slurm_resources(config["resources"]["eval"]),
     params:
         opts=options("distances"),
         weights=lambda wc: config["weights_dir"],
@@ -65,12 +71,6 @@ rule distances:
         size=config["image_size"],
         images=natural_dir(),
         scale=config_eps_scale(config, "L2"),
-    resources:
-        **slurm_resources(config["resources"]["eval"]),
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/distances/{{metric}}.log",
     shell:
         "python -m lipsim distances {params.opts} --metric {params.spec} --images {params.images} "
         "--eps-scale {params.scale} --seed 0 --weights-dir {params.weights} "
@@ -83,6 +83,12 @@ rule retrieval:
         deps=metric_inputs,
     output:
         f"{R}/retrieval/{{metric}}.parquet",
+    log:
+        f"{R}/logs/retrieval/{{metric}}.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    resources:
+        **slurm_resources(config["resources"]["eval"]),
     params:
         opts=options("retrieval"),
         weights=lambda wc: config["weights_dir"],
@@ -91,12 +97,6 @@ rule retrieval:
         size=config["image_size"],
         images=natural_dir(),
         scale=config_eps_scale(config, "L2"),
-    resources:
-        **slurm_resources(config["resources"]["eval"]),
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/retrieval/{{metric}}.log",
     shell:
         "python -m lipsim retrieval {params.opts} --metric {params.spec} --images {params.images} "
         "--eps-scale {params.scale} --seed 0 --weights-dir {params.weights} "

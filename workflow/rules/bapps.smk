@@ -6,12 +6,12 @@ if BAPPS["enabled"] and BAPPS["source"] == "generate":
     rule make_demo_bapps:
         output:
             directory(f"{R}/data/bapps"),
-        params:
-            opts=options("make-demo-bapps"),
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_bapps.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("make-demo-bapps"),
         shell:
             "python -m lipsim make-demo-bapps {params.opts} --out {output} > {log} 2>&1"
 
@@ -24,16 +24,18 @@ elif BAPPS["enabled"] and BAPPS["source"] == "download":
     rule download_bapps:
         output:
             directory(f"{R}/data/bapps"),
+        log:
+            f"{R}/logs/download_bapps.log",
+        conda:
+            "../../envs/lipsim.yaml"
         params:
             d=BAPPS["download"],
             url=f"--url {BAPPS['download']['url']}" if BAPPS["download"]["url"] else "",
-            sha=""
-            if BAPPS["download"]["sha256"] is None
-            else f"--sha256 '{BAPPS['download']['sha256']}'",
-        conda:
-            "../../envs/lipsim.yaml"
-        log:
-            f"{R}/logs/download_bapps.log",
+            sha=(
+                ""
+                if BAPPS["download"]["sha256"] is None
+                else f"--sha256 '{BAPPS['download']['sha256']}'"
+            ),
         shell:
             "python -m lipsim download-bapps --out {output} {params.url} {params.sha} "
             "--retries {params.d[retries]} --timeout {params.d[timeout]} --no-progress "
@@ -45,13 +47,13 @@ rule check_bapps:
         generated(bapps_dir()),
     output:
         f"{R}/checks/bapps.json",
+    log:
+        f"{R}/logs/check_bapps.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         opts=options("check-bapps"),
         root=lambda wc, input: input[0] if input else bapps_dir(),
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/check_bapps.log",
     shell:
         "python -m lipsim check-bapps {params.opts} --root {params.root} --report {output} "
         "> {log} 2>&1"
@@ -64,6 +66,12 @@ rule evaluate_bapps:
         deps=metric_inputs,
     output:
         f"{R}/bapps/{{metric}}.parquet",
+    log:
+        f"{R}/logs/evaluate_bapps/{{metric}}.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    resources:
+        **slurm_resources(config["resources"]["eval"]),
     params:
         opts=options("evaluate-bapps"),
         root=lambda wc, input: input.data[0] if input.data else bapps_dir(),
@@ -73,12 +81,6 @@ rule evaluate_bapps:
         # The LipSim authors load BAPPS at 224 (the paper's image_size); LipSim models
         # always take their own input size (the certificate holds there).
         size=config["image_size"],
-    resources:
-        **slurm_resources(config["resources"]["eval"]),
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/evaluate_bapps/{{metric}}.log",
     shell:
         "python -m lipsim evaluate-bapps {params.opts} --metric {params.spec} "
         "--bapps {params.root} --weights-dir {params.weights} --image-size {params.size} "
@@ -92,14 +94,14 @@ if BAPPS["enabled"]:
             expand(f"{R}/bapps/{{metric}}.parquet", metric=BAPPS_METRICS),
         output:
             report_outputs("tables", "bapps"),
+        log:
+            f"{R}/logs/table_bapps.log",
+        conda:
+            "../../envs/lipsim.yaml"
         params:
             opts=options("table-bapps"),
             inputs=" ".join(f"{m}={R}/bapps/{m}.parquet" for m in BAPPS_METRICS),
             prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
-        conda:
-            "../../envs/lipsim.yaml"
-        log:
-            f"{R}/logs/table_bapps.log",
         shell:
             "python -m lipsim table-bapps {params.opts} --inputs {params.inputs} "
             "--out-prefix {params.prefix} > {log} 2>&1"

@@ -8,7 +8,6 @@ from lipsim.configcheck import sweep_teachers, teacher_section, validate_config
 from lipsim.provenance import config_hash
 from lipsim.registry import METRICS_TABLE, needs_weights
 
-
 # Our validator lists every invalid key at once (snakemake's stops at the first).
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 
@@ -95,7 +94,7 @@ def released_key(model):
     """Key of `released.ids` / `released.sha256` for a model name (pretrained, margin0.5)."""
     if model == "pretrained":
         return "pretrained"
-    margin = float(model[len("margin"):])
+    margin = float(model[len("margin") :])
     for key in RELEASED["ids"]:
         if key != "pretrained" and float(key) == margin:
             return key
@@ -164,7 +163,7 @@ def metric_spec(metric):
 
 def metric_inputs(wildcards):
     if wildcards.metric.startswith("lipsim-"):
-        return [ckpt_path(wildcards.metric[len("lipsim-"):])]
+        return [ckpt_path(wildcards.metric[len("lipsim-") :])]
     return weights_marker(wildcards.metric)
 
 
@@ -215,14 +214,18 @@ def table2_attack_files():
 
 
 def fig3a_attack_files():
-    return [attack_file(m, "autoattack", "L2", fmt(config["attacks"]["fig3a_eps"])) for m in FIG3A_METRICS]
+    return [
+        attack_file(m, "autoattack", "L2", fmt(config["attacks"]["fig3a_eps"]))
+        for m in FIG3A_METRICS
+    ]
 
 
 def options(command, teacher=None, section=None):
     """The config options of `python -m lipsim {command}`: every key the schema gives it
-    (x-cli), as one string. Rules pass it as a params value, so a changed key reruns the job
-    (cluster resources are no option: a new time limit retrains nothing) and no rule spells a
-    key. teacher: its teacher_settings apply; section: that section's keys only (lipsim.cli._args.config_argv)."""
+    (x-cli), as one string (lipsim.cli._args.config_argv). Rules pass it as a params value, so
+    a changed key reruns the job (cluster resources are no option: a new time limit retrains
+    nothing), and shell strings spell no key. With teacher, its teacher_settings apply; with
+    section, an option fed by two sections takes that section's key."""
     return config_argv(config, command, teacher=teacher, section=section)
 
 

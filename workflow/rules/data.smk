@@ -5,12 +5,12 @@ if config["night"]["source"] == "generate":
     rule make_demo_night:
         output:
             directory(f"{R}/data/night"),
-        params:
-            opts=options("make-demo-night"),
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_night.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("make-demo-night"),
         shell:
             "python -m lipsim make-demo-night {params.opts} --out {output} > {log} 2>&1"
 
@@ -23,21 +23,27 @@ elif config["night"]["source"] == "download":
     rule download_night:
         output:
             directory(f"{R}/data/night"),
-        params:
-            d=config["night"]["download"],
-            url=lambda wc: config["night"]["download"]["url"]
-            if config["night"]["download"]["mode"] == "zip"
-            else config["night"]["download"]["chunked_url"],
-            max_gb=lambda wc: f"--max-extract-gb {config['night']['download']['max_extract_gb']}"
-            if config["night"]["download"]["max_extract_gb"]
-            else "",
-            sha=lambda wc: f"--sha256 {config['night']['download']['sha256']}"
-            if config["night"]["download"]["sha256"]
-            else "",
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/download_night.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            d=config["night"]["download"],
+            url=lambda wc: (
+                config["night"]["download"]["url"]
+                if config["night"]["download"]["mode"] == "zip"
+                else config["night"]["download"]["chunked_url"]
+            ),
+            max_gb=lambda wc: (
+                f"--max-extract-gb {config['night']['download']['max_extract_gb']}"
+                if config["night"]["download"]["max_extract_gb"]
+                else ""
+            ),
+            sha=lambda wc: (
+                f"--sha256 {config['night']['download']['sha256']}"
+                if config["night"]["download"]["sha256"]
+                else ""
+            ),
         shell:
             "python -m lipsim download-night --mode {params.d[mode]} --url {params.url} --out {output} "
             "--chunks {params.d[chunks]} --retries {params.d[retries]} "
@@ -51,13 +57,13 @@ rule verify_night:
         generated(night_dir()),
     output:
         f"{R}/checks/night-verified.json",
+    log:
+        f"{R}/logs/verify_night.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         opts=options("verify-night"),
         root=lambda wc, input: input[0] if input else night_dir(),
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/verify_night.log",
     shell:
         "python -m lipsim verify-night {params.opts} --root {params.root} --report {output} "
         "> {log} 2>&1"
@@ -68,12 +74,12 @@ if config["imagenet"]["source"] == "generate":
     rule make_demo_imagenet:
         output:
             directory(f"{R}/data/imagenet"),
-        params:
-            opts=options("make-demo-images", section="imagenet.generate"),
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_imagenet.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("make-demo-images", section="imagenet.generate"),
         shell:
             "python -m lipsim make-demo-images {params.opts} --layout imagenet --out {output} "
             "> {log} 2>&1"
@@ -84,12 +90,12 @@ if config["natural_images"]["source"] == "generate":
     rule make_demo_natural:
         output:
             directory(f"{R}/data/natural"),
-        params:
-            opts=options("make-demo-images", section="natural_images.generate"),
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_natural.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("make-demo-images", section="natural_images.generate"),
         shell:
             "python -m lipsim make-demo-images {params.opts} --layout flat --out {output} "
             "> {log} 2>&1"
@@ -100,15 +106,17 @@ rule check_imagenet:
         generated(imagenet_dir()),
     output:
         f"{R}/checks/imagenet.json",
-    params:
-        root=lambda wc, input: input[0] if input else imagenet_dir(),
-        expect=lambda wc: config["imagenet"]["expect_classes"]
-        if config["imagenet"]["source"] == "path"
-        else config["imagenet"]["generate"]["classes"],
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/check_imagenet.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    params:
+        root=lambda wc, input: input[0] if input else imagenet_dir(),
+        expect=lambda wc: (
+            config["imagenet"]["expect_classes"]
+            if config["imagenet"]["source"] == "path"
+            else config["imagenet"]["generate"]["classes"]
+        ),
     shell:
         "python -m lipsim check-folder --layout imagenet --root {params.root} "
         "--expect-classes {params.expect} --report {output} > {log} 2>&1"
@@ -119,12 +127,12 @@ rule check_natural:
         generated(natural_dir()),
     output:
         f"{R}/checks/natural.json",
-    params:
-        root=lambda wc, input: input[0] if input else natural_dir(),
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/check_natural.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    params:
+        root=lambda wc, input: input[0] if input else natural_dir(),
     shell:
         "python -m lipsim check-folder --layout flat --root {params.root} --report {output} > {log} 2>&1"
 
@@ -137,12 +145,12 @@ localrules:
 rule fetch_weights:
     output:
         f"{config['weights_dir']}/{{name}}.json",
-    params:
-        weights=lambda wc, output: os.path.dirname(output[0]),
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/fetch_weights/{{name}}.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    params:
+        weights=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "python -m lipsim fetch-weights --teacher {wildcards.name} --weights-dir {params.weights} "
         "--marker {output} > {log} 2>&1"

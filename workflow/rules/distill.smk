@@ -6,14 +6,14 @@ rule cache_list:
         f"{R}/checks/imagenet.json",
     output:
         f"{R}/cache/{{cache}}/images.parquet",
-    wildcard_constraints:
-        cache="|".join(re.escape(t) for t in TRAINED_TEACHERS) or "(?!)",
-    params:
-        images=imagenet_dir(),
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/cache_list/{{cache}}.log",
+    wildcard_constraints:
+        cache="|".join(re.escape(t) for t in TRAINED_TEACHERS) or "(?!)",
+    conda:
+        "../../envs/lipsim.yaml"
+    params:
+        images=imagenet_dir(),
     shell:
         "python -m lipsim cache-list --images {params.images} --out {output} > {log} 2>&1"
 
@@ -24,8 +24,16 @@ rule cache_fill:
         weights=lambda wc: weights_marker(CACHE_TEACHER[wc.cache][0]),
     output:
         f"{R}/cache/{{cache}}/part-{{part}}.json",
+    log:
+        f"{R}/logs/cache_fill/{{cache}}/part-{{part}}.log",
+    benchmark:
+        f"{R}/benchmarks/cache_fill/{{cache}}/part-{{part}}.tsv"
     wildcard_constraints:
         cache=CACHE_RE,
+    conda:
+        "../../envs/lipsim.yaml"
+    resources:
+        **slurm_resources(config["resources"]["cache"]),
     params:
         # distill.crop too: the crops the teacher embeds are the student's
         opts=lambda wc: options("cache-fill", CACHE_TEACHER[wc.cache][0]),
@@ -35,14 +43,6 @@ rule cache_fill:
         images=imagenet_dir(),
         mirror=lambda wc: CACHE_TEACHER[wc.cache][1],
         rw="--random-weights" if config["teacher"]["random_weights"] else "",
-    resources:
-        **slurm_resources(config["resources"]["cache"]),
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/cache_fill/{{cache}}/part-{{part}}.log",
-    benchmark:
-        f"{R}/benchmarks/cache_fill/{{cache}}/part-{{part}}.tsv"
     shell:
         "python -m lipsim cache-fill {params.opts} --teacher {params.teacher} "
         "--weights-dir {params.weights} --images {params.images} --list {input.images} "
@@ -52,18 +52,20 @@ rule cache_fill:
 rule cache_index:
     input:
         images=cache_images,
-        parts=expand(f"{R}/cache/{{{{cache}}}}/part-{{part}}.json", part=range(config["cache"]["parts"])),
+        parts=expand(
+            f"{R}/cache/{{{{cache}}}}/part-{{part}}.json", part=range(config["cache"]["parts"])
+        ),
     output:
         f"{R}/cache/{{cache}}/index.parquet",
+    log:
+        f"{R}/logs/cache_index/{{cache}}.log",
     wildcard_constraints:
         cache=CACHE_RE,
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         opts=options("cache-index"),
         cache=lambda wc, output: os.path.dirname(output[0]),
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/cache_index/{{cache}}.log",
     shell:
         "python -m lipsim cache-index {params.opts} --cache-dir {params.cache} "
         "--list {input.images} --out {output} > {log} 2>&1"
@@ -76,14 +78,14 @@ if PRETRAINED_SRC:
             PRETRAINED_SRC,
         output:
             ckpt_path("pretrained"),
+        log:
+            f"{R}/logs/import_pretrained.log",
+        conda:
+            "../../envs/lipsim.yaml"
         params:
             opts=options("import-checkpoint"),
             teacher=TEACHER,
             emb_dim=teacher_emb_dim(),
-        conda:
-            "../../envs/lipsim.yaml"
-        log:
-            f"{R}/logs/import_pretrained.log",
         shell:
             "python -m lipsim import-checkpoint {params.opts} --src {input} "
             "--emb-dim {params.emb_dim} --stage pretrained "
@@ -97,25 +99,26 @@ rule distill:
         unpack(distill_inputs),
     output:
         f"{R}/checkpoints/{{model}}.pt",
-    wildcard_constraints:
-        model="|".join(re.escape(model_id(t, "pretrained")) for t in TRAINED_TEACHERS) or "(?!)",
-    params:
-        opts=lambda wc: options("distill", model_teacher(wc.model)[0]),
-        teacher=lambda wc: model_teacher(wc.model)[0],
-        caches=lambda wc: " ".join(
-            f"--{k.replace('_', '-')} {d}" for k, d in distill_caches(model_teacher(wc.model)[0]).items()
-        ),
-        images=imagenet_dir(),
-        launcher=distill_launcher(),
-        workdir=lambda wc: f"{R}/train/{wc.model}",
-    resources:
-        **distill_resources(),
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/distill/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/distill/{{model}}.tsv"
+    wildcard_constraints:
+        model="|".join(re.escape(model_id(t, "pretrained")) for t in TRAINED_TEACHERS) or "(?!)",
+    conda:
+        "../../envs/lipsim.yaml"
+    resources:
+        **distill_resources(),
+    params:
+        opts=lambda wc: options("distill", model_teacher(wc.model)[0]),
+        teacher=lambda wc: model_teacher(wc.model)[0],
+        caches=lambda wc: " ".join(
+            f"--{k.replace('_', '-')} {d}"
+            for k, d in distill_caches(model_teacher(wc.model)[0]).items()
+        ),
+        images=imagenet_dir(),
+        launcher=distill_launcher(),
+        workdir=lambda wc: f"{R}/train/{wc.model}",
     shell:
         "{params.launcher} {params.opts} {params.caches} --images {params.images} "
         "--teacher {params.teacher} --workdir {params.workdir} --metrics {params.workdir}/metrics.csv "

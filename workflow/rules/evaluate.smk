@@ -7,14 +7,14 @@ rule certify:
         ckpt=ckpt_path("{model}"),
     output:
         f"{R}/certify/{{model}}.parquet",
-    params:
-        opts=options("certify"),
-    resources:
-        **slurm_resources(config["certify"]["resources"]),
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/certify/{{model}}.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    resources:
+        **slurm_resources(config["certify"]["resources"]),
+    params:
+        opts=options("certify"),
     shell:
         "python -m lipsim certify {params.opts} --eps-scale 255 --checkpoint {input.ckpt} "
         "--night {input.night} --out {output} > {log} 2>&1"
@@ -26,18 +26,18 @@ rule evaluate:
         deps=metric_inputs,
     output:
         f"{R}/eval/{{metric}}.parquet",
+    log:
+        f"{R}/logs/evaluate/{{metric}}.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    resources:
+        **slurm_resources(config["resources"]["eval"]),
     params:
         opts=options("evaluate"),
         weights=lambda wc: config["weights_dir"],
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
         size=config["image_size"],
-    resources:
-        **slurm_resources(config["resources"]["eval"]),
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/evaluate/{{metric}}.log",
     shell:
         "python -m lipsim evaluate {params.opts} --metric {params.spec} --night {input.night} "
         "--weights-dir {params.weights} --image-size {params.size} {params.rw} --out {output} "

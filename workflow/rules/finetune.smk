@@ -8,20 +8,20 @@ rule finetune:
         init=lambda wc: ckpt_path(model_id(model_teacher(wc.model)[0], "pretrained")),
     output:
         f"{R}/checkpoints/{{model}}.pt",
-    wildcard_constraints:
-        model=teacher_prefix_re(OTHER_TEACHERS) + r"margin\d+(\.\d+)?",
-    params:
-        opts=lambda wc: options("finetune", model_teacher(wc.model)[0]),
-        margin=lambda wc: model_teacher(wc.model)[1][len("margin") :],
-        workdir=lambda wc: f"{R}/train/{wc.model}",
-    resources:
-        **slurm_resources(config["finetune"]["resources"]),
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/finetune/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/finetune/{{model}}.tsv"
+    wildcard_constraints:
+        model=teacher_prefix_re(OTHER_TEACHERS) + r"margin\d+(\.\d+)?",
+    conda:
+        "../../envs/lipsim.yaml"
+    resources:
+        **slurm_resources(config["finetune"]["resources"]),
+    params:
+        opts=lambda wc: options("finetune", model_teacher(wc.model)[0]),
+        margin=lambda wc: model_teacher(wc.model)[1][len("margin") :],
+        workdir=lambda wc: f"{R}/train/{wc.model}",
     shell:
         "python -m lipsim finetune {params.opts} --init {input.init} --night {input.night} "
         "--margin {params.margin} --workdir {params.workdir} "
@@ -37,18 +37,18 @@ if IMPORTED:
             lambda wc: IMPORTED[wc.margin],
         output:
             ckpt_path("margin{margin}"),
+        log:
+            f"{R}/logs/import_finetuned/margin{{margin}}.log",
         wildcard_constraints:
             margin="|".join(re.escape(m) for m in IMPORTED),
+        conda:
+            "../../envs/lipsim.yaml"
         params:
             opts=options("import-checkpoint"),
             teacher=TEACHER,
             emb_dim=teacher_emb_dim(),
             # The authors finetuned with their metric, 1 - cos (method.md section 11).
             metric="cosine",
-        conda:
-            "../../envs/lipsim.yaml"
-        log:
-            f"{R}/logs/import_finetuned/margin{{margin}}.log",
         shell:
             "python -m lipsim import-checkpoint {params.opts} --src {input} "
             "--emb-dim {params.emb_dim} --stage finetuned "

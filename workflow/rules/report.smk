@@ -18,6 +18,10 @@ rule table1:
         check=f"{R}/checks/consistency.csv",
     output:
         report_outputs("tables", "table1"),
+    log:
+        f"{R}/logs/table1.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         opts=options("table1"),
         teacher=TEACHER,
@@ -27,10 +31,6 @@ rule table1:
         ),
         evals=" ".join(f"{t}={R}/eval/{t}.parquet" for t in SWEEP),
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/table1.log",
     shell:
         "python -m lipsim table1 {params.opts} --certify {params.certify} --eval {params.evals} "
         "--teacher {params.teacher} --out-prefix {params.prefix} > {log} 2>&1"
@@ -42,14 +42,14 @@ rule table2:
         check=f"{R}/checks/consistency.csv",
     output:
         report_outputs("tables", "table2"),
+    log:
+        f"{R}/logs/table2.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         teacher=TEACHER,
         scaling=EPS_SCALING,
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/table2.log",
     shell:
         "python -m lipsim table2 --attacks {input.attacks} --teacher {params.teacher} "
         "{params.scaling} --out-prefix {params.prefix} > {log} 2>&1"
@@ -60,13 +60,13 @@ rule table_retrieval:
         expand(f"{R}/retrieval/{{metric}}.parquet", metric=DISTANCE_METRICS),
     output:
         report_outputs("tables", "retrieval"),
+    log:
+        f"{R}/logs/table_retrieval.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         scaling=EPS_SCALING,
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/table_retrieval.log",
     shell:
         "python -m lipsim table-retrieval --inputs {input} {params.scaling} "
         "--out-prefix {params.prefix} > {log} 2>&1"
@@ -79,15 +79,15 @@ rule fig3a:
         attacks=fig3a_attack_files(),
     output:
         report_outputs("figures", "fig3a"),
+    log:
+        f"{R}/logs/fig3a.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         attacks=" ".join(f"{m}={f}" for m, f in zip(FIG3A_METRICS, fig3a_attack_files())),
         eps=fmt(config["attacks"]["fig3a_eps"]),
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         scaling=EPS_SCALING,
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/fig3a.log",
     shell:
         "python -m lipsim fig3a --attacks {params.attacks} --norm L2 "
         "--eps {params.eps} {params.scaling} --out-prefix {params.prefix} > {log} 2>&1"
@@ -98,13 +98,13 @@ rule fig3b:
         expand(f"{R}/distances/{{metric}}.parquet", metric=DISTANCE_METRICS),
     output:
         report_outputs("figures", "fig3b"),
+    log:
+        f"{R}/logs/fig3b.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         dists=" ".join(f"{m}={R}/distances/{m}.parquet" for m in DISTANCE_METRICS),
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/fig3b.log",
     shell:
         "python -m lipsim fig3b --distances {params.dists} --out-prefix {params.prefix} > {log} 2>&1"
 
@@ -114,13 +114,13 @@ rule fig_margins:
         f"{R}/tables/table1.parquet",
     output:
         report_outputs("figures", "margins"),
+    log:
+        f"{R}/logs/fig_margins.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         metric=config["metric"],
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/fig_margins.log",
     shell:
         "python -m lipsim fig-margins --table1 {input} --metric {params.metric} "
         "--out-prefix {params.prefix} > {log} 2>&1"
@@ -134,10 +134,10 @@ rule resolved_config:
     """The config as validated (defaults filled in): what the manifest's config_hash hashes."""
     output:
         f"{R}/config.json",
-    params:
-        config_hash=CONFIG_HASH,
     log:
         f"{R}/logs/resolved_config.log",
+    params:
+        config_hash=CONFIG_HASH,
     run:
         from lipsim.atomic import write_json
 
@@ -150,13 +150,13 @@ rule manifest:
         config=f"{R}/config.json",
     output:
         f"{R}/manifest.parquet",
+    log:
+        f"{R}/logs/manifest.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         root=lambda wc, output: os.path.dirname(output[0]),
         config_hash=CONFIG_HASH,
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/manifest.log",
     shell:
         "python -m lipsim manifest --root {params.root} --config-json {input.config} "
         "--config-hash {params.config_hash} --snakemake-dir .snakemake --out {output} "
