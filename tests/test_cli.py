@@ -178,10 +178,12 @@ def test_config_options_are_the_schemas(command, monkeypatch):
         assert list(action.choices or []) == list(enum or []), (command, opt.option)
 
 
-def test_schema_bounds_are_usage_errors():
+def test_schema_bounds_are_one_error_line():
     out = _lipsim("verify-night", "--root", ".", "--min-votes", "-1")
-    assert out.returncode == 2
-    assert "argument --min-votes: must be >= 0 (night.min_votes), got -1" in out.stderr
+    assert out.returncode == 1
+    assert out.stderr == (
+        "lipsim verify-night: error: --min-votes must be >= 0 (night.min_votes), got -1\n"
+    )
 
 
 def _validated(**overrides):

@@ -16,6 +16,8 @@ import re
 import shlex
 from pathlib import Path
 
+from lipsim.errors import LipSimError
+
 SUMMARY_WIDTH = 76  # one line of `lipsim --help`
 
 
@@ -158,8 +160,9 @@ def config_options(command: str, schema: dict | None = None) -> list[ConfigOptio
     return found
 
 
-def _bounded(cast, node: dict, key: str):
-    """argparse type: `cast` plus the schema's bounds (a usage error names the option)."""
+def _bounded(cast, node: dict, opt: ConfigOption):
+    """argparse type: `cast` plus the schema's bounds. A value out of bounds is a LipSimError
+    (argparse lets it through: the dispatcher's one error line names option and key)."""
 
     def convert(text: str):
         value = cast(text)
@@ -169,7 +172,9 @@ def _bounded(cast, node: dict, key: str):
             ("exclusiveMinimum", lambda v, b: v > b, ">"),
         ):
             if word in node and not ok(value, node[word]):
-                raise argparse.ArgumentTypeError(f"must be {says} {node[word]} ({key}), got {text}")
+                raise LipSimError(
+                    f"{opt.option} must be {says} {node[word]} ({opt.key}), got {text}"
+                )
         return value
 
     convert.__name__ = cast.__name__  # argparse names the type in "invalid int value"
@@ -194,7 +199,7 @@ def _argument(opt: ConfigOption) -> dict:
         kw["nargs"] = "+" if node.get("minItems", 0) >= 1 else "*"
         node = item
         kind = item.get("type", "string")
-    kw["type"] = _bounded(_CASTS[kind], node, opt.key)
+    kw["type"] = _bounded(_CASTS[kind], node, opt)
     if "enum" in node:
         kw["choices"] = node["enum"]
     return kw

@@ -29,16 +29,9 @@ elif BAPPS["enabled"] and BAPPS["source"] == "download":
         conda:
             "../../envs/lipsim.yaml"
         params:
-            d=BAPPS["download"],
-            url=f"--url {BAPPS['download']['url']}" if BAPPS["download"]["url"] else "",
-            sha=(
-                ""
-                if BAPPS["download"]["sha256"] is None
-                else f"--sha256 '{BAPPS['download']['sha256']}'"
-            ),
+            opts=options("download-bapps"),
         shell:
-            "python -m lipsim download-bapps --out {output} {params.url} {params.sha} "
-            "--retries {params.d[retries]} --timeout {params.d[timeout]} --no-progress "
+            "python -m lipsim download-bapps {params.opts} --out {output} --no-progress "
             "> {log} 2>&1"
 
 

@@ -28,28 +28,14 @@ elif config["night"]["source"] == "download":
         conda:
             "../../envs/lipsim.yaml"
         params:
-            d=config["night"]["download"],
-            url=lambda wc: (
-                config["night"]["download"]["url"]
-                if config["night"]["download"]["mode"] == "zip"
-                else config["night"]["download"]["chunked_url"]
-            ),
-            max_gb=lambda wc: (
-                f"--max-extract-gb {config['night']['download']['max_extract_gb']}"
-                if config["night"]["download"]["max_extract_gb"]
-                else ""
-            ),
-            sha=lambda wc: (
-                f"--sha256 {config['night']['download']['sha256']}"
-                if config["night"]["download"]["sha256"]
-                else ""
-            ),
+            opts=options("download-night"),
+            # --url is the zip's or the chunked variant's, by mode
+            url=config["night"]["download"][
+                "url" if config["night"]["download"]["mode"] == "zip" else "chunked_url"
+            ],
         shell:
-            "python -m lipsim download-night --mode {params.d[mode]} --url {params.url} --out {output} "
-            "--chunks {params.d[chunks]} --retries {params.d[retries]} "
-            "--timeout {params.d[timeout]} --min-rate {params.d[min_rate]} "
-            "--stall-time {params.d[stall_time]} --max-ratio {params.d[max_ratio]} "
-            "{params.max_gb} {params.sha} > {log} 2>&1"
+            "python -m lipsim download-night {params.opts} --url {params.url} --out {output} "
+            "> {log} 2>&1"
 
 
 rule verify_night:

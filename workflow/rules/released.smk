@@ -17,12 +17,9 @@ rule fetch_released:
     conda:
         "../../envs/lipsim.yaml"
     params:
+        opts=options("fetch-released"),
         id=lambda wc: RELEASED["ids"][released_key(wc.model)],
-        url=f"--url {RELEASED['url']}" if RELEASED["url"] else "",
         sha=released_option("sha256", "sha256"),
-        retries=RELEASED["retries"],
-        timeout=RELEASED["timeout"],
     shell:
-        "python -m lipsim fetch-released --id {params.id} {params.url} {params.sha} "
-        "--out {output.ckpt} --record {output.record} --retries {params.retries} "
-        "--timeout {params.timeout} --no-progress > {log} 2>&1"
+        "python -m lipsim fetch-released {params.opts} --id {params.id} {params.sha} "
+        "--out {output.ckpt} --record {output.record} --no-progress > {log} 2>&1"
