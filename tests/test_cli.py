@@ -28,6 +28,7 @@ from lipsim.cli._args import (
     summary,
 )
 from lipsim.configcheck import ConfigError, load_schema, schema_default, validate_config
+from lipsim.errors import LipSimError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,14 +242,7 @@ NEW_KEYS = {
 }
 
 
-def test_a_new_schema_key_reaches_the_cli_and_the_rule(tmp_path):
-    """A key added to a section in the schema alone (no other edit) is an option of its
-    command (with its default) and in the option string of the rule that runs it."""
-    shutil.copytree(ROOT / "lipsim", tmp_path / "lipsim", symlinks=True, ignore=_PYCACHE)
-    shutil.copytree(ROOT / "workflow", tmp_path / "workflow", ignore=_PYCACHE)
-    shutil.copytree(ROOT / "config", tmp_path / "config")
-    schema_file = tmp_path / "workflow" / "schemas" / "config.schema.yaml"
-    schema = yaml.safe_load(schema_file.read_text())
+def _with_new_knobs(schema):
     for section in NEW_KEYS:
         schema["properties"][section]["properties"]["new_knob"] = {
             "type": "integer",
@@ -256,6 +250,34 @@ def test_a_new_schema_key_reaches_the_cli_and_the_rule(tmp_path):
             "default": 7,
             "description": "A knob no code reads yet.",
         }
+    return schema
+
+
+def test_a_new_schema_key_is_an_option_of_its_command(monkeypatch):
+    """A key added to a section in the schema alone: its command's parser has it (default,
+    bounds, help) and its option string passes it."""
+    schema = _with_new_knobs(load_schema())
+    monkeypatch.setattr(configcheck, "load_schema", lambda *a, **k: copy.deepcopy(schema))
+    config = _validated()
+    for section, (command, _) in NEW_KEYS.items():
+        config[section]["new_knob"] = 3
+        parser = cli_parser(command, monkeypatch)
+        action = next(a for a in parser._actions if "--new-knob" in a.option_strings)
+        assert action.default == 7 and f"[{section}.new_knob]" in action.help
+        with pytest.raises(LipSimError, match=f"--new-knob must be >= 1 \\({section}.new_knob\\)"):
+            action.type("0")
+        assert "--new-knob 3" in config_argv(config, command, teacher="demo2")
+
+
+@pytest.mark.slow
+def test_a_new_schema_key_reaches_the_cli_and_the_rule(tmp_path):
+    """End to end, in a copy of the checkout: a key added to a section in the schema alone is
+    in `lipsim <command> --help` and in the shell command of every job of the rule."""
+    shutil.copytree(ROOT / "lipsim", tmp_path / "lipsim", symlinks=True, ignore=_PYCACHE)
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow", ignore=_PYCACHE)
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    schema_file = tmp_path / "workflow" / "schemas" / "config.schema.yaml"
+    schema = _with_new_knobs(yaml.safe_load(schema_file.read_text()))
     schema_file.write_text(yaml.safe_dump(schema, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     for command, _ in NEW_KEYS.values():
