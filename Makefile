@@ -16,7 +16,7 @@ help:
 	@echo "make demo    run the whole pipeline on the demo config (results/demo/)"
 	@echo "make test    run the test suite"
 	@echo "make test-fast  the tests not marked slow (under 2 minutes; for every change)"
-	@echo "make lint    ruff check, ruff format --check, snakemake --lint"
+	@echo "make lint    ruff check, ruff format --check, snakefmt --check, snakemake --lint"
 	@echo "make report  HTML report of the demo run (results/demo/report.html)"
 
 $(STAMP): envs/requirements.lock pyproject.toml
@@ -44,6 +44,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check lipsim tests benchmarks envs
 	$(BIN)/ruff format --check lipsim tests benchmarks envs
+	$(BIN)/snakefmt --check workflow/
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/paper.yaml
 

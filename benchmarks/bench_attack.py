@@ -69,7 +69,7 @@ def batching(args) -> int:
         night = make_night(
             f"{tmp}/night", seed=0, n_train=0, n_val=0, n_test=args.triplets, image_size=size
         )
-        df = read_triplets("bench_attack", night, splits=["test"], min_votes=0)
+        df = read_triplets(night, splits=["test"], min_votes=0)
         print(
             f"bench_attack: LipSim {args.checkpoint or args.preset + ' (random weights)'} "
             f"({size} px), {len(df)} triplets, l2 eps {args.eps}, {cfg}, device {args.device}, "

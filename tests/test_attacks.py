@@ -632,7 +632,7 @@ def test_batched_and_per_triplet_fab_agree_on_the_demo_model(tmp_path):
 
     metric = load("tiny", pretrained=False)
     night = make_night(tmp_path / "night", seed=0, n_train=0, n_val=0, n_test=16, image_size=32)
-    df = read_triplets("test", night, splits=["test"], min_votes=0)
+    df = read_triplets(night, splits=["test"], min_votes=0)
     cfg = AutoAttackConfig(norm="L2", eps=0.5, attacks=("fab-t",), fab_iters=10)
     spec = AttackSpec("autoattack", "L2", 0.5, autoattack=cfg)
     out = {

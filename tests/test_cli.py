@@ -1,20 +1,36 @@
 """The command line: `lipsim --help` by stage, --version, closed pipes, one CLI skeleton, and
-CLI defaults that agree with the config schema (the one source of pipeline defaults)."""
+config options built from the schema (the one declaration of every key: the commands' parsers
+and the rules' option strings derive from it)."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 import lipsim
+from lipsim import configcheck
 from lipsim.__main__ import STAGES, _commands, usage
-from lipsim.cli._args import summary
-from lipsim.configcheck import schema_default
+from lipsim.cli._args import (
+    add_config_options,
+    config_argv,
+    config_options,
+    config_values,
+    summary,
+)
+from lipsim.configcheck import ConfigError, load_schema, schema_default, validate_config
+from lipsim.errors import LipSimError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 COMMANDS = _commands()
 
@@ -126,141 +142,163 @@ def test_every_option_has_help_and_shows_its_default(command, monkeypatch):
             assert "default" in parser._get_formatter()._get_help_string(action), action
 
 
-# CLI option -> the schema key a rule passes to it. Keep every option that has a schema key
-# here: the test below then fails when a default is restated differently.
-SCHEMA_KEYS = {
-    "attack": {
-        "--splits": "evaluation.splits",
-        "--min-votes": "night.min_votes",
-        "--budget": "attacks.budget",
-        "--restarts": "attacks.pgd_restarts",
-        "--steps": "attacks.pgd_steps",
-        "--max-triplets": "attacks.max_triplets",
-        "--batch-size": "attacks.batch_size",
-        "--seed": "attacks.seed",
-        "--device": "device",
-    },
-    "cache-fill": {
-        "--shard-size": "cache.shard_size",
-        "--dtype": "cache.dtype",
-        "--batch-size": "cache.batch_size",
-        "--workers": "cache.workers",
-        "--on-bad-image": "cache.on_bad_image",
-        "--device": "device",
-    },
-    "certify": {
-        "--splits": "evaluation.splits",
-        "--eps": "certify.eps_255",
-        "--batch-size": "certify.batch_size",
-        "--min-votes": "night.min_votes",
-        "--device": "device",
-    },
-    "check-folder": {"--expect-classes": "imagenet.expect_classes"},
-    "distances": {
-        "--eps": "distances.eps",
-        "--steps": "distances.steps",
-        "--n-images": "distances.n_images",
-        "--device": "device",
-    },
-    "distill": {
-        "--preset": "model.preset",
-        "--image-size": "image_size",
-        **{
-            f"--{k.replace('_', '-')}": f"distill.{k}"
-            for k in (
-                "epochs",
-                "batch_size",
-                "lr",
-                "beta1",
-                "beta2",
-                "weight_decay",
-                "schedule",
-                "warmup_steps",
-                "amp",
-                "ckpt_every",
-                "workers",
-                "seed",
-            )
-        },
-        "--device": "device",
-    },
-    "download-night": {
-        "--mode": "night.download.mode",
-        "--chunks": "night.download.chunks",
-        "--retries": "night.download.retries",
-        "--timeout": "night.download.timeout",
-        "--sha256": "night.download.sha256",
-    },
-    "evaluate": {
-        "--splits": "evaluation.splits",
-        "--min-votes": "night.min_votes",
-        "--batch-size": "evaluation.batch_size",
-        "--device": "device",
-    },
-    "finetune": {
-        "--min-votes": "night.min_votes",
-        **{
-            f"--{k.replace('_', '-')}": f"finetune.{k}"
-            for k in (
-                "epochs",
-                "batch_size",
-                "lr",
-                "beta1",
-                "beta2",
-                "weight_decay",
-                "schedule",
-                "amp",
-                "ckpt_every",
-                "workers",
-                "seed",
-            )
-        },
-        "--device": "device",
-    },
-    "make-demo-images": {
-        "--seed": "imagenet.generate.seed",
-        "--classes": "imagenet.generate.classes",
-        "--per-class": "imagenet.generate.per_class",
-        "--n": "natural_images.generate.n",
-        "--image-size": "image_size",
-    },
-    "make-demo-night": {
-        "--seed": "night.generate.seed",
-        "--n-train": "night.generate.n_train",
-        "--n-val": "night.generate.n_val",
-        "--n-test": "night.generate.n_test",
-        "--image-size": "image_size",
-    },
-    "retrieval": {
-        "--n-queries": "retrieval.n_queries",
-        "--eps": "retrieval.eps",
-        "--k": "retrieval.k",
-        "--steps": "retrieval.steps",
-        "--device": "device",
-        "--distractors": "retrieval.distractors",
-        "--distractor-noise": "retrieval.distractor_noise",
-    },
-    "table1": {"--eps": "certify.eps_255"},
-    "verify-night": {"--min-votes": "night.min_votes"},
+def _schema_commands(node, found=None):
+    """Every command an `x-cli` of the schema names."""
+    found = set() if found is None else found
+    if isinstance(node, dict):
+        spec = node.get("x-cli")
+        if spec:
+            found.update(spec)
+        for value in node.values():
+            _schema_commands(value, found)
+    return found
+
+
+def test_schema_options_name_real_commands():
+    named = _schema_commands(load_schema())
+    assert named and named <= set(COMMANDS), named - set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(_schema_commands(load_schema())))
+def test_config_options_are_the_schemas(command, monkeypatch):
+    """Each config option of a command: the schema's default, enum and description."""
+    parser = cli_parser(command, monkeypatch)
+    options = {s: a for a in parser._actions for s in a.option_strings}
+    seen = set()
+    for opt in config_options(command):
+        action = options[opt.option]
+        if opt.option in seen:  # fed by two sections: the first one's default
+            continue
+        seen.add(opt.option)
+        assert action.default == schema_default(opt.key), (command, opt.option)
+        assert f"[{opt.key}" in action.help, (command, opt.option)
+        enum = opt.node.get("enum") or opt.node.get("items", {}).get("enum")
+        assert list(action.choices or []) == list(enum or []), (command, opt.option)
+
+
+def test_schema_bounds_are_one_error_line():
+    out = _lipsim("verify-night", "--root", ".", "--min-votes", "-1")
+    assert out.returncode == 1
+    assert out.stderr == (
+        "lipsim verify-night: error: --min-votes must be >= 0 (night.min_votes), got -1\n"
+    )
+
+
+def _validated(**overrides):
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    for key, value in overrides.items():
+        config[key] = value
+    return validate_config(config, ROOT / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def test_option_strings_render_every_kind_of_value():
+    config = _validated(teacher_settings={"demo2": {"distill": {"lr": 0.005}}})
+    # lists, numbers, strings
+    attack = shlex.split(config_argv(config, "attack"))
+    assert attack[attack.index("--splits") + 1 : attack.index("--splits") + 3] == [
+        "test_imagenet",
+        "test_no_imagenet",
+    ]
+    assert attack[attack.index("--steps") + 1] == str(config["attacks"]["pgd_steps"])
+    # a teacher's settings apply to its own chain only
+    assert "--lr 0.005" in config_argv(config, "distill", teacher="demo2")
+    assert f"--lr {config['distill']['lr']}" in config_argv(config, "distill", teacher="demo")
+    # one option fed by two sections needs the section named
+    with pytest.raises(ConfigError, match="--seed stands for imagenet.generate.seed and"):
+        config_argv(config, "make-demo-images")
+    flat = config_argv(config, "make-demo-images", section="natural_images.generate")
+    assert (
+        "--classes" not in flat and f"--seed {config['natural_images']['generate']['seed']}" in flat
+    )
+
+
+def test_null_and_boolean_values(monkeypatch):
+    schema = load_schema()
+    knobs = schema["properties"]["retrieval"]["properties"]
+    knobs["on"] = {"type": "boolean", "default": False, "description": "A switch."}
+    knobs["cap"] = {"type": ["number", "null"], "default": None, "description": "A cap."}
+    monkeypatch.setattr(configcheck, "load_schema", lambda *a, **k: copy.deepcopy(schema))
+    config = {"retrieval": {**_validated()["retrieval"], "on": True, "cap": None}}
+    config["device"] = "cpu"
+    words = config_argv(config, "retrieval")
+    assert " --on" in words and "--cap" not in words
+    config["retrieval"].update(on=False, cap=2.5)
+    words = config_argv(config, "retrieval")
+    assert "--no-on" in words and "--cap 2.5" in words
+    ap = argparse.ArgumentParser()
+    add_config_options(ap, "retrieval")
+    args = ap.parse_args(shlex.split(words))
+    assert (args.on, args.cap) == (False, 2.5)
+    assert config_values(args, "retrieval", "retrieval") == config["retrieval"]
+
+
+NEW_KEYS = {
+    "attacks": ("attack", "attack"),
+    "distill": ("distill", "distill"),
+    "cache": ("cache-fill", "cache_fill"),
 }
 
 
-def _same(cli, schema) -> bool:
-    # 36.0 == 36: an option typed float agrees with an integer written in the schema
-    return list(cli) == schema if isinstance(schema, list) else cli == schema
+def _with_new_knobs(schema):
+    for section in NEW_KEYS:
+        schema["properties"][section]["properties"]["new_knob"] = {
+            "type": "integer",
+            "minimum": 1,
+            "default": 7,
+            "description": "A knob no code reads yet.",
+        }
+    return schema
 
 
-@pytest.mark.parametrize("command", sorted(SCHEMA_KEYS))
-def test_cli_defaults_agree_with_the_schema(command, monkeypatch):
-    parser = cli_parser(command, monkeypatch)
-    options = {s: a for a in parser._actions for s in a.option_strings}
-    mismatches = []
-    for option, key in SCHEMA_KEYS[command].items():
-        assert option in options, f"{command} has no option {option} (update SCHEMA_KEYS)"
-        action, expected = options[option], schema_default(key)
-        # a required option has no default to disagree; None means "the caller passes it"
-        if action.required or action.default is None:
-            continue
-        if not _same(action.default, expected):
-            mismatches.append(f"{option}={action.default!r} but {key}={expected!r}")
-    assert not mismatches, f"lipsim {command}: " + "; ".join(mismatches)
+def test_a_new_schema_key_is_an_option_of_its_command(monkeypatch):
+    """A key added to a section in the schema alone: its command's parser has it (default,
+    bounds, help) and its option string passes it."""
+    schema = _with_new_knobs(load_schema())
+    monkeypatch.setattr(configcheck, "load_schema", lambda *a, **k: copy.deepcopy(schema))
+    config = _validated()
+    for section, (command, _) in NEW_KEYS.items():
+        config[section]["new_knob"] = 3
+        parser = cli_parser(command, monkeypatch)
+        action = next(a for a in parser._actions if "--new-knob" in a.option_strings)
+        assert action.default == 7 and f"[{section}.new_knob]" in action.help
+        with pytest.raises(LipSimError, match=f"--new-knob must be >= 1 \\({section}.new_knob\\)"):
+            action.type("0")
+        assert "--new-knob 3" in config_argv(config, command, teacher="demo2")
+
+
+@pytest.mark.slow
+def test_a_new_schema_key_reaches_the_cli_and_the_rule(tmp_path):
+    """End to end, in a copy of the checkout: a key added to a section in the schema alone is
+    in `lipsim <command> --help` and in the shell command of every job of the rule."""
+    shutil.copytree(ROOT / "lipsim", tmp_path / "lipsim", symlinks=True, ignore=_PYCACHE)
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow", ignore=_PYCACHE)
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    schema_file = tmp_path / "workflow" / "schemas" / "config.schema.yaml"
+    schema = _with_new_knobs(yaml.safe_load(schema_file.read_text()))
+    schema_file.write_text(yaml.safe_dump(schema, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    for command, _ in NEW_KEYS.values():
+        out = _lipsim(command, "--help", cwd=tmp_path, env=env)
+        assert out.returncode == 0, out.stderr
+        text = " ".join(out.stdout.split())
+        assert "--new-knob NEW_KNOB A knob no code reads yet." in text, command
+        assert "new_knob] (default: 7)" in text, command
+    overlay = tmp_path / "config" / "knobs.yaml"
+    overlay.write_text("".join(f"{s}: {{new_knob: 3}}\n" for s in NEW_KEYS))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--configfile"]
+        + [str(tmp_path / "config" / "config.yaml"), str(overlay)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for command, rule in NEW_KEYS.values():
+        lines = [ln for ln in proc.stdout.splitlines() if f"lipsim {command} " in ln]
+        assert lines and all("--new-knob 3" in ln for ln in lines), (rule, lines[:1])
+
+
+def _PYCACHE(folder, names):
+    return [n for n in names if n == "__pycache__"]

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lipsim.__main__ import main as lipsim_main
 from lipsim.attacks import AttackSpec, attack_triplets
 from lipsim.certify import certify_triplets
 from lipsim.cli import check_consistency
@@ -59,8 +60,10 @@ def files(tmp_path_factory):
 
 def _run(tmp_path, cert, attacks):
     out = tmp_path / "consistency.csv"
-    rc = check_consistency.main(
-        ["--certify", f"m={cert}", "--attacks", *[f"m={a}" for a in attacks], "--out", str(out)]
+    rc = lipsim_main(
+        ["check-consistency", "--certify", f"m={cert}", "--attacks"]
+        + [f"m={a}" for a in attacks]
+        + ["--out", str(out)]
     )
     return rc, out
 
@@ -154,7 +157,7 @@ def test_linf_attacks_are_checked_through_their_l2_norm(files, tmp_path):
     bad_path = tmp_path / "bad.parquet"
     bad.to_parquet(bad_path)
     args[1] = f"m={bad_path}"
-    assert check_consistency.main(args) == 1
+    assert lipsim_main(["check-consistency", *args]) == 1
 
 
 def test_the_gate_uses_the_sound_radius_of_the_attacked_metric(files, tmp_path):
@@ -175,7 +178,7 @@ def test_the_gate_uses_the_sound_radius_of_the_attacked_metric(files, tmp_path):
 def test_certified_score_is_lipsim_certify_s():
     """check-consistency's certified score is lipsim.certify's on the same triplets."""
     from lipsim.certify import certified_mask, certified_scores
-    from lipsim.cli.check_consistency import check_pair
+    from lipsim.consistency import check_pair
 
     ids = [f"t{i}" for i in range(6)]
     split = ["test_imagenet"] * 3 + ["test_no_imagenet"] * 3

@@ -1,4 +1,5 @@
-"""`snakemake --lint` and ruff stay clean (the repository's own standards, checked in CI)."""
+"""`snakemake --lint`, snakefmt and ruff stay clean (the repository's own standards, checked in
+CI)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,13 @@ def test_ruff_format_is_clean():
     assert proc.returncode == 0, (
         f"run `ruff format lipsim tests benchmarks envs`:\n{proc.stdout[-3000:]}"
     )
+
+
+def test_snakefmt_is_clean():
+    # The workflow catalog's formatting (line length 100 as ruff: pyproject.toml [tool.snakefmt]).
+    snakefmt = shutil.which("snakefmt", path=str(Path(sys.executable).parent))
+    assert snakefmt, "snakefmt is pinned in envs/requirements.lock and installed by `make`"
+    proc = subprocess.run(
+        [snakefmt, "--check", "workflow/"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"run `snakefmt workflow/`:\n{(proc.stdout + proc.stderr)[-3000:]}"

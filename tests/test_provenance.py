@@ -281,4 +281,5 @@ def test_provenance_survives_lost_snakemake_dir_and_hash_reuse(
     out = capsys.readouterr().out
     assert "not produced by a recorded rule" in out and "nan" not in out
     assert "f" * 64 in out
-    assert provenance_cli.main(["R/nothing.txt"]) == 2
+    with pytest.raises(pv.ProvenanceError, match="R/nothing.txt does not exist and has no record"):
+        provenance_cli.main(["R/nothing.txt"])

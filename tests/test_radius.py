@@ -73,6 +73,8 @@ def test_demo_config_attacks_at_scaled_radii(tmp_path):
     assert "--eps 2 --eps-scale 7.0" in text  # fig 3a: the paper's 2.0 applied as 2/7
     assert "autoattack-L2-2.parquet" in text
     assert "--eps 4 --eps-scale 255" in text  # linf per pixel: only the /255 units
-    assert "--eps-scale 7.0 --k" in text  # retrieval
-    assert re.search(r"distances .*--eps 1(\.0)? --eps-scale 7\.0", text)  # figure 3b
+    retrieval = re.search(r"lipsim retrieval .*", text).group(0)
+    assert "--eps 0 0.5 1.0 2.0 " in retrieval and "--eps-scale 7.0 " in retrieval
+    distances = re.search(r"lipsim distances .*", text).group(0)  # figure 3b
+    assert re.search(r"--eps 1(\.0)? ", distances) and "--eps-scale 7.0 " in distances
     assert text.count("--image-size 32 --eps-reference-size 224") >= 3  # table2, retrieval, fig3a

@@ -14,7 +14,6 @@ each option changes what it says and nothing else, on tiny batches with seeded w
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -31,9 +30,7 @@ from PIL import Image
 from torch import nn
 
 from lipsim.__main__ import main as lipsim_main
-from lipsim.cli import cache_fill as cache_fill_cli
 from lipsim.cli import distill as distill_cli
-from lipsim.cli import finetune as finetune_cli
 from lipsim.data.synthetic import make_night
 from lipsim.embcache import EmbeddingCache, fill_part, list_images, load_train_image, write_index
 from lipsim.models import build_model, load_checkpoint, save_checkpoint
@@ -45,7 +42,6 @@ from lipsim.train.schedule import SCHEDULES, step_lr
 from lipsim.train.trainer import TrainConfig, Trainer, load_optimizer_state
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())["properties"]
 
 
 def _image_folder(root: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:
@@ -320,56 +316,9 @@ def test_finetune_metric_matters_inside_the_unit_ball_only():
 
 
 # --------------------------------------------------------------------------- CLIs and config
-def test_cli_defaults_are_the_schemas_and_training_options_are_required():
-    # The defaults cache-fill repeats (so that it runs without the workflow) are the schema's.
-    fill = cache_fill_cli.build_parser().parse_args(
-        [
-            "--teacher",
-            "demo",
-            "--images",
-            "i",
-            "--list",
-            "l",
-            "--part",
-            "0",
-            "--parts",
-            "1",
-            "--shard-size",
-            "8",
-            "--dtype",
-            "float32",
-            "--batch-size",
-            "4",
-            "--workers",
-            "0",
-            "--out-dir",
-            "o",
-        ]
-    )
-    assert fill.crop == SCHEMA["distill"]["properties"]["crop"]["default"]
-    assert fill.on_bad_image == SCHEMA["cache"]["properties"]["on_bad_image"]["default"]
-    assert fill.device == SCHEMA["device"]["default"]
-    for action in cache_fill_cli.build_parser()._actions:
-        if action.dest in SCHEMA["cache"]["properties"]:
-            want = SCHEMA["cache"]["properties"][action.dest]["default"]
-            assert action.required or action.default == want, (
-                f"cache-fill --{action.dest} defaults to {action.default!r}, the schema to {want!r}"
-            )
-    for cli in (distill_cli, finetune_cli):
-        for action in cli.build_parser()._actions:
-            dest = action.dest
-            for section in ("distill", "finetune"):
-                if dest in SCHEMA[section]["properties"] or dest == "metric":
-                    assert action.required, f"{cli.__name__} --{dest} has a default"
-    assert [
-        f.name for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
-    ] == ["throttle_s"]
-    # Every recipe key reaches its command line (so a change reruns the chain).
-    for section, rule, var in (("distill", "distill.smk", "d"), ("finetune", "finetune.smk", "f")):
-        text = (REPO / "workflow/rules" / rule).read_text()
-        keys = set(SCHEMA[section]["properties"]) - {"resources", "launcher"}
-        missing = {k for k in keys if f"{{params.{var}[{k}]}}" not in text}
-        assert not missing, f"{rule} does not pass {section}.{missing}"
+# (The CLIs' recipe options and the rules' option strings are built from the schema: see
+# tests/test_cli.py, a new key reaches both.)
+def test_paper_config_states_the_authors_recipe():
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     assert {k: paper["distill"][k] for k in ("crop", "teacher_view", "rmse_reduction")} == {
         "crop": "center",
@@ -455,8 +404,9 @@ def test_authors_recipe_end_to_end_distill_then_finetune(tmp_path, capsys):
         list(build_model("tiny", 32, 64).parameters())
     )
     # A cache filled with another crop is refused, naming the cache and both crops.
-    rc = distill_cli.main(
+    rc = lipsim_main(
         [
+            "distill",
             *common,
             "--crop",
             "resize_center",

@@ -1,10 +1,10 @@
-"""The metric options shared by evaluate / attack / distances / retrieval."""
+"""The metric options shared by evaluate / attack / distances / retrieval / evaluate-bapps
+(their --device is a config option: the schema's `device`)."""
 
 from __future__ import annotations
 
 import torch
 
-from lipsim.configcheck import schema_default
 from lipsim.device import resolve_device
 from lipsim.factory import build_metric
 from lipsim.registry import names
@@ -33,7 +33,6 @@ def add_metric_args(ap) -> None:
         help="input size for metrics without their own (l2, lpips, dists; "
         f"default {DEFAULT_IMAGE_SIZE}); LipSim and teachers use their own",
     )
-    ap.add_argument("--device", default=schema_default("device"), help="cpu, cuda, cuda:N or auto")
 
 
 def metric_from_args(args) -> tuple[SimilarityMetric, torch.device, int]:

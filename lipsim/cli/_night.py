@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 
-def read_triplets(command: str, root, *, splits, min_votes: int):
-    """The read_night table; no triplet at all is an error naming the command and options."""
+def read_triplets(root, *, splits, min_votes: int):
+    """The read_night table; no triplet at all is an error naming the options."""
     from lipsim.data.night import read_night
+    from lipsim.errors import LipSimError
 
     df = read_night(root, min_votes=min_votes, splits=splits)
     if not len(df):
-        raise SystemExit(
-            f"{command}: no triplets in {root} for splits {splits} with votes >= {min_votes}"
+        raise LipSimError(
+            f"no triplets in {root} for --splits {' '.join(splits)} with votes >= {min_votes} "
+            "(--min-votes)"
         )
     return df
 

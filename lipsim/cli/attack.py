@@ -10,8 +10,8 @@ AutoAttack = pyautoattack's APGD-CE + FAB-T (1 target) + Square (the ensemble me
 2 classes; lipsim.attacks.autoattack). --budget standard: APGD 100 it., FAB-T 100 it., Square
 5000 queries; demo: APGD-CE 10 it., FAB-T 10 it., Square 200 queries. --attacks /
 --apgd-iters / --apgd-restarts / --fab-iters / --square-queries override the budget.
-PGD: --steps (default 100, demo 10), --restarts, --step-size (in --eps-scale units; default
-2.5 eps / steps). --steps / --restarts / --step-size do not apply to AutoAttack (ignored).
+PGD: --steps, --restarts (attacks.pgd_steps, attacks.pgd_restarts), --step-size (in
+--eps-scale units; default 2.5 eps / steps); they do not apply to AutoAttack (ignored).
 
 --max-triplets N attacks a subset of N triplets drawn with --seed (the same subset for every
 metric and attack with that seed). PGD seeds each triplet from --seed and its id, so its
@@ -25,13 +25,12 @@ A progress bar (done/total triplets, ETA) goes to stderr unless --no-progress.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from lipsim.cli._args import parser
-from lipsim.configcheck import schema_default
+from lipsim.cli._args import add_config_options, parser
+from lipsim.errors import LipSimError
 from lipsim.registry import ATTACKS_TABLE
-
-PGD_STEPS = {"standard": 100, "demo": 10}
 
 
 def select_triplets(df, max_triplets: int, seed: int):
@@ -44,16 +43,12 @@ def select_triplets(df, max_triplets: int, seed: int):
     return df.iloc[keep].reset_index(drop=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     from lipsim.cli._metric import add_metric_args
 
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
-    ap.add_argument(
-        "--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"], help="NIGHT splits"
-    )
-    ap.add_argument("--min-votes", type=int, default=6, help="keep triplets with this many votes")
     ap.add_argument(
         "--attack",
         required=True,
@@ -69,12 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         help="eps (and --step-size) are divided by this (255: pixel levels)",
     )
     ap.add_argument(
-        "--budget",
-        choices=["standard", "demo"],
-        default=schema_default("attacks.budget"),
-        help="AutoAttack budget",
-    )
-    ap.add_argument(
         "--attacks",
         nargs="+",
         default=None,
@@ -84,39 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--apgd-restarts", type=int, default=None, help="APGD restarts (budget's)")
     ap.add_argument("--fab-iters", type=int, default=None, help="FAB iterations (budget's)")
     ap.add_argument("--square-queries", type=int, default=None, help="Square queries (budget's)")
-    ap.add_argument("--steps", type=int, default=None, help="PGD steps")
-    ap.add_argument(
-        "--restarts", type=int, default=schema_default("attacks.pgd_restarts"), help="PGD restarts"
-    )
     ap.add_argument("--step-size", type=float, default=None, help="PGD step, eps units")
-    ap.add_argument(
-        "--max-triplets", type=int, default=schema_default("attacks.max_triplets"), help="0 = all"
-    )
-    ap.add_argument(
-        "--batch-size",
-        type=int,
-        default=schema_default("attacks.batch_size"),
-        help="triplets per batch: per AutoAttack call (recorded in the file)",
-    )
-    ap.add_argument("--seed", type=int, default=schema_default("attacks.seed"), help="attack seed")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
-    args = ap.parse_args(argv)
+    add_config_options(ap, "attack")
+    return ap
 
-    from lipsim.atomic import write_parquet
-    from lipsim.attacks import AttackSpec, AutoAttackConfig, attack_triplets
-    from lipsim.cli._metric import metric_from_args
-    from lipsim.cli._night import read_triplets, triplet_loader
-    from lipsim.errors import LipSimError
-    from lipsim.scoring import split_scores
 
-    if args.batch_size < 1:
-        raise LipSimError(f"--batch-size must be >= 1, got {args.batch_size}")
+def attack_spec(args: argparse.Namespace):
+    """The AttackSpec the options describe (radii converted to [0, 1]-pixel units)."""
+    from lipsim.attacks import AttackSpec, AutoAttackConfig
+
     if args.eps_scale <= 0:
-        raise SystemExit(f"attack: --eps-scale must be > 0, got {args.eps_scale}")
+        raise LipSimError(f"--eps-scale must be > 0, got {args.eps_scale}")
     eps = args.eps / args.eps_scale
-    step_size = None if args.step_size is None else args.step_size / args.eps_scale
     aa_cfg = None
     if args.attack == "autoattack":
         aa_cfg = AutoAttackConfig.from_budget(
@@ -129,35 +100,46 @@ def main(argv: list[str] | None = None) -> int:
             fab_iters=args.fab_iters,
             square_queries=args.square_queries,
         )
-    steps = PGD_STEPS[args.budget] if args.steps is None else args.steps
-    spec = AttackSpec(
+    return AttackSpec(
         args.attack,
         args.norm,
         eps,
         seed=args.seed,
         autoattack=aa_cfg,
-        steps=steps,
+        steps=args.steps,
         restarts=args.restarts,
-        step_size=step_size,
+        step_size=None if args.step_size is None else args.step_size / args.eps_scale,
     )
 
+
+def _describe(spec) -> str:
+    if spec.autoattack:
+        return f"AutoAttack {spec.autoattack}"
+    step = spec.step_size or 2.5 * spec.eps / max(spec.steps, 1)
+    return f"PGD steps={spec.steps} restarts={spec.restarts} step={step:.6g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    spec = attack_spec(args)
+
+    from lipsim.atomic import write_parquet
+    from lipsim.attacks import attack_triplets
+    from lipsim.cli._metric import metric_from_args
+    from lipsim.cli._night import read_triplets, triplet_loader
+    from lipsim.scoring import split_scores
+
     metric, device, size = metric_from_args(args)
-    df = read_triplets("attack", args.night, splits=args.splits, min_votes=args.min_votes)
+    df = read_triplets(args.night, splits=args.splits, min_votes=args.min_votes)
     df = select_triplets(df, args.max_triplets, args.seed)
-    what = (
-        f"AutoAttack {aa_cfg}"
-        if aa_cfg
-        else f"PGD steps={steps} restarts={args.restarts} step={step_size or 2.5 * eps / max(steps, 1):.6g}"
-    )
     print(
         f"attack: {args.metric} ({size}px, {device}) {len(df)} triplets, {args.norm} "
-        f"eps={eps:.6g}; {what}",
+        f"eps={spec.eps:.6g}; {_describe(spec)}",
         flush=True,
     )
-    loader = triplet_loader(df, size, args.batch_size, args.workers)
     rows = attack_triplets(
         metric,
-        loader,
+        triplet_loader(df, size, args.batch_size, args.workers),
         spec,
         device=device,
         ids=df["id"].to_numpy(),

@@ -16,10 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
-from lipsim.cli._args import parser
-from lipsim.configcheck import schema_default
+from lipsim.cli._args import add_config_options, config_values, parser
 from lipsim.device import resolve_device
-from lipsim.embcache import CROPS, fill_part, read_image_list
+from lipsim.embcache import fill_part, read_image_list
 from lipsim.registry import names
 from lipsim.teachers import get_teacher
 
@@ -43,20 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--images", required=True, type=Path, help="the folder given to cache-list")
     ap.add_argument("--list", required=True, type=Path, help="images.parquet from cache-list")
     ap.add_argument("--part", required=True, type=int, help="this job's part, 0..PARTS-1")
-    ap.add_argument("--parts", required=True, type=int, help="parts the shards are split over")
-    # Settings with a config key default to the schema's value: the schema is their one source.
-    ap.add_argument(
-        "--shard-size",
-        type=int,
-        default=schema_default("cache.shard_size"),
-        help="images per shard",
-    )
-    ap.add_argument(
-        "--dtype",
-        choices=("float16", "float32"),
-        default=schema_default("cache.dtype"),
-        help="storage type of the embeddings",
-    )
     ap.add_argument(
         "--image-size",
         type=int,
@@ -64,39 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="crop size fed to the teacher (default: its own size)",
     )
     ap.add_argument(
-        "--crop",
-        choices=CROPS,
-        default=schema_default("distill.crop"),
-        help="resize_center: shorter side resized, then centre crop; center: the "
-        "authors' centre crop of the full-resolution image (as distill --crop)",
-    )
-    ap.add_argument(
         "--mirror",
         action="store_true",
         help="embed the horizontally mirrored crops (the cache distill "
         "--teacher-view flipped reads for flipped views; use its own --out-dir)",
     )
-    ap.add_argument(
-        "--batch-size",
-        type=int,
-        default=schema_default("cache.batch_size"),
-        help="teacher batch size",
-    )
-    ap.add_argument(
-        "--workers",
-        type=int,
-        default=schema_default("cache.workers"),
-        help="image-decoding worker processes",
-    )
-    ap.add_argument(
-        "--on-bad-image",
-        choices=("skip", "fail"),
-        default=schema_default("cache.on_bad_image"),
-        help="skip (and report) an undecodable image, or fail",
-    )
-    ap.add_argument("--device", default=schema_default("device"), help="auto, cpu, cuda, cuda:N")
     ap.add_argument("--out-dir", required=True, type=Path, help="the cache folder")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # --crop is distill.crop: the crops the student regresses are the ones embedded here
+    add_config_options(ap, "cache-fill")
     return ap
 
 
@@ -119,12 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         image_list=image_list,
         out_dir=args.out_dir,
         part=args.part,
-        parts=args.parts,
-        shard_size=args.shard_size,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        on_bad_image=args.on_bad_image,
+        **config_values(args, "cache-fill", "cache"),  # parts, shard_size, dtype, ...
         image_size=args.image_size,
         device=device,
         random_weights=args.random_weights,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lipsim.cli._args import parser
+from lipsim.cli._args import add_config_options, parser
 from lipsim.embcache import write_index
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     ap.add_argument("--cache-dir", required=True, type=Path, help="the cache folder")
-    ap.add_argument("--parts", required=True, type=int, help="parts the cache was filled in")
     ap.add_argument(
         "--list",
         type=Path,
@@ -26,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         help="images.parquet from cache-list (default CACHE_DIR/images.parquet)",
     )
     ap.add_argument("--out", type=Path, default=None, help="default CACHE_DIR/index.parquet")
+    add_config_options(ap, "cache-index")  # --parts: the parts the cache was filled in
     args = ap.parse_args(argv)
     df = write_index(args.cache_dir, args.parts, args.out, args.list)  # CacheError: error line
     print(

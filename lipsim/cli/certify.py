@@ -15,10 +15,8 @@ model) and teacher: reporting reads them, not the model's file name.
 
 from __future__ import annotations
 
-from lipsim.certify import TIE_RADIUS
-from lipsim.cli._args import parser
-from lipsim.cli._rule import add_rule_options, rule_from_args
-from lipsim.models.net import METRICS
+from lipsim.cli._args import add_config_options, parser
+from lipsim.cli._rule import rule_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,46 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", required=True, help="lipsim-repro checkpoint (.pt)")
     ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
     ap.add_argument(
-        "--splits",
-        nargs="+",
-        required=True,
-        help="NIGHT splits to score, e.g. test_imagenet test_no_imagenet",
-    )
-    ap.add_argument(
-        "--metrics",
-        nargs="+",
-        choices=METRICS,
-        required=True,
-        help="LipSim metrics to certify under (rows per metric)",
-    )
-    add_rule_options(ap, "printed scores with the authors' radius")
-    ap.add_argument(
-        "--tie-radius",
-        choices=TIE_RADIUS,
-        required=True,
-        help="the authors' radius of an exact tie (the sound one is always 0)",
-    )
-    ap.add_argument(
-        "--eps",
-        nargs="+",
-        type=float,
-        required=True,
-        help="radii to report, in 1/--eps-scale units",
-    )
-    ap.add_argument(
         "--eps-scale",
         type=float,
         default=255.0,
-        help="eps are divided by this (255: eps in pixel levels)",
-    )
-    ap.add_argument("--batch-size", type=int, required=True, help="triplets per batch")
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    ap.add_argument(
-        "--min-votes", type=int, required=True, help="keep triplets with at least this many votes"
+        help="--eps are divided by this (255: eps in pixel levels)",
     )
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--no-progress", action="store_true", help="no progress lines")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
+    add_config_options(ap, "certify")
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_parquet
@@ -76,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.scoring import DREAMSIM
 
     metric = load(args.checkpoint, device=args.device)
-    df = read_triplets("certify", args.night, splits=args.splits, min_votes=args.min_votes)
+    df = read_triplets(args.night, splits=args.splits, min_votes=args.min_votes)
     loader = triplet_loader(df, metric.image_size, args.batch_size, args.workers)
     device = next(metric.parameters()).device
     with progress_bar(len(df), "certify", "triplet", enabled=not args.no_progress) as bar:

@@ -6,27 +6,19 @@ from __future__ import annotations
 
 import sys
 
-from lipsim.cli._args import parser
+from lipsim.cli._args import add_config_options, parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipsim.data.bapps import CATEGORIES
-
     ap = parser(__name__, __doc__)
     ap.add_argument("--root", required=True, help="BAPPS folder (holding the categories or val/)")
-    ap.add_argument(
-        "--categories",
-        nargs="+",
-        default=list(CATEGORIES),
-        choices=CATEGORIES,
-        help="BAPPS categories to check",
-    )
     ap.add_argument(
         "--no-decode", action="store_true", help="check that images exist, do not decode them"
     )
     ap.add_argument(
         "--report", help="write {ok, counts, n_problems, problems} as JSON (atomically)"
     )
+    add_config_options(ap, "check-bapps")
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_json

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from lipsim.atomic import write_json
     from lipsim.data.folders import check_image_folder, check_imagenet
+    from lipsim.errors import LipSimError
 
     if args.layout == "imagenet":
         report = check_imagenet(args.root, args.expect_classes or None, decode=not args.no_decode)
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"check-folder: {report.root}: {report.n_images} images")
     if args.report:
         write_json(args.report, report.as_dict())
-    for problem in report.problems:
-        print(f"check-folder: ERROR: {problem}", file=sys.stderr)
     for line in report.unreadable[:50]:
-        print(f"  unreadable: {line}", file=sys.stderr)
-    return 0 if report.ok else 1
+        print(f"check-folder: unreadable: {line}", file=sys.stderr)
+    if not report.ok:
+        raise LipSimError(" ".join(report.problems) or f"{args.root}: unreadable images")
+    return 0

@@ -8,8 +8,7 @@ image (path relative to --images), eps, distance, delta_norm.
 
 from __future__ import annotations
 
-from lipsim.cli._args import parser
-from lipsim.configcheck import schema_default
+from lipsim.cli._args import add_config_options, parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,26 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--images", required=True, help="image folder (searched recursively)")
-    ap.add_argument(
-        "--eps",
-        type=float,
-        default=schema_default("distances.eps"),
-        help="l2 radius in 1/--eps-scale units",
-    )
     ap.add_argument("--eps-scale", type=float, default=1.0, help="units of --eps (255: /255)")
-    ap.add_argument(
-        "--steps", type=int, default=schema_default("distances.steps"), help="PGD steps"
-    )
     ap.add_argument("--restarts", type=int, default=1, help="PGD restarts")
-    ap.add_argument(
-        "--n-images",
-        type=int,
-        default=schema_default("distances.n_images"),
-        help="images drawn from --images (0 = all)",
-    )
     ap.add_argument("--batch-size", type=int, default=16, help="images per batch")
     ap.add_argument("--seed", type=int, default=0, help="seed of the image draw and the attack")
     ap.add_argument("--out", required=True, help="parquet to write")
+    add_config_options(ap, "distances")  # --eps (in 1/--eps-scale units), --steps, --n-images
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_parquet

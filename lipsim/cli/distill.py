@@ -1,11 +1,11 @@
-"""`python -m lipsim distill --cache-dir DIR --images DIR --preset P --image-size S
---teacher NAME --crop C --teacher-view V [--mirror-cache-dir DIR] --rmse-reduction R
---jitter-input J --workdir DIR --out CKPT [training options]`
+"""`python -m lipsim distill --cache-dir DIR --images DIR --teacher NAME --workdir DIR
+--out CKPT [--mirror-cache-dir DIR] [config options]`
 
 Trains a LipSim student from scratch to regress the cached teacher embeddings (emb_dim is
 read from the cache) and writes the final checkpoint (stage "pretrained", with the final
-Adam state, so finetuning can continue it) to --out. The recipe options (crop, teacher view,
-RMSE reduction, jitter input) are described in lipsim.train.distill; the caches must have been filled with
+Adam state, so finetuning can continue it) to --out. The config options are the distill
+section's (config/README.md); its recipe options (crop, teacher view, RMSE reduction, jitter
+input) are described in lipsim.train.distill; the caches must have been filled with
 the same --crop, the mirrored one with `cache-fill --mirror`.
 Runs as 1 process, under torchrun, or under `srun` (one task per GPU): see
 lipsim.train.distributed for the environment variables read.
@@ -16,22 +16,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from lipsim.cli._args import parser
-from lipsim.embcache import CROPS, CacheError, EmbeddingCache
+from lipsim.cli._args import add_config_options, parser
+from lipsim.embcache import CacheError, EmbeddingCache
 from lipsim.models import build_model, save_checkpoint
 from lipsim.train.checkpointing import clear_resume
-from lipsim.train.distill import (
-    JITTER_INPUTS,
-    RMSE_REDUCTIONS,
-    TEACHER_VIEWS,
-    DistillDataset,
-    DistillTask,
-)
+from lipsim.train.distill import DistillDataset, DistillTask
 from lipsim.train.distributed import cleanup, init_distributed
 from lipsim.train.trainer import (
     Trainer,
@@ -98,46 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--images", required=True, type=Path, help="the image folder given to cache-list"
     )
     ap.add_argument("--teacher", required=True, help="teacher name; must match the cache's")
-    ap.add_argument("--preset", required=True, help="student architecture preset")
-    ap.add_argument("--image-size", type=int, required=True, help="student input size")
     ap.add_argument("--out", required=True, type=Path, help="final checkpoint (stage pretrained)")
     ap.add_argument(
         "--no-augment", action="store_true", help="both views = the plain image (tests, debugging)"
     )
-    g = ap.add_argument_group("recipe (lipsim.train.distill)")
-    g.add_argument(
-        "--crop",
-        choices=CROPS,
-        required=True,
-        help="resize_center: shorter side resized, then centre crop; center: the "
-        "authors' centre crop of the full-resolution image",
-    )
-    g.add_argument(
-        "--teacher-view",
-        choices=TEACHER_VIEWS,
-        required=True,
-        help="target = teacher embedding of the original image, or of view 0 with "
-        "its flip (the authors'; needs --mirror-cache-dir)",
-    )
-    g.add_argument(
+    ap.add_argument(
         "--mirror-cache-dir",
         type=Path,
         default=None,
-        help="cache of the mirrored crops (cache-fill --mirror)",
-    )
-    g.add_argument(
-        "--rmse-reduction",
-        choices=RMSE_REDUCTIONS,
-        required=True,
-        help="image: mean of per-image RMSE; batch: RMSE over the batch (the authors')",
-    )
-    g.add_argument(
-        "--jitter-input",
-        choices=JITTER_INPUTS,
-        required=True,
-        help="view 1's colour jitter on the float image, or on its uint8 PIL image (the authors')",
+        help="cache of the mirrored crops (cache-fill --mirror), for --teacher-view flipped",
     )
     add_training_options(ap)
+    # the distill section (the loop's hyperparameters and the recipe: lipsim.train.distill),
+    # model.preset, image_size, device
+    add_config_options(ap, "distill")
     return ap
 
 
@@ -156,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mirror_cache_dir is not None:
             mirror = EmbeddingCache(args.mirror_cache_dir)
             _check_cache(args.mirror_cache_dir, args.teacher, args.crop, mirror=True)
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, "distill")
         seed_everything(cfg.seed)
         net = build_model(args.preset, args.image_size, cache.emb_dim)
         dataset = DistillDataset(
@@ -170,12 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             seed=cfg.seed,
             augment=not args.no_augment,
         )
-        recipe = {
-            "crop": args.crop,
-            "teacher_view": args.teacher_view,
-            "rmse_reduction": args.rmse_reduction,
-            "jitter_input": args.jitter_input,
-        }
         trainer = Trainer(cfg, env, device)
         net = trainer.fit(
             net,
@@ -187,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
                 "emb_dim": cache.emb_dim,
                 "teacher": args.teacher,
                 "augment": not args.no_augment,
-                **recipe,
                 # A refilled cache (same options, new embeddings) must not resume an old run.
                 "cache": _cache_digest(args.cache_dir),
                 "mirror_cache": _cache_digest(args.mirror_cache_dir) if mirror else None,
@@ -200,32 +160,18 @@ def main(argv: list[str] | None = None) -> int:
                 stage="pretrained",
                 teacher=args.teacher,
                 meta={
-                    "epochs": cfg.epochs,
+                    **cfg.recipe,
                     "global_batch": cfg.batch_size * env.world_size,
-                    "lr": cfg.lr,
-                    "betas": [cfg.beta1, cfg.beta2],
-                    "weight_decay": cfg.weight_decay,
-                    "schedule": cfg.schedule,
-                    "warmup_steps": cfg.warmup_steps,
-                    "lr_timing": cfg.lr_timing,
-                    "schedule_items": cfg.schedule_items,
-                    "partial_batches": cfg.partial_batches,
-                    "seed": cfg.seed,
-                    "amp": cfg.amp,
                     "images": len(dataset),
                     "world_size": env.world_size,
                     "augment": not args.no_augment,
                     "cache_dir": str(args.cache_dir),
                     "mirror_cache_dir": str(args.mirror_cache_dir) if mirror else None,
-                    **recipe,
                 },
                 optimizer_state=_to_cpu(trainer.optimizer.state_dict()),
             )
             print(f"distill: wrote {args.out}")
             clear_resume(cfg.workdir)
-    except (CacheError, FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"distill: {exc}", file=sys.stderr)
-        return 1
     finally:
         cleanup()
     return 0

@@ -10,8 +10,8 @@ else 224 (NIGHT's preprocessing).
 
 from __future__ import annotations
 
-from lipsim.cli._args import parser
-from lipsim.cli._rule import add_rule_options, rule_from_args
+from lipsim.cli._args import add_config_options, parser
+from lipsim.cli._rule import rule_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,14 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--night", required=True, help="NIGHT folder (holding data.csv)")
-    ap.add_argument(
-        "--splits", nargs="+", default=["test_imagenet", "test_no_imagenet"], help="NIGHT splits"
-    )
-    ap.add_argument("--min-votes", type=int, default=6, help="keep triplets with this many votes")
-    add_rule_options(ap, "printed score")
-    ap.add_argument("--batch-size", type=int, default=64, help="triplets per batch")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
+    add_config_options(ap, "evaluate")
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_parquet
@@ -37,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim.scoring import rule_scores
 
     metric, device, size = metric_from_args(args)
-    df = read_triplets("evaluate", args.night, splits=args.splits, min_votes=args.min_votes)
+    df = read_triplets(args.night, splits=args.splits, min_votes=args.min_votes)
     loader = triplet_loader(df, size, args.batch_size, args.workers)
     rows = evaluate_triplets(metric, loader, device, df["id"].to_numpy(), df["split"].to_numpy())
     write_parquet(args.out, rows)

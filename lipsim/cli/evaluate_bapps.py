@@ -11,50 +11,22 @@ its input space), else at --image-size (224 in the LipSim authors' BAPPS evaluat
 
 from __future__ import annotations
 
-from lipsim.cli._args import parser
-from lipsim.cli._rule import add_rule_options, rule_from_args
-from lipsim.configcheck import schema_default
+from lipsim.cli._args import add_config_options, parser
+from lipsim.cli._rule import rule_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lipsim.certify import TIE_RADIUS
     from lipsim.cli._metric import add_metric_args
-    from lipsim.data.bapps import CATEGORIES
 
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument(
         "--bapps", required=True, help="BAPPS 2AFC folder (holding the categories or val/)"
     )
-    ap.add_argument(
-        "--categories",
-        nargs="+",
-        default=list(CATEGORIES),
-        choices=CATEGORIES,
-        help="BAPPS categories to score",
-    )
-    ap.add_argument(
-        "--eps",
-        nargs="+",
-        type=float,
-        default=[36.0, 72.0, 108.0],
-        help="certified radii to print, in /255 units (LipSim only)",
-    )
-    add_rule_options(ap, "the second printed block")
-    ap.add_argument(
-        "--tie-radius",
-        choices=TIE_RADIUS,
-        default=schema_default("certify.tie_radius"),
-        help="the authors' radius of an exact tie (LipSim only; the sound one is always 0)",
-    )
-    ap.add_argument(
-        "--batch-size",
-        type=int,
-        default=schema_default("bapps.batch_size"),
-        help="triplets per batch",
-    )
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--out", required=True, help="per-triplet parquet to write")
+    # --eps: the certified radii printed for LipSim, in /255 units
+    add_config_options(ap, "evaluate-bapps")
     args = ap.parse_args(argv)
 
     import torch

@@ -4,7 +4,7 @@ record where it came from (Drive id, URL, size, sha256) in a JSON file beside it
 
 from __future__ import annotations
 
-from lipsim.cli._args import parser
+from lipsim.cli._args import add_config_options, parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,25 +12,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = parser(__name__, __doc__)
     ap.add_argument("--id", required=True, help="Google Drive file id")
-    ap.add_argument(
-        "--url",
-        default=DRIVE_DOWNLOAD_URL,
-        help=f"Drive download endpoint (default {DRIVE_DOWNLOAD_URL})",
-    )
     ap.add_argument("--out", required=True, help="checkpoint file to write")
     ap.add_argument("--record", help="JSON record to write (default OUT with .json)")
     ap.add_argument("--sha256", help="expected sha256 of the file")
-    ap.add_argument(
-        "--retries",
-        type=int,
-        default=8,
-        help="consecutive attempts without progress before giving up",
-    )
-    ap.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds without data before a retry"
-    )
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_options(ap, "fetch-released")  # released: --url, --retries, --timeout
     args = ap.parse_args(argv)
+    base = args.url or DRIVE_DOWNLOAD_URL
 
     import time
     from pathlib import Path
@@ -41,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     res = fetch_drive(
         args.id,
         args.out,
-        base=args.url,
+        base=base,
         sha256=args.sha256 or None,
         retries=args.retries,
         timeout=args.timeout,
@@ -52,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         record,
         {
             "drive_id": args.id,
-            "url": drive_url(args.id, args.url),
+            "url": drive_url(args.id, base),
             "path": str(res.path),
             "bytes": res.size,
             "sha256": res.sha256,

@@ -12,7 +12,6 @@ Teachers without weights (demo) write the marker only. Baselines with pretrained
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from lipsim.atomic import write_json
@@ -49,10 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             args.teacher, args.weights_dir, METRICS_TABLE[args.teacher].downloads
         )
     except LipSimError as exc:  # DownloadError, ExtractError: the URL or archive at fault
-        # No marker: snakemake must not take the weights as present. The dispatcher's format,
-        # with the teacher named.
-        print(f"lipsim fetch-weights: error: {args.teacher}: {exc}", file=sys.stderr)
-        return 1
+        # No marker: snakemake must not take the weights as present. Named by the teacher.
+        raise LipSimError(f"{args.teacher}: {exc}") from exc
     marker = args.marker or args.weights_dir / f"{args.teacher}.fetched.json"
     write_json(marker, record)
     print(

@@ -10,15 +10,13 @@ it does not import and why, and writes a lipsim-repro/1 checkpoint atomically.
 
 from __future__ import annotations
 
-from lipsim.cli._args import parser
+from lipsim.cli._args import add_config_options, parser
 from lipsim.models.net import METRICS
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     ap.add_argument("--src", required=True, help="released checkpoint (.pth/.pt)")
-    ap.add_argument("--preset", required=True, help="architecture preset, e.g. small")
-    ap.add_argument("--image-size", type=int, required=True, help="e.g. 224")
     ap.add_argument("--emb-dim", type=int, required=True, help="e.g. 1792 (DreamSim ensemble)")
     ap.add_argument(
         "--stage",
@@ -37,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--teacher", required=True, help="e.g. dreamsim_ensemble")
     ap.add_argument("--out", required=True, help="checkpoint to write")
+    add_config_options(ap, "import-checkpoint")  # --preset, --image-size
     args = ap.parse_args(argv)
     if args.stage == "finetuned" and args.margin is None:
         ap.error("--margin is required with --stage finetuned")

@@ -5,8 +5,7 @@ lipsim.data.synthetic.make_image_folder."""
 
 from __future__ import annotations
 
-from lipsim.cli._args import parser
-from lipsim.configcheck import schema_default
+from lipsim.cli._args import add_config_options, parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,36 +17,9 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="imagenet: OUT/train/<class>/<img>.png; flat: OUT/<img>.png",
     )
-    ap.add_argument(
-        "--seed",
-        type=int,
-        default=schema_default("imagenet.generate.seed"),
-        help="seed of the generator (the pipeline's flat folder uses natural_images.generate.seed)",
-    )
-    ap.add_argument(
-        "--classes",
-        type=int,
-        default=schema_default("imagenet.generate.classes"),
-        help="imagenet layout: number of classes",
-    )
-    ap.add_argument(
-        "--per-class",
-        type=int,
-        default=schema_default("imagenet.generate.per_class"),
-        help="imagenet layout: images per class",
-    )
-    ap.add_argument(
-        "--n",
-        type=int,
-        default=schema_default("natural_images.generate.n"),
-        help="flat layout: number of images",
-    )
-    ap.add_argument(
-        "--image-size",
-        type=int,
-        default=schema_default("image_size"),
-        help="side of the square images",
-    )
+    # imagenet.generate.* and natural_images.generate.* (the defaults of --seed are the
+    # former's: the rule of the flat folder passes the latter's), image_size
+    add_config_options(ap, "make-demo-images")
     args = ap.parse_args(argv)
     from lipsim.data.synthetic import make_image_folder
 

@@ -79,35 +79,32 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lipsim import provenance as pv
 
-    try:
-        cfg_hash = pv.resolve_config_hash(args.config, args.config_json, args.config_hash)
-        if cfg_hash is None:
-            print(
-                "lipsim manifest: warning: no --config/--config-json/--config-hash: "
-                "config_hash left empty",
-                file=sys.stderr,
-            )
-        meta = pv.SnakemakeMetadata.read(args.snakemake_dir)
-        previous = None
-        if Path(args.out).is_file() and not args.rehash:
-            try:
-                previous = pv.read_manifest(args.out)
-            except pv.ProvenanceError as exc:  # a broken old manifest only costs time
-                print(f"lipsim manifest: warning: {exc}; hashing everything", file=sys.stderr)
-        manifest = pv.build_manifest(
-            args.root,
-            meta,
-            cfg_hash,
-            skip=[args.out],
-            include_logs=args.include_logs,
-            exclude=args.exclude,
-            previous=previous,
-            repo=args.repo,
+    # ProvenanceError (a LipSimError): the dispatcher's one error line
+    cfg_hash = pv.resolve_config_hash(args.config, args.config_json, args.config_hash)
+    if cfg_hash is None:
+        print(
+            "lipsim manifest: warning: no --config/--config-json/--config-hash: "
+            "config_hash left empty",
+            file=sys.stderr,
         )
-        pv.write_manifest(args.out, manifest)
-    except pv.ProvenanceError as exc:
-        print(f"lipsim manifest: error: {exc}", file=sys.stderr)
-        return 2
+    meta = pv.SnakemakeMetadata.read(args.snakemake_dir)
+    previous = None
+    if Path(args.out).is_file() and not args.rehash:
+        try:
+            previous = pv.read_manifest(args.out)
+        except pv.ProvenanceError as exc:  # a broken old manifest only costs time
+            print(f"lipsim manifest: warning: {exc}; hashing everything", file=sys.stderr)
+    manifest = pv.build_manifest(
+        args.root,
+        meta,
+        cfg_hash,
+        skip=[args.out],
+        include_logs=args.include_logs,
+        exclude=args.exclude,
+        previous=previous,
+        repo=args.repo,
+    )
+    pv.write_manifest(args.out, manifest)
     unruled = int(manifest["rule"].isna().sum())
     print(
         f"lipsim manifest: {len(manifest)} artifacts ({unruled} without a snakemake record)"

@@ -54,30 +54,25 @@ def main(argv: list[str] | None = None) -> int:
     from lipsim import provenance as pv
 
     path = Path(args.path)
-    try:
-        meta = pv.SnakemakeMetadata.read(args.snakemake_dir)
-        mpath = (
-            None
-            if args.manifest == "none"
-            else Path(args.manifest)
-            if args.manifest
-            else _find_manifest(path)
-        )
-        manifest = pv.read_manifest(mpath) if mpath is not None else None
-    except pv.ProvenanceError as exc:
-        print(f"lipsim provenance: error: {exc}", file=sys.stderr)
-        return 2
+    # ProvenanceError (a LipSimError): the dispatcher's one error line
+    meta = pv.SnakemakeMetadata.read(args.snakemake_dir)
+    mpath = (
+        None
+        if args.manifest == "none"
+        else Path(args.manifest)
+        if args.manifest
+        else _find_manifest(path)
+    )
+    manifest = pv.read_manifest(mpath) if mpath is not None else None
     shown = meta.display(path)
     known = meta.lookup(path) is not None or (
         manifest is not None and shown in set(manifest["path"])
     )
     if not path.exists() and not known:
-        print(
-            f"lipsim provenance: error: {path} does not exist and has no record in "
-            f"{args.snakemake_dir} or {mpath or 'any manifest'}",
-            file=sys.stderr,
+        raise pv.ProvenanceError(
+            f"{path} does not exist and has no record in "
+            f"{args.snakemake_dir} or {mpath or 'any manifest'}"
         )
-        return 2
     nodes = pv.provenance_chain(
         path, meta, manifest, hash_missing=not args.no_hash, max_depth=args.max_depth
     )

@@ -11,8 +11,7 @@ recall, neighbour_overlap, n_queries, gallery_size, distractors.
 
 from __future__ import annotations
 
-from lipsim.cli._args import parser
-from lipsim.configcheck import schema_default
+from lipsim.cli._args import add_config_options, parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,55 +20,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     add_metric_args(ap)
     ap.add_argument("--images", required=True, help="image folder (searched recursively)")
-    ap.add_argument(
-        "--n-queries",
-        type=int,
-        default=schema_default("retrieval.n_queries"),
-        help="attacked queries (0 = every gallery image)",
-    )
-    ap.add_argument(
-        "--eps",
-        type=float,
-        nargs="+",
-        default=schema_default("retrieval.eps"),
-        help="l2 radii in 1/--eps-scale units",
-    )
     ap.add_argument("--eps-scale", type=float, default=1.0, help="units of --eps (255: /255)")
-    ap.add_argument(
-        "--k", type=int, nargs="+", default=schema_default("retrieval.k"), help="recall@k values"
-    )
-    ap.add_argument(
-        "--steps",
-        type=int,
-        default=schema_default("retrieval.steps"),
-        help="PGD steps of the query attack",
-    )
-    ap.add_argument(
-        "--distractors",
-        type=int,
-        default=schema_default("retrieval.distractors"),
-        help="near-duplicates (noisy copies) of each query added to the gallery",
-    )
-    ap.add_argument(
-        "--distractor-noise",
-        type=float,
-        default=schema_default("retrieval.distractor_noise"),
-        help="per-pixel std of the distractors' Gaussian noise",
-    )
     ap.add_argument("--batch-size", type=int, default=16, help="images per batch")
     ap.add_argument("--seed", type=int, default=0, help="seed of the query draw and the attack")
     ap.add_argument(
         "--name", default=None, help="value of the metric column (default: the metric's name)"
     )
     ap.add_argument("--out", required=True, help="parquet to write")
+    add_config_options(ap, "retrieval")  # --eps in 1/--eps-scale units
     args = ap.parse_args(argv)
 
     from lipsim.atomic import write_parquet
     from lipsim.cli._metric import metric_from_args
     from lipsim.retrieval import retrieval_recall
 
-    if min(args.k) < 1:
-        raise SystemExit(f"retrieval: --k values must be >= 1, got {args.k}")
     metric, device, size = metric_from_args(args)
     eps = [e / args.eps_scale for e in args.eps]
     df = retrieval_recall(

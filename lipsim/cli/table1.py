@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 
-from lipsim.cli._args import parser
-from lipsim.cli._rule import add_rule_options, rule_from_args
+from lipsim.cli._args import add_config_options, parser
+from lipsim.cli._rule import rule_from_args
 from lipsim.reporting import parse_assignments, report_errors
 from lipsim.reporting.reference import add_reference_options, reference_from_args
 
@@ -49,14 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--teacher", default=None, help="teacher of the --certify models given without TEACHER/"
     )
-    p.add_argument(
-        "--eps",
-        nargs="+",
-        type=float,
-        default=[36.0, 72.0, 108.0],
-        help="certified radii in /255 units",
-    )
-    add_rule_options(p, "the *_authors columns of every row")
+    add_config_options(p, "table1")  # --eps (in /255 units), --scoring
     add_reference_options(p)
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/table1")
     return p

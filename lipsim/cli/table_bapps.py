@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from lipsim.cli._args import parser
-from lipsim.cli._rule import add_rule_options, rule_from_args
+from lipsim.cli._args import add_config_options, parser
+from lipsim.cli._rule import rule_from_args
 from lipsim.reporting import parse_assignments, report_errors
 
 
@@ -27,15 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC=FILE",
         help="evaluate-bapps output per metric",
     )
-    p.add_argument(
-        "--eps",
-        nargs="+",
-        type=float,
-        default=[36.0, 72.0, 108.0],
-        help="certified radii in /255 units",
-    )
-    add_rule_options(p, "the *_authors columns of every row")
-    p.add_argument("--decimals", type=int, default=1, help="decimals in md/tex")
+    add_config_options(p, "table-bapps")  # --eps: certified radii in /255 units
+    p.add_argument("--decimals", type=int, default=1, help="decimals in md/tex (default 1)")
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/bapps")
     return p
 

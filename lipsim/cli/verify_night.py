@@ -7,28 +7,23 @@ from __future__ import annotations
 
 import sys
 
-from lipsim.cli._args import parser
-from lipsim.configcheck import schema_default
+from lipsim.cli._args import add_config_options, parser
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__name__, __doc__)
     ap.add_argument("--root", required=True, help="folder holding data.csv (or its parent)")
     ap.add_argument(
-        "--min-votes",
-        type=int,
-        default=schema_default("night.min_votes"),
-        help="rows with fewer votes are ignored",
-    )
-    ap.add_argument(
         "--no-decode", action="store_true", help="check that images exist, do not decode them"
     )
     ap.add_argument("--report", help="write {ok, n_problems, problems: [...]} as JSON (atomically)")
+    add_config_options(ap, "verify-night")  # --min-votes
     args = ap.parse_args(argv)
     import dataclasses
 
     from lipsim.atomic import write_json
     from lipsim.data.night import verify_night
+    from lipsim.errors import LipSimError
 
     problems = verify_night(args.root, args.min_votes, decode=not args.no_decode)
     if args.report:
@@ -45,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     for p in problems:
         print(f"verify-night: {p}", file=sys.stderr)
     if problems:
-        print(f"verify-night: {len(problems)} problem(s) in {args.root}", file=sys.stderr)
-        return 1
+        raise LipSimError(f"{len(problems)} problem(s) in {args.root} (listed above)")
     print(f"verify-night: {args.root} OK")
     return 0

@@ -51,13 +51,7 @@ from lipsim.train.distributed import (
     all_reduce_mean,
     barrier,
 )
-from lipsim.train.schedule import (
-    LR_TIMINGS,
-    SCHEDULES,
-    check_schedule,
-    schedule_steps,
-    step_lr,
-)
+from lipsim.train.schedule import check_schedule, schedule_steps, step_lr
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s", "time")
@@ -76,8 +70,9 @@ class Task(Protocol):
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Every field is required: the defaults live in workflow/schemas/config.schema.yaml (the
-    rule passes each one) and a second set here would disagree with them sooner or later."""
+    """What the loop reads. The hyperparameters are the keys of the same names of the config
+    section (distill or finetune): the schema declares them (type, default, description) and
+    config_from_args copies them over by name, so none is restated here."""
 
     epochs: int
     batch_size: int  # per process
@@ -100,77 +95,31 @@ class TrainConfig:
     log_every: int
     progress: bool
     throttle_s: float = 0.0  # sleep per step (tests make a run slow enough to interrupt)
+    # Every key of the section that makes the model (the loop's and the task's; not the
+    # schema's `x-resume: false` ones, such as workers and ckpt_every): what a resume must
+    # match and what the checkpoint records. config_from_args fills it.
+    recipe: dict = dataclasses.field(default_factory=dict)
 
     def fingerprint(self, extra: dict | None = None) -> dict:
-        """What must match for a resume checkpoint to continue this run."""
-        keys = (
-            "epochs",
-            "batch_size",
-            "lr",
-            "beta1",
-            "beta2",
-            "weight_decay",
-            "schedule",
-            "warmup_steps",
-            "lr_timing",
-            "schedule_items",
-            "partial_batches",
-            "seed",
-            "amp",
-        )
-        return {**{k: getattr(self, k) for k in keys}, **(extra or {})}
+        """What must match for a resume checkpoint to continue this run (a TrainConfig built
+        by hand, without a recipe: every field that is no run setting)."""
+        recipe = self.recipe or {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in _RUN_SETTINGS
+        }
+        return {**recipe, **(extra or {})}
+
+
+# Fields that say how a run goes, not what it trains.
+_RUN_SETTINGS = ("device", "workdir", "metrics", "log_every", "progress", "throttle_s", "recipe")
 
 
 def add_training_options(ap: argparse.ArgumentParser) -> None:
-    """The options distill and finetune share. The hyperparameters are required: their
-    defaults are the config schema's, and the rule passes every one (one source per fact)."""
-    g = ap.add_argument_group("training")
-    g.add_argument("--epochs", type=int, required=True, help="passes over the data")
-    g.add_argument("--batch-size", type=int, required=True, help="per process")
-    g.add_argument(
-        "--lr", type=float, required=True, help="Adam learning rate (peak of the schedule)"
-    )
-    g.add_argument("--beta1", type=float, required=True, help="Adam beta1")
-    g.add_argument("--beta2", type=float, required=True, help="Adam beta2")
-    g.add_argument("--weight-decay", type=float, required=True, help="Adam weight decay")
-    g.add_argument(
-        "--schedule",
-        choices=tuple(SCHEDULES),
-        required=True,
-        help="lr schedule (lipsim.train.schedule)",
-    )
-    g.add_argument(
-        "--warmup-steps", type=int, required=True, help="linear warmup steps of the schedule"
-    )
-    g.add_argument(
-        "--lr-timing",
-        choices=LR_TIMINGS,
-        required=True,
-        help="step s trains with the schedule at s, or at s - 1 (the authors')",
-    )
-    g.add_argument(
-        "--schedule-items",
-        type=int,
-        required=True,
-        help="0: the schedule spans the run; N: epochs x N // global batch steps (the authors')",
-    )
-    g.add_argument(
-        "--partial-batches",
-        choices=PARTIAL_BATCHES,
-        required=True,
-        help="the last, partial batch of an epoch: drop, or keep (the authors')",
-    )
-    g.add_argument("--seed", type=int, required=True, help="training seed")
-    g.add_argument("--workers", type=int, required=True, help="DataLoader workers per process")
-    g.add_argument(
-        "--amp",
-        choices=("bf16", "none"),
-        required=True,
-        help="bf16 autocast on GPU (ignored on CPU)",
-    )
-    g.add_argument("--ckpt-every", type=int, required=True, help="resume checkpoint period (steps)")
+    """How a training run goes (distill and finetune). The hyperparameters are config options
+    (add_config_options: the schema's distill / finetune section)."""
+    g = ap.add_argument_group("training run")
     g.add_argument("--log-every", type=int, default=1, help="metrics.csv period (steps)")
-    g.add_argument("--device", required=True, help="auto, cpu, cuda")
     g.add_argument("--workdir", required=True, type=Path, help="resume checkpoints live here")
     g.add_argument(
         "--metrics", type=Path, default=None, help="metrics.csv (default WORKDIR/metrics.csv)"
@@ -179,29 +128,25 @@ def add_training_options(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--throttle-s", type=float, default=0.0, help=argparse.SUPPRESS)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, section: str) -> TrainConfig:
+    """The TrainConfig of a `lipsim distill` / `lipsim finetune` command line: the config
+    section of that name (every key the schema gives the command) plus the run options."""
+    from lipsim.cli._args import config_values
+    from lipsim.configcheck import schema_node
+
+    values = config_values(args, section, section)
+    loop = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        beta1=args.beta1,
-        beta2=args.beta2,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        warmup_steps=args.warmup_steps,
-        lr_timing=args.lr_timing,
-        schedule_items=args.schedule_items,
-        partial_batches=args.partial_batches,
-        seed=args.seed,
-        workers=args.workers,
-        amp=args.amp,
-        ckpt_every=args.ckpt_every,
+        **{k: v for k, v in values.items() if k in loop},
         device=args.device,
         workdir=str(args.workdir),
         metrics=str(args.metrics or Path(args.workdir) / "metrics.csv"),
         log_every=args.log_every,
         progress=not args.no_progress,
         throttle_s=args.throttle_s,
+        recipe={
+            k: v for k, v in values.items() if schema_node(f"{section}.{k}").get("x-resume", True)
+        },
     )
 
 

@@ -6,15 +6,14 @@ if BAPPS["enabled"] and BAPPS["source"] == "generate":
     rule make_demo_bapps:
         output:
             directory(f"{R}/data/bapps"),
-        params:
-            g=BAPPS["generate"],
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_bapps.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("make-demo-bapps"),
         shell:
-            "python -m lipsim make-demo-bapps --out {output} --seed {params.g[seed]} "
-            "--n-per-category {params.g[n_per_category]} > {log} 2>&1"
+            "python -m lipsim make-demo-bapps {params.opts} --out {output} > {log} 2>&1"
 
 elif BAPPS["enabled"] and BAPPS["source"] == "download":
 
@@ -25,19 +24,14 @@ elif BAPPS["enabled"] and BAPPS["source"] == "download":
     rule download_bapps:
         output:
             directory(f"{R}/data/bapps"),
-        params:
-            d=BAPPS["download"],
-            url=f"--url {BAPPS['download']['url']}" if BAPPS["download"]["url"] else "",
-            sha=""
-            if BAPPS["download"]["sha256"] is None
-            else f"--sha256 '{BAPPS['download']['sha256']}'",
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/download_bapps.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("download-bapps"),
         shell:
-            "python -m lipsim download-bapps --out {output} {params.url} {params.sha} "
-            "--retries {params.d[retries]} --timeout {params.d[timeout]} --no-progress "
+            "python -m lipsim download-bapps {params.opts} --out {output} --no-progress "
             "> {log} 2>&1"
 
 
@@ -46,16 +40,16 @@ rule check_bapps:
         generated(bapps_dir()),
     output:
         f"{R}/checks/bapps.json",
-    params:
-        root=lambda wc, input: input[0] if input else bapps_dir(),
-        categories=" ".join(BAPPS["categories"]),
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/check_bapps.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    params:
+        opts=options("check-bapps"),
+        root=lambda wc, input: input[0] if input else bapps_dir(),
     shell:
-        "python -m lipsim check-bapps --root {params.root} --categories {params.categories} "
-        "--report {output} > {log} 2>&1"
+        "python -m lipsim check-bapps {params.opts} --root {params.root} --report {output} "
+        "> {log} 2>&1"
 
 
 rule evaluate_bapps:
@@ -65,33 +59,24 @@ rule evaluate_bapps:
         deps=metric_inputs,
     output:
         f"{R}/bapps/{{metric}}.parquet",
+    log:
+        f"{R}/logs/evaluate_bapps/{{metric}}.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    resources:
+        **slurm_resources(config["resources"]["eval"]),
     params:
+        opts=options("evaluate-bapps"),
         root=lambda wc, input: input.data[0] if input.data else bapps_dir(),
-        device=config["device"],
         weights=lambda wc: config["weights_dir"],
         spec=lambda wc: metric_spec(wc.metric),
         rw=lambda wc: random_weights_flag(wc.metric),
         # The LipSim authors load BAPPS at 224 (the paper's image_size); LipSim models
         # always take their own input size (the certificate holds there).
         size=config["image_size"],
-        categories=" ".join(BAPPS["categories"]),
-        eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
-        batch=BAPPS["batch_size"],
-        # The scoring rule of the authors' columns: the certify step's keys.
-        scoring=config["certify"]["scoring"],
-        half_votes=config["certify"]["half_votes"],
-        tie_radius=config["certify"]["tie_radius"],
-    resources:
-        **slurm_resources(config["resources"]["eval"]),
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/evaluate_bapps/{{metric}}.log",
     shell:
-        "python -m lipsim evaluate-bapps --metric {params.spec} --bapps {params.root} "
-        "--categories {params.categories} --eps {params.eps} --batch-size {params.batch} "
-        "--device {params.device} --weights-dir {params.weights} --image-size {params.size} "
-        "--scoring {params.scoring} --half-votes {params.half_votes} --tie-radius {params.tie_radius} "
+        "python -m lipsim evaluate-bapps {params.opts} --metric {params.spec} "
+        "--bapps {params.root} --weights-dir {params.weights} --image-size {params.size} "
         "{params.rw} --out {output} > {log} 2>&1"
 
 
@@ -102,17 +87,14 @@ if BAPPS["enabled"]:
             expand(f"{R}/bapps/{{metric}}.parquet", metric=BAPPS_METRICS),
         output:
             report_outputs("tables", "bapps"),
-        params:
-            inputs=" ".join(f"{m}={R}/bapps/{m}.parquet" for m in BAPPS_METRICS),
-            eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
-            scoring=config["certify"]["scoring"],
-            half_votes=config["certify"]["half_votes"],
-            prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/table_bapps.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("table-bapps"),
+            inputs=" ".join(f"{m}={R}/bapps/{m}.parquet" for m in BAPPS_METRICS),
+            prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         shell:
-            "python -m lipsim table-bapps --inputs {params.inputs} --eps {params.eps} "
-            "--scoring {params.scoring} --half-votes {params.half_votes} "
+            "python -m lipsim table-bapps {params.opts} --inputs {params.inputs} "
             "--out-prefix {params.prefix} > {log} 2>&1"

@@ -3,6 +3,7 @@ import os
 import sys
 import re
 
+from lipsim.cli._args import config_argv
 from lipsim.configcheck import (
     file_number,
     split_objective,
@@ -12,7 +13,6 @@ from lipsim.configcheck import (
 )
 from lipsim.provenance import config_hash
 from lipsim.registry import ATTACKS_TABLE, METRICS_TABLE, names, needs_weights
-
 
 # Our validator lists every invalid key at once (snakemake's stops at the first).
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -131,7 +131,7 @@ def released_key(model):
     """Key of `released.ids` / `released.sha256` for a model name (pretrained, margin0.5)."""
     if model == "pretrained":
         return "pretrained"
-    margin = float(model[len("margin"):])
+    margin = float(model[len("margin") :])
     for key in RELEASED["ids"]:
         if key != "pretrained" and float(key) == margin:
             return key
@@ -201,7 +201,7 @@ def metric_spec(metric):
 
 def metric_inputs(wildcards):
     if wildcards.metric.startswith("lipsim-"):
-        return [ckpt_path(wildcards.metric[len("lipsim-"):])]
+        return [ckpt_path(wildcards.metric[len("lipsim-") :])]
     return weights_marker(wildcards.metric)
 
 
@@ -262,21 +262,27 @@ def table2_attack_files():
 
 
 def fig3a_attack_files():
-    return [attack_file(m, "autoattack", "L2", fmt(config["attacks"]["fig3a_eps"])) for m in FIG3A_METRICS]
+    return [
+        attack_file(m, "autoattack", "L2", fmt(config["attacks"]["fig3a_eps"]))
+        for m in FIG3A_METRICS
+    ]
 
 
-def finetune_hparams(mid):
-    """The finetune section of a model's teacher, with the loss of its objective."""
-    teacher = model_teacher(mid)[0]
-    return {**hparams("finetune", teacher), "loss": model_objective(mid)[0]}
+def options(command, teacher=None, section=None):
+    """The config options of `python -m lipsim {command}`: every key the schema gives it
+    (x-cli), as one string (lipsim.cli._args.config_argv). Rules pass it as a params value, so
+    a changed key reruns the job (cluster resources are no option: a new time limit retrains
+    nothing), and shell strings spell no key. With teacher, its teacher_settings apply; with
+    section, an option fed by two sections takes that section's key."""
+    return config_argv(config, command, teacher=teacher, section=section)
 
 
-def hparams(section, teacher=None):
-    """A config section without its cluster resources, for params (they are rerun triggers,
-    and a new time limit or memory request must not retrain a model). With a teacher: its
-    teacher_settings applied (distill, finetune)."""
-    sec = teacher_section(config, section, teacher) if teacher else config[section]
-    return {k: v for k, v in sec.items() if k != "resources"}
+def finetune_options(mid):
+    """The finetune options of a model id: its teacher's, with the loss and metric of its
+    objective (study.objectives; the run's own for plain margin ids)."""
+    loss, metric = model_objective(mid)
+    cfg = {**config, "metric": metric, "finetune": {**config["finetune"], "loss": loss}}
+    return config_argv(cfg, "finetune", teacher=model_teacher(mid)[0])
 
 
 # ---- resources ------------------------------------------------------------------------
@@ -309,7 +315,6 @@ def teacher_emb_dim():
 
 
 # ---- helpers of the stage modules ----
-EVAL_SPLITS = " ".join(config["evaluation"]["splits"])
 DISTANCE_METRICS = [f"lipsim-{PRIMARY}", TEACHER]
 
 

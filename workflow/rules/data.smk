@@ -5,17 +5,14 @@ if config["night"]["source"] == "generate":
     rule make_demo_night:
         output:
             directory(f"{R}/data/night"),
-        params:
-            g=config["night"]["generate"],
-            size=config["image_size"],
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_night.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("make-demo-night"),
         shell:
-            "python -m lipsim make-demo-night --out {output} --seed {params.g[seed]} "
-            "--n-train {params.g[n_train]} --n-val {params.g[n_val]} "
-            "--n-test {params.g[n_test]} --image-size {params.size} > {log} 2>&1"
+            "python -m lipsim make-demo-night {params.opts} --out {output} > {log} 2>&1"
 
 elif config["night"]["source"] == "download":
 
@@ -26,27 +23,19 @@ elif config["night"]["source"] == "download":
     rule download_night:
         output:
             directory(f"{R}/data/night"),
-        params:
-            d=config["night"]["download"],
-            url=lambda wc: config["night"]["download"]["url"]
-            if config["night"]["download"]["mode"] == "zip"
-            else config["night"]["download"]["chunked_url"],
-            max_gb=lambda wc: f"--max-extract-gb {config['night']['download']['max_extract_gb']}"
-            if config["night"]["download"]["max_extract_gb"]
-            else "",
-            sha=lambda wc: f"--sha256 {config['night']['download']['sha256']}"
-            if config["night"]["download"]["sha256"]
-            else "",
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/download_night.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("download-night"),
+            # --url is the zip's or the chunked variant's, by mode
+            url=config["night"]["download"][
+                "url" if config["night"]["download"]["mode"] == "zip" else "chunked_url"
+            ],
         shell:
-            "python -m lipsim download-night --mode {params.d[mode]} --url {params.url} --out {output} "
-            "--chunks {params.d[chunks]} --retries {params.d[retries]} "
-            "--timeout {params.d[timeout]} --min-rate {params.d[min_rate]} "
-            "--stall-time {params.d[stall_time]} --max-ratio {params.d[max_ratio]} "
-            "--max-members {params.d[max_members]} {params.max_gb} {params.sha} > {log} 2>&1"
+            "python -m lipsim download-night {params.opts} --url {params.url} --out {output} "
+            "> {log} 2>&1"
 
 
 rule verify_night:
@@ -54,16 +43,16 @@ rule verify_night:
         generated(night_dir()),
     output:
         f"{R}/checks/night-verified.json",
-    params:
-        root=lambda wc, input: input[0] if input else night_dir(),
-        min_votes=config["night"]["min_votes"],
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/verify_night.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    params:
+        opts=options("verify-night"),
+        root=lambda wc, input: input[0] if input else night_dir(),
     shell:
-        "python -m lipsim verify-night --root {params.root} --min-votes {params.min_votes} "
-        "--report {output} > {log} 2>&1"
+        "python -m lipsim verify-night {params.opts} --root {params.root} --report {output} "
+        "> {log} 2>&1"
 
 
 if config["imagenet"]["source"] == "generate":
@@ -71,17 +60,15 @@ if config["imagenet"]["source"] == "generate":
     rule make_demo_imagenet:
         output:
             directory(f"{R}/data/imagenet"),
-        params:
-            g=config["imagenet"]["generate"],
-            size=config["image_size"],
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_imagenet.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("make-demo-images", section="imagenet.generate"),
         shell:
-            "python -m lipsim make-demo-images --out {output} --layout imagenet --seed {params.g[seed]} "
-            "--classes {params.g[classes]} --per-class {params.g[per_class]} "
-            "--image-size {params.size} > {log} 2>&1"
+            "python -m lipsim make-demo-images {params.opts} --layout imagenet --out {output} "
+            "> {log} 2>&1"
 
 
 if config["natural_images"]["source"] == "generate":
@@ -89,16 +76,15 @@ if config["natural_images"]["source"] == "generate":
     rule make_demo_natural:
         output:
             directory(f"{R}/data/natural"),
-        params:
-            g=config["natural_images"]["generate"],
-            size=config["image_size"],
-        conda:
-            "../../envs/lipsim.yaml"
         log:
             f"{R}/logs/make_demo_natural.log",
+        conda:
+            "../../envs/lipsim.yaml"
+        params:
+            opts=options("make-demo-images", section="natural_images.generate"),
         shell:
-            "python -m lipsim make-demo-images --out {output} --layout flat --seed {params.g[seed]} "
-            "--n {params.g[n]} --image-size {params.size} > {log} 2>&1"
+            "python -m lipsim make-demo-images {params.opts} --layout flat --out {output} "
+            "> {log} 2>&1"
 
 
 rule check_imagenet:
@@ -106,15 +92,17 @@ rule check_imagenet:
         generated(imagenet_dir()),
     output:
         f"{R}/checks/imagenet.json",
-    params:
-        root=lambda wc, input: input[0] if input else imagenet_dir(),
-        expect=lambda wc: config["imagenet"]["expect_classes"]
-        if config["imagenet"]["source"] == "path"
-        else config["imagenet"]["generate"]["classes"],
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/check_imagenet.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    params:
+        root=lambda wc, input: input[0] if input else imagenet_dir(),
+        expect=lambda wc: (
+            config["imagenet"]["expect_classes"]
+            if config["imagenet"]["source"] == "path"
+            else config["imagenet"]["generate"]["classes"]
+        ),
     shell:
         "python -m lipsim check-folder --layout imagenet --root {params.root} "
         "--expect-classes {params.expect} --report {output} > {log} 2>&1"
@@ -125,12 +113,12 @@ rule check_natural:
         generated(natural_dir()),
     output:
         f"{R}/checks/natural.json",
-    params:
-        root=lambda wc, input: input[0] if input else natural_dir(),
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/check_natural.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    params:
+        root=lambda wc, input: input[0] if input else natural_dir(),
     shell:
         "python -m lipsim check-folder --layout flat --root {params.root} --report {output} > {log} 2>&1"
 
@@ -143,12 +131,12 @@ localrules:
 rule fetch_weights:
     output:
         f"{config['weights_dir']}/{{name}}.json",
-    params:
-        weights=lambda wc, output: os.path.dirname(output[0]),
-    conda:
-        "../../envs/lipsim.yaml"
     log:
         f"{R}/logs/fetch_weights/{{name}}.log",
+    conda:
+        "../../envs/lipsim.yaml"
+    params:
+        weights=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "python -m lipsim fetch-weights --teacher {wildcards.name} --weights-dir {params.weights} "
         "--marker {output} > {log} 2>&1"

@@ -19,26 +19,22 @@ rule table1:
         check=f"{R}/checks/consistency.csv",
     output:
         report_outputs("tables", "table1"),
+    log:
+        f"{R}/logs/table1.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
+        opts=options("table1"),
         teacher=TEACHER,
         # TEACHER/MODEL=FILE: every row is labelled with the teacher it was distilled from.
         certify=" ".join(
             f"{'/'.join(model_teacher(m))}={R}/certify/{m}.parquet" for m in SWEEP_MODELS
         ),
         evals=" ".join(f"{t}={R}/eval/{t}.parquet" for t in SWEEP),
-        eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
-        scoring=config["certify"]["scoring"],
-        half_votes=config["certify"]["half_votes"],
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/table1.log",
     shell:
-        "python -m lipsim table1 --certify {params.certify} --eval {params.evals} "
-        "--teacher {params.teacher} --eps {params.eps} --scoring {params.scoring} "
-        "--half-votes {params.half_votes} "
-        "--out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim table1 {params.opts} --certify {params.certify} --eval {params.evals} "
+        "--teacher {params.teacher} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule table2:
@@ -47,14 +43,14 @@ rule table2:
         check=f"{R}/checks/consistency.csv",
     output:
         report_outputs("tables", "table2"),
+    log:
+        f"{R}/logs/table2.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         teacher=TEACHER,
         scaling=EPS_SCALING,
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/table2.log",
     shell:
         "python -m lipsim table2 --attacks {input.attacks} --teacher {params.teacher} "
         "{params.scaling} --out-prefix {params.prefix} > {log} 2>&1"
@@ -65,13 +61,13 @@ rule table_retrieval:
         expand(f"{R}/retrieval/{{metric}}.parquet", metric=DISTANCE_METRICS),
     output:
         report_outputs("tables", "retrieval"),
+    log:
+        f"{R}/logs/table_retrieval.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         scaling=EPS_SCALING,
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/table_retrieval.log",
     shell:
         "python -m lipsim table-retrieval --inputs {input} {params.scaling} "
         "--out-prefix {params.prefix} > {log} 2>&1"
@@ -84,15 +80,15 @@ rule fig3a:
         attacks=fig3a_attack_files(),
     output:
         report_outputs("figures", "fig3a"),
+    log:
+        f"{R}/logs/fig3a.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         attacks=" ".join(f"{m}={f}" for m, f in zip(FIG3A_METRICS, fig3a_attack_files())),
         eps=fmt(config["attacks"]["fig3a_eps"]),
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         scaling=EPS_SCALING,
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/fig3a.log",
     shell:
         "python -m lipsim fig3a --attacks {params.attacks} --norm L2 "
         "--eps {params.eps} {params.scaling} --out-prefix {params.prefix} > {log} 2>&1"
@@ -103,13 +99,13 @@ rule fig3b:
         expand(f"{R}/distances/{{metric}}.parquet", metric=DISTANCE_METRICS),
     output:
         report_outputs("figures", "fig3b"),
+    log:
+        f"{R}/logs/fig3b.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         dists=" ".join(f"{m}={R}/distances/{m}.parquet" for m in DISTANCE_METRICS),
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/fig3b.log",
     shell:
         "python -m lipsim fig3b --distances {params.dists} --out-prefix {params.prefix} > {log} 2>&1"
 
@@ -122,18 +118,18 @@ rule fig_margins:
         check=f"{R}/checks/consistency.csv",
     output:
         report_outputs("figures", "margins"),
+    log:
+        f"{R}/logs/fig_margins.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in SWEEP_MODELS),
         evals=" ".join(f"{t}={R}/eval/{t}.parquet" for t in SWEEP),
         eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
         scoring=config["certify"]["scoring"],
+        scaling=EPS_SCALING,
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
         metric=config["metric"],
-        scaling=EPS_SCALING,
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/fig_margins.log",
     shell:
         "python -m lipsim fig-margins --certify {params.certify} --eval {params.evals} "
         "--metric {params.metric} --eps {params.eps} --scoring {params.scoring} "
@@ -147,16 +143,16 @@ rule radii:
     output:
         report_outputs("tables", "radii"),
         report_outputs("figures", "radii"),
+    log:
+        f"{R}/logs/radii.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         certify=" ".join(f"{m}={R}/certify/{m}.parquet" for m in SWEEP_MODELS + EXTRA_MODELS),
         eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
         scaling=EPS_SCALING,
         table=lambda wc, output: output[0].rsplit(".", 1)[0],
         figure=lambda wc, output: output[-1].rsplit(".", 1)[0],
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/radii.log",
     shell:
         "python -m lipsim radii --certify {params.certify} --metric cosine --eps {params.eps} "
         "{params.scaling} --table-prefix {params.table} --figure-prefix {params.figure} "
@@ -172,20 +168,22 @@ rule study:
     output:
         report_outputs("tables", "study"),
         report_outputs("figures", "study"),
+    log:
+        f"{R}/logs/study.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         certify=" ".join(
             f"{o}/{m}={R}/certify/{m}.parquet" for o, ms in STUDY_MODELS.items() for m in ms
         ),
-        attacks=" ".join(f"{o}/{m}={study_attack_file(m)}" for o, ms in STUDY_MODELS.items() for m in ms),
+        attacks=" ".join(
+            f"{o}/{m}={study_attack_file(m)}" for o, ms in STUDY_MODELS.items() for m in ms
+        ),
         eps=" ".join(fmt(e) for e in config["certify"]["eps_255"]),
         scoring=config["certify"]["scoring"],
         scaling=EPS_SCALING,
         table=lambda wc, output: output[0].rsplit(".", 1)[0],
         figure=lambda wc, output: output[-1].rsplit(".", 1)[0],
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/study.log",
     shell:
         "python -m lipsim study --certify {params.certify} --attacks {params.attacks} "
         "--eps {params.eps} --scoring {params.scoring} {params.scaling} "
@@ -200,10 +198,10 @@ rule resolved_config:
     """The config as validated (defaults filled in): what the manifest's config_hash hashes."""
     output:
         f"{R}/config.json",
-    params:
-        config_hash=CONFIG_HASH,
     log:
         f"{R}/logs/resolved_config.log",
+    params:
+        config_hash=CONFIG_HASH,
     run:
         from lipsim.atomic import write_json
 
@@ -216,13 +214,13 @@ rule manifest:
         config=f"{R}/config.json",
     output:
         f"{R}/manifest.parquet",
+    log:
+        f"{R}/logs/manifest.log",
+    conda:
+        "../../envs/lipsim.yaml"
     params:
         root=lambda wc, output: os.path.dirname(output[0]),
         config_hash=CONFIG_HASH,
-    conda:
-        "../../envs/lipsim.yaml"
-    log:
-        f"{R}/logs/manifest.log",
     shell:
         "python -m lipsim manifest --root {params.root} --config-json {input.config} "
         "--config-hash {params.config_hash} --snakemake-dir .snakemake --out {output} "
