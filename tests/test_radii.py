@@ -12,8 +12,9 @@ from matplotlib.image import imread
 
 from lipsim.cli import fig_margins as margins_cli
 from lipsim.cli import radii as radii_cli
+from lipsim.reporting.certified import certify_radii, radius_label
 from lipsim.reporting.figures import margins_table
-from lipsim.reporting.radii import certify_radii, radii_table, radius_label
+from lipsim.reporting.radii import radii_table
 
 SPLITS = ["test_imagenet", "test_no_imagenet"]
 

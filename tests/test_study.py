@@ -16,7 +16,7 @@ import pytest
 from test_radii import SPLITS, certify_file
 
 from lipsim.cli import study as study_cli
-from lipsim.reporting.radii import certify_radii
+from lipsim.reporting.certified import certify_radii
 from lipsim.reporting.study import study_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> None:
+    from lipsim.reporting.certified import certify_radii
     from lipsim.reporting.figures import fig_margins, margins_table
-    from lipsim.reporting.radii import certify_radii
 
     radii = certify_radii(args.eps, args.image_size, args.eps_reference_size)
     table = margins_table(

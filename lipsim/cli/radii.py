@@ -36,12 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args) -> None:
     from lipsim.reporting import radii
+    from lipsim.reporting.certified import certify_radii
     from lipsim.reporting.tables import write_table
 
     certify = parse_assignments(args.certify, "--certify")
     table = radii.radii_table(certify)
     write_table(args.table_prefix, table, radii.radii_markdown(table), radii.radii_latex(table))
-    eps = radii.certify_radii(args.eps, args.image_size, args.eps_reference_size)
+    eps = certify_radii(args.eps, args.image_size, args.eps_reference_size)
     radii.fig_radii(certify, args.figure_prefix, eps, args.metric)
 
 

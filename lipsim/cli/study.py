@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args) -> None:
     from lipsim.reporting import study
-    from lipsim.reporting.radii import certify_radii
+    from lipsim.reporting.certified import certify_radii
     from lipsim.reporting.tables import write_table
 
     radii = certify_radii(args.eps, args.image_size, args.eps_reference_size)

@@ -279,9 +279,9 @@ def margins_table(
 ) -> pd.DataFrame:
     """The margins figure's rows, Table 1's columns at the radii it is drawn at: one per LipSim
     model of `certify` (MODEL -> certify file; teacher, stage and margin from the file) under
-    `metric`, natural and certified_{paper eps} at the applied radii (lipsim.reporting.radii
+    `metric`, natural and certified_{paper eps} at the applied radii (lipsim.reporting.certified
     .certify_radii), and one reference row per --eval teacher (its natural score)."""
-    from lipsim.reporting.radii import certified_row
+    from lipsim.reporting.certified import certified_row
 
     if not certify:
         raise ReportingError("fig-margins needs --certify inputs")
@@ -309,7 +309,7 @@ def fig_margins(
 
     `table1` has Table 1's columns (margins_table, or Table 1 itself); `metric` selects the
     LipSim rows of that metric when it has several; reference rows are kept. `radii`
-    ((applied, paper /255) per certified column, lipsim.reporting.radii.certify_radii) labels
+    ((applied, paper /255) per certified column, lipsim.reporting.certified.certify_radii) labels
     the certified lines with the radius they were scored at; without it, `certified_36` reads
     36/255. Finetuned models are lines over their margin. The pretrained model was never
     trained with a hinge loss, so it is not "margin 0": it gets its own open markers at the
@@ -318,7 +318,7 @@ def fig_margins(
     """
     from matplotlib.lines import Line2D
 
-    from lipsim.reporting.radii import radius_label
+    from lipsim.reporting.certified import radius_label
 
     sets = margin_line_sets(table1, metric)
     # Reference rows of no set (baselines, or teachers whose students are absent): drawn once.

@@ -18,7 +18,7 @@ import pandas as pd
 from lipsim.configcheck import split_objective
 from lipsim.models.net import METRICS
 from lipsim.reporting import ReportingError, attack_setting
-from lipsim.reporting.radii import certified_row, radius_label, read_test_rows
+from lipsim.reporting.certified import certified_row, radius_label, read_test_rows
 from lipsim.reporting.tables import ATTACK_COLUMNS, natural_score
 from lipsim.train.finetune import LOSSES
 
