@@ -115,6 +115,11 @@ class FromSchema:
         return hash(self.key)
 
 
+def resolve(value: Any) -> Any:
+    """A FromSchema default's value (anything else as it is)."""
+    return schema_default(value.key) if isinstance(value, FromSchema) else value
+
+
 def with_schema_defaults(func):
     """Resolve the FromSchema defaults of `func` at call time (arguments passed win)."""
     sig = inspect.signature(func)

@@ -38,7 +38,7 @@ import pandas as pd
 
 from lipsim.atomic import atomic_path, write_json
 from lipsim.checksum import sha256_file
-from lipsim.configcheck import ConfigError, schema_default
+from lipsim.configcheck import ConfigError, FromSchema, with_schema_defaults
 from lipsim.data.folders import IMAGE_SUFFIXES
 from lipsim.errors import LipSimError
 from lipsim.progress import progress_bar
@@ -347,6 +347,7 @@ def _part_manifest(config: FillConfig, part: int, parts: int, shards: range, ent
     }
 
 
+@with_schema_defaults
 def fill_part(
     *,
     teacher,
@@ -355,17 +356,17 @@ def fill_part(
     out_dir: str | os.PathLike,
     part: int,
     parts: int,
-    shard_size: int = schema_default("cache.shard_size"),
-    dtype: str = schema_default("cache.dtype"),
-    batch_size: int = schema_default("cache.batch_size"),
-    workers: int = schema_default("cache.workers"),
-    on_bad_image: str = schema_default("cache.on_bad_image"),
+    shard_size: int = FromSchema("cache.shard_size"),
+    dtype: str = FromSchema("cache.dtype"),
+    batch_size: int = FromSchema("cache.batch_size"),
+    workers: int = FromSchema("cache.workers"),
+    on_bad_image: str = FromSchema("cache.on_bad_image"),
     image_size: int | None = None,
     device="cpu",
     random_weights: bool = False,
     teacher_name: str | None = None,
     progress: bool = True,
-    crop: str = schema_default("distill.crop"),
+    crop: str = FromSchema("distill.crop"),
     mirror: bool = False,
 ) -> dict:
     """Embed the images of part `part` of `parts` and write its shards, then part-K.json.

@@ -726,6 +726,7 @@ def test_tar_ending_in_a_zip_is_read_as_the_tar(tmp_path):
 def test_schema_defaults_are_the_library_defaults():
     import yaml
 
+    from lipsim.configcheck import resolve
     from lipsim.data.download import MIN_RATE, STALL_TIME
     from lipsim.data.extract import MAX_RATIO
 
@@ -738,4 +739,4 @@ def test_schema_defaults_are_the_library_defaults():
         keys["stall_time"]["default"],
         keys["max_ratio"]["default"],
         keys["max_extract_gb"]["default"],
-    ) == (MIN_RATE, STALL_TIME, MAX_RATIO, None)
+    ) == (resolve(MIN_RATE), resolve(STALL_TIME), resolve(MAX_RATIO), None)

@@ -4,11 +4,13 @@ place for pipeline defaults), so calling them by hand runs the pipeline's experi
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import pytest
 
 from lipsim import embcache
-from lipsim.configcheck import FromSchema, schema_default
+from lipsim.configcheck import FromSchema, resolve, schema_default
 from lipsim.data import download, folders, night
 from lipsim.data.extract import MAX_RATIO
 
@@ -58,9 +60,22 @@ def test_schema_defaults_resolve_at_call_time(tmp_path):
 
 
 def test_module_constants_are_the_schema_defaults():
-    assert download.NIGHT_ZIP_URL == schema_default("night.download.url")
-    assert download.NIGHT_CHUNKED_URL == schema_default("night.download.chunked_url")
-    assert MAX_RATIO == schema_default("night.download.max_ratio")
+    assert resolve(download.NIGHT_ZIP_URL) == schema_default("night.download.url")
+    assert resolve(download.NIGHT_CHUNKED_URL) == schema_default("night.download.chunked_url")
+    assert resolve(MAX_RATIO) == schema_default("night.download.max_ratio")
+
+
+def test_importing_the_package_reads_no_schema():
+    # Defaults are looked up when a function is called: importing every module of the package
+    # (in a fresh interpreter) leaves the schema unread.
+    probe = (
+        "import importlib, pkgutil, lipsim, lipsim.configcheck as c\n"
+        "for m in pkgutil.walk_packages(lipsim.__path__, 'lipsim.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "    assert c._schema.cache_info().currsize == 0, m.name\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_attack_spec_defaults_are_the_schemas():

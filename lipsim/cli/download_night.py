@@ -9,13 +9,14 @@ from lipsim.cli._args import add_config_options, parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lipsim.configcheck import resolve
     from lipsim.data.download import NIGHT_CHUNKED_URL, NIGHT_ZIP_URL
 
     ap = parser(__name__, __doc__)
     ap.add_argument(
         "--url",
-        help=f"zip: the archive URL (default {NIGHT_ZIP_URL}); chunked: the "
-        f"base URL holding ref/NNN.zip, distort/NNN.zip, data.csv (default {NIGHT_CHUNKED_URL})",
+        help=f"zip: the archive URL (default {resolve(NIGHT_ZIP_URL)}); chunked: the "
+        f"base URL holding ref/NNN.zip, distort/NNN.zip, data.csv (default {resolve(NIGHT_CHUNKED_URL)})",
     )
     ap.add_argument(
         "--out", required=True, help="folder to create (holds data.csv, ref/, distort/)"

@@ -289,6 +289,7 @@ def download_bapps(
     without decoding); an archive that the extraction or the check refuses is deleted.
     Returns `out`; an `out` that already passes the check is kept as it is.
     """
+    from lipsim.configcheck import resolve
     from lipsim.data.extract import MAX_MEMBERS, removed_if_refused, safe_extract
     from lipsim.data.transfer import fetch
 
@@ -306,7 +307,7 @@ def download_bapps(
         progress=progress,
         expect="archive",
     )
-    limit = MAX_MEMBERS if max_members is None else max_members
+    limit = resolve(MAX_MEMBERS) if max_members is None else max_members
 
     def refuse(problems: list[str]) -> None:
         if problems:

@@ -29,7 +29,7 @@ import requests
 
 from lipsim.atomic import NoSpaceError, atomic_path, no_space, write_json
 from lipsim.checksum import sha256_file
-from lipsim.configcheck import schema_default
+from lipsim.configcheck import FromSchema, resolve, with_schema_defaults
 from lipsim.data import replace_dir
 from lipsim.data.extract import (
     MAX_MEMBERS,
@@ -65,9 +65,9 @@ __all__ = [
 ]
 
 # The pipeline's defaults (workflow/schemas/config.schema.yaml, night.download) are the library's.
-NIGHT_ZIP_URL = schema_default("night.download.url")
-NIGHT_CHUNKED_URL = schema_default("night.download.chunked_url")
-CHUNKS = schema_default("night.download.chunks")
+NIGHT_ZIP_URL = FromSchema("night.download.url")
+NIGHT_CHUNKED_URL = FromSchema("night.download.chunked_url")
+CHUNKS = FromSchema("night.download.chunks")
 MANIFEST_NAME = ".night-complete.json"
 
 
@@ -214,6 +214,7 @@ def verify_manifest(
     return manifest, problems
 
 
+@with_schema_defaults
 def download_night(
     out: str | os.PathLike,
     *,
@@ -245,7 +246,7 @@ def download_night(
     NoSpaceError naming the file when the disk is full.
     """
     out = Path(out).expanduser().resolve()
-    url = url or (NIGHT_ZIP_URL if mode == "zip" else NIGHT_CHUNKED_URL)
+    url = url or resolve(NIGHT_ZIP_URL if mode == "zip" else NIGHT_CHUNKED_URL)
     job = _Job(
         out=out,
         url=url,

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from lipsim.atomic import no_space
-from lipsim.configcheck import schema_default
+from lipsim.configcheck import FromSchema, with_schema_defaults
 from lipsim.errors import LipSimError
 
 __all__ = [
@@ -58,10 +58,10 @@ _CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # Deflate tops out near 1000:1; images and CSV tables compress far less. Entries smaller than
 # _RATIO_FLOOR are not judged (a small file of zeros is no bomb).
-MAX_RATIO = 100.0
+MAX_RATIO = FromSchema("night.download.max_ratio")
 _RATIO_FLOOR = 1 << 20
 # Members of one archive, zip or tar (NIGHT's zip holds ~60k, BAPPS val ~145k); the schema's.
-MAX_MEMBERS = schema_default("night.download.max_members")
+MAX_MEMBERS = FromSchema("night.download.max_members")
 
 
 class ExtractError(LipSimError, RuntimeError):
@@ -257,6 +257,7 @@ def _free_space(dest: Path) -> tuple[int, Path]:
     return shutil.disk_usage(probe).free, probe
 
 
+@with_schema_defaults
 def check_archive(
     archive: str | os.PathLike,
     *,
@@ -443,6 +444,7 @@ def _check_target(archive: Path, dest: Path, member: _Member, rel: str, replace:
         )
 
 
+@with_schema_defaults
 def safe_extract(
     archive: str | os.PathLike,
     dest: str | os.PathLike,

@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urljoin
 
 import requests
 
+from lipsim.configcheck import with_schema_defaults
 from lipsim.data.transfer import (
     MIN_RATE,
     REQUEST_ERRORS,
@@ -95,6 +96,7 @@ def _from_page(page: str, page_url: str, url: str) -> str:
     )
 
 
+@with_schema_defaults
 def confirmed_url(
     url: str,
     *,
@@ -142,6 +144,7 @@ def confirmed_url(
             session.close()
 
 
+@with_schema_defaults
 def fetch_drive(
     file_id: str,
     dest: str | Path,

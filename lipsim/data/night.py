@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lipsim.configcheck import schema_default
+from lipsim.configcheck import FromSchema, with_schema_defaults
 from lipsim.errors import LipSimError
 
 __all__ = [
@@ -287,9 +287,10 @@ def _select(df: pd.DataFrame, min_votes: int, splits: Iterable[str] | str | None
     return df.reset_index(drop=True)
 
 
+@with_schema_defaults
 def read_night(
     root: str | os.PathLike,
-    min_votes: int = schema_default("night.min_votes"),
+    min_votes: int = FromSchema("night.min_votes"),
     splits: Iterable[str] | str | None = None,
 ) -> pd.DataFrame:
     """Read NIGHT's data.csv into a DataFrame of usable triplets.
@@ -381,9 +382,10 @@ class NightTriplets:
         return ref, x0, x1, torch.tensor(self._p[index]), index
 
 
+@with_schema_defaults
 def verify_night(
     root: str | os.PathLike,
-    min_votes: int = schema_default("night.min_votes"),
+    min_votes: int = FromSchema("night.min_votes"),
     *,
     decode: bool = True,
 ) -> list[Problem]:

@@ -40,7 +40,7 @@ import urllib3
 
 from lipsim.atomic import NoSpaceError, no_space, write_json
 from lipsim.checksum import sha256_file
-from lipsim.configcheck import schema_default
+from lipsim.configcheck import FromSchema, with_schema_defaults
 from lipsim.data.content import KINDS, check_content, is_html_type
 from lipsim.errors import LipSimError
 from lipsim.progress import progress_bar
@@ -67,11 +67,11 @@ __all__ = [
 ]
 
 # The pipeline's defaults (workflow/schemas/config.schema.yaml, night.download) are the library's.
-RETRIES = schema_default("night.download.retries")
-TIMEOUT = float(schema_default("night.download.timeout"))
+RETRIES = FromSchema("night.download.retries")
+TIMEOUT = FromSchema("night.download.timeout")
 # Stall rule: an attempt averaging under MIN_RATE bytes/s over STALL_TIME s is dropped.
-MIN_RATE = float(schema_default("night.download.min_rate"))
-STALL_TIME = float(schema_default("night.download.stall_time"))
+MIN_RATE = FromSchema("night.download.min_rate")
+STALL_TIME = FromSchema("night.download.stall_time")
 CHUNK = 1 << 20  # 1 MiB: streaming buffer for network, hashing and extraction
 # Transient answers (retried with backoff); any other 4xx is permanent and fails at once.
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -97,6 +97,7 @@ class Retry:
     """The retry budget: `retries` consecutive attempts without progress, each one after an
     exponential backoff with jitter (no thundering herd). Progress resets the count."""
 
+    @with_schema_defaults
     def __init__(
         self,
         retries: int = RETRIES,
@@ -293,6 +294,7 @@ class _Transfer:
         )
 
 
+@with_schema_defaults
 def fetch(
     url: str,
     dest: str | os.PathLike,
