@@ -651,3 +651,22 @@ def test_table2_scaled_radii_are_labelled_with_the_papers(tmp_path):
     # Without a size the reference size means nothing: one line naming the option.
     bad = ["--attacks", l2, "--eps-reference-size", "224", "--out-prefix", str(prefix)]
     assert table2_cli.main(bad) == 1
+
+
+def test_table1_certifies_at_radii_scaled_to_the_image_size(tmp_path, table1_inputs, ref_csv):
+    # At 32 px the paper's 36/255 and 108/255 (meant at 224 px) are applied x 32/224: 0.0202 and
+    # 0.0605 in image units. margin0.5's test radii (0.2, 0.4, 0.9, 0.1) all exceed both, so
+    # every correct triplet is certified (68.75, the natural score), where the unscaled radii
+    # certify 43.75 and 6.25 (table1_inputs).
+    scaled = ["--image-size", "32", "--eps-reference-size", "224"]
+    rc, prefix = _run_table1(tmp_path, table1_inputs, ref_csv, extra=scaled)
+    assert rc == 0
+    t = pd.read_parquet(f"{prefix}.parquet").set_index("model")
+    assert t.loc["margin0.5", "certified_36"] == pytest.approx(68.75)
+    assert t.loc["margin0.5", "certified_108"] == pytest.approx(68.75)
+    assert t["eps_scale"].to_numpy() == pytest.approx([32 / 224] * len(t))
+    assert "scaled to the image size" in Path(f"{prefix}.md").read_text()
+    rc, prefix = _run_table1(tmp_path / "plain", table1_inputs, ref_csv)
+    t = pd.read_parquet(f"{prefix}.parquet").set_index("model")
+    assert t.loc["margin0.5", "certified_36"] == pytest.approx(43.75)
+    assert (t["eps_scale"] == 1.0).all()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 
-from lipsim.cli._args import add_config_options, parser
+from lipsim.cli._args import add_config_options, add_scaled_radius_options, parser
 from lipsim.cli._rule import rule_from_args
 from lipsim.reporting import parse_assignments, report_errors
 from lipsim.reporting.reference import add_reference_options, reference_from_args
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher", default=None, help="teacher of the --certify models given without TEACHER/"
     )
     add_config_options(p, "table1")  # --eps (in /255 units), --scoring
+    add_scaled_radius_options(p)  # --image-size / --eps-reference-size: radii scaled
     add_reference_options(p)
     p.add_argument("--out-prefix", required=True, help="e.g. R/tables/table1")
     return p
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args) -> None:
     from lipsim.reporting import table1
+    from lipsim.reporting.certified import certify_radii
     from lipsim.reporting.tables import write_table
 
     table = table1.table1(
@@ -66,6 +68,7 @@ def _run(args) -> None:
         args.eps,
         reference_from_args(args),
         rule_from_args(args),
+        [r for r, _ in certify_radii(args.eps, args.image_size, args.eps_reference_size)],
     )
     write_table(
         args.out_prefix,

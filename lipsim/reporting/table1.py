@@ -31,14 +31,25 @@ CERTIFY_COLUMNS = ("split", "metric", "p", "score", "radius", "radius_authors")
 EVAL_COLUMNS = ("split", "p", "score")
 KEYS = ["model", "teacher", "stage", "margin", "metric"]
 STAGE_ORDER = {"pretrained": 0, "finetuned": 1, "reference": 2, "other": 3}
-TAIL = ["paper_source", "n_test", "n_test_authors", "half_votes", "tie_radius", "scoring"]
+TAIL = [
+    "paper_source",
+    "n_test",
+    "n_test_authors",
+    "half_votes",
+    "tie_radius",
+    "scoring",
+    "eps_scale",
+]
 
 
 class Columns:
     """Table 1's score column names for its radii (in /255, as written in the names)."""
 
-    def __init__(self, eps: list[str]):
+    def __init__(self, eps: list[str], applied: list[float] | None = None):
         self.eps = eps
+        # The radii certified at (image units): the /255 ones as written, or scaled to the
+        # image size like the attacks' (lipsim.reporting.certified.certify_radii).
+        self.applied = applied or [convert_eps(float(e), to="image") for e in eps]
         self.certified = [f"certified_{e}" for e in eps]
         self.authors = [f"{c}_authors" for c in self.certified]
         self.unsound = [f"unsound_{e}" for e in eps]
@@ -109,7 +120,7 @@ def _test_score(scores: dict) -> float:
 def _scores(test: pd.DataFrame, cols: Columns, rule: Rule) -> dict:
     """The score columns of one row from its test triplets (one metric); certified columns
     only when the rows carry radii."""
-    radii = [convert_eps(float(e), to="image") for e in cols.eps] if "radius" in test else []
+    radii = cols.applied if "radius" in test else []
     plain = certified_scores(test, radii, "radius", DREAMSIM)
     theirs = certified_scores(test, radii, "radius_authors", rule)
     row = {
@@ -219,6 +230,7 @@ def table1(
     eps: list[float],
     reference: pd.DataFrame | None,
     rule: Rule = DREAMSIM,
+    applied: list[float] | None = None,
 ) -> pd.DataFrame:
     """Table 1 from certify files (`TEACHER/MODEL` or `MODEL` keys; then `teacher` is its
     teacher) and evaluate files (a metric named like a teacher is that group's reference row).
@@ -226,16 +238,21 @@ def table1(
     Columns: model, teacher, stage, margin, metric, natural, certified_{e}, natural_authors,
     certified_{e}_authors, unsound_{e} (see the module docstring), {col}_paper and
     {col}_diff for natural and certified_{e}, paper_source, n_test, n_test_authors (the test
-    triplets each rule scores), half_votes, tie_radius, scoring (the rules' conventions).
+    triplets each rule scores), half_votes, tie_radius, scoring (the rules' conventions),
+    eps_scale (applied radius / configured radius: `applied` gives the radii certified at, in
+    image units, when the configured /255 ones are scaled to the image size; the columns keep
+    the configured names).
     """
     if not certify and not evals:
         raise ReportingError("table1 needs at least one --certify or --eval input")
-    cols = Columns([f"{e:g}" for e in eps])
+    cols = Columns([f"{e:g}" for e in eps], applied)
     lipsim = [r for k, p in certify.items() for r in certify_rows(k, p, teacher, cols, rule)]
     teachers = list(dict.fromkeys(r["teacher"] for r in lipsim))
     refs = [eval_row(m, p, teachers, cols, rule) for m, p in evals.items()]
     table = pd.DataFrame(order_rows(lipsim, refs)).assign(
-        half_votes=rule.half_votes, scoring=rule.scoring
+        half_votes=rule.half_votes,
+        scoring=rule.scoring,
+        eps_scale=cols.applied[0] / convert_eps(eps[0], to="image") if eps else 1.0,
     )
     table = paper_columns(table.reindex(columns=[*KEYS, *cols.scores, *TAIL]), reference, cols)
     diff = [f"{c}_paper" for c in cols.paper] + [f"{c}_diff" for c in cols.paper]
@@ -310,6 +327,12 @@ def table1_note(table: pd.DataFrame) -> str:
         "the authors' radius only. Metric: cosine = the authors' 1 - cos(f(x), f(y)); ball = "
         "the unit-ball projection. Teacher and baseline rows have no certificate."
     )
+    scale = float(table["eps_scale"].iloc[0]) if "eps_scale" in table else 1.0
+    if not math.isclose(scale, 1.0):
+        note += (
+            f" Radii e/255 are the paper's, certified at e/255 x {scale:.4g} (scaled to the "
+            "image size like the attack radii)."
+        )
     sources = sorted({s for v in table["paper_source"].dropna() for s in str(v).split("; ")})
     if sources:
         note += (

@@ -31,10 +31,12 @@ rule table1:
             f"{'/'.join(model_teacher(m))}={R}/certify/{m}.parquet" for m in SWEEP_MODELS
         ),
         evals=" ".join(f"{t}={R}/eval/{t}.parquet" for t in SWEEP),
+        # Certified at the radii applied like the attacks' (labelled with the paper's).
+        scaling=EPS_SCALING,
         prefix=lambda wc, output: output[0].rsplit(".", 1)[0],
     shell:
-        "python -m lipsim table1 {params.opts} --certify {params.certify} --eval {params.evals} "
-        "--teacher {params.teacher} --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m lipsim table1 {params.opts} {params.scaling} --certify {params.certify} "
+        "--eval {params.evals} --teacher {params.teacher} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule table2:
