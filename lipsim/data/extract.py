@@ -488,54 +488,70 @@ def safe_extract(
     final = ["/".join([*into_parts, m.rel[len(prefix) :]]) for m in members]
     for m, rel in zip(members, final, strict=True):
         _check_target(archive, dest, m, rel, replace)
+    tmp = _staging_folder(archive, dest)
+    try:
+        out = _extract_members(archive, dest, tmp, list(zip(members, final, strict=True)))
+        _move_into_place(archive, dest, tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _staging_folder(archive: Path, dest: Path) -> Path:
+    """A new temporary folder beside `dest` (same filesystem, so moving out of it is atomic)."""
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
     except OSError as exc:
         if (full := no_space(exc, dest)) is not None:
             raise full from exc
         raise ExtractError(f"{archive}: cannot extract into {dest}: {exc}") from exc
+
+
+def _extract_members(
+    archive: Path, dest: Path, tmp: Path, placed: list[tuple[_Member, str]]
+) -> list[ExtractedFile]:
+    """Write each (member, path relative to dest) into `tmp`, hashing as it goes."""
     tmp_root = tmp.resolve()
     out: list[ExtractedFile] = []
-    try:
-        with _Reader(archive) as read:
-            for m, rel in zip(members, final, strict=True):
-                target = tmp / PurePosixPath(rel)
-                # Belt and braces against zip-slip: the resolved path must stay inside tmp.
-                if not target.resolve().is_relative_to(tmp_root):
-                    raise ExtractError(f"{archive}: entry {m.name!r} escapes the target")
-                try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with read(m) as src:
-                        size, digest = _copy(src, target, archive, m)
-                except (
-                    zipfile.BadZipFile,
-                    tarfile.TarError,
-                    zlib.error,
-                    EOFError,
-                    NotImplementedError,
-                ) as exc:
-                    raise ExtractError(f"{archive}: entry {m.name!r}: {exc}") from exc
-                except OSError as exc:  # a name the filesystem refuses, no space left, ...
-                    if (full := no_space(exc, dest / PurePosixPath(rel))) is not None:
-                        raise full from exc
-                    raise ExtractError(
-                        f"{archive}: entry {m.name!r}: cannot write it: {exc}"
-                    ) from exc
-                out.append(ExtractedFile(rel, size, digest))
-        # All good: move into place (os.replace per file is atomic; dest keeps other files).
-        for f in out:
-            target = dest / PurePosixPath(f.path)
+    with _Reader(archive) as read:
+        for m, rel in placed:
+            target = tmp / PurePosixPath(rel)
+            # Belt and braces against zip-slip: the resolved path must stay inside tmp.
+            if not target.resolve().is_relative_to(tmp_root):
+                raise ExtractError(f"{archive}: entry {m.name!r} escapes the target")
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp / PurePosixPath(f.path), target)
-            except OSError as exc:
-                if (full := no_space(exc, target)) is not None:
+                with read(m) as src:
+                    size, digest = _copy(src, target, archive, m)
+            except (
+                zipfile.BadZipFile,
+                tarfile.TarError,
+                zlib.error,
+                EOFError,
+                NotImplementedError,
+            ) as exc:
+                raise ExtractError(f"{archive}: entry {m.name!r}: {exc}") from exc
+            except OSError as exc:  # a name the filesystem refuses, no space left, ...
+                if (full := no_space(exc, dest / PurePosixPath(rel))) is not None:
                     raise full from exc
-                raise ExtractError(f"{archive}: cannot move {f.path} into {dest}: {exc}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                raise ExtractError(f"{archive}: entry {m.name!r}: cannot write it: {exc}") from exc
+            out.append(ExtractedFile(rel, size, digest))
     return out
+
+
+def _move_into_place(archive: Path, dest: Path, tmp: Path, out: list[ExtractedFile]) -> None:
+    """All extracted: move each file from `tmp` into `dest` (os.replace per file is atomic;
+    dest keeps its other files)."""
+    for f in out:
+        target = dest / PurePosixPath(f.path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / PurePosixPath(f.path), target)
+        except OSError as exc:
+            if (full := no_space(exc, target)) is not None:
+                raise full from exc
+            raise ExtractError(f"{archive}: cannot move {f.path} into {dest}: {exc}") from exc
 
 
 @contextlib.contextmanager

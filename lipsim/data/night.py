@@ -120,34 +120,53 @@ def _read_csv(csv_path: Path) -> pd.DataFrame:
     return df.fillna("")  # short rows: empty fields, reported as such below
 
 
+class _RowFlags:
+    """The problems found in data.csv's rows, and which rows are bad."""
+
+    def __init__(self, df: pd.DataFrame, csv_path: Path) -> None:
+        self.df, self.file = df, str(csv_path)
+        self.problems: list[Problem] = []
+        self.bad = np.zeros(len(df), dtype=bool)
+
+    def flag(self, mask, message, column=None, every=True) -> None:
+        """One problem per row in `mask`; `every`=False skips rows already found bad (checks
+        that derive from values reported already)."""
+        mask = np.asarray(mask, dtype=bool)
+        for pos in np.flatnonzero(mask if every else mask & ~self.bad):
+            text = message(pos) if callable(message) else message
+            self.problems.append(
+                Problem(self.file, text, _line(pos), self.df["id"].iloc[pos], column)
+            )
+            self.bad[pos] = True
+
+
 def _check_table(df: pd.DataFrame, csv_path: Path) -> tuple[list[Problem], pd.DataFrame]:
     """Parse the text table into typed columns; return (problems, typed table of good rows)."""
-    problems: list[Problem] = []
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        problems.append(
-            Problem(
-                str(csv_path),
-                f"missing column(s) {', '.join(missing)}; "
-                f"found {', '.join(df.columns)}; expected {', '.join(COLUMNS)}",
-            )
+        problem = Problem(
+            str(csv_path),
+            f"missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(df.columns)}; expected {', '.join(COLUMNS)}",
         )
-        return problems, df.iloc[0:0]
+        return [problem], df.iloc[0:0]
     out = df.copy()
     for col in ("left_vote", "right_vote", "votes"):
         out[col] = pd.to_numeric(df[col].str.strip(), errors="coerce")
     out["is_imagenet"] = [_parse_bool(v) for v in df["is_imagenet"]]
-    bad = np.zeros(len(df), dtype=bool)
+    flags = _RowFlags(df, csv_path)
+    _check_numbers(flags, out)
+    split = df["split"].str.strip()
+    _check_text(flags, split)
+    out["p"] = _check_votes(flags, out)
+    out["line"] = np.arange(len(df)) + 2
+    out["split"] = split
+    return flags.problems, out[~flags.bad]
 
-    def flag(mask, message, column=None, every=True) -> None:
-        """One problem per row in `mask`; `every`=False skips rows already found bad (checks
-        that derive from values reported already)."""
-        mask = np.asarray(mask, dtype=bool)
-        for pos in np.flatnonzero(mask if every else mask & ~bad):
-            text = message(pos) if callable(message) else message
-            problems.append(Problem(str(csv_path), text, _line(pos), df["id"].iloc[pos], column))
-            bad[pos] = True
 
+def _check_numbers(flags: _RowFlags, out: pd.DataFrame) -> None:
+    """Vote columns: numbers, finite, not negative, not huge; votes whole; is_imagenet a bool."""
+    df, flag = flags.df, flags.flag
     for col in ("left_vote", "right_vote", "votes"):
         values = out[col].to_numpy(float)
         flag(np.isnan(values), lambda pos, col=col: f"not a number: {df[col].iloc[pos]!r}", col)
@@ -174,7 +193,11 @@ def _check_table(df: pd.DataFrame, csv_path: Path) -> tuple[list[Problem], pd.Da
         lambda pos: f"not a boolean: {df['is_imagenet'].iloc[pos]!r}",
         "is_imagenet",
     )
-    split = df["split"].str.strip()
+
+
+def _check_text(flags: _RowFlags, split: pd.Series) -> None:
+    """A known split, image paths present and inside the dataset, unique ids."""
+    df, flag = flags.df, flags.flag
     flag(
         ~split.isin(_CSV_SPLITS).to_numpy(),
         lambda pos: f"unknown split {split.iloc[pos]!r}; expected one of {', '.join(_CSV_SPLITS)}",
@@ -196,10 +219,15 @@ def _check_table(df: pd.DataFrame, csv_path: Path) -> tuple[list[Problem], pd.Da
         lambda pos: f"duplicate id {df['id'].iloc[pos]!r}",
         "id",
     )
+
+
+def _check_votes(flags: _RowFlags, out: pd.DataFrame) -> np.ndarray:
+    """Reads the file's votes as counts or shares, checks them as such; returns p per row."""
+    df, flag = flags.df, flags.flag
     lv, rv = out["left_vote"].to_numpy(float), out["right_vote"].to_numpy(float)
     # Counts or shares, per file (see the module docstring): counts are whole numbers, and
     # some exceed 1. A file with fractions is read as shares, whose values must lie in [0, 1].
-    good = np.concatenate([lv[~bad], rv[~bad]])
+    good = np.concatenate([lv[~flags.bad], rv[~flags.bad]])
     counts = bool(len(good) and (good == np.round(good)).all() and (good > 1).any())
     if not counts:
         for col, values in (("left_vote", lv), ("right_vote", rv)):
@@ -215,16 +243,13 @@ def _check_table(df: pd.DataFrame, csv_path: Path) -> tuple[list[Problem], pd.Da
     flag(total <= 0, "left_vote + right_vote is 0: p undefined", every=False)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = rv / np.where(total > 0, total, 1.0) if counts else rv
-    out["p"] = p
     if not counts:
         flag(
             np.abs(total - 1.0) > 1e-3,
             lambda pos: f"vote shares do not sum to 1 (left {lv[pos]:g} + right {rv[pos]:g})",
             every=False,
         )
-    out["line"] = np.arange(len(df)) + 2
-    out["split"] = split
-    return problems, out[~bad]
+    return p
 
 
 def _leaves_root(path: str) -> bool:

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from lipsim import atomic  # noqa: E402
 from lipsim.radius import applied_eps, reference_eps  # noqa: E402
@@ -298,6 +299,140 @@ def margins_table(
     return pd.DataFrame(rows)
 
 
+_LINE_STYLES = ["-", "--", "-.", ":"]  # one per teacher
+_MARKERS = ["o", "^", "D", "v", "P", "X"]
+
+
+def _style(k: int) -> tuple[str, str]:
+    """Teacher set k's (line style, marker)."""
+    return _LINE_STYLES[k % len(_LINE_STYLES)], _MARKERS[k % len(_MARKERS)]
+
+
+def _margin_score_names(
+    table1: pd.DataFrame, radii: list[tuple[float, float]] | None
+) -> dict[str, str]:
+    """Score column -> legend label: natural, then each certified_{eps} column of `table1`
+    (labelled with the radius it was scored at when `radii` is given)."""
+    from lipsim.reporting.certified import radius_label
+
+    score_cols = ["natural"] + [
+        c
+        for c in table1.columns
+        if c.startswith("certified_") and not c.endswith(("_paper", "_diff", "_authors"))
+    ]
+    labels = {f"certified_{p:g}": radius_label(r, p) for r, p in radii or []}
+    return {
+        c: "Natural"
+        if c == "natural"
+        else "Certified " + labels.get(c, rf"$\epsilon$={c[len('certified_') :]}/255")
+        for c in score_cols
+    }
+
+
+def _pretrained_x(margins: np.ndarray) -> float:
+    """Where the pretrained markers go: at 0 or left of the smallest margin, further left when
+    a finetuned margin-0 model sits there."""
+    span = (margins.max() - margins.min()) if len(margins) > 1 else 0.5
+    pre_x = min(0.0, margins.min() if len(margins) else 0.0)
+    if len(margins) and np.isclose(margins, pre_x).any():  # a finetuned margin-0 model exists
+        pre_x -= 0.25 * span
+    return pre_x
+
+
+def _plot_margin_sets(ax, sets: list[dict], score_cols: list[str], palette, pre_x: float):
+    """Each set's finetuned lines over the margin and its pretrained open markers at `pre_x`,
+    one colour per score column."""
+    for k, lines in enumerate(sets):
+        style, mark = _style(k)
+        fin, pre = lines["finetuned"], lines["pretrained"]
+        for color, col in zip(palette, score_cols, strict=True):
+            if len(fin):
+                ax.plot(
+                    fin["margin"].astype(float),
+                    fin[col].astype(float),
+                    marker=mark,
+                    linestyle=style,
+                    color=color,
+                )
+            if len(pre):
+                ax.scatter(
+                    np.full(len(pre), pre_x),
+                    pre[col].astype(float),
+                    marker=mark,
+                    facecolors="none",
+                    edgecolors=color,
+                    s=36,
+                    zorder=3,
+                )
+
+
+def _teacher_handles(sets: list[dict], several: bool) -> list[Line2D]:
+    """Legend entries naming each set's teacher by its line style and marker."""
+    handles = []
+    for k, lines in enumerate(sets):
+        if several or lines["teacher"] is not None:
+            style, mark = _style(k)
+            name = display_name(lines["teacher"]) if lines["teacher"] else "LipSim"
+            handles.append(
+                Line2D(
+                    [], [], color="0.2", marker=mark, linestyle=style, label=f"student of {name}"
+                )
+            )
+    return handles
+
+
+def _reference_lines(ax, sets: list[dict], others: pd.DataFrame) -> list[Line2D]:
+    """Each reference's natural score as a grey horizontal line (its teacher's line style, dotted
+    for references of no set); returns their legend entries."""
+    refs = [(k, r) for k, lines in enumerate(sets) for _, r in lines["references"].iterrows()]
+    refs += [(None, r) for _, r in others.iterrows()]
+    handles = []
+    for k, r in refs:
+        if pd.notna(r["natural"]):
+            style = (0, (1, 1.5)) if k is None else _style(k)[0]
+            ax.axhline(float(r["natural"]), color="0.55", linestyle=style, linewidth=1)
+            label = f"{display_name(r['model'])}: natural"
+            handles.append(Line2D([], [], color="0.55", linestyle=style, linewidth=1, label=label))
+    return handles
+
+
+def _pretrained_handle() -> Line2D:
+    """The legend entry of the pretrained models' open markers."""
+    return Line2D(
+        [],
+        [],
+        color="0.2",
+        marker="o",
+        markerfacecolor="none",
+        linestyle="none",
+        label="pretrained (no hinge loss)",
+    )
+
+
+def _margin_axes(ax, margins: np.ndarray, pre_x: float | None, several: bool, handles) -> None:
+    """Ticks (the margins, and "pretrained" at `pre_x` when given), labels, title and the
+    legend outside the axes."""
+    ticks = list(margins)
+    ticklabels = [f"{m:g}" for m in margins]
+    if pre_x is not None:
+        ticks.insert(0, pre_x)
+        ticklabels.insert(0, "pretrained")
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(ticklabels)
+    ax.set_xlabel("hinge-loss margin (finetuning)")
+    ax.set_ylabel("2AFC score (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Margin trade-off: natural vs certified" + (" per teacher" if several else ""))
+    ax.legend(
+        handles=handles,
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        frameon=False,
+        borderaxespad=0,
+    )
+
+
 def fig_margins(
     table1: pd.DataFrame,
     out_prefix: str | Path,
@@ -316,123 +451,29 @@ def fig_margins(
     left, labelled "pretrained" on the x axis. Each teacher's own natural score is a grey
     horizontal line in its line style. Every label is in the legend, outside the axes.
     """
-    from matplotlib.lines import Line2D
-
-    from lipsim.reporting.certified import radius_label
-
     sets = margin_line_sets(table1, metric)
     # Reference rows of no set (baselines, or teachers whose students are absent): drawn once.
     drawn = {i for lines in sets for i in lines["references"].index}
     others = table1[(table1["stage"] == "reference") & ~table1.index.isin(drawn)]
-    score_cols = ["natural"] + [
-        c
-        for c in table1.columns
-        if c.startswith("certified_") and not c.endswith(("_paper", "_diff", "_authors"))
-    ]
-    labels = {f"certified_{p:g}": radius_label(r, p) for r, p in radii or []}
-    names = {
-        c: "Natural"
-        if c == "natural"
-        else "Certified " + labels.get(c, rf"$\epsilon$={c[len('certified_') :]}/255")
-        for c in score_cols
-    }
+    names = _margin_score_names(table1, radii)
+    score_cols = list(names)
     several = sum(s["teacher"] is not None for s in sets) > 1
     fin_all = pd.concat([s["finetuned"] for s in sets])
     margins = np.unique(fin_all["margin"].astype(float).to_numpy())
     has_pre = any(len(s["pretrained"]) for s in sets)
-    span = (margins.max() - margins.min()) if len(margins) > 1 else 0.5
-    pre_x = min(0.0, margins.min() if len(margins) else 0.0)
-    if len(margins) and np.isclose(margins, pre_x).any():  # a finetuned margin-0 model exists
-        pre_x -= 0.25 * span
+    pre_x = _pretrained_x(margins)
     sns.set_theme(style="whitegrid", context="paper")
     palette = sns.color_palette("deep", len(score_cols))
-    styles = ["-", "--", "-.", ":"]
-    marks = ["o", "^", "D", "v", "P", "X"]
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    for k, lines in enumerate(sets):
-        fin, pre = lines["finetuned"], lines["pretrained"]
-        for color, col in zip(palette, score_cols, strict=True):
-            if len(fin):
-                ax.plot(
-                    fin["margin"].astype(float),
-                    fin[col].astype(float),
-                    marker=marks[k % len(marks)],
-                    linestyle=styles[k % len(styles)],
-                    color=color,
-                )
-            if len(pre):
-                ax.scatter(
-                    np.full(len(pre), pre_x),
-                    pre[col].astype(float),
-                    marker=marks[k % len(marks)],
-                    facecolors="none",
-                    edgecolors=color,
-                    s=36,
-                    zorder=3,
-                )
+    _plot_margin_sets(ax, sets, score_cols, palette, pre_x)
     # The legend: scores by colour, teachers by line style, reference lines by name.
     handles = [
         Line2D([], [], color=c, linewidth=2, label=names[col])
         for c, col in zip(palette, score_cols, strict=True)
     ]
-    for k, lines in enumerate(sets):
-        if several or lines["teacher"] is not None:
-            name = display_name(lines["teacher"]) if lines["teacher"] else "LipSim"
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color="0.2",
-                    marker=marks[k % len(marks)],
-                    linestyle=styles[k % len(styles)],
-                    label=f"student of {name}",
-                )
-            )
-    refs = [(k, r) for k, lines in enumerate(sets) for _, r in lines["references"].iterrows()]
-    refs += [(None, r) for _, r in others.iterrows()]
-    for k, r in refs:
-        if pd.notna(r["natural"]):
-            style = (0, (1, 1.5)) if k is None else styles[k % len(styles)]
-            ax.axhline(float(r["natural"]), color="0.55", linestyle=style, linewidth=1)
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color="0.55",
-                    linestyle=style,
-                    linewidth=1,
-                    label=f"{display_name(r['model'])}: natural",
-                )
-            )
+    handles += _teacher_handles(sets, several)
+    handles += _reference_lines(ax, sets, others)
     if has_pre:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color="0.2",
-                marker="o",
-                markerfacecolor="none",
-                linestyle="none",
-                label="pretrained (no hinge loss)",
-            )
-        )
-    ticks = list(margins)
-    ticklabels = [f"{m:g}" for m in margins]
-    if has_pre:
-        ticks.insert(0, pre_x)
-        ticklabels.insert(0, "pretrained")
-    ax.set_xticks(ticks)
-    ax.set_xticklabels(ticklabels)
-    ax.set_xlabel("hinge-loss margin (finetuning)")
-    ax.set_ylabel("2AFC score (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("Margin trade-off: natural vs certified" + (" per teacher" if several else ""))
-    ax.legend(
-        handles=handles,
-        fontsize=7,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1.0),
-        frameon=False,
-        borderaxespad=0,
-    )
+        handles.append(_pretrained_handle())
+    _margin_axes(ax, margins, pre_x if has_pre else None, several, handles)
     return save_figure(fig, out_prefix)

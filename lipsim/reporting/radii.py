@@ -117,33 +117,11 @@ def fig_radii(
     it shaded, and the certification radii (certify_radii) as dotted lines on both axes.
     Triplets with a zero or infinite radius (ties, p = 0.5 rows kept) cannot be drawn on log
     axes; their count is in the panel's legend."""
-    from matplotlib.colors import TwoSlopeNorm
-    from matplotlib.patches import Patch
-
     # pyplot as figures.py set it up (the headless Agg backend)
     from lipsim.reporting.figures import plt, save_figure, sns
 
-    panels = []
-    for model, path in certify.items():
-        df = read_test_rows(path, f"--certify {model}")
-        if one_value(df, "stage", path) != "finetuned":
-            continue
-        part = df[df["metric"] == metric]
-        if part.empty:
-            raise ReportingError(f"--certify {model}: {path} has no rows of metric {metric!r}")
-        panels.append((model, part))
-    if not panels:
-        raise ReportingError("radii: no finetuned model among the --certify inputs")
-    data = pd.concat([p for _, p in panels])
-    drawable = _drawable(data)
-    if not drawable.any():
-        raise ReportingError("radii: no triplet with a finite positive radius to draw")
-    values = data.loc[drawable, ["radius", "radius_authors"]].to_numpy(np.float64)
-    values = np.concatenate([values.ravel(), [r for r, _ in radii]])
-    lo, hi = values.min() / 1.5, values.max() * 1.5
-    norms = data["norm"].to_numpy(np.float64)
-    cnorm = TwoSlopeNorm(vcenter=1.0, vmin=min(norms.min(), 0.99), vmax=max(norms.max(), 1.01))
-
+    panels = _finetuned_panels(certify, metric)
+    lo, hi, cnorm = _radii_scales(pd.concat([p for _, p in panels]), radii)
     sns.set_theme(style="whitegrid", context="paper")
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
@@ -158,40 +136,7 @@ def fig_radii(
     )
     points = None
     for ax, (model, part) in zip(axes.flat, panels, strict=False):
-        ok = _drawable(part)
-        x, y = part["radius_authors"][ok], part["radius"][ok]
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        grid = np.geomspace(lo, hi, 64)
-        ax.fill_between(grid, lo, grid, color="#d62728", alpha=0.08, linewidth=0)
-        ax.plot(grid, grid, color="0.2", linewidth=0.8)
-        for r, _ in radii:
-            ax.axvline(r, color="0.45", linestyle=":", linewidth=0.8)
-            ax.axhline(r, color="0.45", linestyle=":", linewidth=0.8)
-        points = ax.scatter(
-            x,
-            y,
-            c=part["norm"][ok],
-            cmap="RdBu",
-            norm=cnorm,
-            s=10,
-            edgecolors="0.4",  # ||f(ref)|| near 1 is white in this map
-            linewidths=0.2,
-            zorder=3,
-        )
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_title(model, fontsize=8)
-        below = float(np.mean(y < x)) * 100
-        handles = [
-            Patch(color="#d62728", alpha=0.25, label=f"R < m, unsound: {below:.0f}%"),
-            Patch(facecolor="white", edgecolor="0.6", label=f"R ≥ m, loose: {100 - below:.0f}%"),
-        ]
-        dropped = int((~ok).sum())
-        if dropped:
-            handles.append(Patch(color="none", label=f"{dropped} with R or m 0 / ∞ not drawn"))
-        # Lower right, far below the diagonal: empty unless some ||f(ref)|| is tiny.
-        ax.legend(handles=handles, fontsize=6, loc="lower right", frameon=True, framealpha=0.9)
+        points = _radii_panel(ax, model, part, (lo, hi), radii, cnorm)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
@@ -200,15 +145,100 @@ def fig_radii(
         ax.set_ylabel(r"sound radius $R = \|f(\mathrm{ref})\|\, m$")
     bar = fig.colorbar(points, ax=axes, shrink=0.8, pad=0.01)
     bar.set_label(r"$\|f(\mathrm{ref})\|$")
+    fig.suptitle(_radii_title(radii, metric), fontsize=9)
+    return save_figure(fig, out_prefix)
+
+
+def _finetuned_panels(
+    certify: dict[str, str | Path], metric: str
+) -> list[tuple[str, pd.DataFrame]]:
+    """(model, its test rows of `metric`) per finetuned model of `certify`, in order."""
+    panels = []
+    for model, path in certify.items():
+        df = read_test_rows(path, f"--certify {model}")
+        if one_value(df, "stage", path) != "finetuned":
+            continue
+        part = df[df["metric"] == metric]
+        if part.empty:
+            raise ReportingError(f"--certify {model}: {path} has no rows of metric {metric!r}")
+        panels.append((model, part))
+    if not panels:
+        raise ReportingError("radii: no finetuned model among the --certify inputs")
+    return panels
+
+
+def _radii_scales(data: pd.DataFrame, radii: list[tuple[float, float]]):
+    """The axes' shared (lo, hi), covering every drawable radius and the certification radii,
+    and the colour scale of ||f(ref)||, centred on 1."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    drawable = _drawable(data)
+    if not drawable.any():
+        raise ReportingError("radii: no triplet with a finite positive radius to draw")
+    values = data.loc[drawable, ["radius", "radius_authors"]].to_numpy(np.float64)
+    values = np.concatenate([values.ravel(), [r for r, _ in radii]])
+    lo, hi = values.min() / 1.5, values.max() * 1.5
+    norms = data["norm"].to_numpy(np.float64)
+    cnorm = TwoSlopeNorm(vcenter=1.0, vmin=min(norms.min(), 0.99), vmax=max(norms.max(), 1.01))
+    return lo, hi, cnorm
+
+
+def _radii_panel(ax, model: str, part: pd.DataFrame, limits, radii, cnorm):
+    """One model's panel: the shaded unsound region, the diagonal, the certification radii and
+    the drawable triplets; returns the scatter (for the colour bar)."""
+    lo, hi = limits
+    ok = _drawable(part)
+    x, y = part["radius_authors"][ok], part["radius"][ok]
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    grid = np.geomspace(lo, hi, 64)
+    ax.fill_between(grid, lo, grid, color="#d62728", alpha=0.08, linewidth=0)
+    ax.plot(grid, grid, color="0.2", linewidth=0.8)
+    for r, _ in radii:
+        ax.axvline(r, color="0.45", linestyle=":", linewidth=0.8)
+        ax.axhline(r, color="0.45", linestyle=":", linewidth=0.8)
+    points = ax.scatter(
+        x,
+        y,
+        c=part["norm"][ok],
+        cmap="RdBu",
+        norm=cnorm,
+        s=10,
+        edgecolors="0.4",  # ||f(ref)|| near 1 is white in this map
+        linewidths=0.2,
+        zorder=3,
+    )
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_title(model, fontsize=8)
+    _radii_legend(ax, x, y, dropped=int((~ok).sum()))
+    return points
+
+
+def _radii_legend(ax, x: pd.Series, y: pd.Series, dropped: int) -> None:
+    """The panel's shares of unsound (R < m) and loose triplets, and how many were not drawn."""
+    from matplotlib.patches import Patch
+
+    below = float(np.mean(y < x)) * 100
+    handles = [
+        Patch(color="#d62728", alpha=0.25, label=f"R < m, unsound: {below:.0f}%"),
+        Patch(facecolor="white", edgecolor="0.6", label=f"R ≥ m, loose: {100 - below:.0f}%"),
+    ]
+    if dropped:
+        handles.append(Patch(color="none", label=f"{dropped} with R or m 0 / ∞ not drawn"))
+    # Lower right, far below the diagonal: empty unless some ||f(ref)|| is tiny.
+    ax.legend(handles=handles, fontsize=6, loc="lower right", frameon=True, framealpha=0.9)
+
+
+def _radii_title(radii: list[tuple[float, float]], metric: str) -> str:
+    """The suptitle: the metric and the certification radii (and the paper's, when scaled)."""
     applied = ", ".join(f"{r:.3g}" for r, _ in radii)
     paper = ", ".join(f"{p:g}" for _, p in radii)
     scaled = any("paper" in radius_label(r, p) for r, p in radii)
-    fig.suptitle(
+    return (
         f"Sound vs authors' certified radius per test triplet ({metric} metric); dotted: the "
-        f"certification radii ε = {applied}" + (f" (paper {paper}/255)" if scaled else ""),
-        fontsize=9,
+        f"certification radii ε = {applied}" + (f" (paper {paper}/255)" if scaled else "")
     )
-    return save_figure(fig, out_prefix)
 
 
 def _drawable(df: pd.DataFrame) -> np.ndarray:
