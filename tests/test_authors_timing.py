@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import train_config
 from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as TF
@@ -141,29 +142,18 @@ class _Recorded:
 
 
 def _cfg(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(
+    """The authors' timing: restarts every 10 items, partial batches kept, warm-up of 2."""
+    authors = dict(
         epochs=3,
-        batch_size=4,
         lr=0.01,
-        beta1=0.5,
-        beta2=0.9,
-        weight_decay=0.0,
         schedule="cosine_restarts",
         warmup_steps=2,
         lr_timing="previous_step",
         schedule_items=10,
         partial_batches="keep",
-        seed=0,
-        workers=0,
-        amp="none",
         ckpt_every=0,
-        device="cpu",
-        workdir=str(tmp_path / "w"),
-        metrics=str(tmp_path / "w" / "metrics.csv"),
-        log_every=1,
-        progress=False,
     )
-    return TrainConfig(**{**base, **kw})
+    return train_config(tmp_path, **{**authors, **kw})
 
 
 def test_the_trainer_runs_the_authors_timing_with_partial_batches(tmp_path):

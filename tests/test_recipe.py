@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import train_config
 from PIL import Image
 from torch import nn
 
@@ -199,29 +200,7 @@ def _adam_with_moments(net: nn.Module) -> torch.optim.Adam:
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        epochs=1,
-        batch_size=4,
-        lr=0.003,
-        beta1=0.8,
-        beta2=0.95,
-        weight_decay=0.0,
-        schedule="constant",
-        warmup_steps=0,
-        lr_timing="this_step",
-        schedule_items=0,
-        partial_batches="drop",
-        seed=0,
-        workers=0,
-        amp="none",
-        ckpt_every=100,
-        device="cpu",
-        workdir=str(tmp_path / "w"),
-        metrics=str(tmp_path / "w" / "metrics.csv"),
-        log_every=1,
-        progress=False,
-    )
-    return TrainConfig(**{**base, **kw})
+    return train_config(tmp_path, **{**dict(lr=0.003, beta1=0.8, beta2=0.95), **kw})
 
 
 def test_reloaded_adam_state_has_the_saved_moments_and_the_configured_lr(tmp_path):
