@@ -3,12 +3,19 @@
 FAST: download options that keep retries quick. TRAIN: the training options the trainer tests
 spell out (TrainConfig's fields, the CLI's --options); `train_config` and `train_options` turn
 them, with a test's own changes, into a TrainConfig or a command line. `certify_options` is the
-certify command line the tests score a checkpoint with.
+certify command line the tests score a checkpoint with. `snakemake` runs the repository's
+Snakefile in a work folder; `dry_run_jobs` reads the jobs a dry run plans.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FAST = dict(backoff=0.001, progress=False, timeout=10)
 
@@ -75,3 +82,37 @@ def certify_options(checkpoint: Path, night: Path, out: Path, *, metrics=("ball"
         "--out",
         str(out),
     ]
+
+
+def snakemake(workdir: Path, *args: str, timeout=600, cwd=None) -> subprocess.CompletedProcess:
+    """`python -m snakemake` of the repository's Snakefile in `workdir`, with this
+    interpreter's bin folder first on PATH (the rules call `lipsim` and `python`)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile")]
+    return subprocess.run(
+        [*cmd, "-d", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def dry_run_jobs(proc: subprocess.CompletedProcess) -> list[dict[str, str]]:
+    """The jobs a successful `snakemake -n` lists, in order: rule, wildcards, first output and
+    (with -p) the `Shell command:` line; "" where the run did not show one."""
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs: list[dict[str, str]] = []
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        m = re.match(r"^(?:local)?rule (\w+):", line)
+        if m:
+            jobs.append(dict(rule=m.group(1), wildcards="", output="", shell=""))
+        elif jobs and line.startswith("wildcards:"):
+            jobs[-1]["wildcards"] = line.split(":", 1)[1].strip()
+        elif jobs and line.startswith("output:") and not jobs[-1]["output"]:
+            jobs[-1]["output"] = line.split(":", 1)[1].strip().split(",")[0].strip()
+        elif jobs and line.startswith("Shell command:"):
+            jobs[-1]["shell"] = line
+    return jobs

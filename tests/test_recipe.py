@@ -14,11 +14,9 @@ each option changes what it says and nothing else, on tiny batches with seeded w
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import train_config
+from helpers import snakemake, train_config
 from PIL import Image
 from torch import nn
 
@@ -450,18 +448,7 @@ AUTHORS = (
 
 
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
-        "-d",
-        str(workdir),
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
+    return snakemake(workdir, *args, timeout=1200)
 
 
 @pytest.mark.slow
