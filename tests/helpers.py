@@ -3,7 +3,8 @@
 FAST: download options that keep retries quick. TRAIN: the training options the trainer tests
 spell out (TrainConfig's fields, the CLI's --options); `train_config` and `train_options` turn
 them, with a test's own changes, into a TrainConfig or a command line. `certify_options` is the
-certify command line the tests score a checkpoint with. `snakemake` runs the repository's
+certify command line the tests score a checkpoint with. `one_part_cache` fills the demo
+teacher's embedding cache of an image folder in one part. `snakemake` runs the repository's
 Snakefile in a work folder; `dry_run_jobs` reads the jobs a dry run plans.
 """
 
@@ -14,6 +15,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+from lipsim.embcache import EmbeddingCache, fill_part, list_images, write_index
+from lipsim.teachers import get_teacher
+from lipsim.train.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,10 +54,8 @@ def train_options(**kw) -> list[str]:
     return options(**{**TRAIN, **kw})
 
 
-def train_config(tmp_path: Path, **kw):
+def train_config(tmp_path: Path, **kw) -> TrainConfig:
     """A TrainConfig of TRAIN with `kw` changed, working under tmp_path/w, logging each step."""
-    from lipsim.train.trainer import TrainConfig
-
     base = dict(
         TRAIN,
         workdir=str(tmp_path / "w"),
@@ -82,6 +85,25 @@ def certify_options(checkpoint: Path, night: Path, out: Path, *, metrics=("ball"
         "--out",
         str(out),
     ]
+
+
+def one_part_cache(images: Path, out: Path, **fill) -> EmbeddingCache:
+    """The demo teacher's cache of `images` in `out`, one part of 8-row shards, indexed;
+    `fill` (dtype, crop, mirror, ...) goes to lipsim.embcache.fill_part."""
+    lst = list_images(images)
+    fill_part(
+        teacher=get_teacher("demo"),
+        images=images,
+        image_list=lst,
+        out_dir=out,
+        part=0,
+        parts=1,
+        shard_size=8,
+        progress=False,
+        **fill,
+    )
+    write_index(out, 1, image_list=lst)
+    return EmbeddingCache(out)
 
 
 def snakemake(workdir: Path, *args: str, timeout=600, cwd=None) -> subprocess.CompletedProcess:

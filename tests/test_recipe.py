@@ -24,14 +24,14 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import snakemake, train_config
+from helpers import one_part_cache, snakemake, train_config
 from PIL import Image
 from torch import nn
 
 from lipsim.__main__ import main as lipsim_main
 from lipsim.cli import distill as distill_cli
 from lipsim.data.synthetic import make_night
-from lipsim.embcache import EmbeddingCache, fill_part, list_images, load_train_image, write_index
+from lipsim.embcache import EmbeddingCache, load_train_image
 from lipsim.models import build_model, load_checkpoint, save_checkpoint
 from lipsim.teachers import get_teacher
 from lipsim.train.distill import DistillDataset, DistillTask, batch_rmse
@@ -56,22 +56,7 @@ def _image_folder(root: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Pa
 
 
 def _cache(images: Path, out: Path, *, crop: str, mirror: bool = False) -> EmbeddingCache:
-    lst = list_images(images)
-    fill_part(
-        teacher=get_teacher("demo"),
-        images=images,
-        image_list=lst,
-        out_dir=out,
-        part=0,
-        parts=1,
-        shard_size=8,
-        dtype="float32",
-        crop=crop,
-        mirror=mirror,
-        progress=False,
-    )
-    write_index(out, 1, image_list=lst)
-    return EmbeddingCache(out)
+    return one_part_cache(images, out, dtype="float32", crop=crop, mirror=mirror)
 
 
 # --------------------------------------------------------------------------- crop
