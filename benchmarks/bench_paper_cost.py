@@ -50,16 +50,18 @@ from __future__ import annotations
 import argparse
 import collections
 import shlex
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # device_check, also when this file is loaded by path
+
+from device_check import timed  # noqa: E402
+
 # rule -> the config section holding its cluster resources (shown as the job's time limit)
 RESOURCES = {
     "cache-fill": ("resources", "cache"),
@@ -164,17 +166,9 @@ def data_sizes(cfg: dict, args) -> dict:
 
 # ---- costs --------------------------------------------------------------------------------
 def _timed(fn, iters: int, device) -> float:
-    fn()  # warm-up: allocator, cached SLL rescaling vectors, kernels
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    """Median seconds of `iters` calls after a warm-up one (allocator, cached SLL rescaling
+    vectors, kernels): device_check.timed's second figure."""
+    return timed(fn, iters, device)[1]
 
 
 class Costs:

@@ -3,6 +3,7 @@
 Many test processes share 2 cores, so torch stays single-threaded. `make_night_dir` is the
 generated NIGHT-format set most tests start from (lipsim.data.synthetic.make_night in the
 test's own tmp_path); `night` is the common case: 10 test triplets of 32 px, seed 0.
+`server` is a running LoopbackServer (tests/loopback_server.py) for the download tests.
 """
 
 from __future__ import annotations
@@ -48,3 +49,12 @@ def make_night_dir(tmp_path):
 def night(make_night_dir):
     """A generated NIGHT folder: 10 test triplets, 32 px, seed 0, no train/val."""
     return make_night_dir()
+
+
+@pytest.fixture
+def server():
+    """A real HTTP server on 127.0.0.1, stopped after the test."""
+    from loopback_server import LoopbackServer
+
+    with LoopbackServer() as srv:
+        yield srv

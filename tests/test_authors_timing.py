@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import one_part_cache, train_config
 from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as TF
@@ -27,7 +28,7 @@ from lipsim.cli import finetune as finetune_cli
 from lipsim.configcheck import SCHEMA_PATH, validate_config
 from lipsim.data.night import NightTriplets, read_night
 from lipsim.data.synthetic import make_night
-from lipsim.embcache import EmbeddingCache, fill_part, list_images, write_index
+from lipsim.embcache import EmbeddingCache
 from lipsim.errors import LipSimError
 from lipsim.models import build_model, load_checkpoint, save_checkpoint
 from lipsim.teachers import get_teacher
@@ -141,29 +142,18 @@ class _Recorded:
 
 
 def _cfg(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(
+    """The authors' timing: restarts every 10 items, partial batches kept, warm-up of 2."""
+    authors = dict(
         epochs=3,
-        batch_size=4,
         lr=0.01,
-        beta1=0.5,
-        beta2=0.9,
-        weight_decay=0.0,
         schedule="cosine_restarts",
         warmup_steps=2,
         lr_timing="previous_step",
         schedule_items=10,
         partial_batches="keep",
-        seed=0,
-        workers=0,
-        amp="none",
         ckpt_every=0,
-        device="cpu",
-        workdir=str(tmp_path / "w"),
-        metrics=str(tmp_path / "w" / "metrics.csv"),
-        log_every=1,
-        progress=False,
     )
-    return TrainConfig(**{**base, **kw})
+    return train_config(tmp_path, **{**authors, **kw})
 
 
 def test_the_trainer_runs_the_authors_timing_with_partial_batches(tmp_path):
@@ -284,21 +274,7 @@ def _images(root: Path, n: int, seed: int = 0) -> Path:
 
 
 def _cache(images: Path, out: Path, dtype: str) -> EmbeddingCache:
-    lst = list_images(images)
-    fill_part(
-        teacher=get_teacher("demo"),
-        images=images,
-        image_list=lst,
-        out_dir=out,
-        part=0,
-        parts=1,
-        shard_size=8,
-        dtype=dtype,
-        crop="center",
-        progress=False,
-    )
-    write_index(out, 1, image_list=lst)
-    return EmbeddingCache(out)
+    return one_part_cache(images, out, dtype=dtype, crop="center")
 
 
 def test_paper_targets_are_the_teachers_fp32_embeddings(tmp_path, paper):

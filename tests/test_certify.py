@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import certify_options
 
 from lipsim.certify import (
     COLUMNS,
@@ -327,37 +328,7 @@ def test_certify_records_the_checkpoint_and_table1_reads_its_margin_not_the_name
         metric="ball",
     )
     out = tmp_path / "run-b.parquet"
-    assert (
-        certify.main(
-            [
-                "--checkpoint",
-                str(tmp_path / "student.pt"),
-                "--night",
-                str(night),
-                "--splits",
-                "test_imagenet",
-                "test_no_imagenet",
-                "--metrics",
-                "ball",
-                "--half-votes",
-                "keep",
-                "--tie-radius",
-                "zero",
-                "--eps",
-                "36",
-                "--batch-size",
-                "8",
-                "--device",
-                "cpu",
-                "--min-votes",
-                "1",
-                "--no-progress",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert certify.main(certify_options(tmp_path / "student.pt", night, out)) == 0
     df = pd.read_parquet(out)
     assert set(df["stage"]) == {"finetuned"} and set(df["teacher"]) == {"demo"}
     assert np.allclose(df["margin"], 0.3)

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from loopback_server import LoopbackServer
+from helpers import FAST
 
 from lipsim.data.download import MANIFEST_NAME, DownloadError, download_night, fetch
 from lipsim.data.extract import ExtractError, safe_extract
@@ -19,13 +19,6 @@ from lipsim.data.night import read_night, verify_night
 from lipsim.data.synthetic import make_night
 
 pytestmark = pytest.mark.network
-FAST = dict(backoff=0.001, progress=False, timeout=10)
-
-
-@pytest.fixture
-def server():
-    with LoopbackServer() as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import train_options
 
 from lipsim.__main__ import main as lipsim_main
 from lipsim.data.synthetic import make_image_folder
@@ -251,12 +252,8 @@ def test_reader_refuses_a_damaged_shard_and_the_rerun_rebuilds_it(
             "32",
             "--out",
             str(tmp_path / "p.pt"),
-            "--device",
-            "cpu",
             "--workdir",
             str(tmp_path / "work"),
-            "--workers",
-            "0",
             "--no-progress",
             "--crop",
             "resize_center",
@@ -266,34 +263,7 @@ def test_reader_refuses_a_damaged_shard_and_the_rerun_rebuilds_it(
             "image",
             "--jitter-input",
             "float",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--lr",
-            "0.01",
-            "--beta1",
-            "0.5",
-            "--beta2",
-            "0.9",
-            "--weight-decay",
-            "0",
-            "--schedule",
-            "constant",
-            "--warmup-steps",
-            "0",
-            "--lr-timing",
-            "this_step",
-            "--schedule-items",
-            "0",
-            "--partial-batches",
-            "drop",
-            "--seed",
-            "0",
-            "--amp",
-            "none",
-            "--ckpt-every",
-            "100",
+            *train_options(lr=0.01),
         ]
     )
     err = capsys.readouterr().err

@@ -12,20 +12,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from loopback_server import LoopbackServer
+from helpers import FAST
 
 from lipsim.__main__ import main as lipsim_main
 from lipsim.data.download import DownloadError, download_night, fetch
 from lipsim.data.extract import ExtractError, safe_extract
 from lipsim.data.synthetic import make_night
-
-FAST = dict(backoff=0.001, progress=False, timeout=10)
-
-
-@pytest.fixture
-def server():
-    with LoopbackServer() as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import FAST, certify_options, options, train_options
 from loopback_server import LoopbackServer
 
 import lipsim
@@ -45,13 +46,6 @@ from lipsim.data.synthetic import make_night
 from lipsim.models import build_model, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = dict(backoff=0.001, progress=False, timeout=10)
-
-
-@pytest.fixture
-def server():
-    with LoopbackServer() as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +70,12 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
     fails the test); an expected one is the returned code and stderr's `error:` line."""
     rc = lipsim_main(args)
     return rc, capsys.readouterr().err
+
+
+def _download_bapps(url: str, out: Path, capsys, *extra: str) -> tuple[int, str]:
+    """`lipsim download-bapps` of `url` (no checksum) into `out`: (exit code, stderr)."""
+    args = ["download-bapps", "--url", url, "--sha256", "", "--out", str(out), "--no-progress"]
+    return _cli([*args, *extra], capsys)
 
 
 def _errors(text: str) -> list[str]:
@@ -129,9 +129,8 @@ def test_a_page_never_gets_the_archive_name(server, tmp_path, capsys, page, ctyp
     server.behave("/twoafc_val.tar.gz", content_type=ctype)
     url = server.url + "/twoafc_val.tar.gz"
     out = tmp_path / "bapps"
-    args = ["download-bapps", "--url", url, "--sha256", "", "--out", str(out), "--retries", "0"]
     for _ in range(2):  # a rerun must not find a complete-looking file either
-        rc, err = _cli([*args, "--no-progress"], capsys)
+        rc, err = _download_bapps(url, out, capsys, "--retries", "0")
         assert rc == 1
         (line,) = _errors(err)
         assert line.startswith(f"lipsim download-bapps: error: download failed: {url}: "), err
@@ -162,10 +161,7 @@ def test_an_archive_refused_after_the_download_is_not_kept(server, bapps, tmp_pa
     server.files["/twoafc_val.tar.gz"] = _refused_archives(bapps)[case]
     url = server.url + "/twoafc_val.tar.gz"
     out = tmp_path / "bapps"
-    rc, err = _cli(
-        ["download-bapps", "--url", url, "--sha256", "", "--out", str(out), "--no-progress"],
-        capsys,
-    )
+    rc, err = _download_bapps(url, out, capsys)
     assert rc == 1
     (line,) = _errors(err)
     assert "twoafc_val.tar.gz" in line and "a rerun downloads it again" in line, line
@@ -254,19 +250,7 @@ def test_download_refuses_judge_files_of_the_wrong_kind(bapps, tmp_path, capsys,
     judge = _with_bad_judge(bapps, tmp_path / "b", kind)
     with LoopbackServer({"/twoafc_val.tar.gz": _folder_tar_gz(tmp_path / "b")}) as srv:
         out = tmp_path / "out"
-        rc, err = _cli(
-            [
-                "download-bapps",
-                "--url",
-                srv.url + "/twoafc_val.tar.gz",
-                "--sha256",
-                "",
-                "--out",
-                str(out),
-                "--no-progress",
-            ],
-            capsys,
-        )
+        rc, err = _download_bapps(srv.url + "/twoafc_val.tar.gz", out, capsys)
     assert rc == 1
     (line,) = _errors(err)  # the layout error, its problems on the lines below it
     assert line.startswith("lipsim download-bapps: error: BAPPS:")
@@ -464,34 +448,7 @@ def init_ckpt(tmp_path_factory) -> Path:
 
 
 def _certify(ckpt: Path, night: Path, out: Path) -> list[str]:
-    return [
-        "certify",
-        "--checkpoint",
-        str(ckpt),
-        "--night",
-        str(night),
-        "--splits",
-        "test_imagenet",
-        "test_no_imagenet",
-        "--metrics",
-        "cosine",
-        "ball",
-        "--half-votes",
-        "keep",
-        "--tie-radius",
-        "zero",
-        "--eps",
-        "36",
-        "--batch-size",
-        "8",
-        "--device",
-        "cpu",
-        "--min-votes",
-        "1",
-        "--no-progress",
-        "--out",
-        str(out),
-    ]
+    return ["certify", *certify_options(ckpt, night, out, metrics=("cosine", "ball"))]
 
 
 @pytest.mark.slow  # two certify runs in fresh interpreters
@@ -520,38 +477,10 @@ def _finetune(init: Path, night: Path, out: Path, workdir: Path, *extra: str) ->
         str(init),
         "--night",
         str(night),
-        "--margin",
-        "0.5",
-        "--min-votes",
-        "1",
-        "--metric",
-        "ball",
-        "--loss-reduction",
-        "mean",
-        "--optimizer-state",
-        "fresh",
-        "--batch-size",
-        "4",
-        "--lr",
-        "0.001",
-        "--beta1",
-        "0.5",
-        "--beta2",
-        "0.9",
-        "--weight-decay",
-        "0",
-        "--schedule",
-        "constant",
-        "--warmup-steps",
-        "0",
-        "--seed",
-        "0",
-        "--workers",
-        "0",
-        "--amp",
-        "none",
-        "--device",
-        "cpu",
+        *options(
+            margin=0.5, min_votes=1, metric="ball", loss_reduction="mean", optimizer_state="fresh"
+        ),
+        *train_options(),
         "--no-progress",
         "--workdir",
         str(workdir),
@@ -950,10 +879,7 @@ def test_a_bapps_archive_with_the_wrong_file_list_is_refused_before_extracting(
     with LoopbackServer({"/twoafc_val.tar.gz": _tar_gz(entries)}) as srv:
         url = srv.url + "/twoafc_val.tar.gz"
         out = tmp_path / "bapps"
-        rc, err = _cli(
-            ["download-bapps", "--url", url, "--sha256", "", "--out", str(out), "--no-progress"],
-            capsys,
-        )
+        rc, err = _download_bapps(url, out, capsys)
     assert rc == 1
     (line,) = _errors(err)
     assert "does not hold the BAPPS 2AFC layout" in line and "a rerun downloads it again" in line

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 
 import torch
+from helpers import train_config
 
 from lipsim.progress import progress_bar
 from lipsim.train.distributed import DistEnv
-from lipsim.train.trainer import TrainConfig, Trainer
+from lipsim.train.trainer import Trainer
 
 
 class _Tty(io.StringIO):
@@ -61,27 +62,14 @@ class _Regression:
 
 
 def test_trainer_bar_of_a_1000_step_run_redraws_a_few_times(tmp_path, capsys):
-    cfg = TrainConfig(
-        epochs=1,
+    cfg = train_config(
+        tmp_path,
         batch_size=1,
         lr=0.01,
-        beta1=0.5,
-        beta2=0.9,
-        weight_decay=0.0,
-        schedule="constant",
-        warmup_steps=0,
-        lr_timing="this_step",
-        schedule_items=0,
-        partial_batches="drop",
-        seed=0,
-        workers=0,
-        amp="none",
         ckpt_every=0,
         workdir=str(tmp_path / "work"),
         metrics=str(tmp_path / "metrics.csv"),
-        log_every=1,
         progress=True,
-        device="cpu",
     )
     Trainer(cfg, DistEnv(), torch.device("cpu")).fit(torch.nn.Linear(2, 1), _Regression())
     err = capsys.readouterr().err

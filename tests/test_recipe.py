@@ -14,11 +14,9 @@ each option changes what it says and nothing else, on tiny batches with seeded w
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +24,14 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import one_part_cache, snakemake, train_config
 from PIL import Image
 from torch import nn
 
 from lipsim.__main__ import main as lipsim_main
 from lipsim.cli import distill as distill_cli
 from lipsim.data.synthetic import make_night
-from lipsim.embcache import EmbeddingCache, fill_part, list_images, load_train_image, write_index
+from lipsim.embcache import EmbeddingCache, load_train_image
 from lipsim.models import build_model, load_checkpoint, save_checkpoint
 from lipsim.teachers import get_teacher
 from lipsim.train.distill import DistillDataset, DistillTask, batch_rmse
@@ -57,22 +56,7 @@ def _image_folder(root: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Pa
 
 
 def _cache(images: Path, out: Path, *, crop: str, mirror: bool = False) -> EmbeddingCache:
-    lst = list_images(images)
-    fill_part(
-        teacher=get_teacher("demo"),
-        images=images,
-        image_list=lst,
-        out_dir=out,
-        part=0,
-        parts=1,
-        shard_size=8,
-        dtype="float32",
-        crop=crop,
-        mirror=mirror,
-        progress=False,
-    )
-    write_index(out, 1, image_list=lst)
-    return EmbeddingCache(out)
+    return one_part_cache(images, out, dtype="float32", crop=crop, mirror=mirror)
 
 
 # --------------------------------------------------------------------------- crop
@@ -199,29 +183,7 @@ def _adam_with_moments(net: nn.Module) -> torch.optim.Adam:
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        epochs=1,
-        batch_size=4,
-        lr=0.003,
-        beta1=0.8,
-        beta2=0.95,
-        weight_decay=0.0,
-        schedule="constant",
-        warmup_steps=0,
-        lr_timing="this_step",
-        schedule_items=0,
-        partial_batches="drop",
-        seed=0,
-        workers=0,
-        amp="none",
-        ckpt_every=100,
-        device="cpu",
-        workdir=str(tmp_path / "w"),
-        metrics=str(tmp_path / "w" / "metrics.csv"),
-        log_every=1,
-        progress=False,
-    )
-    return TrainConfig(**{**base, **kw})
+    return train_config(tmp_path, **{**dict(lr=0.003, beta1=0.8, beta2=0.95), **kw})
 
 
 def test_reloaded_adam_state_has_the_saved_moments_and_the_configured_lr(tmp_path):
@@ -471,18 +433,7 @@ AUTHORS = (
 
 
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
-        "-d",
-        str(workdir),
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
+    return snakemake(workdir, *args, timeout=1200)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 import pytest
 import torch
+from helpers import FAST as DOWNLOAD_FAST
 from loopback_server import LoopbackServer
 
 import lipsim
@@ -27,7 +28,7 @@ from lipsim.data.gdrive import confirmed_url, drive_url, fetch_drive
 from lipsim.errors import LipSimError
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = dict(backoff=0.001, progress=False, timeout=10, retries=2)
+FAST = {**DOWNLOAD_FAST, "retries": 2}
 UUID = "u-7f3a"
 
 pytestmark = pytest.mark.network

@@ -4,7 +4,6 @@ attack files written here, and the DAG it adds (dry runs of the real workflow)."
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import dry_run_jobs, snakemake
 from test_radii import SPLITS, certify_file
 
 from lipsim.cli import study as study_cli
@@ -124,30 +124,9 @@ def _dry_run(tmp_path: Path, overlay: str) -> list[tuple[str, str, str]]:
     work = tmp_path / f"w{len(list(tmp_path.iterdir()))}"
     shutil.copytree(ROOT / "config", work / "config")
     (work / "config" / "overlay.yaml").write_text(overlay)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "workflow/Snakefile"),
-        "-d",
-        str(work),
-    ]
-    cmd += ["-n", "-p", "--cores", "1", "--configfile", str(work / "config/overlay.yaml")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = []
-    for line in proc.stdout.splitlines():
-        line = line.strip()
-        m = re.match(r"^(?:local)?rule (\w+):", line)
-        if m:
-            jobs.append([m.group(1), "", ""])
-        elif jobs and line.startswith("wildcards:"):
-            jobs[-1][1] = line.split(":", 1)[1].strip()
-        elif jobs and line.startswith("Shell command:"):
-            jobs[-1][2] = line
-    return [tuple(j) for j in jobs]
+    cfg = ["--configfile", str(work / "config/overlay.yaml")]
+    proc = snakemake(work, "-n", "-p", "--cores", "1", *cfg)
+    return [(j["rule"], j["wildcards"], j["shell"]) for j in dry_run_jobs(proc)]
 
 
 @pytest.mark.slow

@@ -5,16 +5,15 @@ checkpoints (slow)."""
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
+from helpers import dry_run_jobs
 
 from lipsim.configcheck import (
     SCHEMA_PATH,
@@ -25,33 +24,17 @@ from lipsim.configcheck import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
 T = "results/test"
 
 
 def snakemake(workdir: Path, *args: str, configfiles=("config/test.yaml",), timeout=600):
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir)]
-    if configfiles:
-        cmd += ["--configfile", *[str(workdir / c) for c in configfiles]]
-    return subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir
-    )
+    cfg = ["--configfile", *[str(workdir / c) for c in configfiles]] if configfiles else []
+    return helpers.snakemake(workdir, *cfg, *args, timeout=timeout, cwd=workdir)
 
 
 def planned(proc: subprocess.CompletedProcess) -> list[tuple[str, str]]:
     """(rule, first output) of every job a dry run lists."""
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = []
-    for line in proc.stdout.splitlines():
-        line = line.strip()
-        m = re.match(r"^(?:local)?rule (\w+):", line)
-        if m:
-            jobs.append((m.group(1), ""))
-        elif jobs and line.startswith("output:") and not jobs[-1][1]:
-            jobs[-1] = (jobs[-1][0], line.split(":", 1)[1].strip().split(",")[0].strip())
-    return jobs
+    return [(j["rule"], j["output"]) for j in dry_run_jobs(proc)]
 
 
 def outputs(jobs, rule):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import train_options
 
 from lipsim.data.synthetic import make_image_folder
 from lipsim.embcache import fill_part, list_images, write_index
@@ -78,38 +79,7 @@ def distill_args(images, cache, workdir, out, batch, *extra):
         "tiny",
         "--image-size",
         "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        str(batch),
-        "--lr",
-        "0.01",
-        "--beta1",
-        "0.5",
-        "--beta2",
-        "0.9",
-        "--weight-decay",
-        "0",
-        "--schedule",
-        "cosine",
-        "--warmup-steps",
-        "1",
-        "--lr-timing",
-        "this_step",
-        "--schedule-items",
-        "0",
-        "--partial-batches",
-        "drop",
-        "--seed",
-        "0",
-        "--workers",
-        "0",
-        "--amp",
-        "none",
-        "--ckpt-every",
-        "100",
-        "--device",
-        "cpu",
+        *train_options(batch_size=batch, lr=0.01, schedule="cosine", warmup_steps=1),
         # Per-image RMSE: the reduction under which N ranks x batch b = 1 rank x N b.
         "--crop",
         "resize_center",
