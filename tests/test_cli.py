@@ -184,6 +184,20 @@ def test_schema_bounds_are_one_error_line():
     )
 
 
+def test_device_option_takes_a_gpu_index_and_refuses_other_names():
+    from lipsim.cli.attack import build_parser
+
+    base = ["--metric", "l2", "--night", "n", "--attack", "pgd", "--norm", "L2", "--eps", "1"]
+    base += ["--out", "o.parquet"]
+    assert build_parser().parse_args([*base, "--device", "cuda:1"]).device == "cuda:1"
+    out = _lipsim("attack", *base, "--device", "gpu")
+    assert out.returncode == 1
+    assert "--device must match" in out.stderr and "(device), got gpu" in out.stderr
+    with pytest.raises(ConfigError, match="device"):
+        _validated(device="gpu")
+    assert _validated(device="cuda:0")["device"] == "cuda:0"
+
+
 def _validated(**overrides):
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     for key, value in overrides.items():

@@ -93,7 +93,7 @@ def test_every_schema_key_has_a_description_and_default():
         ({"distill": {"epoch": 3}}, "distill.epoch: unknown key"),
         ({"distill": {"lr": "fast"}}, "distill.lr: 'fast' is not of type 'number'"),
         ({"margins": [-0.2]}, "margins.0"),
-        ({"device": "tpu"}, "device: 'tpu' is not one of"),
+        ({"device": "tpu"}, "device: 'tpu' does not match"),
         ({"night": {"source": "path"}}, "night.path: required when night.source is 'path'"),
         ({"margins": [0.2], "primary_margin": 0.5}, "primary_margin: 0.5 is not one of margins"),
         ({"finetuned_checkpoints": {"0.3": "x.pt"}}, "finetuned_checkpoints.0.3: margin 0.3"),

@@ -175,6 +175,8 @@ def _bounded(cast, node: dict, opt: ConfigOption):
                 raise LipSimError(
                     f"{opt.option} must be {says} {node[word]} ({opt.key}), got {text}"
                 )
+        if "pattern" in node and not re.search(node["pattern"], str(value)):
+            raise LipSimError(f"{opt.option} must match {node['pattern']} ({opt.key}), got {text}")
         return value
 
     convert.__name__ = cast.__name__  # argparse names the type in "invalid int value"
