@@ -65,6 +65,7 @@ def test_module_constants_are_the_schema_defaults():
     assert resolve(MAX_RATIO) == schema_default("night.download.max_ratio")
 
 
+@pytest.mark.slow  # imports every module (torch, torchvision, matplotlib) in a fresh process
 def test_importing_the_package_reads_no_schema():
     # Defaults are looked up when a function is called: importing every module of the package
     # (in a fresh interpreter) leaves the schema unread.
