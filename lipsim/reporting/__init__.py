@@ -70,6 +70,19 @@ def read_table(path: str | Path, required: tuple[str, ...], what: str) -> pd.Dat
     return df
 
 
+def test_rows(df: pd.DataFrame, path, what: str) -> pd.DataFrame:
+    """The test-split rows of a per-triplet table (an error naming the file when none)."""
+    from lipsim.scoring import TEST_SPLITS
+
+    test = df[df["split"].isin(TEST_SPLITS)]
+    if test.empty:
+        raise ReportingError(
+            f"{what}: {path} has no test rows (split in {list(TEST_SPLITS)}; "
+            f"found {sorted(map(str, df['split'].unique()))})"
+        )
+    return test
+
+
 # Labels and the paper's order (Figure 3a: pixel, CNN, single ViTs, the ensemble, then LipSim)
 # are the registry's (lipsim.registry.METRICS_TABLE).
 _METRIC_ORDER = [n for n in names() if METRICS_TABLE[n].family != "lipsim"]

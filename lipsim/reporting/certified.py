@@ -12,8 +12,7 @@ import pandas as pd
 
 from lipsim.eps import convert_eps
 from lipsim.radius import applied_eps
-from lipsim.reporting import ReportingError, read_table
-from lipsim.scoring import TEST_SPLITS
+from lipsim.reporting import ReportingError, read_table, test_rows
 
 # The columns of a certify file this module reads (lipsim.certify.COLUMNS and the checkpoint's
 # record that `lipsim certify` adds).
@@ -40,11 +39,7 @@ def radius_label(applied: float, paper_255: float, tex: bool = True) -> str:
 
 def read_test_rows(path: str | Path, what: str, required=CERTIFY_COLUMNS) -> pd.DataFrame:
     """The test-split rows of a per-triplet file, its columns checked."""
-    df = read_table(path, required, what)
-    test = df[df["split"].isin(TEST_SPLITS)]
-    if test.empty:
-        raise ReportingError(f"{what}: {path} has no test rows (split in {list(TEST_SPLITS)})")
-    return test
+    return test_rows(read_table(path, required, what), path, what)
 
 
 def one_value(df: pd.DataFrame, column: str, path) -> str:

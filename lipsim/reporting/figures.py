@@ -31,9 +31,9 @@ from lipsim.reporting import (  # noqa: E402
     is_lipsim,
     metric_sort_key,
     read_table,
+    test_rows,
 )
 from lipsim.reporting.tables import ATTACK_COLUMNS, EVAL_COLUMNS, natural_score  # noqa: E402
-from lipsim.scoring import TEST_SPLITS  # noqa: E402
 
 DISTANCE_COLUMNS = ("image", "eps", "distance")
 
@@ -87,7 +87,7 @@ def fig3a_data(
     frames, settings = {}, set()
     for m, path in attacks.items():
         df = read_table(path, ATTACK_COLUMNS, f"--attacks {m}")
-        frames[m] = _test(df, path, f"--attacks {m}")
+        frames[m] = test_rows(df, path, f"--attacks {m}")
         try:
             k = attack_setting(path, df)
             settings.add((k["attack"], k["norm"], k["eps"]))
@@ -114,7 +114,9 @@ def fig3a_data(
         natural, attacked = math.nan, None
         if m in evals:
             natural = natural_score(
-                _test(read_table(evals[m], EVAL_COLUMNS, f"--eval {m}"), evals[m], f"--eval {m}")
+                test_rows(
+                    read_table(evals[m], EVAL_COLUMNS, f"--eval {m}"), evals[m], f"--eval {m}"
+                )
             )
         if m in attacks:
             if m not in evals:  # the attack file carries the clean score of the same triplets
@@ -124,13 +126,6 @@ def fig3a_data(
         if attacked is not None:
             rows.append({"metric": m, "label": labels[m], "kind": attack_name, "score": attacked})
     return pd.DataFrame(rows), attack_name
-
-
-def _test(df: pd.DataFrame, path, what: str) -> pd.DataFrame:
-    test = df[df["split"].isin(TEST_SPLITS)]
-    if test.empty:
-        raise ReportingError(f"{what}: {path} has no test rows (split in {list(TEST_SPLITS)})")
-    return test
 
 
 def fig3a(
@@ -292,7 +287,7 @@ def margins_table(
     ]
     for teacher, path in evals.items():
         df = read_table(path, EVAL_COLUMNS, f"--eval {teacher}")
-        natural = natural_score(_test(df, path, f"--eval {teacher}"))
+        natural = natural_score(test_rows(df, path, f"--eval {teacher}"))
         rows.append(
             {"model": teacher, "teacher": teacher, "stage": "reference", "natural": natural}
         )

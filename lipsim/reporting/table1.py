@@ -22,10 +22,10 @@ import pandas as pd
 
 from lipsim.certify import certified_scores, unsound_share
 from lipsim.eps import convert_eps
-from lipsim.reporting import ReportingError, checkpoint_stage, fmt, read_table
+from lipsim.reporting import ReportingError, checkpoint_stage, fmt, read_table, test_rows
 from lipsim.reporting.reference import lookup_table1
 from lipsim.reporting.tables import latex_table, markdown_table, tex_escape
-from lipsim.scoring import DREAMSIM, TEST_SPLITS, Rule
+from lipsim.scoring import DREAMSIM, Rule
 
 CERTIFY_COLUMNS = ("split", "metric", "p", "score", "radius", "radius_authors")
 EVAL_COLUMNS = ("split", "p", "score")
@@ -86,16 +86,6 @@ def split_teacher(key: str, teacher: str | None) -> tuple[str | None, str]:
     return (t if sep else teacher), model
 
 
-def _test(df: pd.DataFrame, path, what: str) -> pd.DataFrame:
-    test = df[df["split"].isin(TEST_SPLITS)]
-    if test.empty:
-        raise ReportingError(
-            f"{what}: {path} has no test rows (split in {list(TEST_SPLITS)}; "
-            f"found {sorted(map(str, df['split'].unique()))})"
-        )
-    return test
-
-
 def _read(path, required: tuple[str, ...], rule: Rule, what: str, step: str) -> pd.DataFrame:
     """A per-triplet file's test rows, checked to hold what both rules need."""
     df = read_table(path, required, what)
@@ -110,7 +100,7 @@ def _read(path, required: tuple[str, ...], rule: Rule, what: str, step: str) -> 
             f"{what}: {path} was written without its p = 0.5 triplets (half_votes=drop); "
             f"rerun {step}"
         )
-    return _test(df, path, what)
+    return test_rows(df, path, what)
 
 
 def _test_score(scores: dict) -> float:

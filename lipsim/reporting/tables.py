@@ -27,6 +27,7 @@ from lipsim.reporting import (
     metric_sort_key,
     norm_label,
     read_table,
+    test_rows,
 )
 from lipsim.reporting.reference import lookup_table2
 from lipsim.scoring import TEST_SPLITS, split_scores
@@ -38,16 +39,6 @@ RETRIEVAL_EXTRA = ("neighbour_overlap", "n_queries", "gallery_size", "distractor
 
 
 # ----------------------------------------------------------------------------- scores
-
-
-def _test_rows(df: pd.DataFrame, path, what: str) -> pd.DataFrame:
-    test = df[df["split"].isin(TEST_SPLITS)]
-    if test.empty:
-        raise ReportingError(
-            f"{what}: {path} has no test rows (split in {list(TEST_SPLITS)}; "
-            f"found {sorted(map(str, df['split'].unique()))})"
-        )
-    return test
 
 
 def natural_score(df: pd.DataFrame, column: str = "score") -> float:
@@ -101,7 +92,7 @@ def table2(
         if ident in seen:
             raise ReportingError(f"--attacks: {path} and {seen[ident]} are the same cell {ident}")
         seen[ident] = path
-        test = _test_rows(df, path, f"--attacks {key['metric']}")
+        test = test_rows(df, path, f"--attacks {key['metric']}")
         value, source = (
             lookup_table2(reference, key["metric"], key["attack"], key["norm"], key["eps"], teacher)
             if reference is not None
